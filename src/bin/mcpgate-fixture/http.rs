@@ -1,0 +1,106 @@
+//! Streamable HTTP mode: rmcp's `StreamableHttpService` (sessions, SSE priming
+//! and resumption, Host/Origin checks) behind a plain hyper HTTP/1.1 server,
+//! answering at [`MCP_PATH`] only.
+
+use std::{io::Write as _, net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use hyper::{
+    Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::{reconnect::ReconnectingSessions, server::Fixture};
+
+/// The only path served.
+const MCP_PATH: &str = "/mcp";
+
+/// Browser origins accepted besides requests without `Origin`.
+const LOCAL_ORIGINS: [&str; 3] = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
+
+/// The MCP endpoint with our session manager.
+type McpService = StreamableHttpService<Fixture, ReconnectingSessions>;
+
+/// Binds `listen`, prints the endpoint URL, and serves until Ctrl-C.
+pub async fn serve(listen: SocketAddr, name: String) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind {listen}"))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    announce(addr).context("cannot write the listening line to stdout")?;
+    let shutdown = CancellationToken::new();
+    let service = mcp_service(name.into(), shutdown.child_token());
+    tokio::select! {
+        () = accept_loop(listener, service) => Ok(()),
+        signal = tokio::signal::ctrl_c() => {
+            shutdown.cancel();
+            signal.context("cannot wait for Ctrl-C")
+        }
+    }
+}
+
+/// Prints `listening on http://ADDR/mcp` as the first stdout line, flushed.
+fn announce(addr: SocketAddr) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{addr}{MCP_PATH}")?;
+    stdout.flush()
+}
+
+/// Builds the rmcp service; each session gets its own [`Fixture`].
+fn mcp_service(name: Arc<str>, shutdown: CancellationToken) -> McpService {
+    let sessions = Arc::new(ReconnectingSessions::default());
+    let streams = Arc::clone(&sessions);
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_origins(LOCAL_ORIGINS)
+        .with_cancellation_token(shutdown);
+    StreamableHttpService::new(
+        move || Ok(Fixture::new(Arc::clone(&name), Some(Arc::clone(&streams)))),
+        sessions,
+        config,
+    )
+}
+
+/// Accepts connections forever, one task each.
+async fn accept_loop(listener: TcpListener, service: McpService) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, service.clone()));
+            }
+            Err(error) => tracing::warn!(%error, "accept failed"),
+        }
+    }
+}
+
+/// Serves one HTTP/1.1 connection, routing [`MCP_PATH`] to rmcp.
+async fn serve_connection(stream: TcpStream, service: McpService) {
+    let handler = service_fn(move |request: Request<Incoming>| {
+        let service = service.clone();
+        async move {
+            let response = if request.uri().path() == MCP_PATH {
+                service.handle(request).await
+            } else {
+                not_found()
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), handler);
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "connection closed with an error");
+    }
+}
+
+/// An empty 404 response.
+fn not_found<B: Default>() -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}

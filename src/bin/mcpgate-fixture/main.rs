@@ -1,0 +1,89 @@
+//! `mcpgate-fixture`: a small upstream MCP server used to test the gateway.
+//!
+//! It implements the server surface expected by the official conformance suite
+//! (`@modelcontextprotocol/conformance` 0.1.16: every `test_*` tool, resource and
+//! prompt, completion, logging, subscriptions, sampling, elicitation, progress,
+//! SSE polling) plus a few gateway-oriented tools (`echo`, `whoami`, `slow`).
+//!
+//! This file owns the command line and process setup; each concern lives in its
+//! own module.
+
+mod http;
+mod interactive;
+mod logging;
+mod media;
+mod prompts;
+mod reconnect;
+mod resources;
+mod server;
+mod tools;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use rmcp::ServiceExt as _;
+use tracing_subscriber::EnvFilter;
+
+use crate::server::Fixture;
+
+/// Command line of the fixture server.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcpgate-fixture",
+    about = "Upstream MCP test server for mcpgate"
+)]
+struct Cli {
+    /// Value reported as `serverInfo.name` (lets tests tell instances apart).
+    #[arg(long, global = true, default_value = "mcpgate-fixture")]
+    name: String,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+/// Transport to serve on.
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Serve newline-delimited JSON-RPC on stdin/stdout.
+    Stdio,
+    /// Serve Streamable HTTP at `/mcp`; the first stdout line is the URL.
+    Http {
+        /// Address to bind; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.mode {
+        Mode::Stdio => serve_stdio(cli.name).await,
+        Mode::Http { listen } => http::serve(listen, cli.name).await,
+    }
+}
+
+/// Sends logs to stderr only, so stdout stays clean for JSON-RPC or the URL line.
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// Serves one session over stdio until the client closes stdin.
+async fn serve_stdio(name: String) -> anyhow::Result<()> {
+    let running = Fixture::new(name, None)
+        .serve(rmcp::transport::stdio())
+        .await
+        .context("stdio handshake failed")?;
+    let reason = running
+        .waiting()
+        .await
+        .context("stdio service task failed")?;
+    tracing::info!(?reason, "stdio session ended");
+    Ok(())
+}

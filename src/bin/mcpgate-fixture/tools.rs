@@ -1,0 +1,245 @@
+//! The tool catalog (`tools/list`) and `tools/call` dispatch, plus the tools
+//! whose result is fixed content (text, image, audio, embedded resources, errors)
+//! and the gateway helpers `echo`, `whoami` and `slow`.
+
+use std::time::Duration;
+
+use rmcp::{
+    ErrorData as McpError, RoleServer,
+    model::{
+        CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, ResourceContents, Tool,
+    },
+    service::RequestContext,
+};
+use serde_json::{Value, json};
+
+use crate::{interactive, media, reconnect, server::Fixture};
+
+/// Name of the tool that closes its own SSE stream mid-call (SEP-1699).
+pub const RECONNECTION_TOOL: &str = "test_reconnection";
+
+/// Every tool the fixture offers, in a stable order.
+pub fn catalog() -> Vec<Tool> {
+    let none = || object_schema(json!({}), &[]);
+    vec![
+        Tool::new("test_simple_text", "Returns one text block.", none()),
+        Tool::new("test_image_content", "Returns a PNG image block.", none()),
+        Tool::new("test_audio_content", "Returns a WAV audio block.", none()),
+        Tool::new(
+            "test_embedded_resource",
+            "Returns an embedded text resource.",
+            none(),
+        ),
+        Tool::new(
+            "test_multiple_content_types",
+            "Returns text, image and resource blocks.",
+            none(),
+        ),
+        Tool::new(
+            "test_tool_with_logging",
+            "Sends three info log notifications while running.",
+            none(),
+        ),
+        Tool::new(
+            "test_tool_with_progress",
+            "Reports progress 0, 50 and 100 of 100.",
+            none(),
+        ),
+        Tool::new(
+            "test_error_handling",
+            "Always fails with isError: true.",
+            none(),
+        ),
+        Tool::new(
+            "test_sampling",
+            "Asks the client to sample an LLM reply.",
+            string_schema("prompt", "Prompt sent to the client's LLM"),
+        ),
+        Tool::new(
+            "test_elicitation",
+            "Asks the client for a username and email.",
+            string_schema("message", "Message shown to the user"),
+        ),
+        Tool::new(
+            "test_elicitation_sep1034_defaults",
+            "Elicits a form whose fields carry defaults (SEP-1034).",
+            none(),
+        ),
+        Tool::new(
+            "test_elicitation_sep1330_enums",
+            "Elicits a form with every enum style (SEP-1330).",
+            none(),
+        ),
+        Tool::new(
+            RECONNECTION_TOOL,
+            "Closes its SSE stream mid-call and answers after the client resumes (SEP-1699).",
+            none(),
+        ),
+        Tool::new(
+            "json_schema_2020_12_tool",
+            "Input schema uses JSON Schema 2020-12 keywords (SEP-1613).",
+            json_schema_2020_12(),
+        ),
+        Tool::new(
+            "echo",
+            "Returns its `text` argument.",
+            string_schema("text", "Text to return"),
+        ),
+        Tool::new("whoami", "Returns this server's --name.", none()),
+        Tool::new(
+            "slow",
+            "Sleeps `ms` milliseconds (cancellable), then returns \"done\".",
+            slow_schema(),
+        ),
+    ]
+}
+
+/// Runs the tool named in `request`.
+pub async fn call(
+    fixture: &Fixture,
+    request: CallToolRequestParams,
+    context: RequestContext<RoleServer>,
+) -> Result<CallToolResult, McpError> {
+    let args = request.arguments.unwrap_or_default();
+    match request.name.as_ref() {
+        "test_simple_text" => Ok(text("This is a simple text response for testing.")),
+        "test_image_content" => Ok(CallToolResult::success(vec![image()])),
+        "test_audio_content" => Ok(CallToolResult::success(vec![ContentBlock::audio(
+            media::wav_base64(),
+            media::WAV_MIME,
+        )])),
+        "test_embedded_resource" => Ok(CallToolResult::success(vec![embedded_resource()])),
+        "test_multiple_content_types" => Ok(multiple_content_types()),
+        "test_error_handling" => Ok(CallToolResult::error(vec![ContentBlock::text(
+            "This tool intentionally returns an error for testing",
+        )])),
+        "test_tool_with_logging" => interactive::with_logging(fixture, &context).await,
+        "test_tool_with_progress" => interactive::with_progress(&context).await,
+        "test_sampling" => interactive::sampling(&context, string_arg(&args, "prompt")?).await,
+        "test_elicitation" => {
+            interactive::elicitation(&context, string_arg(&args, "message")?).await
+        }
+        "test_elicitation_sep1034_defaults" => interactive::elicitation_defaults(&context).await,
+        "test_elicitation_sep1330_enums" => interactive::elicitation_enums(&context).await,
+        RECONNECTION_TOOL => reconnect::run_tool(fixture.streams.as_deref(), &context).await,
+        "json_schema_2020_12_tool" => {
+            Ok(text(format!("Received arguments: {}", Value::Object(args))))
+        }
+        "echo" => Ok(text(string_arg(&args, "text")?)),
+        "whoami" => Ok(text(fixture.name.as_ref())),
+        "slow" => slow(&args, &context).await,
+        other => Err(McpError::invalid_params(
+            format!("Unknown tool: {other}"),
+            None,
+        )),
+    }
+}
+
+/// A successful result holding one text block.
+pub fn text(text: impl Into<String>) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(text)])
+}
+
+/// Reads a required string argument.
+fn string_arg(args: &JsonObject, name: &str) -> Result<String, McpError> {
+    args.get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            McpError::invalid_params(format!("argument `{name}` must be a string"), None)
+        })
+}
+
+/// The fixture's PNG as an image block.
+fn image() -> ContentBlock {
+    ContentBlock::image(media::PNG_BASE64, media::PNG_MIME)
+}
+
+/// The resource embedded by `test_embedded_resource`.
+fn embedded_resource() -> ContentBlock {
+    ContentBlock::resource(ResourceContents::text(
+        "This is an embedded resource content.",
+        "test://embedded-resource",
+    ))
+}
+
+/// Text, image and embedded JSON resource in one result.
+fn multiple_content_types() -> CallToolResult {
+    let resource = ResourceContents::text(
+        json!({"test": "data", "value": 123}).to_string(),
+        "test://mixed-content-resource",
+    )
+    .with_mime_type("application/json");
+    CallToolResult::success(vec![
+        ContentBlock::text("Multiple content types test:"),
+        image(),
+        ContentBlock::resource(resource),
+    ])
+}
+
+/// Sleeps for the `ms` argument; a cancelled call gets no response (rmcp drops it).
+async fn slow(
+    args: &JsonObject,
+    context: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, McpError> {
+    let ms = args.get("ms").and_then(Value::as_u64).ok_or_else(|| {
+        McpError::invalid_params("argument `ms` must be a non-negative integer", None)
+    })?;
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(text("done")),
+        () = context.ct.cancelled() => Err(McpError::internal_error("request cancelled", None)),
+    }
+}
+
+/// `{"type": "object", "properties": …, "required": …}`.
+fn object_schema(properties: Value, required: &[&str]) -> JsonObject {
+    let mut schema = JsonObject::new();
+    schema.insert("type".into(), "object".into());
+    schema.insert("properties".into(), properties);
+    if !required.is_empty() {
+        schema.insert("required".into(), json!(required));
+    }
+    schema
+}
+
+/// A schema with one required string property.
+fn string_schema(name: &str, description: &str) -> JsonObject {
+    object_schema(
+        json!({ name: {"type": "string", "description": description} }),
+        &[name],
+    )
+}
+
+/// Input schema of `slow`.
+fn slow_schema() -> JsonObject {
+    object_schema(
+        json!({"ms": {"type": "integer", "minimum": 0, "description": "Milliseconds to sleep"}}),
+        &["ms"],
+    )
+}
+
+/// Input schema using `$schema`, `$defs`, `$ref` and `additionalProperties`.
+fn json_schema_2020_12() -> JsonObject {
+    let mut schema = object_schema(
+        json!({
+            "name": {"type": "string"},
+            "address": {"$ref": "#/$defs/address"}
+        }),
+        &[],
+    );
+    schema.insert(
+        "$schema".into(),
+        "https://json-schema.org/draft/2020-12/schema".into(),
+    );
+    schema.insert(
+        "$defs".into(),
+        json!({
+            "address": {
+                "type": "object",
+                "properties": {"street": {"type": "string"}, "city": {"type": "string"}}
+            }
+        }),
+    );
+    schema.insert("additionalProperties".into(), false.into());
+    schema
+}

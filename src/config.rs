@@ -1,0 +1,368 @@
+//! Configuration: one TOML file plus `MCPGATE_<SECTION>__<KEY>` environment overrides,
+//! loaded with the `config` crate, then validated so that a bad value fails at start with its key.
+//!
+//! Secrets (upstream header values, stdio environment values, the fleet HMAC key) are held in
+//! [`Secret`], which never prints its content: not in `Debug`, not in `check-config` output.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Everything mcpgate reads at start.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// The downstream MCP endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the `/mcp` listener.
+    pub listen: SocketAddr,
+    /// Browser origins allowed besides localhost ones, e.g. `https://app.example.com`.
+    pub allowed_origins: Vec<String>,
+    /// `Host` header values allowed (name or name:port). Empty means: only localhost names when
+    /// `listen` is a loopback address, anything otherwise (a load balancer in front decides).
+    pub allowed_hosts: Vec<String>,
+    /// Largest accepted POST body, in bytes.
+    pub max_body_bytes: usize,
+    /// The `retry` hint sent on SSE streams.
+    #[serde(with = "humantime_serde")]
+    pub sse_retry: Duration,
+    /// Key for signing the ids of server-to-client requests; random per process when unset.
+    /// Every replica of a fleet must share it.
+    pub hmac_key: Option<Secret>,
+    /// actix-web worker threads; the number of cores when unset.
+    pub workers: Option<usize>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            sse_retry: Duration::from_secs(2),
+            hmac_key: None,
+            workers: None,
+        }
+    }
+}
+
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+    }
+}
+
+/// Where sessions live and for how long.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub store: StoreKind,
+    /// A session unused this long expires.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+    /// No session outlives this, however busy.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// How long the events of an SSE stream stay replayable.
+    #[serde(with = "humantime_serde")]
+    pub replay_window: Duration,
+    /// How many events one SSE stream keeps for replay.
+    pub replay_max_events: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Memory,
+            idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_lifetime: Duration::from_secs(30 * 24 * 3600),
+            replay_window: Duration::from_secs(600),
+            replay_max_events: 1000,
+        }
+    }
+}
+
+/// Session store backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In-process; sessions die with the process. For development and single-replica use.
+    Memory,
+}
+
+/// How mcpgate reaches one upstream MCP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Stdio,
+    Http,
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub transport: TransportKind,
+    /// Namespace for tools and prompts (`<prefix>__<name>`); the name when unset, none when "".
+    pub prefix: Option<String>,
+    /// Tool-name globs to expose; everything when empty.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Tool-name globs to hide; applied after `allow`.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Longest wait for one upstream request.
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// stdio: the program to run.
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, Secret>,
+    pub cwd: Option<PathBuf>,
+    /// http: the Streamable HTTP endpoint.
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl UpstreamConfig {
+    /// The namespace actually used: the configured prefix, or the name.
+    pub fn effective_prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A configuration value that must never be printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration at `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+impl Config {
+    /// Loads `path` (when given), applies `MCPGATE_*` overrides, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let environment = config::Environment::with_prefix("MCPGATE")
+            .prefix_separator("_")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("server.allowed_origins")
+            .with_list_parse_key("server.allowed_hosts")
+            .try_parsing(true);
+        let config: Config = builder.add_source(environment).build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: cross-field rules, names, globs and URLs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be greater than 0"));
+        }
+        if self.session.idle_ttl.is_zero() {
+            return Err(invalid("session.idle_ttl", "must be greater than 0"));
+        }
+        if self.session.max_lifetime < self.session.idle_ttl {
+            return Err(invalid("session.max_lifetime", "must be at least session.idle_ttl"));
+        }
+        if matches!(&self.server.hmac_key, Some(k) if k.expose().len() < 32) {
+            return Err(invalid("server.hmac_key", "must be at least 32 characters"));
+        }
+        self.validate_upstreams()
+    }
+
+    fn validate_upstreams(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        let mut prefixes = std::collections::HashSet::new();
+        for (index, upstream) in self.upstreams.iter().enumerate() {
+            let key = format!("upstreams[{index}]");
+            validate_upstream(&key, upstream)?;
+            if !names.insert(upstream.name.as_str()) {
+                return Err(invalid(format!("{key}.name"), format!("duplicate name {:?}", upstream.name)));
+            }
+            if !prefixes.insert(upstream.effective_prefix()) {
+                let reason = format!(
+                    "prefix {:?} is used twice; an empty prefix is allowed for one upstream only",
+                    upstream.effective_prefix()
+                );
+                return Err(invalid(format!("{key}.prefix"), reason));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_upstream(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
+    let name_ok = !upstream.name.is_empty()
+        && upstream.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(invalid(format!("{key}.name"), "must be non-empty ASCII letters, digits, '-' or '_'"));
+    }
+    if upstream.effective_prefix().contains("__") {
+        return Err(invalid(format!("{key}.prefix"), "must not contain \"__\" (the namespace separator)"));
+    }
+    if upstream.timeout.is_zero() {
+        return Err(invalid(format!("{key}.timeout"), "must be greater than 0"));
+    }
+    for (field, globs) in [("allow", &upstream.allow), ("deny", &upstream.deny)] {
+        for glob in globs {
+            globset::Glob::new(glob)
+                .map_err(|e| invalid(format!("{key}.{field}"), format!("bad glob {glob:?}: {e}")))?;
+        }
+    }
+    match upstream.transport {
+        TransportKind::Stdio => validate_stdio(key, upstream),
+        TransportKind::Http => validate_http(key, upstream),
+    }
+}
+
+fn validate_stdio(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
+    match &upstream.command {
+        Some(command) if !command.is_empty() => {}
+        _ => return Err(invalid(format!("{key}.command"), "required for transport = \"stdio\"")),
+    }
+    if upstream.url.is_some() || !upstream.headers.is_empty() {
+        return Err(invalid(format!("{key}.url"), "url and headers belong to transport = \"http\""));
+    }
+    Ok(())
+}
+
+fn validate_http(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
+    let Some(raw) = &upstream.url else {
+        return Err(invalid(format!("{key}.url"), "required for transport = \"http\""));
+    };
+    let url = url::Url::parse(raw).map_err(|e| invalid(format!("{key}.url"), e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!("{key}.url"), "scheme must be http or https"));
+    }
+    if upstream.command.is_some() || !upstream.args.is_empty() || !upstream.env.is_empty() {
+        return Err(invalid(format!("{key}.command"), "command, args and env belong to transport = \"stdio\""));
+    }
+    for name in upstream.headers.keys() {
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("{key}.headers"), format!("{name:?} is not a valid header name")))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_str(toml: &str) -> Result<Config, ConfigError> {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        Config::load(Some(file.path()))
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let config = load_str("").unwrap();
+        assert_eq!(config.session.idle_ttl, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(config.session.store, StoreKind::Memory);
+        assert!(config.upstreams.is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[server]\nbogus = 1", "bogus"),
+            ("[[upstreams]]\nname = \"a\"\ntransport = \"stdio\"", "upstreams[0].command"),
+            ("[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"ftp://x\"", "upstreams[0].url"),
+            (
+                "[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x\"\nprefix = \"\"\n\
+                 [[upstreams]]\nname = \"b\"\ntransport = \"http\"\nurl = \"http://y\"\nprefix = \"\"",
+                "upstreams[1].prefix",
+            ),
+            ("[[upstreams]]\nname = \"a b\"\ntransport = \"http\"\nurl = \"http://x\"", "upstreams[0].name"),
+            ("[session]\nidle_ttl = \"2d\"\nmax_lifetime = \"1d\"", "session.max_lifetime"),
+        ];
+        for (toml, key) in cases {
+            let error = load_str(toml).unwrap_err().to_string();
+            assert!(error.contains(key), "{toml:?} gave {error:?}, expected key {key}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_printed() {
+        let config = load_str(
+            "[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x\"\n\
+             headers = { Authorization = \"Bearer hunter2\" }",
+        )
+        .unwrap();
+        let printed = toml::to_string(&config).unwrap();
+        assert!(!printed.contains("hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(config.upstreams[0].headers["Authorization"].expose(), "Bearer hunter2");
+    }
+}

@@ -1,0 +1,83 @@
+//! The list methods, merged across upstreams: namespaced names, filtered tools, resource
+//! routes learned, and one cursor that carries every upstream's own cursor.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use rmcp::model::ErrorCode;
+use serde_json::{Map, Value, json};
+
+use super::{Gateway, Outbox, Outcome, Session, error_object};
+use crate::catalog::{ListCursor, ListKind, namespaced};
+use crate::jsonrpc::Request;
+use crate::upstream::Upstream;
+
+impl Gateway {
+    pub(super) async fn list(&self, session: &Session, kind: ListKind, request: Request, outbox: &Outbox) -> Outcome {
+        let cursor = request.params.as_ref().and_then(|p| p.get("cursor"));
+        let targets: Vec<(Arc<Upstream>, Option<String>)> = match cursor {
+            None | Some(Value::Null) => self.upstreams_with(kind.capability()).into_iter().map(|u| (u, None)).collect(),
+            Some(Value::String(text)) => self.cursor_targets(text)?,
+            Some(_) => return Err(error_object(ErrorCode::INVALID_PARAMS, "params.cursor must be a string")),
+        };
+        let pages = join_all(targets.iter().map(|(upstream, cursor)| {
+            let mut page_request = request.clone();
+            page_request.params = Some(cursor.as_ref().map_or_else(|| json!({}), |c| json!({"cursor": c})));
+            self.forward(session, upstream, page_request, outbox)
+        }))
+        .await;
+        let mut items = Vec::new();
+        let mut next = ListCursor::default();
+        for ((upstream, _), page) in targets.iter().zip(pages) {
+            match page {
+                Ok(page) => {
+                    items.extend(self.adopt(kind, upstream, &page));
+                    if let Some(c) = page.get("nextCursor").and_then(Value::as_str) {
+                        next.pending.insert(upstream.name.clone(), c.to_owned());
+                    }
+                }
+                Err(error) => tracing::warn!(upstream = %upstream.name, %error, method = kind.method(), "leaving an upstream out of a list"),
+            }
+        }
+        let mut result = Map::new();
+        result.insert(kind.field().into(), Value::Array(items));
+        if let Some(cursor) = next.encode() {
+            result.insert("nextCursor".into(), json!(cursor));
+        }
+        Ok(Value::Object(result))
+    }
+
+    fn cursor_targets(&self, text: &str) -> Result<Vec<(Arc<Upstream>, Option<String>)>, Value> {
+        let invalid = || error_object(ErrorCode::INVALID_PARAMS, "params.cursor is not a cursor this gateway issued");
+        let cursor = ListCursor::decode(text).ok_or_else(invalid)?;
+        cursor
+            .pending
+            .into_iter()
+            .map(|(name, c)| self.upstreams.by_name(&name).map(|u| (u.clone(), Some(c))).ok_or_else(invalid))
+            .collect()
+    }
+
+    /// One upstream's items as the client sees them.
+    fn adopt(&self, kind: ListKind, upstream: &Upstream, page: &Value) -> Vec<Value> {
+        let items = page.get(kind.field()).and_then(Value::as_array).cloned().unwrap_or_default();
+        items
+            .into_iter()
+            .filter_map(|mut item| {
+                match kind {
+                    ListKind::Tools | ListKind::Prompts => {
+                        let own = item.get("name").and_then(Value::as_str)?.to_owned();
+                        if kind == ListKind::Tools && !upstream.filter.allows(&own) {
+                            return None;
+                        }
+                        item["name"] = json!(namespaced(&upstream.prefix, &own));
+                    }
+                    ListKind::Resources => self.routes.learn_resource(item.get("uri").and_then(Value::as_str)?, &upstream.name),
+                    ListKind::ResourceTemplates => {
+                        self.routes.learn_template(item.get("uriTemplate").and_then(Value::as_str)?, &upstream.name)
+                    }
+                }
+                Some(item)
+            })
+            .collect()
+    }
+}

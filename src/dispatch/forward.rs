@@ -1,0 +1,112 @@
+//! Forwarding one request to one upstream and relaying what comes back.
+//!
+//! Server-to-client requests get signed ids; an upstream's cancellation of such a request is
+//! rewritten to match. The upstream's timeout restarts with every message it sends, so a long
+//! call that reports progress is not cut off.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rmcp::model::ErrorCode;
+use serde_json::Value;
+
+use super::{Gateway, Outbox, Outcome, Session, error_object};
+use crate::jsonrpc::{Message, Notification, Request, RequestId};
+use crate::session::SessionId;
+use crate::upstream::{CallContext, Upstream, UpstreamError};
+
+impl Gateway {
+    /// Sends `request` to `upstream` for `session`, relaying intermediate messages to `outbox`.
+    pub(super) async fn forward(&self, session: &Session, upstream: &Arc<Upstream>, request: Request, outbox: &Outbox) -> Outcome {
+        let started = Instant::now();
+        let ctx = self.context_for(session, &upstream.name);
+        let outcome = self.exchange(&ctx, upstream, request, outbox).await;
+        self.metrics.upstream_request(&upstream.name, outcome.is_ok(), started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn exchange(&self, ctx: &CallContext, upstream: &Arc<Upstream>, request: Request, outbox: &Outbox) -> Outcome {
+        let id = request.id.clone();
+        let mut messages = upstream.request(ctx, request).await.map_err(|e| upstream_failure(&e))?;
+        let guard = CancelOnDrop { upstream, ctx, id: &id, armed: true };
+        loop {
+            let next = tokio::time::timeout(upstream.timeout, messages.recv()).await;
+            let message = match next {
+                Err(_) => {
+                    let error = UpstreamError::Timeout { upstream: upstream.name.clone(), after: upstream.timeout };
+                    return Err(upstream_failure(&error));
+                }
+                Ok(None) => {
+                    let error = UpstreamError::Protocol { upstream: upstream.name.clone(), reason: "the exchange ended without a response".into() };
+                    return Err(upstream_failure(&error));
+                }
+                Ok(Some(message)) => message,
+            };
+            match message {
+                Message::Response(response) => {
+                    guard.disarm();
+                    return response.outcome;
+                }
+                other => {
+                    let relayed = self.relayed(&ctx.session, &upstream.name, other);
+                    let _ = outbox.send(relayed).await;
+                }
+            }
+        }
+    }
+
+    /// Rewrites an upstream message for the client of `session`.
+    pub(super) fn relayed(&self, session: &SessionId, upstream: &str, message: Message) -> Value {
+        match message {
+            Message::Request(mut request) => {
+                request.id = self.signer.sign(session, upstream, &request.id);
+                Message::Request(request).to_value()
+            }
+            Message::Notification(notification) => self.relayed_notification(session, upstream, notification),
+            Message::Response(response) => Message::Response(response).to_value(),
+        }
+    }
+
+    fn relayed_notification(&self, session: &SessionId, upstream: &str, mut notification: Notification) -> Value {
+        if notification.method == "notifications/cancelled" {
+            let params = notification.params.as_mut().and_then(Value::as_object_mut);
+            if let Some(params) = params {
+                let signed = params.get("requestId").and_then(RequestId::from_value).map(|id| self.signer.sign(session, upstream, &id));
+                if let Some(signed) = signed {
+                    params.insert("requestId".into(), signed.to_value());
+                }
+            }
+        }
+        Message::Notification(notification).to_value()
+    }
+}
+
+/// The error a client sees when an upstream fails: it names the upstream and the reason.
+pub(super) fn upstream_failure(error: &UpstreamError) -> Value {
+    tracing::warn!(%error, "upstream call failed");
+    error_object(ErrorCode::INTERNAL_ERROR, error.to_string())
+}
+
+/// Tells the upstream to stop when the exchange is abandoned (client cancel, timeout, DELETE).
+struct CancelOnDrop<'a> {
+    upstream: &'a Arc<Upstream>,
+    ctx: &'a CallContext,
+    id: &'a RequestId,
+    armed: bool,
+}
+
+impl CancelOnDrop<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (upstream, ctx, id) = (self.upstream.clone(), self.ctx.clone(), self.id.clone());
+        tokio::spawn(async move { upstream.cancel(&ctx, &id, "cancelled by mcpgate").await });
+    }
+}

@@ -1,0 +1,144 @@
+//! What this replica knows about the sessions it serves right now: requests in flight (for
+//! cancellation and duplicate-id checks), resource subscriptions (for routing updates), the
+//! owner of the standalone GET stream, and a token that closes every open stream on DELETE.
+//!
+//! All of it is a cache: a replica that never saw a session rebuilds its entry on first use.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::jsonrpc::RequestId;
+use crate::session::{SessionId, SessionRecord};
+
+#[derive(Default)]
+struct Presence {
+    closed: CancellationToken,
+    in_flight: HashMap<RequestId, CancellationToken>,
+    subscriptions: BTreeSet<String>,
+    standalone_owner: u64,
+}
+
+/// Per-replica session presence.
+#[derive(Default)]
+pub struct Hub {
+    sessions: Mutex<HashMap<SessionId, Presence>>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Presence>> {
+        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a session seen on this replica; returns the token cancelled when it ends.
+    /// Returns `true` as second value when the session was new here (a revival or a creation).
+    pub fn attach(&self, id: &SessionId, record: &SessionRecord) -> (CancellationToken, bool) {
+        let mut sessions = self.lock();
+        let fresh = !sessions.contains_key(id);
+        let presence = sessions.entry(id.clone()).or_default();
+        if fresh {
+            presence.subscriptions = record.subscriptions.clone();
+        }
+        (presence.closed.clone(), fresh)
+    }
+
+    /// Marks a request in flight; `None` when the session already has one with this id.
+    pub fn begin(&self, id: &SessionId, request: &RequestId) -> Option<CancellationToken> {
+        let mut sessions = self.lock();
+        let presence = sessions.entry(id.clone()).or_default();
+        if presence.in_flight.contains_key(request) {
+            return None;
+        }
+        let token = presence.closed.child_token();
+        presence.in_flight.insert(request.clone(), token.clone());
+        Some(token)
+    }
+
+    pub fn end(&self, id: &SessionId, request: &RequestId) {
+        if let Some(presence) = self.lock().get_mut(id) {
+            presence.in_flight.remove(request);
+        }
+    }
+
+    /// Cancels a request in flight; returns whether there was one.
+    pub fn cancel(&self, id: &SessionId, request: &RequestId) -> bool {
+        let token = self.lock().get_mut(id).and_then(|p| p.in_flight.remove(request));
+        token.inspect(CancellationToken::cancel).is_some()
+    }
+
+    /// Ends a session on this replica: closes its streams and cancels its requests.
+    pub fn close(&self, id: &SessionId) {
+        if let Some(presence) = self.lock().remove(id) {
+            presence.closed.cancel();
+        }
+    }
+
+    pub fn set_subscribed(&self, id: &SessionId, uri: &str, subscribed: bool) {
+        let mut sessions = self.lock();
+        let presence = sessions.entry(id.clone()).or_default();
+        if subscribed {
+            presence.subscriptions.insert(uri.to_owned());
+        } else {
+            presence.subscriptions.remove(uri);
+        }
+    }
+
+    /// Sessions on this replica that should see a message about `uri` (all when `None`).
+    pub fn audience(&self, uri: Option<&str>) -> Vec<SessionId> {
+        self.lock()
+            .iter()
+            .filter(|(_, p)| uri.is_none_or(|uri| p.subscriptions.contains(uri)))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    pub fn is_subscribed(&self, id: &SessionId, uri: &str) -> bool {
+        self.lock().get(id).is_some_and(|p| p.subscriptions.contains(uri))
+    }
+
+    /// Takes over the standalone GET stream; an older reader stops when it sees a newer owner.
+    pub fn claim_standalone(&self, id: &SessionId) -> u64 {
+        let mut sessions = self.lock();
+        let presence = sessions.entry(id.clone()).or_default();
+        presence.standalone_owner += 1;
+        presence.standalone_owner
+    }
+
+    pub fn owns_standalone(&self, id: &SessionId, claim: u64) -> bool {
+        self.lock().get(id).is_some_and(|p| p.standalone_owner == claim)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ProtocolVersion;
+    use std::time::Duration;
+
+    #[test]
+    fn tracks_duplicates_cancellation_and_closure() {
+        let hub = Hub::default();
+        let id = SessionId::generate();
+        let record = SessionRecord::new(ProtocolVersion::LATEST, Default::default(), Default::default(), Duration::from_secs(60));
+        let (closed, fresh) = hub.attach(&id, &record);
+        assert!(fresh);
+        let token = hub.begin(&id, &RequestId::Number(1)).unwrap();
+        assert!(hub.begin(&id, &RequestId::Number(1)).is_none());
+        assert!(hub.cancel(&id, &RequestId::Number(1)));
+        assert!(token.is_cancelled());
+        let other = hub.begin(&id, &RequestId::Number(2)).unwrap();
+        hub.close(&id);
+        assert!(closed.is_cancelled() && other.is_cancelled());
+    }
+
+    #[test]
+    fn the_newest_standalone_claim_wins() {
+        let hub = Hub::default();
+        let id = SessionId::generate();
+        let first = hub.claim_standalone(&id);
+        let second = hub.claim_standalone(&id);
+        assert!(!hub.owns_standalone(&id, first));
+        assert!(hub.owns_standalone(&id, second));
+    }
+}

@@ -1,0 +1,271 @@
+//! JSON-RPC dispatch: what a client message means, which upstreams it goes to, and what the
+//! client gets back. Nothing here knows about HTTP; [`crate::http`] calls in with parsed
+//! messages and a looked-up [`Session`], and gets back channels of outgoing JSON.
+
+mod fanout;
+mod forward;
+mod hub;
+mod initialize;
+mod methods;
+mod signing;
+mod unsolicited;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::ErrorCode;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::catalog::ResourceRoutes;
+use crate::events::EventLog;
+use crate::jsonrpc::{Notification, Request, RequestId, Response, error_data, error_value};
+use crate::session::{Lookup, SessionId, SessionRecord, SessionStore, StoreError};
+use crate::telemetry::{LookupOutcome, Metrics};
+use crate::upstream::{CallContext, UnsolicitedSink, UpstreamError, Upstreams};
+
+pub use hub::Hub;
+pub use initialize::InitializeError;
+pub use signing::IdSigner;
+
+/// Messages for the client about one request; the last one is its response.
+pub type Outbox = mpsc::Sender<Value>;
+
+/// The outcome of a request: a result, or a JSON-RPC error object.
+pub type Outcome = Result<Value, Value>;
+
+/// Buffer of the per-request outgoing channel.
+const OUTBOX_CAPACITY: usize = 64;
+
+/// A live session, as loaded for one HTTP request.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: SessionId,
+    pub record: SessionRecord,
+}
+
+/// Why a session cannot be used. Only [`SessionError::Store`] is not the client's problem.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session expired")]
+    Expired,
+    #[error("session was deleted")]
+    Deleted,
+    #[error("session not found")]
+    Unknown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a client message was refused before any work started.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageRejected {
+    #[error("request id {0} is already in use by a request in flight")]
+    DuplicateId(RequestId),
+    #[error("response id {0} does not answer any request of this session")]
+    UnknownResponse(RequestId),
+    #[error("Method not found: {0}")]
+    UnknownMethod(String),
+    #[error("{0}: {1}")]
+    InvalidParams(String, String),
+}
+
+/// Gateway-wide settings dispatch needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_lifetime: Duration,
+}
+
+/// The shared state behind every request.
+pub struct Gateway {
+    pub store: Arc<dyn SessionStore>,
+    pub events: Arc<dyn EventLog>,
+    pub upstreams: Upstreams,
+    pub hub: Hub,
+    pub metrics: Arc<Metrics>,
+    routes: ResourceRoutes,
+    signer: IdSigner,
+    settings: Settings,
+}
+
+impl Gateway {
+    /// Builds the gateway and starts relaying unsolicited upstream messages to GET streams.
+    pub fn start(
+        store: Arc<dyn SessionStore>,
+        events: Arc<dyn EventLog>,
+        upstreams: impl FnOnce(UnsolicitedSink) -> Result<Upstreams, UpstreamError>,
+        signer: IdSigner,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, UpstreamError> {
+        let (sink, unsolicited) = mpsc::unbounded_channel();
+        let gateway = Arc::new(Self {
+            store,
+            events,
+            upstreams: upstreams(sink)?,
+            hub: Hub::default(),
+            metrics,
+            routes: ResourceRoutes::default(),
+            signer,
+            settings,
+        });
+        tokio::spawn(unsolicited::relay(Arc::downgrade(&gateway), unsolicited));
+        Ok(gateway)
+    }
+
+    /// Loads a session for a request, sliding its TTL.
+    pub async fn lookup(&self, id: &SessionId) -> Result<Session, SessionError> {
+        let lookup = self.store.load(id).await;
+        let (outcome, result) = match lookup {
+            Ok(Lookup::Live(record)) => (LookupOutcome::Hit, Ok(Session { id: id.clone(), record: *record })),
+            Ok(Lookup::Expired) => (LookupOutcome::Expired, Err(SessionError::Expired)),
+            Ok(Lookup::Deleted) => (LookupOutcome::Deleted, Err(SessionError::Deleted)),
+            Ok(Lookup::Unknown) => (LookupOutcome::Unknown, Err(SessionError::Unknown)),
+            Err(error) => (LookupOutcome::StoreError, Err(SessionError::Store(error))),
+        };
+        self.metrics.lookup(outcome);
+        match &result {
+            Ok(session) => {
+                self.hub.attach(id, &session.record);
+            }
+            Err(SessionError::Expired) => {
+                self.metrics.sessions_expired.inc();
+                self.hub.close(id);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Ends a session: record gone, tombstone set, streams closed, upstream sessions ended.
+    pub async fn delete(&self, session: &Session) -> Result<(), StoreError> {
+        self.store.delete(&session.id).await?;
+        self.metrics.sessions_deleted.inc();
+        self.hub.close(&session.id);
+        if let Err(error) = self.events.remove_session(&session.id).await {
+            tracing::warn!(%error, "could not drop the event log of a deleted session");
+        }
+        for upstream in self.upstreams.iter() {
+            if let Some(ctx) = self.existing_context(session, &upstream.name) {
+                upstream.close_session(&ctx).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts work on a request; the channel carries what the client must receive.
+    pub fn handle_request(
+        self: &Arc<Self>,
+        session: Session,
+        request: Request,
+    ) -> Result<mpsc::Receiver<Value>, MessageRejected> {
+        let cancel = self
+            .hub
+            .begin(&session.id, &request.id)
+            .ok_or_else(|| MessageRejected::DuplicateId(request.id.clone()))?;
+        let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            let id = request.id.clone();
+            let outcome = tokio::select! {
+                outcome = gateway.run_method(&session, request, &outbox) => Some(outcome),
+                () = cancel.cancelled() => None,
+            };
+            gateway.hub.end(&session.id, &id);
+            if let Some(outcome) = outcome {
+                let _ = outbox.send(response_value(&id, outcome)).await;
+            }
+        });
+        Ok(receiver)
+    }
+
+    /// Refuses, before any work, a request whose method or parameters cannot be right.
+    pub fn check_request(&self, request: &Request) -> Result<(), MessageRejected> {
+        let required = methods::required_params(&request.method)
+            .ok_or_else(|| MessageRejected::UnknownMethod(request.method.clone()))?;
+        let invalid = |reason: String| MessageRejected::InvalidParams(request.method.clone(), reason);
+        let params = match &request.params {
+            None => None,
+            Some(Value::Object(params)) => Some(params),
+            Some(_) => return Err(invalid("params must be an object".into())),
+        };
+        for field in required {
+            if !params.and_then(|p| p.get(*field)).is_some_and(Value::is_string) {
+                return Err(invalid(format!("params.{field} must be a string")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles a client notification.
+    pub async fn handle_notification(&self, session: &Session, notification: Notification) {
+        match notification.method.as_str() {
+            "notifications/cancelled" => {
+                let id = notification.params.as_ref().and_then(|p| p.get("requestId")).and_then(RequestId::from_value);
+                if let Some(id) = id {
+                    self.hub.cancel(&session.id, &id);
+                }
+            }
+            "notifications/roots/list_changed" => self.broadcast_notification(session, notification).await,
+            _ => {}
+        }
+    }
+
+    /// Routes a client's answer to a server-to-client request back to the upstream that asked.
+    pub async fn handle_response(&self, session: &Session, response: Response) -> Result<(), MessageRejected> {
+        let (upstream_name, upstream_id) = self
+            .signer
+            .verify(&session.id, &response.id)
+            .ok_or_else(|| MessageRejected::UnknownResponse(response.id.clone()))?;
+        let upstream = self
+            .upstreams
+            .by_name(&upstream_name)
+            .ok_or_else(|| MessageRejected::UnknownResponse(response.id.clone()))?;
+        let ctx = self.context_for(session, &upstream_name);
+        let answer = Response { id: upstream_id, outcome: response.outcome };
+        if let Err(error) = upstream.send(&ctx, crate::jsonrpc::Message::Response(answer)).await {
+            tracing::warn!(%error, "could not deliver a client's answer upstream");
+        }
+        Ok(())
+    }
+
+    async fn broadcast_notification(&self, session: &Session, notification: Notification) {
+        for upstream in self.upstreams.iter() {
+            let ctx = self.context_for(session, &upstream.name);
+            let message = crate::jsonrpc::Message::Notification(notification.clone());
+            if let Err(error) = upstream.send(&ctx, message).await {
+                tracing::debug!(%error, "could not forward a client notification");
+            }
+        }
+    }
+
+    /// The call context for an upstream of a session (its upstream session may be empty).
+    fn context_for(&self, session: &Session, upstream: &str) -> CallContext {
+        CallContext {
+            session: session.id.clone(),
+            upstream_session: session.record.upstreams.get(upstream).cloned().unwrap_or_default(),
+        }
+    }
+
+    fn existing_context(&self, session: &Session, upstream: &str) -> Option<CallContext> {
+        session.record.upstreams.get(upstream).map(|_| self.context_for(session, upstream))
+    }
+}
+
+/// The JSON-RPC response for an outcome.
+pub fn response_value(id: &RequestId, outcome: Outcome) -> Value {
+    match outcome {
+        Ok(result) => crate::jsonrpc::result_value(id, result),
+        Err(error) => serde_json::json!({"jsonrpc": "2.0", "id": id.to_value(), "error": error}),
+    }
+}
+
+/// A JSON-RPC error object.
+pub fn error_object(code: ErrorCode, message: impl Into<String>) -> Value {
+    serde_json::to_value(error_data(code, message)).unwrap_or_default()
+}
+
+/// A whole error response for a request id.
+pub fn error_response(id: Option<&RequestId>, code: ErrorCode, message: impl Into<String>) -> Value {
+    error_value(id, &error_data(code, message))
+}

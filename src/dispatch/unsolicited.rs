@@ -1,0 +1,52 @@
+//! Messages upstreams send outside any request: list changes, resource updates, and anything
+//! an HTTP upstream sends on its GET stream. They are appended to the standalone stream of
+//! every session that should see them, where an open GET delivers them, or they wait.
+
+use std::sync::Weak;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::Gateway;
+use crate::events::{StreamId, StreamKey};
+use crate::jsonrpc::Message;
+use crate::session::SessionId;
+use crate::upstream::Unsolicited;
+
+/// Runs until every upstream is gone.
+pub(super) async fn relay(gateway: Weak<Gateway>, mut messages: mpsc::UnboundedReceiver<Unsolicited>) {
+    while let Some(unsolicited) = messages.recv().await {
+        let Some(gateway) = gateway.upgrade() else { return };
+        gateway.deliver_unsolicited(unsolicited).await;
+    }
+}
+
+impl Gateway {
+    async fn deliver_unsolicited(&self, unsolicited: Unsolicited) {
+        let uri = resource_uri(&unsolicited.message);
+        let audience: Vec<SessionId> = match &unsolicited.session {
+            Some(session) => vec![session.clone()],
+            None if matches!(unsolicited.message, Message::Request(_)) => return,
+            None => self.hub.audience(uri.as_deref()),
+        };
+        for session in audience {
+            if uri.as_deref().is_some_and(|uri| !self.hub.is_subscribed(&session, uri)) {
+                continue;
+            }
+            let value = self.relayed(&session, &unsolicited.upstream, unsolicited.message.clone());
+            let key = StreamKey { session, stream: StreamId::standalone() };
+            if let Err(error) = self.events.append(&key, value.to_string()).await {
+                tracing::warn!(%error, "could not queue an unsolicited message");
+            }
+        }
+    }
+}
+
+/// The URI of a `notifications/resources/updated`, which only subscribers may see.
+fn resource_uri(message: &Message) -> Option<String> {
+    let Message::Notification(n) = message else { return None };
+    if n.method != "notifications/resources/updated" {
+        return None;
+    }
+    n.params.as_ref()?.get("uri").and_then(Value::as_str).map(str::to_owned)
+}

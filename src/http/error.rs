@@ -1,0 +1,90 @@
+//! Transport-level refusals: each is an HTTP status plus a JSON-RPC error body that says
+//! exactly what was wrong. A store failure is 503 with `Retry-After`, never 404.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use actix_web::{HttpResponse, ResponseError};
+use rmcp::model::ErrorCode;
+
+use crate::dispatch::error_response;
+use crate::jsonrpc::RequestId;
+
+/// JSON-RPC code for "no such session" (as the reference SDKs use it).
+const SESSION_NOT_FOUND: ErrorCode = ErrorCode(-32001);
+/// Seconds a client should wait after a 503.
+const RETRY_AFTER_SECONDS: &str = "2";
+
+/// Why a request was refused before dispatch.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Parse error: {0}")]
+    Parse(String),
+    #[error("{message}")]
+    Rejected { id: Option<RequestId>, code: ErrorCode, message: String },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("Session not found")]
+    SessionNotFound,
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
+    #[error("{0}")]
+    NotAcceptable(&'static str),
+    #[error("request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl HttpError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            HttpError::Parse(_) => ErrorCode::PARSE_ERROR,
+            HttpError::Rejected { code, .. } => *code,
+            HttpError::SessionNotFound => SESSION_NOT_FOUND,
+            HttpError::Unavailable(_) => ErrorCode::INTERNAL_ERROR,
+            _ => ErrorCode::INVALID_REQUEST,
+        }
+    }
+
+    fn id(&self) -> Option<&RequestId> {
+        match self {
+            HttpError::Rejected { id, .. } => id.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for HttpError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            HttpError::BadRequest(_) | HttpError::Parse(_) | HttpError::Rejected { .. } => StatusCode::BAD_REQUEST,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::SessionNotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = error_response(self.id(), self.code(), self.to_string());
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((CONTENT_TYPE, "application/json"));
+        match self {
+            HttpError::Unavailable(_) => {
+                response.insert_header((RETRY_AFTER, RETRY_AFTER_SECONDS));
+            }
+            HttpError::MethodNotAllowed(_) => {
+                response.insert_header(("Allow", "GET, POST, DELETE"));
+            }
+            _ => {}
+        }
+        response.body(body.to_string())
+    }
+}

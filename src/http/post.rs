@@ -1,0 +1,221 @@
+//! POST /mcp: one message or a 2025-03-26 batch.
+//!
+//! Notifications and responses alone get 202. Requests are dispatched; the answer is JSON when
+//! every response comes before anything else, and an SSE stream (backed by the event log, so
+//! it can be resumed from any replica) as soon as something else comes first.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::web::{self, Payload};
+use actix_web::{HttpRequest, HttpResponse};
+use rmcp::model::ErrorCode;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::body::{self, Incoming};
+use super::error::HttpError;
+use super::guard::{self, SESSION_HEADER};
+use super::sse::{self, Tail};
+use super::{AppState, session_error};
+use crate::dispatch::{Gateway, InitializeError, MessageRejected, Session};
+use crate::events::{StreamId, StreamKey};
+use crate::jsonrpc::{Message, Request};
+
+pub async fn handle(request: HttpRequest, payload: Payload, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+    let started = std::time::Instant::now();
+    let result = handle_post(&request, payload, &state).await;
+    let (method, result) = result;
+    super::observe(&state, &method, started, &result);
+    result
+}
+
+/// Returns the metrics label of the body's first message with the outcome.
+async fn handle_post(request: &HttpRequest, payload: Payload, state: &AppState) -> (String, Result<HttpResponse, HttpError>) {
+    let incoming = match read_incoming(request, payload, state).await {
+        Ok(incoming) => incoming,
+        Err(error) => return ("other".into(), Err(error)),
+    };
+    let method = metric_label(&incoming);
+    (method, dispatch(request, incoming, state).await)
+}
+
+async fn read_incoming(request: &HttpRequest, payload: Payload, state: &AppState) -> Result<Incoming, HttpError> {
+    guard::check_origin_and_host(request, &state.settings)?;
+    guard::check_content_type(request)?;
+    guard::check_post_accept(request)?;
+    let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let bytes = body::read(payload, declared, state.settings.max_body_bytes).await?;
+    body::parse(&bytes)
+}
+
+fn metric_label(incoming: &Incoming) -> String {
+    match incoming.messages.first() {
+        Some(Message::Request(r)) => r.method.clone(),
+        Some(Message::Notification(_)) => "notification".into(),
+        Some(Message::Response(_)) => "response".into(),
+        None => "other".into(),
+    }
+}
+
+async fn dispatch(request: &HttpRequest, incoming: Incoming, state: &AppState) -> Result<HttpResponse, HttpError> {
+    guard::protocol_version(request)?;
+    if let Some(first) = first_session_less(&incoming)? {
+        return initialize(first, state).await;
+    }
+    let id = guard::session_id(request)?;
+    let session = state.gateway.lookup(&id).await.map_err(session_error)?;
+    if incoming.batch && !session.record.version().allows_batches() {
+        let message = format!("Bad Request: JSON-RPC batches are not supported in protocol version {}", session.record.version());
+        return Err(HttpError::BadRequest(message));
+    }
+    let mut requests = Vec::new();
+    for message in incoming.messages {
+        match message {
+            Message::Request(r) => requests.push(r),
+            Message::Notification(n) => state.gateway.handle_notification(&session, n).await,
+            Message::Response(r) => state.gateway.handle_response(&session, r).await.map_err(rejected)?,
+        }
+    }
+    if requests.is_empty() {
+        return Ok(HttpResponse::Accepted().finish());
+    }
+    answer(&state.gateway, session, requests, incoming.batch, state).await
+}
+
+/// The `initialize` (or `server/discover`) that may come without a session.
+fn first_session_less(incoming: &Incoming) -> Result<Option<&Request>, HttpError> {
+    let initialize = incoming.messages.iter().find_map(|m| match m {
+        Message::Request(r) if r.method == "initialize" || r.method == "server/discover" => Some(r),
+        _ => None,
+    });
+    let Some(request) = initialize else { return Ok(None) };
+    if incoming.batch {
+        return Err(HttpError::BadRequest(format!("Bad Request: {} must not be part of a batch", request.method)));
+    }
+    Ok(Some(request))
+}
+
+async fn initialize(request: &Request, state: &AppState) -> Result<HttpResponse, HttpError> {
+    if request.method == "server/discover" {
+        return Err(HttpError::Rejected {
+            id: Some(request.id.clone()),
+            code: ErrorCode::INVALID_REQUEST,
+            message: "server/discover (protocol 2026-07-28) is not supported by this server; initialize with 2025-11-25 or earlier".into(),
+        });
+    }
+    let (id, result) = state.gateway.initialize(request).await.map_err(|error| match error {
+        InitializeError::Invalid(data) => HttpError::Rejected { id: Some(request.id.clone()), code: data.code, message: data.message.into_owned() },
+        InitializeError::Store(error) => super::store_unavailable(&error),
+    })?;
+    let body = crate::jsonrpc::result_value(&request.id, result);
+    Ok(HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((SESSION_HEADER, id.as_str()))
+        .body(body.to_string()))
+}
+
+fn rejected(error: MessageRejected) -> HttpError {
+    let id = match &error {
+        MessageRejected::DuplicateId(id) | MessageRejected::UnknownResponse(id) => Some(id.clone()),
+        MessageRejected::UnknownMethod(_) | MessageRejected::InvalidParams(..) => None,
+    };
+    let code = match &error {
+        MessageRejected::UnknownMethod(_) => ErrorCode::METHOD_NOT_FOUND,
+        MessageRejected::InvalidParams(..) => ErrorCode::INVALID_PARAMS,
+        _ => ErrorCode::INVALID_REQUEST,
+    };
+    HttpError::Rejected { id, code, message: error.to_string() }
+}
+
+/// Dispatches the requests and answers with JSON or SSE.
+async fn answer(gateway: &Arc<Gateway>, session: Session, requests: Vec<Request>, batch: bool, state: &AppState) -> Result<HttpResponse, HttpError> {
+    for request in &requests {
+        gateway.check_request(request).map_err(|e| with_id(rejected(e), request))?;
+    }
+    let expected = requests.len();
+    let mut outgoing = merge(gateway, &session, requests)?;
+    let mut responses = Vec::new();
+    while let Some(message) = outgoing.recv().await {
+        if !is_response(&message) {
+            return Ok(stream(gateway, &session, responses, message, outgoing, state));
+        }
+        responses.push(message);
+        if responses.len() == expected {
+            break;
+        }
+    }
+    if responses.is_empty() {
+        return Ok(HttpResponse::Accepted().finish());
+    }
+    let body = if batch { Value::Array(responses) } else { responses.remove(0) };
+    Ok(HttpResponse::Ok().insert_header((CONTENT_TYPE, "application/json")).body(body.to_string()))
+}
+
+fn with_id(error: HttpError, request: &Request) -> HttpError {
+    match error {
+        HttpError::Rejected { id: None, code, message } => HttpError::Rejected { id: Some(request.id.clone()), code, message },
+        other => other,
+    }
+}
+
+fn is_response(message: &Value) -> bool {
+    message.get("method").is_none() && (message.get("result").is_some() || message.get("error").is_some())
+}
+
+/// One channel for every request of the body.
+fn merge(gateway: &Arc<Gateway>, session: &Session, requests: Vec<Request>) -> Result<mpsc::Receiver<Value>, HttpError> {
+    let mut receivers = Vec::new();
+    for request in requests {
+        let receiver = gateway.handle_request(session.clone(), request).map_err(rejected)?;
+        receivers.push(receiver);
+    }
+    if receivers.len() == 1 {
+        return Ok(receivers.remove(0));
+    }
+    let (tx, rx) = mpsc::channel(64);
+    for mut receiver in receivers {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(message) = receiver.recv().await {
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(rx)
+}
+
+/// Switches to SSE: everything from now on goes through the event log of a new stream.
+fn stream(
+    gateway: &Arc<Gateway>,
+    session: &Session,
+    earlier: Vec<Value>,
+    first: Value,
+    mut rest: mpsc::Receiver<Value>,
+    state: &AppState,
+) -> HttpResponse {
+    let key = StreamKey { session: session.id.clone(), stream: StreamId::random() };
+    let (writer, writer_key) = (gateway.clone(), key.clone());
+    tokio::spawn(async move {
+        for message in earlier.into_iter().chain(std::iter::once(first)) {
+            append(&writer, &writer_key, message).await;
+        }
+        while let Some(message) = rest.recv().await {
+            append(&writer, &writer_key, message).await;
+        }
+        if let Err(error) = writer.events.close(&writer_key).await {
+            tracing::warn!(%error, "could not close an SSE stream in the event log");
+        }
+    });
+    let (closed, _) = gateway.hub.attach(&session.id, &session.record);
+    let tail = Tail { key, after: 0, closed, standalone_claim: None, retry: state.settings.sse_retry };
+    sse::response(gateway.clone(), tail)
+}
+
+async fn append(gateway: &Gateway, key: &StreamKey, message: Value) {
+    if let Err(error) = gateway.events.append(key, message.to_string()).await {
+        tracing::warn!(%error, "could not append to an SSE stream");
+    }
+}

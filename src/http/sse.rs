@@ -1,0 +1,106 @@
+//! Writing SSE responses from an event log: a priming event (id, empty data, `retry`), then
+//! each event with its `<stream>-<seq>` id, until the stream closes, the session ends, or a
+//! newer GET takes the standalone stream over. Comments keep idle connections alive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::HttpResponse;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::web::Bytes;
+use futures::Stream;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::Gateway;
+use crate::events::{Event, EventId, StreamKey};
+
+/// How long one read waits before a keep-alive comment is sent.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// What an SSE response tails.
+pub struct Tail {
+    pub key: StreamKey,
+    /// Deliver events after this sequence number.
+    pub after: u64,
+    /// Ends the response when the session ends.
+    pub closed: CancellationToken,
+    /// For the standalone stream: this reader's claim; it stops when a newer GET claims.
+    pub standalone_claim: Option<u64>,
+    pub retry: Duration,
+}
+
+/// The HTTP response for a tail.
+pub fn response(gateway: Arc<Gateway>, tail: Tail) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/event-stream"))
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(events(gateway, tail))
+}
+
+struct State {
+    gateway: Arc<Gateway>,
+    tail: Tail,
+    pending: std::vec::IntoIter<Event>,
+    primed: bool,
+    finished: bool,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.gateway.metrics.sse_streams_open.dec();
+    }
+}
+
+fn events(gateway: Arc<Gateway>, tail: Tail) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    gateway.metrics.sse_streams_open.inc();
+    let state = State { gateway, tail, pending: Vec::new().into_iter(), primed: false, finished: false };
+    futures::stream::unfold(state, |mut state| async move {
+        let chunk = next_chunk(&mut state).await?;
+        Some((Ok(chunk), state))
+    })
+}
+
+async fn next_chunk(state: &mut State) -> Option<Bytes> {
+    if !state.primed {
+        state.primed = true;
+        return Some(priming(&state.tail));
+    }
+    loop {
+        if let Some(event) = state.pending.next() {
+            return Some(deliver(state, event).await);
+        }
+        if state.finished || !still_owner(state) {
+            return None;
+        }
+        let read = state.gateway.events.read(&state.tail.key, state.tail.after, KEEPALIVE);
+        let batch = tokio::select! {
+            batch = read => batch,
+            () = state.tail.closed.cancelled() => return None,
+        };
+        let Ok(batch) = batch else { return None };
+        state.finished = batch.closed;
+        if batch.events.is_empty() && !batch.closed {
+            return Some(Bytes::from_static(b": keep-alive\n\n"));
+        }
+        state.pending = batch.events.into_iter();
+    }
+}
+
+fn still_owner(state: &State) -> bool {
+    state.tail.standalone_claim.is_none_or(|claim| state.gateway.hub.owns_standalone(&state.tail.key.session, claim))
+}
+
+fn priming(tail: &Tail) -> Bytes {
+    let id = EventId { stream: tail.key.stream.clone(), seq: tail.after };
+    sse_stream::Sse::default().id(id.to_string()).data("").retry_duration(tail.retry).into()
+}
+
+async fn deliver(state: &mut State, event: Event) -> Bytes {
+    state.tail.after = event.seq;
+    if state.tail.standalone_claim.is_some() {
+        let _ = state.gateway.events.mark_delivered(&state.tail.key, event.seq).await;
+    }
+    let id = EventId { stream: state.tail.key.stream.clone(), seq: event.seq };
+    sse_stream::Sse::default().event("message").id(id.to_string()).data(event.data.to_string()).into()
+}

@@ -1,0 +1,17 @@
+//! mcpgate: a horizontally scaled gateway for the Model Context Protocol.
+//!
+//! Requests flow one way: [`http`] (actix-web, the downstream Streamable HTTP endpoint) →
+//! [`dispatch`] (JSON-RPC routing, fan-out and merge) → [`upstream`] (stdio and HTTP MCP servers).
+//! Session state lives behind [`session::SessionStore`]; SSE events behind [`events::EventLog`].
+//! See ARCHITECTURE.md for the map and the invariants.
+
+pub mod catalog;
+pub mod config;
+pub mod dispatch;
+pub mod events;
+pub mod http;
+pub mod jsonrpc;
+pub mod protocol;
+pub mod session;
+pub mod telemetry;
+pub mod upstream;

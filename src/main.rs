@@ -1,0 +1,106 @@
+//! The `mcpgate` command: `serve` runs the gateway, `check-config` validates a configuration
+//! and prints it with secrets redacted.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use mcpgate::config::{Config, StoreKind};
+use mcpgate::dispatch::{Gateway, IdSigner, Settings};
+use mcpgate::events::MemoryEventLog;
+use mcpgate::http::{self, HttpSettings, admin};
+use mcpgate::session::{MemoryStore, SessionStore};
+use mcpgate::telemetry::{self, Metrics};
+use mcpgate::upstream::Upstreams;
+
+/// How long `serve` waits for stdio upstreams before it starts listening anyway.
+const UPSTREAM_SETTLE: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+#[command(name = "mcpgate", version, about = "A horizontally scaled gateway for the Model Context Protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// TOML configuration file; `MCPGATE_<SECTION>__<KEY>` variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log one JSON object per line.
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Validate a configuration and print the effective values, secrets redacted.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::CheckConfig { config } => check_config(config),
+        Command::Serve { config, json_logs } => {
+            telemetry::init_logging(json_logs);
+            let config = Config::load(config.as_deref())?;
+            actix_web::rt::System::new().block_on(serve(config))
+        }
+    }
+}
+
+fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(path.as_deref())?;
+    let text = toml::to_string_pretty(&config).context("cannot print the configuration")?;
+    println!("# configuration is valid; effective values (secrets redacted):\n{text}");
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let store: Arc<dyn SessionStore> = match config.session.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new(config.session.idle_ttl)),
+    };
+    let events = Arc::new(MemoryEventLog::new(config.session.replay_window, config.session.replay_max_events));
+    let signer = match &config.server.hmac_key {
+        Some(key) => IdSigner::new(key.expose().as_bytes()),
+        None => {
+            tracing::warn!("server.hmac_key is not set: using a random key, valid for this process only");
+            IdSigner::random()
+        }
+    };
+    let settings = Settings { max_lifetime: config.session.max_lifetime };
+    let upstream_configs = config.upstreams.clone();
+    let gateway = Gateway::start(store, events, |sink| Upstreams::start(&upstream_configs, sink), signer, metrics, settings)
+        .context("cannot start upstreams")?;
+    gateway.upstreams.settle(UPSTREAM_SETTLE).await;
+
+    let listener = TcpListener::bind(config.server.listen).with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let admin_listener = TcpListener::bind(config.admin.listen).with_context(|| format!("cannot listen on {}", config.admin.listen))?;
+    let workers = config.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let server = http::serve(listener.try_clone()?, gateway.clone(), HttpSettings::from_config(&config.server), workers)?;
+    let admin_state = Arc::new(admin::AdminState { gateway, draining: AtomicBool::new(false) });
+    let admin_server = admin::serve(admin_listener.try_clone()?, admin_state)?;
+    announce(&listener, &admin_listener)?;
+    tokio::try_join!(server, admin_server).context("server failed")?;
+    Ok(())
+}
+
+/// Tells whoever started us where we listen (first lines of stdout), so tests can use port 0.
+fn announce(listener: &TcpListener, admin: &TcpListener) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{}/mcp", listener.local_addr()?)?;
+    writeln!(stdout, "admin on http://{}", admin.local_addr()?)?;
+    stdout.flush()?;
+    tracing::info!(mcp = %listener.local_addr()?, admin = %admin.local_addr()?, "mcpgate is serving");
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Prometheus metrics (names from DESIGN.md §7). Every label value comes from a bounded set:
+//! method names are folded to a fixed list, upstream names come from the configuration.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Outcomes of looking a session up.
+#[derive(Debug, Clone, Copy)]
+pub enum LookupOutcome {
+    Hit,
+    Expired,
+    Deleted,
+    Unknown,
+    StoreError,
+}
+
+impl LookupOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            LookupOutcome::Hit => "hit",
+            LookupOutcome::Expired => "expired",
+            LookupOutcome::Deleted => "deleted",
+            LookupOutcome::Unknown => "unknown",
+            LookupOutcome::StoreError => "store_error",
+        }
+    }
+}
+
+/// MCP methods that get their own label value; everything else is "other".
+const KNOWN_METHODS: &[&str] = &[
+    "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read",
+    "resources/templates/list", "resources/subscribe", "resources/unsubscribe", "prompts/list",
+    "prompts/get", "completion/complete", "logging/setLevel", "notification", "response", "get", "delete",
+];
+
+/// Folds a method name into the bounded label set.
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS.iter().find(|m| **m == method).copied().unwrap_or("other")
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_created: IntCounter,
+    pub sessions_deleted: IntCounter,
+    pub sessions_expired: IntCounter,
+    session_lookups: IntCounterVec,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    pub sse_streams_open: IntGauge,
+    pub sse_events_replayed: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("mcpgate".into()), None)?;
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let metric = IntCounter::new(name, help)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let histogram_vec = |name: &str, help: &str, label: &str| -> Result<HistogramVec, prometheus::Error> {
+            let metric = HistogramVec::new(HistogramOpts::new(name, help), &[label])?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let sse_streams_open = IntGauge::new("sse_streams_open", "SSE streams currently open on this replica")?;
+        registry.register(Box::new(sse_streams_open.clone()))?;
+        Ok(Self {
+            sessions_created: counter("sessions_created_total", "Sessions created by initialize")?,
+            sessions_deleted: counter("sessions_deleted_total", "Sessions ended by DELETE")?,
+            sessions_expired: counter("sessions_expired_total", "Sessions found expired")?,
+            session_lookups: counter_vec("session_lookups_total", "Session lookups by outcome", &["outcome"])?,
+            requests: counter_vec("requests_total", "Downstream requests by method and HTTP status", &["method", "status"])?,
+            request_duration: histogram_vec("request_duration_seconds", "Downstream request latency", "method")?,
+            upstream_requests: counter_vec("upstream_requests_total", "Upstream requests by outcome", &["upstream", "outcome"])?,
+            upstream_duration: histogram_vec("upstream_duration_seconds", "Upstream request latency", "upstream")?,
+            sse_events_replayed: counter("sse_events_replayed_total", "SSE events replayed after Last-Event-ID")?,
+            sse_streams_open,
+            registry,
+        })
+    }
+
+    pub fn lookup(&self, outcome: LookupOutcome) {
+        self.session_lookups.with_label_values(&[outcome.label()]).inc();
+    }
+
+    pub fn request(&self, method: &str, status: u16, seconds: f64) {
+        let method = method_label(method);
+        self.requests.with_label_values(&[method, &status.to_string()]).inc();
+        self.request_duration.with_label_values(&[method]).observe(seconds);
+    }
+
+    /// `upstream` is a configured name; `ok` tells success from error.
+    pub fn upstream_request(&self, upstream: &str, ok: bool, seconds: f64) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.upstream_requests.with_label_values(&[upstream, outcome]).inc();
+        self.upstream_duration.with_label_values(&[upstream]).observe(seconds);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_with_prefix_and_bounded_method_labels() {
+        let metrics = Metrics::new().unwrap();
+        metrics.request("tools/call", 200, 0.01);
+        metrics.request("some/attacker-chosen-method", 200, 0.01);
+        metrics.lookup(LookupOutcome::Hit);
+        let text = metrics.render();
+        assert!(text.contains("mcpgate_requests_total{method=\"tools/call\",status=\"200\"} 1"));
+        assert!(text.contains("method=\"other\""));
+        assert!(!text.contains("attacker"));
+        assert!(text.contains("mcpgate_session_lookups_total{outcome=\"hit\"} 1"));
+    }
+}

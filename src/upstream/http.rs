@@ -1,0 +1,310 @@
+//! Streamable HTTP upstreams, as a client.
+//!
+//! The upstream's own session id lives in the session record, never in this object, so any
+//! replica can carry an upstream session. Responses come as JSON or as an SSE stream; a stream
+//! that ends before the response (SSE polling) is resumed with `Last-Event-ID`. For each
+//! session, a standalone GET stream carries the upstream's unsolicited messages.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{CallContext, InitInfo, UnsolicitedSink, Unsolicited, UpstreamError, request_channel};
+use crate::config::UpstreamConfig;
+use crate::jsonrpc::{Message, Request, RequestId, notification_value, request_value};
+use crate::session::{SessionId, SessionRecord, UpstreamSession};
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const LAST_EVENT_HEADER: &str = "last-event-id";
+/// How many times one response stream is resumed before giving up.
+const MAX_RESUMES: usize = 10;
+/// Pause before resuming when the upstream gave no `retry` hint.
+const DEFAULT_RETRY: Duration = Duration::from_millis(500);
+
+/// A Streamable HTTP upstream.
+pub struct HttpUpstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    url: String,
+    client: reqwest::Client,
+    last_init: Mutex<Option<InitInfo>>,
+    listeners: Mutex<HashMap<SessionId, JoinHandle<()>>>,
+    sink: UnsolicitedSink,
+}
+
+impl HttpUpstream {
+    pub fn new(config: &UpstreamConfig, sink: UnsolicitedSink) -> Result<Self, UpstreamError> {
+        let name = config.name.clone();
+        let mut headers = HeaderMap::new();
+        for (key, value) in &config.headers {
+            let bad = |what: &str| UpstreamError::Transport { upstream: name.clone(), reason: format!("header {key:?}: invalid {what}") };
+            let key = HeaderName::from_bytes(key.as_bytes()).map_err(|_| bad("name"))?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad("value"))?;
+            value.set_sensitive(true);
+            headers.insert(key, value);
+        }
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| UpstreamError::Transport { upstream: name.clone(), reason: e.without_url().to_string() })?;
+        let url = config.url.clone().unwrap_or_default();
+        let inner = Inner { name, url, client, last_init: Mutex::new(None), listeners: Mutex::new(HashMap::new()), sink };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    pub fn last_init(&self) -> Option<InitInfo> {
+        lock(&self.inner.last_init).clone()
+    }
+
+    /// Initializes an upstream session on the client's behalf and opens its GET stream.
+    pub async fn open_session(
+        &self,
+        session: &SessionId,
+        record: &SessionRecord,
+    ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+        let inner = &self.inner;
+        let params = super::initialize_params(&record.protocol_version, &record.client_info, &record.client_capabilities);
+        let message = request_value(&RequestId::String("mcpgate-initialize".into()), "initialize", Some(&params));
+        let response = inner.post(&message, &UpstreamSession::default()).await?;
+        let session_id = header_text(response.headers(), SESSION_HEADER);
+        let mut messages = inner.clone().read_messages(response, UpstreamSession::default());
+        let result = loop {
+            match messages.recv().await {
+                Some(Message::Response(r)) => break r.outcome.map_err(|e| inner.protocol(format!("initialize failed: {e}")))?,
+                Some(_) => continue,
+                None => return Err(inner.protocol("no answer to initialize".into())),
+            }
+        };
+        let init = super::init_info_from(&result, &inner.name)?;
+        let upstream_session = UpstreamSession { session_id, protocol_version: Some(init.protocol_version.clone()) };
+        let initialized = notification_value("notifications/initialized", None);
+        inner.post(&initialized, &upstream_session).await?;
+        *lock(&inner.last_init) = Some(init.clone());
+        self.listen(session, &upstream_session);
+        Ok((upstream_session, init))
+    }
+
+    pub async fn request(&self, ctx: &CallContext, request: Request) -> Result<mpsc::Receiver<Message>, UpstreamError> {
+        let message = request_value(&request.id, &request.method, request.params.as_ref());
+        let response = self.inner.post(&message, &ctx.upstream_session).await?;
+        Ok(self.inner.clone().read_messages(response, ctx.upstream_session.clone()))
+    }
+
+    pub async fn send(&self, ctx: &CallContext, message: Message) -> Result<(), UpstreamError> {
+        self.inner.post(&message.to_value(), &ctx.upstream_session).await.map(drop)
+    }
+
+    pub async fn cancel(&self, ctx: &CallContext, request: &RequestId, reason: &str) {
+        let params = json!({"requestId": request.to_value(), "reason": reason});
+        let message = notification_value("notifications/cancelled", Some(&params));
+        if let Err(error) = self.inner.post(&message, &ctx.upstream_session).await {
+            tracing::debug!(%error, "could not forward a cancellation");
+        }
+    }
+
+    /// Stops the GET stream and ends the upstream session (best effort).
+    pub async fn close_session(&self, ctx: &CallContext) {
+        if let Some(listener) = lock(&self.inner.listeners).remove(&ctx.session) {
+            listener.abort();
+        }
+        let Some(session_id) = &ctx.upstream_session.session_id else { return };
+        let request = self.inner.client.delete(&self.inner.url).header(SESSION_HEADER, session_id);
+        if let Err(error) = request.send().await {
+            tracing::debug!(upstream = %self.inner.name, error = %error.without_url(), "upstream DELETE failed");
+        }
+    }
+
+    /// Keeps one standalone GET stream per session for the upstream's unsolicited messages.
+    fn listen(&self, session: &SessionId, upstream_session: &UpstreamSession) {
+        let task = tokio::spawn(self.inner.clone().listen(session.clone(), upstream_session.clone()));
+        if let Some(previous) = lock(&self.inner.listeners).insert(session.clone(), task) {
+            previous.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn protocol(&self, reason: String) -> UpstreamError {
+        UpstreamError::Protocol { upstream: self.name.clone(), reason }
+    }
+
+    fn transport(&self, error: reqwest::Error) -> UpstreamError {
+        UpstreamError::Transport { upstream: self.name.clone(), reason: error.without_url().to_string() }
+    }
+
+    fn with_session(&self, request: reqwest::RequestBuilder, session: &UpstreamSession) -> reqwest::RequestBuilder {
+        let mut request = request;
+        if let Some(id) = &session.session_id {
+            request = request.header(SESSION_HEADER, id);
+        }
+        if let Some(version) = &session.protocol_version {
+            request = request.header(VERSION_HEADER, version);
+        }
+        request
+    }
+
+    /// POSTs one message and checks the status.
+    async fn post(&self, message: &Value, session: &UpstreamSession) -> Result<reqwest::Response, UpstreamError> {
+        let request = self
+            .client
+            .post(&self.url)
+            .header(ACCEPT, "application/json, text/event-stream")
+            .header(CONTENT_TYPE, "application/json")
+            .json(message);
+        let response = self.with_session(request, session).send().await.map_err(|e| self.transport(e))?;
+        self.check_status(response)
+    }
+
+    fn check_status(&self, response: reqwest::Response) -> Result<reqwest::Response, UpstreamError> {
+        match response.status().as_u16() {
+            200..=299 => Ok(response),
+            404 => Err(UpstreamError::SessionGone { upstream: self.name.clone() }),
+            status => Err(UpstreamError::Status { upstream: self.name.clone(), status }),
+        }
+    }
+
+    /// Turns a POST answer (JSON, SSE or 202) into a channel of messages.
+    fn read_messages(self: Arc<Self>, response: reqwest::Response, session: UpstreamSession) -> mpsc::Receiver<Message> {
+        let (tx, rx) = request_channel();
+        tokio::spawn(async move {
+            let is_sse = header_text(response.headers(), CONTENT_TYPE.as_str())
+                .is_some_and(|ct| ct.starts_with("text/event-stream"));
+            if is_sse {
+                self.relay_response_stream(response, session, &tx).await;
+            } else if let Ok(body) = response.bytes().await {
+                self.relay_json(&body, &tx).await;
+            }
+        });
+        rx
+    }
+
+    async fn relay_json(&self, body: &[u8], tx: &mpsc::Sender<Message>) {
+        if body.is_empty() {
+            return;
+        }
+        let values = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(items)) => items,
+            Ok(value) => vec![value],
+            Err(error) => return tracing::warn!(upstream = %self.name, %error, "upstream sent invalid JSON"),
+        };
+        for message in values.into_iter().filter_map(|v| Message::from_value(v).ok()) {
+            let _ = tx.send(message).await;
+        }
+    }
+
+    /// Relays an SSE response until the response arrives, resuming the stream if it ends early.
+    async fn relay_response_stream(&self, response: reqwest::Response, session: UpstreamSession, tx: &mpsc::Sender<Message>) {
+        let mut cursor = SseCursor::default();
+        if cursor.relay(&self.name, response, tx).await {
+            return;
+        }
+        for _ in 0..MAX_RESUMES {
+            let Some(last_event_id) = cursor.last_event_id.clone() else { return };
+            tokio::time::sleep(cursor.retry).await;
+            let request = self.get_stream(&session).header(LAST_EVENT_HEADER, last_event_id);
+            let Ok(response) = request.send().await.map_err(|e| self.transport(e)).and_then(|r| self.check_status(r)) else {
+                return;
+            };
+            if cursor.relay(&self.name, response, tx).await {
+                return;
+            }
+        }
+    }
+
+    fn get_stream(&self, session: &UpstreamSession) -> reqwest::RequestBuilder {
+        self.with_session(self.client.get(&self.url).header(ACCEPT, "text/event-stream"), session)
+    }
+
+    /// The standalone GET stream of one session, resumed while the upstream keeps it.
+    async fn listen(self: Arc<Self>, session: SessionId, upstream_session: UpstreamSession) {
+        let (tx, mut rx) = mpsc::channel(super::REQUEST_CHANNEL);
+        let sink = self.sink.clone();
+        let (name, target) = (self.name.clone(), session.clone());
+        let forward = tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                let _ = sink.send(Unsolicited { upstream: name.clone(), session: Some(target.clone()), message });
+            }
+        });
+        let mut cursor = SseCursor::default();
+        loop {
+            let mut request = self.get_stream(&upstream_session);
+            if let Some(id) = &cursor.last_event_id {
+                request = request.header(LAST_EVENT_HEADER, id);
+            }
+            match request.send().await.map(|r| (r.status().as_u16(), r)) {
+                Ok((200, response)) => {
+                    cursor.relay(&self.name, response, &tx).await;
+                }
+                Ok((status, _)) => {
+                    tracing::debug!(upstream = %self.name, status, "upstream offers no GET stream");
+                    break;
+                }
+                Err(error) => tracing::debug!(upstream = %self.name, error = %error.without_url(), "GET stream failed"),
+            }
+            tokio::time::sleep(cursor.retry.max(DEFAULT_RETRY)).await;
+        }
+        drop(tx);
+        let _ = forward.await;
+        lock(&self.listeners).remove(&session);
+    }
+}
+
+/// Where an SSE stream from an upstream stands.
+struct SseCursor {
+    last_event_id: Option<String>,
+    retry: Duration,
+}
+
+impl Default for SseCursor {
+    fn default() -> Self {
+        Self { last_event_id: None, retry: DEFAULT_RETRY }
+    }
+}
+
+impl SseCursor {
+    /// Relays one SSE body. Returns true when a response went through (the stream is done).
+    async fn relay(&mut self, upstream: &str, response: reqwest::Response, tx: &mpsc::Sender<Message>) -> bool {
+        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { return false };
+            if let Some(id) = event.id {
+                self.last_event_id = Some(id);
+            }
+            if let Some(retry) = event.retry {
+                self.retry = Duration::from_millis(retry);
+            }
+            let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
+            let message = match serde_json::from_str(&data).map_err(|e| e.to_string()).and_then(|v| Message::from_value(v).map_err(|e| e.to_string())) {
+                Ok(message) => message,
+                Err(reason) => {
+                    tracing::warn!(upstream, %reason, "ignoring a malformed SSE event");
+                    continue;
+                }
+            };
+            let is_response = matches!(message, Message::Response(_));
+            if tx.send(message).await.is_err() || is_response {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

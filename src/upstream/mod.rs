@@ -1,0 +1,226 @@
+//! Upstream MCP servers: the registry and the two transports.
+//!
+//! An upstream turns one forwarded request into a channel of [`Message`]s: notifications and
+//! server-to-client requests that belong to that request, then the final response. Messages
+//! that belong to no request (list changes, resource updates) go to the [`Unsolicited`] sink.
+
+mod filter;
+mod http;
+mod stdio;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::{TransportKind, UpstreamConfig};
+use crate::jsonrpc::{Message, Request, RequestId};
+use crate::session::{SessionId, SessionRecord, UpstreamSession};
+
+pub use filter::ToolFilter;
+pub use http::HttpUpstream;
+pub use stdio::StdioUpstream;
+
+/// Buffer of one request's message channel.
+const REQUEST_CHANNEL: usize = 64;
+
+/// What an upstream told us when it was initialized.
+#[derive(Debug, Clone)]
+pub struct InitInfo {
+    pub protocol_version: String,
+    pub capabilities: Value,
+    pub server_info: Value,
+    pub instructions: Option<String>,
+}
+
+/// A message from an upstream that belongs to no request.
+#[derive(Debug)]
+pub struct Unsolicited {
+    pub upstream: String,
+    /// The session it is for; `None` means every session of this replica that may see it.
+    pub session: Option<SessionId>,
+    pub message: Message,
+}
+
+/// Where unsolicited messages go.
+pub type UnsolicitedSink = mpsc::UnboundedSender<Unsolicited>;
+
+/// The session-specific facts a call needs.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub session: SessionId,
+    pub upstream_session: UpstreamSession,
+}
+
+/// Why an upstream could not serve a call. Every variant names the upstream.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream} is unavailable: {reason}")]
+    Unavailable { upstream: String, reason: String },
+    #[error("upstream {upstream} did not answer within {after:?}")]
+    Timeout { upstream: String, after: Duration },
+    #[error("upstream {upstream} failed: {reason}")]
+    Transport { upstream: String, reason: String },
+    #[error("upstream {upstream} answered HTTP {status}")]
+    Status { upstream: String, status: u16 },
+    #[error("upstream {upstream} no longer knows this session")]
+    SessionGone { upstream: String },
+    #[error("upstream {upstream} sent an invalid message: {reason}")]
+    Protocol { upstream: String, reason: String },
+}
+
+/// One configured upstream, whatever its transport.
+pub enum Transport {
+    Stdio(StdioUpstream),
+    Http(HttpUpstream),
+}
+
+/// An upstream with its namespace and tool filter.
+pub struct Upstream {
+    pub name: String,
+    pub prefix: String,
+    pub filter: ToolFilter,
+    pub timeout: Duration,
+    pub transport: Transport,
+}
+
+impl Upstream {
+    /// Builds an upstream from its configuration; stdio children start in the background.
+    pub fn start(config: &UpstreamConfig, sink: UnsolicitedSink) -> Result<Self, UpstreamError> {
+        let transport = match config.transport {
+            TransportKind::Stdio => Transport::Stdio(StdioUpstream::start(config, sink)),
+            TransportKind::Http => Transport::Http(HttpUpstream::new(config, sink)?),
+        };
+        Ok(Self {
+            name: config.name.clone(),
+            prefix: config.effective_prefix().to_owned(),
+            filter: ToolFilter::new(&config.allow, &config.deny),
+            timeout: config.timeout,
+            transport,
+        })
+    }
+
+    /// Prepares this upstream for a session; HTTP upstreams initialize an upstream session.
+    pub async fn open_session(
+        &self,
+        session: &SessionId,
+        record: &SessionRecord,
+    ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+        match &self.transport {
+            Transport::Stdio(stdio) => stdio.open_session().await,
+            Transport::Http(http) => http.open_session(session, record).await,
+        }
+    }
+
+    /// The capabilities the upstream reported last, if it was ever reached.
+    pub fn last_init(&self) -> Option<InitInfo> {
+        match &self.transport {
+            Transport::Stdio(stdio) => stdio.last_init(),
+            Transport::Http(http) => http.last_init(),
+        }
+    }
+
+    /// Whether this upstream needs a per-session upstream session (HTTP) or not (stdio).
+    pub fn has_upstream_sessions(&self) -> bool {
+        matches!(self.transport, Transport::Http(_))
+    }
+
+    /// Forwards a request; the channel yields related messages and then the response.
+    pub async fn request(&self, ctx: &CallContext, request: Request) -> Result<mpsc::Receiver<Message>, UpstreamError> {
+        match &self.transport {
+            Transport::Stdio(stdio) => stdio.request(ctx, request).await,
+            Transport::Http(http) => http.request(ctx, request).await,
+        }
+    }
+
+    /// Sends a notification or a response (to a server-to-client request) upstream.
+    pub async fn send(&self, ctx: &CallContext, message: Message) -> Result<(), UpstreamError> {
+        match &self.transport {
+            Transport::Stdio(stdio) => stdio.send(message).await,
+            Transport::Http(http) => http.send(ctx, message).await,
+        }
+    }
+
+    /// Tells the upstream to stop working on a request we forwarded.
+    pub async fn cancel(&self, ctx: &CallContext, request: &RequestId, reason: &str) {
+        match &self.transport {
+            Transport::Stdio(stdio) => stdio.cancel(&ctx.session, request, reason).await,
+            Transport::Http(http) => http.cancel(ctx, request, reason).await,
+        }
+    }
+
+    /// Ends this upstream's part of a session.
+    pub async fn close_session(&self, ctx: &CallContext) {
+        if let Transport::Http(http) = &self.transport {
+            http.close_session(ctx).await;
+        }
+    }
+}
+
+/// All configured upstreams, in configuration order.
+pub struct Upstreams {
+    list: Vec<Arc<Upstream>>,
+}
+
+impl Upstreams {
+    pub fn start(configs: &[UpstreamConfig], sink: UnsolicitedSink) -> Result<Self, UpstreamError> {
+        let list = configs
+            .iter()
+            .map(|c| Upstream::start(c, sink.clone()).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { list })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.list.iter()
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.list.iter().find(|u| u.name == name)
+    }
+
+    /// Waits, at most `limit`, for stdio children to finish their first start attempt.
+    pub async fn settle(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        for upstream in &self.list {
+            if let Transport::Stdio(stdio) = &upstream.transport {
+                while stdio.is_starting() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Channel for one forwarded request.
+fn request_channel() -> (mpsc::Sender<Message>, mpsc::Receiver<Message>) {
+    mpsc::channel(REQUEST_CHANNEL)
+}
+
+/// Reads the parts of an `initialize` result that the gateway keeps.
+fn init_info_from(result: &Value, upstream: &str) -> Result<InitInfo, UpstreamError> {
+    let protocol_version = result
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| UpstreamError::Protocol {
+            upstream: upstream.to_owned(),
+            reason: "initialize result has no protocolVersion".into(),
+        })?
+        .to_owned();
+    Ok(InitInfo {
+        protocol_version,
+        capabilities: result.get("capabilities").cloned().unwrap_or_else(|| serde_json::json!({})),
+        server_info: result.get("serverInfo").cloned().unwrap_or(Value::Null),
+        instructions: result.get("instructions").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+/// The `initialize` params the gateway sends upstream.
+fn initialize_params(protocol_version: &str, client_info: &Value, capabilities: &Value) -> Value {
+    serde_json::json!({
+        "protocolVersion": protocol_version,
+        "capabilities": capabilities,
+        "clientInfo": client_info,
+    })
+}
