@@ -72,7 +72,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
     }
 }
 
@@ -194,13 +196,16 @@ impl Serialize for Secret {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot load configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("invalid configuration at `{key}`: {reason}")]
     Invalid { key: String, reason: String },
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
 }
 
 impl Config {
@@ -217,7 +222,11 @@ impl Config {
             .with_list_parse_key("server.allowed_origins")
             .with_list_parse_key("server.allowed_hosts")
             .try_parsing(true);
-        let config: Config = builder.add_source(environment).build()?.try_deserialize()?;
+        let config: Config = builder
+            .add_source(environment)
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(ConfigError::Load)?;
         config.validate()?;
         Ok(config)
     }
@@ -231,7 +240,10 @@ impl Config {
             return Err(invalid("session.idle_ttl", "must be greater than 0"));
         }
         if self.session.max_lifetime < self.session.idle_ttl {
-            return Err(invalid("session.max_lifetime", "must be at least session.idle_ttl"));
+            return Err(invalid(
+                "session.max_lifetime",
+                "must be at least session.idle_ttl",
+            ));
         }
         if matches!(&self.server.hmac_key, Some(k) if k.expose().len() < 32) {
             return Err(invalid("server.hmac_key", "must be at least 32 characters"));
@@ -246,7 +258,10 @@ impl Config {
             let key = format!("upstreams[{index}]");
             validate_upstream(&key, upstream)?;
             if !names.insert(upstream.name.as_str()) {
-                return Err(invalid(format!("{key}.name"), format!("duplicate name {:?}", upstream.name)));
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("duplicate name {:?}", upstream.name),
+                ));
             }
             if !prefixes.insert(upstream.effective_prefix()) {
                 let reason = format!(
@@ -262,20 +277,30 @@ impl Config {
 
 fn validate_upstream(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
     let name_ok = !upstream.name.is_empty()
-        && upstream.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && upstream
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !name_ok {
-        return Err(invalid(format!("{key}.name"), "must be non-empty ASCII letters, digits, '-' or '_'"));
+        return Err(invalid(
+            format!("{key}.name"),
+            "must be non-empty ASCII letters, digits, '-' or '_'",
+        ));
     }
     if upstream.effective_prefix().contains("__") {
-        return Err(invalid(format!("{key}.prefix"), "must not contain \"__\" (the namespace separator)"));
+        return Err(invalid(
+            format!("{key}.prefix"),
+            "must not contain \"__\" (the namespace separator)",
+        ));
     }
     if upstream.timeout.is_zero() {
         return Err(invalid(format!("{key}.timeout"), "must be greater than 0"));
     }
     for (field, globs) in [("allow", &upstream.allow), ("deny", &upstream.deny)] {
         for glob in globs {
-            globset::Glob::new(glob)
-                .map_err(|e| invalid(format!("{key}.{field}"), format!("bad glob {glob:?}: {e}")))?;
+            globset::Glob::new(glob).map_err(|e| {
+                invalid(format!("{key}.{field}"), format!("bad glob {glob:?}: {e}"))
+            })?;
         }
     }
     match upstream.transport {
@@ -287,28 +312,49 @@ fn validate_upstream(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigE
 fn validate_stdio(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
     match &upstream.command {
         Some(command) if !command.is_empty() => {}
-        _ => return Err(invalid(format!("{key}.command"), "required for transport = \"stdio\"")),
+        _ => {
+            return Err(invalid(
+                format!("{key}.command"),
+                "required for transport = \"stdio\"",
+            ));
+        }
     }
     if upstream.url.is_some() || !upstream.headers.is_empty() {
-        return Err(invalid(format!("{key}.url"), "url and headers belong to transport = \"http\""));
+        return Err(invalid(
+            format!("{key}.url"),
+            "url and headers belong to transport = \"http\"",
+        ));
     }
     Ok(())
 }
 
 fn validate_http(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
     let Some(raw) = &upstream.url else {
-        return Err(invalid(format!("{key}.url"), "required for transport = \"http\""));
+        return Err(invalid(
+            format!("{key}.url"),
+            "required for transport = \"http\"",
+        ));
     };
     let url = url::Url::parse(raw).map_err(|e| invalid(format!("{key}.url"), e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!("{key}.url"), "scheme must be http or https"));
+        return Err(invalid(
+            format!("{key}.url"),
+            "scheme must be http or https",
+        ));
     }
     if upstream.command.is_some() || !upstream.args.is_empty() || !upstream.env.is_empty() {
-        return Err(invalid(format!("{key}.command"), "command, args and env belong to transport = \"stdio\""));
+        return Err(invalid(
+            format!("{key}.command"),
+            "command, args and env belong to transport = \"stdio\"",
+        ));
     }
     for name in upstream.headers.keys() {
-        reqwest::header::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| invalid(format!("{key}.headers"), format!("{name:?} is not a valid header name")))?;
+        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            invalid(
+                format!("{key}.headers"),
+                format!("{name:?} is not a valid header name"),
+            )
+        })?;
     }
     Ok(())
 }
@@ -337,19 +383,34 @@ mod tests {
         let cases = [
             ("[server]\nlisten = \"nope\"", "server.listen"),
             ("[server]\nbogus = 1", "bogus"),
-            ("[[upstreams]]\nname = \"a\"\ntransport = \"stdio\"", "upstreams[0].command"),
-            ("[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"ftp://x\"", "upstreams[0].url"),
+            (
+                "[[upstreams]]\nname = \"a\"\ntransport = \"stdio\"",
+                "upstreams[0].command",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"ftp://x\"",
+                "upstreams[0].url",
+            ),
             (
                 "[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x\"\nprefix = \"\"\n\
                  [[upstreams]]\nname = \"b\"\ntransport = \"http\"\nurl = \"http://y\"\nprefix = \"\"",
                 "upstreams[1].prefix",
             ),
-            ("[[upstreams]]\nname = \"a b\"\ntransport = \"http\"\nurl = \"http://x\"", "upstreams[0].name"),
-            ("[session]\nidle_ttl = \"2d\"\nmax_lifetime = \"1d\"", "session.max_lifetime"),
+            (
+                "[[upstreams]]\nname = \"a b\"\ntransport = \"http\"\nurl = \"http://x\"",
+                "upstreams[0].name",
+            ),
+            (
+                "[session]\nidle_ttl = \"2d\"\nmax_lifetime = \"1d\"",
+                "session.max_lifetime",
+            ),
         ];
         for (toml, key) in cases {
             let error = load_str(toml).unwrap_err().to_string();
-            assert!(error.contains(key), "{toml:?} gave {error:?}, expected key {key}");
+            assert!(
+                error.contains(key),
+                "{toml:?} gave {error:?}, expected key {key}"
+            );
         }
     }
 
@@ -363,6 +424,9 @@ mod tests {
         let printed = toml::to_string(&config).unwrap();
         assert!(!printed.contains("hunter2"));
         assert!(!format!("{config:?}").contains("hunter2"));
-        assert_eq!(config.upstreams[0].headers["Authorization"].expose(), "Bearer hunter2");
+        assert_eq!(
+            config.upstreams[0].headers["Authorization"].expose(),
+            "Bearer hunter2"
+        );
     }
 }

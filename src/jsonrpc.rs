@@ -192,11 +192,20 @@ mod tests {
     #[test]
     fn classifies_requests_notifications_and_responses() {
         let req = Message::from_value(json!({"jsonrpc":"2.0","id":1,"method":"ping"})).unwrap();
-        assert!(matches!(req, Message::Request(Request { id: RequestId::Number(1), .. })));
+        assert!(matches!(
+            req,
+            Message::Request(Request {
+                id: RequestId::Number(1),
+                ..
+            })
+        ));
         let note = Message::from_value(json!({"jsonrpc":"2.0","method":"x"})).unwrap();
         assert!(matches!(note, Message::Notification(_)));
         let resp = Message::from_value(json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap();
-        assert!(matches!(resp, Message::Response(Response { outcome: Ok(_), .. })));
+        assert!(matches!(
+            resp,
+            Message::Response(Response { outcome: Ok(_), .. })
+        ));
     }
 
     #[test]
@@ -204,15 +213,31 @@ mod tests {
         let cases = [
             (json!([1]), MessageError::NotAnObject),
             (json!({"id":1,"method":"x"}), MessageError::WrongVersion),
-            (json!({"jsonrpc":"2.0","id":1,"method":7}), MessageError::MethodNotString),
-            (json!({"jsonrpc":"2.0","id":null,"method":"x"}), MessageError::BadId),
-            (json!({"jsonrpc":"2.0","id":1.5,"method":"x"}), MessageError::BadId),
-            (json!({"jsonrpc":"2.0","id":1,"method":"x","params":3}), MessageError::BadParams),
+            (
+                json!({"jsonrpc":"2.0","id":1,"method":7}),
+                MessageError::MethodNotString,
+            ),
+            (
+                json!({"jsonrpc":"2.0","id":null,"method":"x"}),
+                MessageError::BadId,
+            ),
+            (
+                json!({"jsonrpc":"2.0","id":1.5,"method":"x"}),
+                MessageError::BadId,
+            ),
+            (
+                json!({"jsonrpc":"2.0","id":1,"method":"x","params":3}),
+                MessageError::BadParams,
+            ),
             (json!({"jsonrpc":"2.0","id":1}), MessageError::BadResponse),
             (json!({"jsonrpc":"2.0"}), MessageError::Unclassifiable),
         ];
         for (value, expected) in cases {
-            assert_eq!(Message::from_value(value.clone()).unwrap_err(), expected, "{value}");
+            assert_eq!(
+                Message::from_value(value.clone()).unwrap_err(),
+                expected,
+                "{value}"
+            );
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -23,7 +24,11 @@ use mcpgate::upstream::Upstreams;
 const UPSTREAM_SETTLE: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
-#[command(name = "mcpgate", version, about = "A horizontally scaled gateway for the Model Context Protocol")]
+#[command(
+    name = "mcpgate",
+    version,
+    about = "A horizontally scaled gateway for the Model Context Protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,8 +52,18 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mcpgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::CheckConfig { config } => check_config(config),
         Command::Serve { config, json_logs } => {
             telemetry::init_logging(json_logs);
@@ -70,25 +85,52 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store: Arc<dyn SessionStore> = match config.session.store {
         StoreKind::Memory => Arc::new(MemoryStore::new(config.session.idle_ttl)),
     };
-    let events = Arc::new(MemoryEventLog::new(config.session.replay_window, config.session.replay_max_events));
+    let events = Arc::new(MemoryEventLog::new(
+        config.session.replay_window,
+        config.session.replay_max_events,
+    ));
     let signer = match &config.server.hmac_key {
         Some(key) => IdSigner::new(key.expose().as_bytes()),
         None => {
-            tracing::warn!("server.hmac_key is not set: using a random key, valid for this process only");
+            tracing::warn!(
+                "server.hmac_key is not set: using a random key, valid for this process only"
+            );
             IdSigner::random()
         }
     };
-    let settings = Settings { max_lifetime: config.session.max_lifetime };
+    let settings = Settings {
+        max_lifetime: config.session.max_lifetime,
+    };
     let upstream_configs = config.upstreams.clone();
-    let gateway = Gateway::start(store, events, |sink| Upstreams::start(&upstream_configs, sink), signer, metrics, settings)
-        .context("cannot start upstreams")?;
+    let gateway = Gateway::start(
+        store,
+        events,
+        |sink| Upstreams::start(&upstream_configs, sink),
+        signer,
+        metrics,
+        settings,
+    )
+    .context("cannot start upstreams")?;
     gateway.upstreams.settle(UPSTREAM_SETTLE).await;
 
-    let listener = TcpListener::bind(config.server.listen).with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let admin_listener = TcpListener::bind(config.admin.listen).with_context(|| format!("cannot listen on {}", config.admin.listen))?;
-    let workers = config.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let server = http::serve(listener.try_clone()?, gateway.clone(), HttpSettings::from_config(&config.server), workers)?;
-    let admin_state = Arc::new(admin::AdminState { gateway, draining: AtomicBool::new(false) });
+    let listener = TcpListener::bind(config.server.listen)
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .with_context(|| format!("cannot listen on {}", config.admin.listen))?;
+    let workers = config
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let server = http::serve(
+        listener.try_clone()?,
+        gateway.clone(),
+        HttpSettings::from_config(&config.server),
+        workers,
+    )?;
+    let admin_state = Arc::new(admin::AdminState {
+        gateway,
+        draining: AtomicBool::new(false),
+    });
     let admin_server = admin::serve(admin_listener.try_clone()?, admin_state)?;
     announce(&listener, &admin_listener)?;
     tokio::try_join!(server, admin_server).context("server failed")?;

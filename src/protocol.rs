@@ -53,8 +53,14 @@ mod tests {
 
     #[test]
     fn negotiates_known_versions_and_falls_back_to_latest() {
-        assert_eq!(ProtocolVersion::negotiate("2025-06-18"), ProtocolVersion::V2025_06_18);
-        assert_eq!(ProtocolVersion::negotiate("2026-07-28"), ProtocolVersion::LATEST);
+        assert_eq!(
+            ProtocolVersion::negotiate("2025-06-18"),
+            ProtocolVersion::V2025_06_18
+        );
+        assert_eq!(
+            ProtocolVersion::negotiate("2026-07-28"),
+            ProtocolVersion::LATEST
+        );
         assert!(ProtocolVersion::parse("garbage").is_none());
         assert!(ProtocolVersion::V2025_03_26.allows_batches());
         assert!(!ProtocolVersion::V2025_11_25.allows_batches());

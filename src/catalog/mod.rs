@@ -19,18 +19,30 @@ pub const SEPARATOR: &str = "__";
 
 /// The name a client sees for an upstream's tool or prompt.
 pub fn namespaced(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() { name.to_owned() } else { format!("{prefix}{SEPARATOR}{name}") }
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}{SEPARATOR}{name}")
+    }
 }
 
 /// Finds the upstream that owns a namespaced name, and the name it knows.
-pub fn resolve<'a>(upstreams: &'a Upstreams, name: &'a str) -> Option<(&'a Arc<Upstream>, &'a str)> {
+pub fn resolve<'a>(
+    upstreams: &'a Upstreams,
+    name: &'a str,
+) -> Option<(&'a Arc<Upstream>, &'a str)> {
     if let Some((prefix, rest)) = name.split_once(SEPARATOR) {
-        let owner = upstreams.iter().find(|u| !u.prefix.is_empty() && u.prefix == prefix);
+        let owner = upstreams
+            .iter()
+            .find(|u| !u.prefix.is_empty() && u.prefix == prefix);
         if let Some(owner) = owner {
             return Some((owner, rest));
         }
     }
-    upstreams.iter().find(|u| u.prefix.is_empty()).map(|u| (u, name))
+    upstreams
+        .iter()
+        .find(|u| u.prefix.is_empty())
+        .map(|u| (u, name))
 }
 
 /// The kinds of list that are merged across upstreams.

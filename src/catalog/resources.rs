@@ -41,7 +41,9 @@ impl ResourceRoutes {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -56,7 +58,10 @@ mod tests {
         routes.learn_resource("test://template/fixed/data", "c");
         assert_eq!(routes.owner("test://template/7/data").as_deref(), Some("a"));
         assert_eq!(routes.owner("test://other").as_deref(), Some("b"));
-        assert_eq!(routes.owner("test://template/fixed/data").as_deref(), Some("c"));
+        assert_eq!(
+            routes.owner("test://template/fixed/data").as_deref(),
+            Some("c")
+        );
         assert_eq!(routes.owner("file:///x"), None);
     }
 }

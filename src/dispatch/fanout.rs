@@ -12,17 +12,39 @@ use crate::catalog::{ListCursor, ListKind, namespaced};
 use crate::jsonrpc::Request;
 use crate::upstream::Upstream;
 
+/// The upstreams one list call asks, each with its own cursor (none for a first page).
+type PageTargets = Vec<(Arc<Upstream>, Option<String>)>;
+
 impl Gateway {
-    pub(super) async fn list(&self, session: &Session, kind: ListKind, request: Request, outbox: &Outbox) -> Outcome {
+    pub(super) async fn list(
+        &self,
+        session: &Session,
+        kind: ListKind,
+        request: Request,
+        outbox: &Outbox,
+    ) -> Outcome {
         let cursor = request.params.as_ref().and_then(|p| p.get("cursor"));
-        let targets: Vec<(Arc<Upstream>, Option<String>)> = match cursor {
-            None | Some(Value::Null) => self.upstreams_with(kind.capability()).into_iter().map(|u| (u, None)).collect(),
+        let targets: PageTargets = match cursor {
+            None | Some(Value::Null) => self
+                .upstreams_with(kind.capability())
+                .into_iter()
+                .map(|u| (u, None))
+                .collect(),
             Some(Value::String(text)) => self.cursor_targets(text)?,
-            Some(_) => return Err(error_object(ErrorCode::INVALID_PARAMS, "params.cursor must be a string")),
+            Some(_) => {
+                return Err(error_object(
+                    ErrorCode::INVALID_PARAMS,
+                    "params.cursor must be a string",
+                ));
+            }
         };
         let pages = join_all(targets.iter().map(|(upstream, cursor)| {
             let mut page_request = request.clone();
-            page_request.params = Some(cursor.as_ref().map_or_else(|| json!({}), |c| json!({"cursor": c})));
+            page_request.params = Some(
+                cursor
+                    .as_ref()
+                    .map_or_else(|| json!({}), |c| json!({"cursor": c})),
+            );
             self.forward(session, upstream, page_request, outbox)
         }))
         .await;
@@ -36,7 +58,9 @@ impl Gateway {
                         next.pending.insert(upstream.name.clone(), c.to_owned());
                     }
                 }
-                Err(error) => tracing::warn!(upstream = %upstream.name, %error, method = kind.method(), "leaving an upstream out of a list"),
+                Err(error) => {
+                    tracing::warn!(upstream = %upstream.name, %error, method = kind.method(), "leaving an upstream out of a list")
+                }
             }
         }
         let mut result = Map::new();
@@ -47,19 +71,33 @@ impl Gateway {
         Ok(Value::Object(result))
     }
 
-    fn cursor_targets(&self, text: &str) -> Result<Vec<(Arc<Upstream>, Option<String>)>, Value> {
-        let invalid = || error_object(ErrorCode::INVALID_PARAMS, "params.cursor is not a cursor this gateway issued");
+    fn cursor_targets(&self, text: &str) -> Result<PageTargets, Value> {
+        let invalid = || {
+            error_object(
+                ErrorCode::INVALID_PARAMS,
+                "params.cursor is not a cursor this gateway issued",
+            )
+        };
         let cursor = ListCursor::decode(text).ok_or_else(invalid)?;
         cursor
             .pending
             .into_iter()
-            .map(|(name, c)| self.upstreams.by_name(&name).map(|u| (u.clone(), Some(c))).ok_or_else(invalid))
+            .map(|(name, c)| {
+                self.upstreams
+                    .by_name(&name)
+                    .map(|u| (u.clone(), Some(c)))
+                    .ok_or_else(invalid)
+            })
             .collect()
     }
 
     /// One upstream's items as the client sees them.
     fn adopt(&self, kind: ListKind, upstream: &Upstream, page: &Value) -> Vec<Value> {
-        let items = page.get(kind.field()).and_then(Value::as_array).cloned().unwrap_or_default();
+        let items = page
+            .get(kind.field())
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         items
             .into_iter()
             .filter_map(|mut item| {
@@ -71,10 +109,13 @@ impl Gateway {
                         }
                         item["name"] = json!(namespaced(&upstream.prefix, &own));
                     }
-                    ListKind::Resources => self.routes.learn_resource(item.get("uri").and_then(Value::as_str)?, &upstream.name),
-                    ListKind::ResourceTemplates => {
-                        self.routes.learn_template(item.get("uriTemplate").and_then(Value::as_str)?, &upstream.name)
-                    }
+                    ListKind::Resources => self
+                        .routes
+                        .learn_resource(item.get("uri").and_then(Value::as_str)?, &upstream.name),
+                    ListKind::ResourceTemplates => self.routes.learn_template(
+                        item.get("uriTemplate").and_then(Value::as_str)?,
+                        &upstream.name,
+                    ),
                 }
                 Some(item)
             })

@@ -17,28 +17,104 @@ use crate::upstream::{CallContext, Upstream, UpstreamError};
 
 impl Gateway {
     /// Sends `request` to `upstream` for `session`, relaying intermediate messages to `outbox`.
-    pub(super) async fn forward(&self, session: &Session, upstream: &Arc<Upstream>, request: Request, outbox: &Outbox) -> Outcome {
+    pub(super) async fn forward(
+        &self,
+        session: &Session,
+        upstream: &Arc<Upstream>,
+        request: Request,
+        outbox: &Outbox,
+    ) -> Outcome {
         let started = Instant::now();
-        let ctx = self.context_for(session, &upstream.name);
-        let outcome = self.exchange(&ctx, upstream, request, outbox).await;
-        self.metrics.upstream_request(&upstream.name, outcome.is_ok(), started.elapsed().as_secs_f64());
+        let outcome = self
+            .forward_with_reopen(session, upstream, request, outbox)
+            .await;
+        self.metrics.upstream_request(
+            &upstream.name,
+            outcome.is_ok(),
+            started.elapsed().as_secs_f64(),
+        );
         outcome
     }
 
-    async fn exchange(&self, ctx: &CallContext, upstream: &Arc<Upstream>, request: Request, outbox: &Outbox) -> Outcome {
-        let id = request.id.clone();
-        let mut messages = upstream.request(ctx, request).await.map_err(|e| upstream_failure(&e))?;
-        let guard = CancelOnDrop { upstream, ctx, id: &id, armed: true };
+    /// An HTTP upstream that forgot its session (404) gets a new one, and the call is retried once.
+    async fn forward_with_reopen(
+        &self,
+        session: &Session,
+        upstream: &Arc<Upstream>,
+        request: Request,
+        outbox: &Outbox,
+    ) -> Outcome {
+        let ctx = match session.record.upstreams.get(&upstream.name) {
+            Some(_) => self.context_for(session, &upstream.name),
+            None if upstream.has_upstream_sessions() => self.reopen(session, upstream).await?,
+            None => self.context_for(session, &upstream.name),
+        };
+        let messages = match upstream.request(&ctx, request.clone()).await {
+            Err(UpstreamError::SessionGone { .. }) => {
+                tracing::info!(upstream = %upstream.name, "upstream session ended; re-initializing it");
+                let ctx = self.reopen(session, upstream).await?;
+                upstream.request(&ctx, request.clone()).await
+            }
+            other => other,
+        };
+        let messages = messages.map_err(|e| upstream_failure(&e))?;
+        self.exchange(&ctx, upstream, &request.id, messages, outbox)
+            .await
+    }
+
+    /// Opens a new upstream session with the stored client info and saves it in the record.
+    async fn reopen(
+        &self,
+        session: &Session,
+        upstream: &Arc<Upstream>,
+    ) -> Result<CallContext, Value> {
+        let (upstream_session, _) = upstream
+            .open_session(&session.id, &session.record)
+            .await
+            .map_err(|e| upstream_failure(&e))?;
+        let mut record = session.record.clone();
+        record
+            .upstreams
+            .insert(upstream.name.clone(), upstream_session.clone());
+        if let Err(error) = self.store.save(&session.id, &record).await {
+            tracing::warn!(%error, "could not save a re-opened upstream session");
+        }
+        Ok(CallContext {
+            session: session.id.clone(),
+            upstream_session,
+        })
+    }
+
+    async fn exchange(
+        &self,
+        ctx: &CallContext,
+        upstream: &Arc<Upstream>,
+        id: &RequestId,
+        mut messages: tokio::sync::mpsc::Receiver<Message>,
+        outbox: &Outbox,
+    ) -> Outcome {
+        let guard = CancelOnDrop {
+            upstream,
+            ctx,
+            id,
+            armed: true,
+        };
         loop {
             let next = tokio::time::timeout(upstream.timeout, messages.recv()).await;
             let message = match next {
                 Err(_) => {
-                    let error = UpstreamError::Timeout { upstream: upstream.name.clone(), after: upstream.timeout };
+                    let error = UpstreamError::Timeout {
+                        upstream: upstream.name.clone(),
+                        after: upstream.timeout,
+                    };
                     return Err(upstream_failure(&error));
                 }
                 Ok(None) => {
-                    let error = UpstreamError::Protocol { upstream: upstream.name.clone(), reason: "the exchange ended without a response".into() };
-                    return Err(upstream_failure(&error));
+                    let reason = "the exchange ended without a response".into();
+                    return Err(upstream_failure(&UpstreamError::Protocol {
+                        upstream: upstream.name.clone(),
+                        reason,
+                    }));
                 }
                 Ok(Some(message)) => message,
             };
@@ -62,16 +138,26 @@ impl Gateway {
                 request.id = self.signer.sign(session, upstream, &request.id);
                 Message::Request(request).to_value()
             }
-            Message::Notification(notification) => self.relayed_notification(session, upstream, notification),
+            Message::Notification(notification) => {
+                self.relayed_notification(session, upstream, notification)
+            }
             Message::Response(response) => Message::Response(response).to_value(),
         }
     }
 
-    fn relayed_notification(&self, session: &SessionId, upstream: &str, mut notification: Notification) -> Value {
+    fn relayed_notification(
+        &self,
+        session: &SessionId,
+        upstream: &str,
+        mut notification: Notification,
+    ) -> Value {
         if notification.method == "notifications/cancelled" {
             let params = notification.params.as_mut().and_then(Value::as_object_mut);
             if let Some(params) = params {
-                let signed = params.get("requestId").and_then(RequestId::from_value).map(|id| self.signer.sign(session, upstream, &id));
+                let signed = params
+                    .get("requestId")
+                    .and_then(RequestId::from_value)
+                    .map(|id| self.signer.sign(session, upstream, &id));
                 if let Some(signed) = signed {
                     params.insert("requestId".into(), signed.to_value());
                 }

@@ -28,7 +28,9 @@ pub struct Hub {
 
 impl Hub {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Presence>> {
-        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers a session seen on this replica; returns the token cancelled when it ends.
@@ -63,7 +65,10 @@ impl Hub {
 
     /// Cancels a request in flight; returns whether there was one.
     pub fn cancel(&self, id: &SessionId, request: &RequestId) -> bool {
-        let token = self.lock().get_mut(id).and_then(|p| p.in_flight.remove(request));
+        let token = self
+            .lock()
+            .get_mut(id)
+            .and_then(|p| p.in_flight.remove(request));
         token.inspect(CancellationToken::cancel).is_some()
     }
 
@@ -94,7 +99,9 @@ impl Hub {
     }
 
     pub fn is_subscribed(&self, id: &SessionId, uri: &str) -> bool {
-        self.lock().get(id).is_some_and(|p| p.subscriptions.contains(uri))
+        self.lock()
+            .get(id)
+            .is_some_and(|p| p.subscriptions.contains(uri))
     }
 
     /// Takes over the standalone GET stream; an older reader stops when it sees a newer owner.
@@ -106,7 +113,9 @@ impl Hub {
     }
 
     pub fn owns_standalone(&self, id: &SessionId, claim: u64) -> bool {
-        self.lock().get(id).is_some_and(|p| p.standalone_owner == claim)
+        self.lock()
+            .get(id)
+            .is_some_and(|p| p.standalone_owner == claim)
     }
 }
 
@@ -120,7 +129,12 @@ mod tests {
     fn tracks_duplicates_cancellation_and_closure() {
         let hub = Hub::default();
         let id = SessionId::generate();
-        let record = SessionRecord::new(ProtocolVersion::LATEST, Default::default(), Default::default(), Duration::from_secs(60));
+        let record = SessionRecord::new(
+            ProtocolVersion::LATEST,
+            Default::default(),
+            Default::default(),
+            Duration::from_secs(60),
+        );
         let (closed, fresh) = hub.attach(&id, &record);
         assert!(fresh);
         let token = hub.begin(&id, &RequestId::Number(1)).unwrap();

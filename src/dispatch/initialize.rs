@@ -22,18 +22,37 @@ pub enum InitializeError {
 
 impl Gateway {
     /// Creates a session; returns its id and the `initialize` result.
-    pub async fn initialize(&self, request: &Request) -> Result<(SessionId, Value), InitializeError> {
+    pub async fn initialize(
+        &self,
+        request: &Request,
+    ) -> Result<(SessionId, Value), InitializeError> {
         let params = request.params.as_ref().and_then(Value::as_object);
-        let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
-        let capabilities = params.and_then(|p| p.get("capabilities")).filter(|c| c.is_object());
-        let client_info = params.and_then(|p| p.get("clientInfo")).filter(|c| c.is_object());
-        let (Some(requested), Some(capabilities), Some(client_info)) = (requested, capabilities, client_info) else {
+        let requested = params
+            .and_then(|p| p.get("protocolVersion"))
+            .and_then(Value::as_str);
+        let capabilities = params
+            .and_then(|p| p.get("capabilities"))
+            .filter(|c| c.is_object());
+        let client_info = params
+            .and_then(|p| p.get("clientInfo"))
+            .filter(|c| c.is_object());
+        let (Some(requested), Some(capabilities), Some(client_info)) =
+            (requested, capabilities, client_info)
+        else {
             let message = "initialize needs params.protocolVersion (string), params.capabilities and params.clientInfo (objects)";
-            return Err(InitializeError::Invalid(error_data(ErrorCode::INVALID_PARAMS, message)));
+            return Err(InitializeError::Invalid(error_data(
+                ErrorCode::INVALID_PARAMS,
+                message,
+            )));
         };
         let version = ProtocolVersion::negotiate(requested);
         let id = SessionId::generate();
-        let mut record = SessionRecord::new(version, client_info.clone(), capabilities.clone(), self.settings.max_lifetime);
+        let mut record = SessionRecord::new(
+            version,
+            client_info.clone(),
+            capabilities.clone(),
+            self.settings.max_lifetime,
+        );
         let infos = self.open_upstream_sessions(&id, &mut record).await;
         self.store.create(&id, &record).await?;
         self.hub.attach(&id, &record);
@@ -42,10 +61,15 @@ impl Gateway {
     }
 
     /// Opens every upstream for the session in parallel; failures leave that upstream out.
-    async fn open_upstream_sessions(&self, id: &SessionId, record: &mut SessionRecord) -> Vec<InitInfo> {
+    async fn open_upstream_sessions(
+        &self,
+        id: &SessionId,
+        record: &mut SessionRecord,
+    ) -> Vec<InitInfo> {
         let snapshot = &*record;
         let attempts = join_all(self.upstreams.iter().map(|upstream| async move {
-            let opened = tokio::time::timeout(upstream.timeout, upstream.open_session(id, snapshot)).await;
+            let opened =
+                tokio::time::timeout(upstream.timeout, upstream.open_session(id, snapshot)).await;
             (upstream, opened)
         }))
         .await;
@@ -58,7 +82,9 @@ impl Gateway {
                     infos.push(info);
                 }
                 Ok(Err(error)) => tracing::warn!(%error, "upstream left out of a new session"),
-                Err(_) => tracing::warn!(upstream = %upstream.name, "upstream did not initialize in time; left out of a new session"),
+                Err(_) => {
+                    tracing::warn!(upstream = %upstream.name, "upstream did not initialize in time; left out of a new session")
+                }
             }
         }
         record.upstreams.extend(opened_sessions);
@@ -79,13 +105,22 @@ fn initialize_result(version: ProtocolVersion, infos: &[InitInfo]) -> Value {
 fn merged_capabilities(infos: &[InitInfo]) -> Value {
     let has = |name: &str| infos.iter().any(|i| i.capabilities.get(name).is_some());
     let flag = |name: &str, field: &str| {
-        infos.iter().any(|i| i.capabilities.get(name).and_then(|c| c.get(field)).and_then(Value::as_bool) == Some(true))
+        infos.iter().any(|i| {
+            i.capabilities
+                .get(name)
+                .and_then(|c| c.get(field))
+                .and_then(Value::as_bool)
+                == Some(true)
+        })
     };
     let mut capabilities = Map::new();
     capabilities.insert("logging".into(), json!({}));
     for name in ["tools", "prompts"] {
         if has(name) {
-            capabilities.insert(name.into(), json!({"listChanged": flag(name, "listChanged")}));
+            capabilities.insert(
+                name.into(),
+                json!({"listChanged": flag(name, "listChanged")}),
+            );
         }
     }
     if has("resources") {
@@ -103,7 +138,12 @@ mod tests {
     use super::*;
 
     fn info(capabilities: Value) -> InitInfo {
-        InitInfo { protocol_version: "2025-11-25".into(), capabilities, server_info: Value::Null, instructions: None }
+        InitInfo {
+            protocol_version: "2025-11-25".into(),
+            capabilities,
+            server_info: Value::Null,
+            instructions: None,
+        }
     }
 
     #[test]

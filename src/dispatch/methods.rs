@@ -8,12 +8,17 @@ use serde_json::{Value, json};
 
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::catalog::{self, ListKind};
-use crate::jsonrpc::Request;
+use crate::jsonrpc::{Request, RequestId};
 use crate::upstream::Upstream;
 
 impl Gateway {
     /// Runs one client request to its outcome.
-    pub(super) async fn run_method(&self, session: &Session, request: Request, outbox: &Outbox) -> Outcome {
+    pub(super) async fn run_method(
+        &self,
+        session: &Session,
+        request: Request,
+        outbox: &Outbox,
+    ) -> Outcome {
         if let Some(kind) = ListKind::from_method(&request.method) {
             return self.list(session, kind, request, outbox).await;
         }
@@ -22,21 +27,37 @@ impl Gateway {
             "tools/call" => self.call_named(session, request, outbox, true).await,
             "prompts/get" => self.call_named(session, request, outbox, false).await,
             "resources/read" => self.call_by_uri(session, request, outbox).await,
-            "resources/subscribe" | "resources/unsubscribe" => self.subscription(session, request, outbox).await,
+            "resources/subscribe" | "resources/unsubscribe" => {
+                self.subscription(session, request, outbox).await
+            }
             "completion/complete" => self.complete(session, request, outbox).await,
             "logging/setLevel" => self.set_level(session, request, outbox).await,
-            "initialize" => Err(error_object(ErrorCode::INVALID_REQUEST, "this session is already initialized")),
-            method => Err(error_object(ErrorCode::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
+            "initialize" => Err(error_object(
+                ErrorCode::INVALID_REQUEST,
+                "this session is already initialized",
+            )),
+            method => Err(error_object(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("Method not found: {method}"),
+            )),
         }
     }
 
     /// `tools/call` and `prompts/get`: strip the namespace, check the tool filter, forward.
-    async fn call_named(&self, session: &Session, mut request: Request, outbox: &Outbox, is_tool: bool) -> Outcome {
+    async fn call_named(
+        &self,
+        session: &Session,
+        mut request: Request,
+        outbox: &Outbox,
+        is_tool: bool,
+    ) -> Outcome {
         let what = if is_tool { "tool" } else { "prompt" };
         let name = string_param(&request, "name")?;
         let (upstream, own_name) = catalog::resolve(&self.upstreams, &name)
             .filter(|(u, own)| !is_tool || u.filter.allows(own))
-            .ok_or_else(|| error_object(ErrorCode::INVALID_PARAMS, format!("Unknown {what}: {name}")))?;
+            .ok_or_else(|| {
+                error_object(ErrorCode::INVALID_PARAMS, format!("Unknown {what}: {name}"))
+            })?;
         let (upstream, own_name) = (upstream.clone(), own_name.to_owned());
         set_param(&mut request, "name", json!(own_name));
         self.forward(session, &upstream, request, outbox).await
@@ -50,7 +71,10 @@ impl Gateway {
         }
         let mut last_error = None;
         for upstream in self.upstreams_with("resources") {
-            match self.forward(session, &upstream, request.clone(), outbox).await {
+            match self
+                .forward(session, &upstream, request.clone(), outbox)
+                .await
+            {
                 Ok(result) => {
                     self.routes.learn_resource(&uri, &upstream.name);
                     return Ok(result);
@@ -65,7 +89,7 @@ impl Gateway {
     async fn subscription(&self, session: &Session, request: Request, outbox: &Outbox) -> Outcome {
         let uri = string_param(&request, "uri")?;
         let subscribe = request.method == "resources/subscribe";
-        let upstream = self.resource_owner(&uri).ok_or_else(|| resource_not_found(&uri))?;
+        let upstream = self.locate_resource(session, &uri, outbox).await?;
         let result = self.forward(session, &upstream, request, outbox).await?;
         self.hub.set_subscribed(&session.id, &uri, subscribe);
         let mut record = session.record.clone();
@@ -80,12 +104,26 @@ impl Gateway {
 
     /// `completion/complete`: route by the prompt name or the resource URI in `ref`.
     async fn complete(&self, session: &Session, mut request: Request, outbox: &Outbox) -> Outcome {
-        let reference = request.params.as_ref().and_then(|p| p.get("ref")).cloned().unwrap_or(Value::Null);
-        let invalid = || error_object(ErrorCode::INVALID_PARAMS, "completion/complete needs a ref/prompt name or a ref/resource uri");
+        let reference = request
+            .params
+            .as_ref()
+            .and_then(|p| p.get("ref"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let invalid = || {
+            error_object(
+                ErrorCode::INVALID_PARAMS,
+                "completion/complete needs a ref/prompt name or a ref/resource uri",
+            )
+        };
         let upstream = match reference.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
-                let name = reference.get("name").and_then(Value::as_str).ok_or_else(invalid)?;
-                let (upstream, own) = catalog::resolve(&self.upstreams, name).ok_or_else(invalid)?;
+                let name = reference
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(invalid)?;
+                let (upstream, own) =
+                    catalog::resolve(&self.upstreams, name).ok_or_else(invalid)?;
                 let (upstream, own) = (upstream.clone(), own.to_owned());
                 if let Some(params) = request.params.as_mut() {
                     params["ref"]["name"] = json!(own);
@@ -93,8 +131,11 @@ impl Gateway {
                 upstream
             }
             Some("ref/resource") => {
-                let uri = reference.get("uri").and_then(Value::as_str).ok_or_else(invalid)?;
-                self.resource_owner(uri).ok_or_else(|| resource_not_found(uri))?
+                let uri = reference
+                    .get("uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(invalid)?;
+                self.locate_resource(session, uri, outbox).await?
             }
             _ => return Err(invalid()),
         };
@@ -104,12 +145,27 @@ impl Gateway {
     /// `logging/setLevel`: kept in the record and passed to every upstream that logs.
     async fn set_level(&self, session: &Session, request: Request, outbox: &Outbox) -> Outcome {
         let level = string_param(&request, "level")?;
-        const LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+        const LEVELS: [&str; 8] = [
+            "debug",
+            "info",
+            "notice",
+            "warning",
+            "error",
+            "critical",
+            "alert",
+            "emergency",
+        ];
         if !LEVELS.contains(&level.as_str()) {
-            return Err(error_object(ErrorCode::INVALID_PARAMS, format!("unknown log level {level:?}")));
+            return Err(error_object(
+                ErrorCode::INVALID_PARAMS,
+                format!("unknown log level {level:?}"),
+            ));
         }
         for upstream in self.upstreams_with("logging") {
-            if let Err(error) = self.forward(session, &upstream, request.clone(), outbox).await {
+            if let Err(error) = self
+                .forward(session, &upstream, request.clone(), outbox)
+                .await
+            {
                 tracing::debug!(upstream = %upstream.name, %error, "upstream refused logging/setLevel");
             }
         }
@@ -119,11 +175,51 @@ impl Gateway {
         Ok(json!({}))
     }
 
-    async fn save(&self, session: &Session, record: &crate::session::SessionRecord) -> Result<(), Value> {
+    async fn save(
+        &self,
+        session: &Session,
+        record: &crate::session::SessionRecord,
+    ) -> Result<(), Value> {
         self.store.save(&session.id, record).await.map_err(|error| {
             tracing::error!(%error, "could not save a session record");
-            error_object(ErrorCode::INTERNAL_ERROR, "the session store is unavailable; retry later")
+            error_object(
+                ErrorCode::INTERNAL_ERROR,
+                "the session store is unavailable; retry later",
+            )
         })
+    }
+
+    /// The upstream serving `uri`: known from a listing, the only one with resources, or the
+    /// first that can read it (a URI never listed on this replica, e.g. after a revival).
+    async fn locate_resource(
+        &self,
+        session: &Session,
+        uri: &str,
+        outbox: &Outbox,
+    ) -> Result<Arc<Upstream>, Value> {
+        if let Some(upstream) = self.resource_owner(uri) {
+            return Ok(upstream);
+        }
+        let candidates = self.upstreams_with("resources");
+        if let [only] = candidates.as_slice() {
+            return Ok(only.clone());
+        }
+        for upstream in candidates {
+            let probe = Request {
+                id: RequestId::String("mcpgate-locate".into()),
+                method: "resources/read".into(),
+                params: Some(json!({"uri": uri})),
+            };
+            if self
+                .forward(session, &upstream, probe, outbox)
+                .await
+                .is_ok()
+            {
+                self.routes.learn_resource(uri, &upstream.name);
+                return Ok(upstream);
+            }
+        }
+        Err(resource_not_found(uri))
     }
 
     pub(super) fn resource_owner(&self, uri: &str) -> Option<Arc<Upstream>> {
@@ -135,7 +231,10 @@ impl Gateway {
     pub(super) fn upstreams_with(&self, capability: &str) -> Vec<Arc<Upstream>> {
         self.upstreams
             .iter()
-            .filter(|u| u.last_init().is_some_and(|init| init.capabilities.get(capability).is_some()))
+            .filter(|u| {
+                u.last_init()
+                    .is_some_and(|init| init.capabilities.get(capability).is_some())
+            })
             .cloned()
             .collect()
     }
@@ -156,7 +255,10 @@ pub(super) fn required_params(method: &str) -> Option<&'static [&'static str]> {
 }
 
 fn resource_not_found(uri: &str) -> Value {
-    error_object(ErrorCode::RESOURCE_NOT_FOUND, format!("Resource not found: {uri}"))
+    error_object(
+        ErrorCode::RESOURCE_NOT_FOUND,
+        format!("Resource not found: {uri}"),
+    )
 }
 
 /// A required string parameter, or an invalid-params error naming it.
@@ -167,7 +269,12 @@ fn string_param(request: &Request, name: &str) -> Result<String, Value> {
         .and_then(|p| p.get(name))
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| error_object(ErrorCode::INVALID_PARAMS, format!("{}: params.{name} must be a string", request.method)))
+        .ok_or_else(|| {
+            error_object(
+                ErrorCode::INVALID_PARAMS,
+                format!("{}: params.{name} must be a string", request.method),
+            )
+        })
 }
 
 fn set_param(request: &mut Request, name: &str, value: Value) {

@@ -117,7 +117,13 @@ impl Gateway {
     pub async fn lookup(&self, id: &SessionId) -> Result<Session, SessionError> {
         let lookup = self.store.load(id).await;
         let (outcome, result) = match lookup {
-            Ok(Lookup::Live(record)) => (LookupOutcome::Hit, Ok(Session { id: id.clone(), record: *record })),
+            Ok(Lookup::Live(record)) => (
+                LookupOutcome::Hit,
+                Ok(Session {
+                    id: id.clone(),
+                    record: *record,
+                }),
+            ),
             Ok(Lookup::Expired) => (LookupOutcome::Expired, Err(SessionError::Expired)),
             Ok(Lookup::Deleted) => (LookupOutcome::Deleted, Err(SessionError::Deleted)),
             Ok(Lookup::Unknown) => (LookupOutcome::Unknown, Err(SessionError::Unknown)),
@@ -183,14 +189,18 @@ impl Gateway {
     pub fn check_request(&self, request: &Request) -> Result<(), MessageRejected> {
         let required = methods::required_params(&request.method)
             .ok_or_else(|| MessageRejected::UnknownMethod(request.method.clone()))?;
-        let invalid = |reason: String| MessageRejected::InvalidParams(request.method.clone(), reason);
+        let invalid =
+            |reason: String| MessageRejected::InvalidParams(request.method.clone(), reason);
         let params = match &request.params {
             None => None,
             Some(Value::Object(params)) => Some(params),
             Some(_) => return Err(invalid("params must be an object".into())),
         };
         for field in required {
-            if !params.and_then(|p| p.get(*field)).is_some_and(Value::is_string) {
+            if !params
+                .and_then(|p| p.get(*field))
+                .is_some_and(Value::is_string)
+            {
                 return Err(invalid(format!("params.{field} must be a string")));
             }
         }
@@ -201,18 +211,28 @@ impl Gateway {
     pub async fn handle_notification(&self, session: &Session, notification: Notification) {
         match notification.method.as_str() {
             "notifications/cancelled" => {
-                let id = notification.params.as_ref().and_then(|p| p.get("requestId")).and_then(RequestId::from_value);
+                let id = notification
+                    .params
+                    .as_ref()
+                    .and_then(|p| p.get("requestId"))
+                    .and_then(RequestId::from_value);
                 if let Some(id) = id {
                     self.hub.cancel(&session.id, &id);
                 }
             }
-            "notifications/roots/list_changed" => self.broadcast_notification(session, notification).await,
+            "notifications/roots/list_changed" => {
+                self.broadcast_notification(session, notification).await
+            }
             _ => {}
         }
     }
 
     /// Routes a client's answer to a server-to-client request back to the upstream that asked.
-    pub async fn handle_response(&self, session: &Session, response: Response) -> Result<(), MessageRejected> {
+    pub async fn handle_response(
+        &self,
+        session: &Session,
+        response: Response,
+    ) -> Result<(), MessageRejected> {
         let (upstream_name, upstream_id) = self
             .signer
             .verify(&session.id, &response.id)
@@ -222,8 +242,14 @@ impl Gateway {
             .by_name(&upstream_name)
             .ok_or_else(|| MessageRejected::UnknownResponse(response.id.clone()))?;
         let ctx = self.context_for(session, &upstream_name);
-        let answer = Response { id: upstream_id, outcome: response.outcome };
-        if let Err(error) = upstream.send(&ctx, crate::jsonrpc::Message::Response(answer)).await {
+        let answer = Response {
+            id: upstream_id,
+            outcome: response.outcome,
+        };
+        if let Err(error) = upstream
+            .send(&ctx, crate::jsonrpc::Message::Response(answer))
+            .await
+        {
             tracing::warn!(%error, "could not deliver a client's answer upstream");
         }
         Ok(())
@@ -243,12 +269,21 @@ impl Gateway {
     fn context_for(&self, session: &Session, upstream: &str) -> CallContext {
         CallContext {
             session: session.id.clone(),
-            upstream_session: session.record.upstreams.get(upstream).cloned().unwrap_or_default(),
+            upstream_session: session
+                .record
+                .upstreams
+                .get(upstream)
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 
     fn existing_context(&self, session: &Session, upstream: &str) -> Option<CallContext> {
-        session.record.upstreams.get(upstream).map(|_| self.context_for(session, upstream))
+        session
+            .record
+            .upstreams
+            .get(upstream)
+            .map(|_| self.context_for(session, upstream))
     }
 }
 
@@ -266,6 +301,10 @@ pub fn error_object(code: ErrorCode, message: impl Into<String>) -> Value {
 }
 
 /// A whole error response for a request id.
-pub fn error_response(id: Option<&RequestId>, code: ErrorCode, message: impl Into<String>) -> Value {
+pub fn error_response(
+    id: Option<&RequestId>,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Value {
     error_value(id, &error_data(code, message))
 }

@@ -44,17 +44,22 @@ impl IdSigner {
 
     /// The upstream and its request id, if `id` was issued by us for this session.
     pub fn verify(&self, session: &SessionId, id: &RequestId) -> Option<(String, RequestId)> {
-        let RequestId::String(text) = id else { return None };
+        let RequestId::String(text) = id else {
+            return None;
+        };
         let (payload_b64, mac_b64) = text.strip_prefix(PREFIX)?.split_once('.')?;
         let payload = URL_SAFE_NO_PAD.decode(payload_b64).ok()?;
         let mac = URL_SAFE_NO_PAD.decode(mac_b64).ok()?;
-        self.mac_checker(session, &payload).verify_slice(&mac).ok()?;
+        self.mac_checker(session, &payload)
+            .verify_slice(&mac)
+            .ok()?;
         let (upstream, id): (String, RequestId) = serde_json::from_slice(&payload).ok()?;
         Some((upstream, id))
     }
 
     fn mac_checker(&self, session: &SessionId, payload: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
         mac.update(session.as_str().as_bytes());
         mac.update(&[0]);
         mac.update(payload);
@@ -62,7 +67,10 @@ impl IdSigner {
     }
 
     fn mac(&self, session: &SessionId, payload: &[u8]) -> Vec<u8> {
-        self.mac_checker(session, payload).finalize().into_bytes().to_vec()
+        self.mac_checker(session, payload)
+            .finalize()
+            .into_bytes()
+            .to_vec()
     }
 }
 
@@ -75,10 +83,15 @@ mod tests {
         let signer = IdSigner::random();
         let (a, b) = (SessionId::generate(), SessionId::generate());
         let id = signer.sign(&a, "remote", &RequestId::Number(7));
-        assert_eq!(signer.verify(&a, &id), Some(("remote".into(), RequestId::Number(7))));
+        assert_eq!(
+            signer.verify(&a, &id),
+            Some(("remote".into(), RequestId::Number(7)))
+        );
         assert_eq!(signer.verify(&b, &id), None);
         assert_eq!(IdSigner::random().verify(&a, &id), None);
-        let RequestId::String(text) = &id else { panic!() };
+        let RequestId::String(text) = &id else {
+            panic!()
+        };
         let tampered = RequestId::String(text.replacen("mcpgate.", "mcpgate.x", 1));
         assert_eq!(signer.verify(&a, &tampered), None);
         assert_eq!(signer.verify(&a, &RequestId::Number(7)), None);

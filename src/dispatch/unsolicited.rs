@@ -14,9 +14,14 @@ use crate::session::SessionId;
 use crate::upstream::Unsolicited;
 
 /// Runs until every upstream is gone.
-pub(super) async fn relay(gateway: Weak<Gateway>, mut messages: mpsc::UnboundedReceiver<Unsolicited>) {
+pub(super) async fn relay(
+    gateway: Weak<Gateway>,
+    mut messages: mpsc::UnboundedReceiver<Unsolicited>,
+) {
     while let Some(unsolicited) = messages.recv().await {
-        let Some(gateway) = gateway.upgrade() else { return };
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
         gateway.deliver_unsolicited(unsolicited).await;
     }
 }
@@ -30,11 +35,17 @@ impl Gateway {
             None => self.hub.audience(uri.as_deref()),
         };
         for session in audience {
-            if uri.as_deref().is_some_and(|uri| !self.hub.is_subscribed(&session, uri)) {
+            if uri
+                .as_deref()
+                .is_some_and(|uri| !self.hub.is_subscribed(&session, uri))
+            {
                 continue;
             }
             let value = self.relayed(&session, &unsolicited.upstream, unsolicited.message.clone());
-            let key = StreamKey { session, stream: StreamId::standalone() };
+            let key = StreamKey {
+                session,
+                stream: StreamId::standalone(),
+            };
             if let Err(error) = self.events.append(&key, value.to_string()).await {
                 tracing::warn!(%error, "could not queue an unsolicited message");
             }
@@ -44,9 +55,15 @@ impl Gateway {
 
 /// The URI of a `notifications/resources/updated`, which only subscribers may see.
 fn resource_uri(message: &Message) -> Option<String> {
-    let Message::Notification(n) = message else { return None };
+    let Message::Notification(n) = message else {
+        return None;
+    };
     if n.method != "notifications/resources/updated" {
         return None;
     }
-    n.params.as_ref()?.get("uri").and_then(Value::as_str).map(str::to_owned)
+    n.params
+        .as_ref()?
+        .get("uri")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }

@@ -33,7 +33,11 @@ impl StreamLog {
     }
 
     fn after(&self, seq: u64) -> Vec<Event> {
-        self.events.iter().filter(|e| e.seq > seq).cloned().collect()
+        self.events
+            .iter()
+            .filter(|e| e.seq > seq)
+            .cloned()
+            .collect()
     }
 }
 
@@ -46,11 +50,17 @@ pub struct MemoryEventLog {
 
 impl MemoryEventLog {
     pub fn new(window: Duration, max_events: usize) -> Self {
-        Self { window, max_events: max_events.max(1), streams: Mutex::new(HashMap::new()) }
+        Self {
+            window,
+            max_events: max_events.max(1),
+            streams: Mutex::new(HashMap::new()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamKey, StreamLog>> {
-        self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.streams
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn prune(&self, streams: &mut HashMap<StreamKey, StreamLog>, now: Instant) {
@@ -68,7 +78,10 @@ impl EventLog for MemoryEventLog {
         let seq = log.next_seq;
         log.next_seq += 1;
         log.touched = now;
-        log.events.push_back(Event { seq, data: data.into() });
+        log.events.push_back(Event {
+            seq,
+            data: data.into(),
+        });
         while log.events.len() > self.max_events {
             log.events.pop_front();
         }
@@ -85,13 +98,21 @@ impl EventLog for MemoryEventLog {
         Ok(())
     }
 
-    async fn read(&self, key: &StreamKey, after: u64, wait: Duration) -> Result<Batch, EventLogError> {
+    async fn read(
+        &self,
+        key: &StreamKey,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Batch, EventLogError> {
         let mut changed = {
             let mut streams = self.lock();
             let log = streams.entry(key.clone()).or_insert_with(StreamLog::new);
             let events = log.after(after);
             if !events.is_empty() || log.closed {
-                return Ok(Batch { events, closed: log.closed });
+                return Ok(Batch {
+                    events,
+                    closed: log.closed,
+                });
             }
             log.last_seq.subscribe()
         };
@@ -99,7 +120,10 @@ impl EventLog for MemoryEventLog {
         let streams = self.lock();
         Ok(streams
             .get(key)
-            .map(|log| Batch { events: log.after(after), closed: log.closed })
+            .map(|log| Batch {
+                events: log.after(after),
+                closed: log.closed,
+            })
             .unwrap_or_default())
     }
 
@@ -127,7 +151,10 @@ mod tests {
     use std::sync::Arc;
 
     fn key() -> StreamKey {
-        StreamKey { session: SessionId::generate(), stream: StreamId::random() }
+        StreamKey {
+            session: SessionId::generate(),
+            stream: StreamId::random(),
+        }
     }
 
     #[tokio::test]
@@ -138,10 +165,18 @@ mod tests {
             log.append(&key, format!("m{n}")).await.unwrap();
         }
         let batch = log.read(&key, 1, Duration::ZERO).await.unwrap();
-        assert_eq!(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         assert!(!batch.closed);
         log.close(&key).await.unwrap();
-        assert!(log.read(&key, 3, Duration::from_secs(5)).await.unwrap().closed);
+        assert!(
+            log.read(&key, 3, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .closed
+        );
     }
 
     #[tokio::test]
@@ -166,6 +201,9 @@ mod tests {
             log.append(&key, format!("m{n}")).await.unwrap();
         }
         let batch = log.read(&key, 0, Duration::ZERO).await.unwrap();
-        assert_eq!(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(
+            batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
     }
 }

@@ -54,9 +54,14 @@ impl EventId {
     /// Parses `<stream>-<seq>`; anything else is not one of ours.
     pub fn parse(text: &str) -> Option<Self> {
         let (stream, seq) = text.rsplit_once('-')?;
-        let stream_ok = !stream.is_empty() && stream.len() <= 32 && stream.bytes().all(|b| b.is_ascii_alphanumeric());
+        let stream_ok = !stream.is_empty()
+            && stream.len() <= 32
+            && stream.bytes().all(|b| b.is_ascii_alphanumeric());
         let seq = seq.parse().ok()?;
-        stream_ok.then(|| EventId { stream: StreamId(stream.to_owned()), seq })
+        stream_ok.then(|| EventId {
+            stream: StreamId(stream.to_owned()),
+            seq,
+        })
     }
 }
 
@@ -98,7 +103,12 @@ pub trait EventLog: Send + Sync {
     /// Marks a stream finished: readers stop after its last event.
     async fn close(&self, key: &StreamKey) -> Result<(), EventLogError>;
     /// Events after `after`, waiting up to `wait` for one to arrive if there are none yet.
-    async fn read(&self, key: &StreamKey, after: u64, wait: Duration) -> Result<Batch, EventLogError>;
+    async fn read(
+        &self,
+        key: &StreamKey,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Batch, EventLogError>;
     /// The highest sequence a reader has been handed on a live connection (standalone stream).
     async fn delivered(&self, key: &StreamKey) -> Result<u64, EventLogError>;
     /// Records that `seq` reached a client.
@@ -113,7 +123,10 @@ mod tests {
 
     #[test]
     fn event_ids_round_trip_and_reject_garbage() {
-        let id = EventId { stream: StreamId::random(), seq: 42 };
+        let id = EventId {
+            stream: StreamId::random(),
+            seq: 42,
+        };
         assert_eq!(EventId::parse(&id.to_string()), Some(id));
         assert_eq!(EventId::parse("get-7").map(|e| e.seq), Some(7));
         for bad in ["", "-1", "abc", "abc-", "a b-1", "abc-x", "abc--1"] {

@@ -22,7 +22,10 @@ pub fn serve(listener: TcpListener, state: Arc<AdminState>) -> std::io::Result<S
         App::new()
             .app_data(data.clone())
             .route("/metrics", web::get().to(metrics))
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+            .route(
+                "/healthz",
+                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+            )
             .route("/readyz", web::get().to(ready))
     })
     .workers(1)
@@ -32,7 +35,9 @@ pub fn serve(listener: TcpListener, state: Arc<AdminState>) -> std::io::Result<S
 }
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.gateway.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.gateway.metrics.render())
 }
 
 async fn ready(state: web::Data<AdminState>) -> HttpResponse {

@@ -19,13 +19,19 @@ pub struct Incoming {
 }
 
 /// Reads the body, refusing anything over `limit` bytes.
-pub async fn read(mut payload: Payload, declared_length: Option<usize>, limit: usize) -> Result<BytesMut, HttpError> {
+pub async fn read(
+    mut payload: Payload,
+    declared_length: Option<usize>,
+    limit: usize,
+) -> Result<BytesMut, HttpError> {
     if declared_length.is_some_and(|n| n > limit) {
         return Err(HttpError::PayloadTooLarge(limit));
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| HttpError::BadRequest(format!("Bad Request: cannot read the body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            HttpError::BadRequest(format!("Bad Request: cannot read the body: {e}"))
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(HttpError::PayloadTooLarge(limit));
         }
@@ -36,10 +42,13 @@ pub async fn read(mut payload: Payload, declared_length: Option<usize>, limit: u
 
 /// Parses a body into JSON-RPC messages.
 pub fn parse(body: &[u8]) -> Result<Incoming, HttpError> {
-    let text = std::str::from_utf8(body).map_err(|e| HttpError::Parse(format!("body is not valid UTF-8 ({e})")))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| HttpError::Parse(format!("body is not valid UTF-8 ({e})")))?;
     let value: Value = serde_json::from_str(text).map_err(|e| HttpError::Parse(e.to_string()))?;
     let (values, batch) = match value {
-        Value::Array(items) if items.is_empty() => return Err(invalid(None, "an empty batch is not a valid request")),
+        Value::Array(items) if items.is_empty() => {
+            return Err(invalid(None, "an empty batch is not a valid request"));
+        }
         Value::Array(items) => (items, true),
         other => (vec![other], false),
     };
@@ -55,7 +64,11 @@ pub fn parse(body: &[u8]) -> Result<Incoming, HttpError> {
 }
 
 fn invalid(id: Option<RequestId>, message: &str) -> HttpError {
-    HttpError::Rejected { id, code: ErrorCode::INVALID_REQUEST, message: message.to_owned() }
+    HttpError::Rejected {
+        id,
+        code: ErrorCode::INVALID_REQUEST,
+        message: message.to_owned(),
+    }
 }
 
 /// Requests in one batch must not share an id: their responses could not be told apart.
@@ -65,7 +78,10 @@ fn check_unique_ids(messages: &[Message]) -> Result<(), HttpError> {
         if let Message::Request(request) = message
             && !seen.insert(&request.id)
         {
-            return Err(invalid(Some(request.id.clone()), &format!("Invalid Request: duplicate request id {}", request.id)));
+            return Err(invalid(
+                Some(request.id.clone()),
+                &format!("Invalid Request: duplicate request id {}", request.id),
+            ));
         }
     }
     Ok(())
@@ -91,14 +107,19 @@ mod tests {
         assert!(refusal(deep.as_bytes()).contains("recursion limit"));
         let dup = br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":1,"method":"ping"}]"#;
         assert!(refusal(dup).contains("duplicate request id 1"));
-        assert!(refusal(br#"{"jsonrpc":"2.0","id":1,"method":5}"#).contains("\"method\" must be a string"));
+        assert!(
+            refusal(br#"{"jsonrpc":"2.0","id":1,"method":5}"#)
+                .contains("\"method\" must be a string")
+        );
     }
 
     #[test]
     fn accepts_single_messages_and_batches() {
         let one = parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
         assert!(!one.batch && one.messages.len() == 1);
-        let two = parse(br#"[{"jsonrpc":"2.0","method":"a"},{"jsonrpc":"2.0","id":2,"method":"b"}]"#).unwrap();
+        let two =
+            parse(br#"[{"jsonrpc":"2.0","method":"a"},{"jsonrpc":"2.0","id":2,"method":"b"}]"#)
+                .unwrap();
         assert!(two.batch && two.messages.len() == 2);
     }
 }

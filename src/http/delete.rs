@@ -7,7 +7,10 @@ use super::error::HttpError;
 use super::guard;
 use super::{AppState, session_error, store_unavailable};
 
-pub async fn handle(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+pub async fn handle(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let started = std::time::Instant::now();
     let result = end_session(&request, &state).await;
     super::observe(&state, "delete", started, &result);
@@ -19,6 +22,10 @@ async fn end_session(request: &HttpRequest, state: &AppState) -> Result<HttpResp
     guard::protocol_version(request)?;
     let id = guard::session_id(request)?;
     let session = state.gateway.lookup(&id).await.map_err(session_error)?;
-    state.gateway.delete(&session).await.map_err(|e| store_unavailable(&e))?;
+    state
+        .gateway
+        .delete(&session)
+        .await
+        .map_err(|e| store_unavailable(&e))?;
     Ok(HttpResponse::NoContent().finish())
 }

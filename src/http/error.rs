@@ -22,7 +22,11 @@ pub enum HttpError {
     #[error("Parse error: {0}")]
     Parse(String),
     #[error("{message}")]
-    Rejected { id: Option<RequestId>, code: ErrorCode, message: String },
+    Rejected {
+        id: Option<RequestId>,
+        code: ErrorCode,
+        message: String,
+    },
     #[error("{0}")]
     Forbidden(String),
     #[error("Session not found")]
@@ -61,7 +65,9 @@ impl HttpError {
 impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         match self {
-            HttpError::BadRequest(_) | HttpError::Parse(_) | HttpError::Rejected { .. } => StatusCode::BAD_REQUEST,
+            HttpError::BadRequest(_) | HttpError::Parse(_) | HttpError::Rejected { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::SessionNotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

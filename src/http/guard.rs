@@ -13,35 +13,58 @@ pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
 pub const LAST_EVENT_HEADER: &str = "last-event-id";
 
-fn header<'a>(request: &'a HttpRequest, name: impl actix_web::http::header::AsHeaderName) -> Option<&'a str> {
+fn header(request: &HttpRequest, name: impl actix_web::http::header::AsHeaderName) -> Option<&str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Refuses requests whose Origin or Host is not allowed (403).
-pub fn check_origin_and_host(request: &HttpRequest, settings: &HttpSettings) -> Result<(), HttpError> {
+pub fn check_origin_and_host(
+    request: &HttpRequest,
+    settings: &HttpSettings,
+) -> Result<(), HttpError> {
     if let Some(origin) = request.headers().get(ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
-        let allowed = settings.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) || is_local_origin(origin);
+        let allowed = settings
+            .allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
+            || is_local_origin(origin);
         if !allowed {
-            return Err(HttpError::Forbidden(format!("Origin {origin:?} is not allowed")));
+            return Err(HttpError::Forbidden(format!(
+                "Origin {origin:?} is not allowed"
+            )));
         }
     }
     let host = header(request, HOST).unwrap_or_default();
     let allowed = if !settings.allowed_hosts.is_empty() {
-        settings.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host) || h.eq_ignore_ascii_case(host_name(host)))
+        settings
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host) || h.eq_ignore_ascii_case(host_name(host)))
     } else {
         !settings.loopback_only || is_local_name(host_name(host))
     };
-    if allowed { Ok(()) } else { Err(HttpError::Forbidden(format!("Host {host:?} is not allowed"))) }
+    if allowed {
+        Ok(())
+    } else {
+        Err(HttpError::Forbidden(format!(
+            "Host {host:?} is not allowed"
+        )))
+    }
 }
 
 fn is_local_origin(origin: &str) -> bool {
-    let Ok(url) = url::Url::parse(origin) else { return false };
+    let Ok(url) = url::Url::parse(origin) else {
+        return false;
+    };
     matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(is_local_name)
 }
 
 fn is_local_name(name: &str) -> bool {
-    matches!(name.to_ascii_lowercase().as_str(), "localhost" | "127.0.0.1" | "[::1]" | "::1")
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "localhost" | "127.0.0.1" | "[::1]" | "::1"
+    )
 }
 
 /// The name part of a Host header value (`[::1]:8080` → `[::1]`, `a.b:80` → `a.b`).
@@ -57,13 +80,22 @@ fn accepted(request: &HttpRequest) -> Vec<String> {
     header(request, ACCEPT)
         .unwrap_or_default()
         .split(',')
-        .map(|range| range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|range| {
+            range
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
         .collect()
 }
 
 fn accepts(ranges: &[String], media: &str) -> bool {
     let family = format!("{}/*", media.split('/').next().unwrap_or_default());
-    ranges.iter().any(|r| r == media || r == &family || r == "*/*")
+    ranges
+        .iter()
+        .any(|r| r == media || r == &family || r == "*/*")
 }
 
 /// POST needs both `application/json` and `text/event-stream` (406 otherwise).
@@ -72,7 +104,9 @@ pub fn check_post_accept(request: &HttpRequest) -> Result<(), HttpError> {
     if accepts(&ranges, "application/json") && accepts(&ranges, "text/event-stream") {
         Ok(())
     } else {
-        Err(HttpError::NotAcceptable("Not Acceptable: Accept must list both application/json and text/event-stream"))
+        Err(HttpError::NotAcceptable(
+            "Not Acceptable: Accept must list both application/json and text/event-stream",
+        ))
     }
 }
 
@@ -81,34 +115,49 @@ pub fn check_get_accept(request: &HttpRequest) -> Result<(), HttpError> {
     if accepts(&accepted(request), "text/event-stream") {
         Ok(())
     } else {
-        Err(HttpError::NotAcceptable("Not Acceptable: Accept must list text/event-stream"))
+        Err(HttpError::NotAcceptable(
+            "Not Acceptable: Accept must list text/event-stream",
+        ))
     }
 }
 
 /// POST bodies must be `application/json` (415 otherwise).
 pub fn check_content_type(request: &HttpRequest) -> Result<(), HttpError> {
-    let media = header(request, CONTENT_TYPE).unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    let media = header(request, CONTENT_TYPE)
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
     if media.eq_ignore_ascii_case("application/json") {
         Ok(())
     } else {
-        Err(HttpError::UnsupportedMediaType("Unsupported Media Type: Content-Type must be application/json"))
+        Err(HttpError::UnsupportedMediaType(
+            "Unsupported Media Type: Content-Type must be application/json",
+        ))
     }
 }
 
 /// The `MCP-Protocol-Version` header: absent is fine, unknown is 400.
 pub fn protocol_version(request: &HttpRequest) -> Result<Option<ProtocolVersion>, HttpError> {
-    let Some(value) = request.headers().get(VERSION_HEADER) else { return Ok(None) };
+    let Some(value) = request.headers().get(VERSION_HEADER) else {
+        return Ok(None);
+    };
     let text = value.to_str().unwrap_or_default();
     ProtocolVersion::parse(text).map(Some).ok_or_else(|| {
         let supported: Vec<&str> = ProtocolVersion::ALL.iter().map(|v| v.as_str()).collect();
-        HttpError::BadRequest(format!("Bad Request: unsupported MCP-Protocol-Version {text:?}; supported: {}", supported.join(", ")))
+        HttpError::BadRequest(format!(
+            "Bad Request: unsupported MCP-Protocol-Version {text:?}; supported: {}",
+            supported.join(", ")
+        ))
     })
 }
 
 /// The session id header: missing is 400; one we could never have issued is 404.
 pub fn session_id(request: &HttpRequest) -> Result<SessionId, HttpError> {
-    let value = header(request, SESSION_HEADER)
-        .ok_or_else(|| HttpError::BadRequest("Bad Request: Mcp-Session-Id header is required".into()))?;
+    let value = header(request, SESSION_HEADER).ok_or_else(|| {
+        HttpError::BadRequest("Bad Request: Mcp-Session-Id header is required".into())
+    })?;
     SessionId::parse(value).ok_or(HttpError::SessionNotFound)
 }
 

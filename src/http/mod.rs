@@ -56,7 +56,12 @@ pub struct AppState {
 }
 
 /// Starts the `/mcp` listener on an already bound socket.
-pub fn serve(listener: TcpListener, gateway: Arc<Gateway>, settings: HttpSettings, workers: usize) -> std::io::Result<Server> {
+pub fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    settings: HttpSettings,
+    workers: usize,
+) -> std::io::Result<Server> {
     let state = web::Data::new(AppState { gateway, settings });
     let server = HttpServer::new(move || {
         App::new().app_data(state.clone()).service(
@@ -75,27 +80,41 @@ pub fn serve(listener: TcpListener, gateway: Arc<Gateway>, settings: HttpSetting
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, HttpError> {
-    Err(HttpError::MethodNotAllowed("Method Not Allowed: use GET, POST or DELETE"))
+    Err(HttpError::MethodNotAllowed(
+        "Method Not Allowed: use GET, POST or DELETE",
+    ))
 }
 
 /// 404 for sessions that are gone; 503 when the store cannot tell.
 fn session_error(error: SessionError) -> HttpError {
     match error {
         SessionError::Store(error) => store_unavailable(&error),
-        SessionError::Expired | SessionError::Deleted | SessionError::Unknown => HttpError::SessionNotFound,
+        SessionError::Expired | SessionError::Deleted | SessionError::Unknown => {
+            HttpError::SessionNotFound
+        }
     }
 }
 
 fn store_unavailable(error: &StoreError) -> HttpError {
     tracing::error!(%error, "session store failure");
-    HttpError::Unavailable("Service Unavailable: the session store cannot be reached; retry shortly".into())
+    HttpError::Unavailable(
+        "Service Unavailable: the session store cannot be reached; retry shortly".into(),
+    )
 }
 
 /// Counts a finished request.
-fn observe(state: &AppState, method: &str, started: Instant, result: &Result<HttpResponse, HttpError>) {
+fn observe(
+    state: &AppState,
+    method: &str,
+    started: Instant,
+    result: &Result<HttpResponse, HttpError>,
+) {
     let status = match result {
         Ok(response) => response.status().as_u16(),
         Err(error) => actix_web::ResponseError::status_code(error).as_u16(),
     };
-    state.gateway.metrics.request(method, status, started.elapsed().as_secs_f64());
+    state
+        .gateway
+        .metrics
+        .request(method, status, started.elapsed().as_secs_f64());
 }

@@ -22,7 +22,11 @@ use crate::dispatch::{Gateway, InitializeError, MessageRejected, Session};
 use crate::events::{StreamId, StreamKey};
 use crate::jsonrpc::{Message, Request};
 
-pub async fn handle(request: HttpRequest, payload: Payload, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+pub async fn handle(
+    request: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let started = std::time::Instant::now();
     let result = handle_post(&request, payload, &state).await;
     let (method, result) = result;
@@ -31,7 +35,11 @@ pub async fn handle(request: HttpRequest, payload: Payload, state: web::Data<App
 }
 
 /// Returns the metrics label of the body's first message with the outcome.
-async fn handle_post(request: &HttpRequest, payload: Payload, state: &AppState) -> (String, Result<HttpResponse, HttpError>) {
+async fn handle_post(
+    request: &HttpRequest,
+    payload: Payload,
+    state: &AppState,
+) -> (String, Result<HttpResponse, HttpError>) {
     let incoming = match read_incoming(request, payload, state).await {
         Ok(incoming) => incoming,
         Err(error) => return ("other".into(), Err(error)),
@@ -40,11 +48,19 @@ async fn handle_post(request: &HttpRequest, payload: Payload, state: &AppState) 
     (method, dispatch(request, incoming, state).await)
 }
 
-async fn read_incoming(request: &HttpRequest, payload: Payload, state: &AppState) -> Result<Incoming, HttpError> {
+async fn read_incoming(
+    request: &HttpRequest,
+    payload: Payload,
+    state: &AppState,
+) -> Result<Incoming, HttpError> {
     guard::check_origin_and_host(request, &state.settings)?;
     guard::check_content_type(request)?;
     guard::check_post_accept(request)?;
-    let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let bytes = body::read(payload, declared, state.settings.max_body_bytes).await?;
     body::parse(&bytes)
 }
@@ -58,7 +74,11 @@ fn metric_label(incoming: &Incoming) -> String {
     }
 }
 
-async fn dispatch(request: &HttpRequest, incoming: Incoming, state: &AppState) -> Result<HttpResponse, HttpError> {
+async fn dispatch(
+    request: &HttpRequest,
+    incoming: Incoming,
+    state: &AppState,
+) -> Result<HttpResponse, HttpError> {
     guard::protocol_version(request)?;
     if let Some(first) = first_session_less(&incoming)? {
         return initialize(first, state).await;
@@ -66,7 +86,10 @@ async fn dispatch(request: &HttpRequest, incoming: Incoming, state: &AppState) -
     let id = guard::session_id(request)?;
     let session = state.gateway.lookup(&id).await.map_err(session_error)?;
     if incoming.batch && !session.record.version().allows_batches() {
-        let message = format!("Bad Request: JSON-RPC batches are not supported in protocol version {}", session.record.version());
+        let message = format!(
+            "Bad Request: JSON-RPC batches are not supported in protocol version {}",
+            session.record.version()
+        );
         return Err(HttpError::BadRequest(message));
     }
     let mut requests = Vec::new();
@@ -74,7 +97,11 @@ async fn dispatch(request: &HttpRequest, incoming: Incoming, state: &AppState) -
         match message {
             Message::Request(r) => requests.push(r),
             Message::Notification(n) => state.gateway.handle_notification(&session, n).await,
-            Message::Response(r) => state.gateway.handle_response(&session, r).await.map_err(rejected)?,
+            Message::Response(r) => state
+                .gateway
+                .handle_response(&session, r)
+                .await
+                .map_err(rejected)?,
         }
     }
     if requests.is_empty() {
@@ -89,9 +116,14 @@ fn first_session_less(incoming: &Incoming) -> Result<Option<&Request>, HttpError
         Message::Request(r) if r.method == "initialize" || r.method == "server/discover" => Some(r),
         _ => None,
     });
-    let Some(request) = initialize else { return Ok(None) };
+    let Some(request) = initialize else {
+        return Ok(None);
+    };
     if incoming.batch {
-        return Err(HttpError::BadRequest(format!("Bad Request: {} must not be part of a batch", request.method)));
+        return Err(HttpError::BadRequest(format!(
+            "Bad Request: {} must not be part of a batch",
+            request.method
+        )));
     }
     Ok(Some(request))
 }
@@ -104,10 +136,18 @@ async fn initialize(request: &Request, state: &AppState) -> Result<HttpResponse,
             message: "server/discover (protocol 2026-07-28) is not supported by this server; initialize with 2025-11-25 or earlier".into(),
         });
     }
-    let (id, result) = state.gateway.initialize(request).await.map_err(|error| match error {
-        InitializeError::Invalid(data) => HttpError::Rejected { id: Some(request.id.clone()), code: data.code, message: data.message.into_owned() },
-        InitializeError::Store(error) => super::store_unavailable(&error),
-    })?;
+    let (id, result) = state
+        .gateway
+        .initialize(request)
+        .await
+        .map_err(|error| match error {
+            InitializeError::Invalid(data) => HttpError::Rejected {
+                id: Some(request.id.clone()),
+                code: data.code,
+                message: data.message.into_owned(),
+            },
+            InitializeError::Store(error) => super::store_unavailable(&error),
+        })?;
     let body = crate::jsonrpc::result_value(&request.id, result);
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "application/json"))
@@ -125,20 +165,34 @@ fn rejected(error: MessageRejected) -> HttpError {
         MessageRejected::InvalidParams(..) => ErrorCode::INVALID_PARAMS,
         _ => ErrorCode::INVALID_REQUEST,
     };
-    HttpError::Rejected { id, code, message: error.to_string() }
+    HttpError::Rejected {
+        id,
+        code,
+        message: error.to_string(),
+    }
 }
 
 /// Dispatches the requests and answers with JSON or SSE.
-async fn answer(gateway: &Arc<Gateway>, session: Session, requests: Vec<Request>, batch: bool, state: &AppState) -> Result<HttpResponse, HttpError> {
+async fn answer(
+    gateway: &Arc<Gateway>,
+    session: Session,
+    requests: Vec<Request>,
+    batch: bool,
+    state: &AppState,
+) -> Result<HttpResponse, HttpError> {
     for request in &requests {
-        gateway.check_request(request).map_err(|e| with_id(rejected(e), request))?;
+        gateway
+            .check_request(request)
+            .map_err(|e| with_id(rejected(e), request))?;
     }
     let expected = requests.len();
     let mut outgoing = merge(gateway, &session, requests)?;
     let mut responses = Vec::new();
     while let Some(message) = outgoing.recv().await {
         if !is_response(&message) {
-            return Ok(stream(gateway, &session, responses, message, outgoing, state));
+            return Ok(stream(
+                gateway, &session, responses, message, outgoing, state,
+            ));
         }
         responses.push(message);
         if responses.len() == expected {
@@ -148,26 +202,47 @@ async fn answer(gateway: &Arc<Gateway>, session: Session, requests: Vec<Request>
     if responses.is_empty() {
         return Ok(HttpResponse::Accepted().finish());
     }
-    let body = if batch { Value::Array(responses) } else { responses.remove(0) };
-    Ok(HttpResponse::Ok().insert_header((CONTENT_TYPE, "application/json")).body(body.to_string()))
+    let body = if batch {
+        Value::Array(responses)
+    } else {
+        responses.remove(0)
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .body(body.to_string()))
 }
 
 fn with_id(error: HttpError, request: &Request) -> HttpError {
     match error {
-        HttpError::Rejected { id: None, code, message } => HttpError::Rejected { id: Some(request.id.clone()), code, message },
+        HttpError::Rejected {
+            id: None,
+            code,
+            message,
+        } => HttpError::Rejected {
+            id: Some(request.id.clone()),
+            code,
+            message,
+        },
         other => other,
     }
 }
 
 fn is_response(message: &Value) -> bool {
-    message.get("method").is_none() && (message.get("result").is_some() || message.get("error").is_some())
+    message.get("method").is_none()
+        && (message.get("result").is_some() || message.get("error").is_some())
 }
 
 /// One channel for every request of the body.
-fn merge(gateway: &Arc<Gateway>, session: &Session, requests: Vec<Request>) -> Result<mpsc::Receiver<Value>, HttpError> {
+fn merge(
+    gateway: &Arc<Gateway>,
+    session: &Session,
+    requests: Vec<Request>,
+) -> Result<mpsc::Receiver<Value>, HttpError> {
     let mut receivers = Vec::new();
     for request in requests {
-        let receiver = gateway.handle_request(session.clone(), request).map_err(rejected)?;
+        let receiver = gateway
+            .handle_request(session.clone(), request)
+            .map_err(rejected)?;
         receivers.push(receiver);
     }
     if receivers.len() == 1 {
@@ -196,7 +271,10 @@ fn stream(
     mut rest: mpsc::Receiver<Value>,
     state: &AppState,
 ) -> HttpResponse {
-    let key = StreamKey { session: session.id.clone(), stream: StreamId::random() };
+    let key = StreamKey {
+        session: session.id.clone(),
+        stream: StreamId::random(),
+    };
     let (writer, writer_key) = (gateway.clone(), key.clone());
     tokio::spawn(async move {
         for message in earlier.into_iter().chain(std::iter::once(first)) {
@@ -210,7 +288,13 @@ fn stream(
         }
     });
     let (closed, _) = gateway.hub.attach(&session.id, &session.record);
-    let tail = Tail { key, after: 0, closed, standalone_claim: None, retry: state.settings.sse_retry };
+    let tail = Tail {
+        key,
+        after: 0,
+        closed,
+        standalone_claim: None,
+        retry: state.settings.sse_retry,
+    };
     sse::response(gateway.clone(), tail)
 }
 

@@ -52,9 +52,18 @@ impl Drop for State {
     }
 }
 
-fn events(gateway: Arc<Gateway>, tail: Tail) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+fn events(
+    gateway: Arc<Gateway>,
+    tail: Tail,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     gateway.metrics.sse_streams_open.inc();
-    let state = State { gateway, tail, pending: Vec::new().into_iter(), primed: false, finished: false };
+    let state = State {
+        gateway,
+        tail,
+        pending: Vec::new().into_iter(),
+        primed: false,
+        finished: false,
+    };
     futures::stream::unfold(state, |mut state| async move {
         let chunk = next_chunk(&mut state).await?;
         Some((Ok(chunk), state))
@@ -73,7 +82,10 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
         if state.finished || !still_owner(state) {
             return None;
         }
-        let read = state.gateway.events.read(&state.tail.key, state.tail.after, KEEPALIVE);
+        let read = state
+            .gateway
+            .events
+            .read(&state.tail.key, state.tail.after, KEEPALIVE);
         let batch = tokio::select! {
             batch = read => batch,
             () = state.tail.closed.cancelled() => return None,
@@ -88,19 +100,42 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
 }
 
 fn still_owner(state: &State) -> bool {
-    state.tail.standalone_claim.is_none_or(|claim| state.gateway.hub.owns_standalone(&state.tail.key.session, claim))
+    state.tail.standalone_claim.is_none_or(|claim| {
+        state
+            .gateway
+            .hub
+            .owns_standalone(&state.tail.key.session, claim)
+    })
 }
 
 fn priming(tail: &Tail) -> Bytes {
-    let id = EventId { stream: tail.key.stream.clone(), seq: tail.after };
-    sse_stream::Sse::default().id(id.to_string()).data("").retry_duration(tail.retry).into()
+    let id = EventId {
+        stream: tail.key.stream.clone(),
+        seq: tail.after,
+    };
+    sse_stream::Sse::default()
+        .id(id.to_string())
+        .data("")
+        .retry_duration(tail.retry)
+        .into()
 }
 
 async fn deliver(state: &mut State, event: Event) -> Bytes {
     state.tail.after = event.seq;
     if state.tail.standalone_claim.is_some() {
-        let _ = state.gateway.events.mark_delivered(&state.tail.key, event.seq).await;
+        let _ = state
+            .gateway
+            .events
+            .mark_delivered(&state.tail.key, event.seq)
+            .await;
     }
-    let id = EventId { stream: state.tail.key.stream.clone(), seq: event.seq };
-    sse_stream::Sse::default().event("message").id(id.to_string()).data(event.data.to_string()).into()
+    let id = EventId {
+        stream: state.tail.key.stream.clone(),
+        seq: event.seq,
+    };
+    sse_stream::Sse::default()
+        .event("message")
+        .id(id.to_string())
+        .data(event.data.to_string())
+        .into()
 }

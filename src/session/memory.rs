@@ -42,7 +42,10 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(idle_ttl: Duration) -> Self {
-        Self { idle_ttl, state: Mutex::new(State::default()) }
+        Self {
+            idle_ttl,
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn deadline_for(&self, record: &SessionRecord, now: Instant) -> Instant {
@@ -54,7 +57,9 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -91,8 +96,16 @@ impl SessionStore for MemoryStore {
         let tombstone_deadline = self.tombstone_deadline(now);
         let mut state = self.lock();
         state.prune(now);
-        state.records.insert(id.clone(), Entry { record: record.clone(), idle_deadline });
-        state.tombstones.insert(id.clone(), (Tombstone::Live, tombstone_deadline));
+        state.records.insert(
+            id.clone(),
+            Entry {
+                record: record.clone(),
+                idle_deadline,
+            },
+        );
+        state
+            .tombstones
+            .insert(id.clone(), (Tombstone::Live, tombstone_deadline));
         Ok(())
     }
 
@@ -104,7 +117,9 @@ impl SessionStore for MemoryStore {
             if entry.idle_deadline > now {
                 entry.idle_deadline = now + self.idle_ttl.min(entry.record.remaining_lifetime());
                 let record = entry.record.clone();
-                state.tombstones.insert(id.clone(), (Tombstone::Live, tombstone_deadline));
+                state
+                    .tombstones
+                    .insert(id.clone(), (Tombstone::Live, tombstone_deadline));
                 return Ok(Lookup::Live(Box::new(record)));
             }
             state.records.remove(id);
@@ -128,8 +143,13 @@ impl SessionStore for MemoryStore {
         let now = Instant::now();
         let tombstone_deadline = self.tombstone_deadline(now);
         let mut state = self.lock();
-        let was_live = state.records.remove(id).is_some_and(|e| e.idle_deadline > now);
-        state.tombstones.insert(id.clone(), (Tombstone::Deleted, tombstone_deadline));
+        let was_live = state
+            .records
+            .remove(id)
+            .is_some_and(|e| e.idle_deadline > now);
+        state
+            .tombstones
+            .insert(id.clone(), (Tombstone::Deleted, tombstone_deadline));
         Ok(was_live)
     }
 
@@ -145,7 +165,12 @@ mod tests {
     use serde_json::json;
 
     fn record() -> SessionRecord {
-        SessionRecord::new(ProtocolVersion::LATEST, json!({}), json!({}), Duration::from_secs(3600))
+        SessionRecord::new(
+            ProtocolVersion::LATEST,
+            json!({}),
+            json!({}),
+            Duration::from_secs(3600),
+        )
     }
 
     #[tokio::test]
@@ -159,7 +184,10 @@ mod tests {
         assert!(matches!(store.load(&b).await.unwrap(), Lookup::Deleted));
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(matches!(store.load(&a).await.unwrap(), Lookup::Expired));
-        assert!(matches!(store.load(&SessionId::generate()).await.unwrap(), Lookup::Unknown));
+        assert!(matches!(
+            store.load(&SessionId::generate()).await.unwrap(),
+            Lookup::Unknown
+        ));
     }
 
     #[tokio::test]

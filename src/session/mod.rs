@@ -28,7 +28,9 @@ impl SessionId {
     /// never name a session of ours, so the caller answers 404 without touching the store.
     pub fn parse(text: &str) -> Option<Self> {
         let plausible = (16..=128).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         plausible.then(|| SessionId(text.to_owned()))
     }
 

@@ -47,7 +47,12 @@ pub struct UpstreamSession {
 
 impl SessionRecord {
     /// A fresh record for a client that just initialized.
-    pub fn new(version: ProtocolVersion, client_info: Value, client_capabilities: Value, max_lifetime: Duration) -> Self {
+    pub fn new(
+        version: ProtocolVersion,
+        client_info: Value,
+        client_capabilities: Value,
+        max_lifetime: Duration,
+    ) -> Self {
         let now = unix_now();
         Self {
             schema: RECORD_SCHEMA,
@@ -75,5 +80,7 @@ impl SessionRecord {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -1,7 +1,10 @@
 //! Prometheus metrics (names from DESIGN.md §7). Every label value comes from a bounded set:
 //! method names are folded to a fixed list, upstream names come from the configuration.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 /// Outcomes of looking a session up.
 #[derive(Debug, Clone, Copy)]
@@ -27,14 +30,32 @@ impl LookupOutcome {
 
 /// MCP methods that get their own label value; everything else is "other".
 const KNOWN_METHODS: &[&str] = &[
-    "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read",
-    "resources/templates/list", "resources/subscribe", "resources/unsubscribe", "prompts/list",
-    "prompts/get", "completion/complete", "logging/setLevel", "notification", "response", "get", "delete",
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "notification",
+    "response",
+    "get",
+    "delete",
 ];
 
 /// Folds a method name into the bounded label set.
 pub fn method_label(method: &str) -> &'static str {
-    KNOWN_METHODS.iter().find(|m| **m == method).copied().unwrap_or("other")
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// Every metric the gateway exports.
@@ -60,48 +81,86 @@ impl Metrics {
             registry.register(Box::new(metric.clone()))?;
             Ok(metric)
         };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(metric.clone()))?;
-            Ok(metric)
-        };
-        let histogram_vec = |name: &str, help: &str, label: &str| -> Result<HistogramVec, prometheus::Error> {
-            let metric = HistogramVec::new(HistogramOpts::new(name, help), &[label])?;
-            registry.register(Box::new(metric.clone()))?;
-            Ok(metric)
-        };
-        let sse_streams_open = IntGauge::new("sse_streams_open", "SSE streams currently open on this replica")?;
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let histogram_vec =
+            |name: &str, help: &str, label: &str| -> Result<HistogramVec, prometheus::Error> {
+                let metric = HistogramVec::new(HistogramOpts::new(name, help), &[label])?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let sse_streams_open = IntGauge::new(
+            "sse_streams_open",
+            "SSE streams currently open on this replica",
+        )?;
         registry.register(Box::new(sse_streams_open.clone()))?;
         Ok(Self {
             sessions_created: counter("sessions_created_total", "Sessions created by initialize")?,
             sessions_deleted: counter("sessions_deleted_total", "Sessions ended by DELETE")?,
             sessions_expired: counter("sessions_expired_total", "Sessions found expired")?,
-            session_lookups: counter_vec("session_lookups_total", "Session lookups by outcome", &["outcome"])?,
-            requests: counter_vec("requests_total", "Downstream requests by method and HTTP status", &["method", "status"])?,
-            request_duration: histogram_vec("request_duration_seconds", "Downstream request latency", "method")?,
-            upstream_requests: counter_vec("upstream_requests_total", "Upstream requests by outcome", &["upstream", "outcome"])?,
-            upstream_duration: histogram_vec("upstream_duration_seconds", "Upstream request latency", "upstream")?,
-            sse_events_replayed: counter("sse_events_replayed_total", "SSE events replayed after Last-Event-ID")?,
+            session_lookups: counter_vec(
+                "session_lookups_total",
+                "Session lookups by outcome",
+                &["outcome"],
+            )?,
+            requests: counter_vec(
+                "requests_total",
+                "Downstream requests by method and HTTP status",
+                &["method", "status"],
+            )?,
+            request_duration: histogram_vec(
+                "request_duration_seconds",
+                "Downstream request latency",
+                "method",
+            )?,
+            upstream_requests: counter_vec(
+                "upstream_requests_total",
+                "Upstream requests by outcome",
+                &["upstream", "outcome"],
+            )?,
+            upstream_duration: histogram_vec(
+                "upstream_duration_seconds",
+                "Upstream request latency",
+                "upstream",
+            )?,
+            sse_events_replayed: counter(
+                "sse_events_replayed_total",
+                "SSE events replayed after Last-Event-ID",
+            )?,
             sse_streams_open,
             registry,
         })
     }
 
     pub fn lookup(&self, outcome: LookupOutcome) {
-        self.session_lookups.with_label_values(&[outcome.label()]).inc();
+        self.session_lookups
+            .with_label_values(&[outcome.label()])
+            .inc();
     }
 
     pub fn request(&self, method: &str, status: u16, seconds: f64) {
         let method = method_label(method);
-        self.requests.with_label_values(&[method, &status.to_string()]).inc();
-        self.request_duration.with_label_values(&[method]).observe(seconds);
+        self.requests
+            .with_label_values(&[method, &status.to_string()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[method])
+            .observe(seconds);
     }
 
     /// `upstream` is a configured name; `ok` tells success from error.
     pub fn upstream_request(&self, upstream: &str, ok: bool, seconds: f64) {
         let outcome = if ok { "ok" } else { "error" };
-        self.upstream_requests.with_label_values(&[upstream, outcome]).inc();
-        self.upstream_duration.with_label_values(&[upstream]).observe(seconds);
+        self.upstream_requests
+            .with_label_values(&[upstream, outcome])
+            .inc();
+        self.upstream_duration
+            .with_label_values(&[upstream])
+            .observe(seconds);
     }
 
     /// The text exposition format.

@@ -12,7 +12,10 @@ impl ToolFilter {
     /// Builds the filter; the globs were checked when the configuration was validated, and an
     /// invalid one is skipped rather than exposing or hiding everything.
     pub fn new(allow: &[String], deny: &[String]) -> Self {
-        Self { allow: build(allow), deny: build(deny) }
+        Self {
+            allow: build(allow),
+            deny: build(deny),
+        }
     }
 
     /// Whether a tool (by its upstream name) is exposed.

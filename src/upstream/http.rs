@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{CallContext, InitInfo, UnsolicitedSink, Unsolicited, UpstreamError, request_channel};
+use super::{CallContext, InitInfo, Unsolicited, UnsolicitedSink, UpstreamError, request_channel};
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{Message, Request, RequestId, notification_value, request_value};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
@@ -47,7 +47,10 @@ impl HttpUpstream {
         let name = config.name.clone();
         let mut headers = HeaderMap::new();
         for (key, value) in &config.headers {
-            let bad = |what: &str| UpstreamError::Transport { upstream: name.clone(), reason: format!("header {key:?}: invalid {what}") };
+            let bad = |what: &str| UpstreamError::Transport {
+                upstream: name.clone(),
+                reason: format!("header {key:?}: invalid {what}"),
+            };
             let key = HeaderName::from_bytes(key.as_bytes()).map_err(|_| bad("name"))?;
             let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad("value"))?;
             value.set_sensitive(true);
@@ -57,10 +60,22 @@ impl HttpUpstream {
             .default_headers(headers)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|e| UpstreamError::Transport { upstream: name.clone(), reason: e.without_url().to_string() })?;
+            .map_err(|e| UpstreamError::Transport {
+                upstream: name.clone(),
+                reason: e.without_url().to_string(),
+            })?;
         let url = config.url.clone().unwrap_or_default();
-        let inner = Inner { name, url, client, last_init: Mutex::new(None), listeners: Mutex::new(HashMap::new()), sink };
-        Ok(Self { inner: Arc::new(inner) })
+        let inner = Inner {
+            name,
+            url,
+            client,
+            last_init: Mutex::new(None),
+            listeners: Mutex::new(HashMap::new()),
+            sink,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     pub fn last_init(&self) -> Option<InitInfo> {
@@ -74,20 +89,37 @@ impl HttpUpstream {
         record: &SessionRecord,
     ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
         let inner = &self.inner;
-        let params = super::initialize_params(&record.protocol_version, &record.client_info, &record.client_capabilities);
-        let message = request_value(&RequestId::String("mcpgate-initialize".into()), "initialize", Some(&params));
+        let params = super::initialize_params(
+            &record.protocol_version,
+            &record.client_info,
+            &record.client_capabilities,
+        );
+        let message = request_value(
+            &RequestId::String("mcpgate-initialize".into()),
+            "initialize",
+            Some(&params),
+        );
         let response = inner.post(&message, &UpstreamSession::default()).await?;
         let session_id = header_text(response.headers(), SESSION_HEADER);
-        let mut messages = inner.clone().read_messages(response, UpstreamSession::default());
+        let mut messages = inner
+            .clone()
+            .read_messages(response, UpstreamSession::default());
         let result = loop {
             match messages.recv().await {
-                Some(Message::Response(r)) => break r.outcome.map_err(|e| inner.protocol(format!("initialize failed: {e}")))?,
+                Some(Message::Response(r)) => {
+                    break r
+                        .outcome
+                        .map_err(|e| inner.protocol(format!("initialize failed: {e}")))?;
+                }
                 Some(_) => continue,
                 None => return Err(inner.protocol("no answer to initialize".into())),
             }
         };
         let init = super::init_info_from(&result, &inner.name)?;
-        let upstream_session = UpstreamSession { session_id, protocol_version: Some(init.protocol_version.clone()) };
+        let upstream_session = UpstreamSession {
+            session_id,
+            protocol_version: Some(init.protocol_version.clone()),
+        };
         let initialized = notification_value("notifications/initialized", None);
         inner.post(&initialized, &upstream_session).await?;
         *lock(&inner.last_init) = Some(init.clone());
@@ -95,14 +127,24 @@ impl HttpUpstream {
         Ok((upstream_session, init))
     }
 
-    pub async fn request(&self, ctx: &CallContext, request: Request) -> Result<mpsc::Receiver<Message>, UpstreamError> {
+    pub async fn request(
+        &self,
+        ctx: &CallContext,
+        request: Request,
+    ) -> Result<mpsc::Receiver<Message>, UpstreamError> {
         let message = request_value(&request.id, &request.method, request.params.as_ref());
         let response = self.inner.post(&message, &ctx.upstream_session).await?;
-        Ok(self.inner.clone().read_messages(response, ctx.upstream_session.clone()))
+        Ok(self
+            .inner
+            .clone()
+            .read_messages(response, ctx.upstream_session.clone()))
     }
 
     pub async fn send(&self, ctx: &CallContext, message: Message) -> Result<(), UpstreamError> {
-        self.inner.post(&message.to_value(), &ctx.upstream_session).await.map(drop)
+        self.inner
+            .post(&message.to_value(), &ctx.upstream_session)
+            .await
+            .map(drop)
     }
 
     pub async fn cancel(&self, ctx: &CallContext, request: &RequestId, reason: &str) {
@@ -118,8 +160,14 @@ impl HttpUpstream {
         if let Some(listener) = lock(&self.inner.listeners).remove(&ctx.session) {
             listener.abort();
         }
-        let Some(session_id) = &ctx.upstream_session.session_id else { return };
-        let request = self.inner.client.delete(&self.inner.url).header(SESSION_HEADER, session_id);
+        let Some(session_id) = &ctx.upstream_session.session_id else {
+            return;
+        };
+        let request = self
+            .inner
+            .client
+            .delete(&self.inner.url)
+            .header(SESSION_HEADER, session_id);
         if let Err(error) = request.send().await {
             tracing::debug!(upstream = %self.inner.name, error = %error.without_url(), "upstream DELETE failed");
         }
@@ -127,7 +175,11 @@ impl HttpUpstream {
 
     /// Keeps one standalone GET stream per session for the upstream's unsolicited messages.
     fn listen(&self, session: &SessionId, upstream_session: &UpstreamSession) {
-        let task = tokio::spawn(self.inner.clone().listen(session.clone(), upstream_session.clone()));
+        let task = tokio::spawn(
+            self.inner
+                .clone()
+                .listen(session.clone(), upstream_session.clone()),
+        );
         if let Some(previous) = lock(&self.inner.listeners).insert(session.clone(), task) {
             previous.abort();
         }
@@ -136,14 +188,24 @@ impl HttpUpstream {
 
 impl Inner {
     fn protocol(&self, reason: String) -> UpstreamError {
-        UpstreamError::Protocol { upstream: self.name.clone(), reason }
+        UpstreamError::Protocol {
+            upstream: self.name.clone(),
+            reason,
+        }
     }
 
     fn transport(&self, error: reqwest::Error) -> UpstreamError {
-        UpstreamError::Transport { upstream: self.name.clone(), reason: error.without_url().to_string() }
+        UpstreamError::Transport {
+            upstream: self.name.clone(),
+            reason: error.without_url().to_string(),
+        }
     }
 
-    fn with_session(&self, request: reqwest::RequestBuilder, session: &UpstreamSession) -> reqwest::RequestBuilder {
+    fn with_session(
+        &self,
+        request: reqwest::RequestBuilder,
+        session: &UpstreamSession,
+    ) -> reqwest::RequestBuilder {
         let mut request = request;
         if let Some(id) = &session.session_id {
             request = request.header(SESSION_HEADER, id);
@@ -155,27 +217,47 @@ impl Inner {
     }
 
     /// POSTs one message and checks the status.
-    async fn post(&self, message: &Value, session: &UpstreamSession) -> Result<reqwest::Response, UpstreamError> {
+    async fn post(
+        &self,
+        message: &Value,
+        session: &UpstreamSession,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let request = self
             .client
             .post(&self.url)
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .json(message);
-        let response = self.with_session(request, session).send().await.map_err(|e| self.transport(e))?;
+        let response = self
+            .with_session(request, session)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
         self.check_status(response)
     }
 
-    fn check_status(&self, response: reqwest::Response) -> Result<reqwest::Response, UpstreamError> {
+    fn check_status(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<reqwest::Response, UpstreamError> {
         match response.status().as_u16() {
             200..=299 => Ok(response),
-            404 => Err(UpstreamError::SessionGone { upstream: self.name.clone() }),
-            status => Err(UpstreamError::Status { upstream: self.name.clone(), status }),
+            404 => Err(UpstreamError::SessionGone {
+                upstream: self.name.clone(),
+            }),
+            status => Err(UpstreamError::Status {
+                upstream: self.name.clone(),
+                status,
+            }),
         }
     }
 
     /// Turns a POST answer (JSON, SSE or 202) into a channel of messages.
-    fn read_messages(self: Arc<Self>, response: reqwest::Response, session: UpstreamSession) -> mpsc::Receiver<Message> {
+    fn read_messages(
+        self: Arc<Self>,
+        response: reqwest::Response,
+        session: UpstreamSession,
+    ) -> mpsc::Receiver<Message> {
         let (tx, rx) = request_channel();
         tokio::spawn(async move {
             let is_sse = header_text(response.headers(), CONTENT_TYPE.as_str())
@@ -196,24 +278,43 @@ impl Inner {
         let values = match serde_json::from_slice::<Value>(body) {
             Ok(Value::Array(items)) => items,
             Ok(value) => vec![value],
-            Err(error) => return tracing::warn!(upstream = %self.name, %error, "upstream sent invalid JSON"),
+            Err(error) => {
+                return tracing::warn!(upstream = %self.name, %error, "upstream sent invalid JSON");
+            }
         };
-        for message in values.into_iter().filter_map(|v| Message::from_value(v).ok()) {
+        for message in values
+            .into_iter()
+            .filter_map(|v| Message::from_value(v).ok())
+        {
             let _ = tx.send(message).await;
         }
     }
 
     /// Relays an SSE response until the response arrives, resuming the stream if it ends early.
-    async fn relay_response_stream(&self, response: reqwest::Response, session: UpstreamSession, tx: &mpsc::Sender<Message>) {
+    async fn relay_response_stream(
+        &self,
+        response: reqwest::Response,
+        session: UpstreamSession,
+        tx: &mpsc::Sender<Message>,
+    ) {
         let mut cursor = SseCursor::default();
         if cursor.relay(&self.name, response, tx).await {
             return;
         }
         for _ in 0..MAX_RESUMES {
-            let Some(last_event_id) = cursor.last_event_id.clone() else { return };
+            let Some(last_event_id) = cursor.last_event_id.clone() else {
+                return;
+            };
             tokio::time::sleep(cursor.retry).await;
-            let request = self.get_stream(&session).header(LAST_EVENT_HEADER, last_event_id);
-            let Ok(response) = request.send().await.map_err(|e| self.transport(e)).and_then(|r| self.check_status(r)) else {
+            let request = self
+                .get_stream(&session)
+                .header(LAST_EVENT_HEADER, last_event_id);
+            let Ok(response) = request
+                .send()
+                .await
+                .map_err(|e| self.transport(e))
+                .and_then(|r| self.check_status(r))
+            else {
                 return;
             };
             if cursor.relay(&self.name, response, tx).await {
@@ -223,7 +324,12 @@ impl Inner {
     }
 
     fn get_stream(&self, session: &UpstreamSession) -> reqwest::RequestBuilder {
-        self.with_session(self.client.get(&self.url).header(ACCEPT, "text/event-stream"), session)
+        self.with_session(
+            self.client
+                .get(&self.url)
+                .header(ACCEPT, "text/event-stream"),
+            session,
+        )
     }
 
     /// The standalone GET stream of one session, resumed while the upstream keeps it.
@@ -233,7 +339,11 @@ impl Inner {
         let (name, target) = (self.name.clone(), session.clone());
         let forward = tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
-                let _ = sink.send(Unsolicited { upstream: name.clone(), session: Some(target.clone()), message });
+                let _ = sink.send(Unsolicited {
+                    upstream: name.clone(),
+                    session: Some(target.clone()),
+                    message,
+                });
             }
         });
         let mut cursor = SseCursor::default();
@@ -250,7 +360,9 @@ impl Inner {
                     tracing::debug!(upstream = %self.name, status, "upstream offers no GET stream");
                     break;
                 }
-                Err(error) => tracing::debug!(upstream = %self.name, error = %error.without_url(), "GET stream failed"),
+                Err(error) => {
+                    tracing::debug!(upstream = %self.name, error = %error.without_url(), "GET stream failed")
+                }
             }
             tokio::time::sleep(cursor.retry.max(DEFAULT_RETRY)).await;
         }
@@ -268,13 +380,21 @@ struct SseCursor {
 
 impl Default for SseCursor {
     fn default() -> Self {
-        Self { last_event_id: None, retry: DEFAULT_RETRY }
+        Self {
+            last_event_id: None,
+            retry: DEFAULT_RETRY,
+        }
     }
 }
 
 impl SseCursor {
     /// Relays one SSE body. Returns true when a response went through (the stream is done).
-    async fn relay(&mut self, upstream: &str, response: reqwest::Response, tx: &mpsc::Sender<Message>) -> bool {
+    async fn relay(
+        &mut self,
+        upstream: &str,
+        response: reqwest::Response,
+        tx: &mpsc::Sender<Message>,
+    ) -> bool {
         let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
         while let Some(event) = events.next().await {
             let Ok(event) = event else { return false };
@@ -284,8 +404,13 @@ impl SseCursor {
             if let Some(retry) = event.retry {
                 self.retry = Duration::from_millis(retry);
             }
-            let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
-            let message = match serde_json::from_str(&data).map_err(|e| e.to_string()).and_then(|v| Message::from_value(v).map_err(|e| e.to_string())) {
+            let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+                continue;
+            };
+            let message = match serde_json::from_str(&data)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Message::from_value(v).map_err(|e| e.to_string()))
+            {
                 Ok(message) => message,
                 Err(reason) => {
                     tracing::warn!(upstream, %reason, "ignoring a malformed SSE event");
@@ -302,9 +427,14 @@ impl SseCursor {
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -127,7 +127,11 @@ impl Upstream {
     }
 
     /// Forwards a request; the channel yields related messages and then the response.
-    pub async fn request(&self, ctx: &CallContext, request: Request) -> Result<mpsc::Receiver<Message>, UpstreamError> {
+    pub async fn request(
+        &self,
+        ctx: &CallContext,
+        request: Request,
+    ) -> Result<mpsc::Receiver<Message>, UpstreamError> {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.request(ctx, request).await,
             Transport::Http(http) => http.request(ctx, request).await,
@@ -210,9 +214,15 @@ fn init_info_from(result: &Value, upstream: &str) -> Result<InitInfo, UpstreamEr
         .to_owned();
     Ok(InitInfo {
         protocol_version,
-        capabilities: result.get("capabilities").cloned().unwrap_or_else(|| serde_json::json!({})),
+        capabilities: result
+            .get("capabilities")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({})),
         server_info: result.get("serverInfo").cloned().unwrap_or(Value::Null),
-        instructions: result.get("instructions").and_then(Value::as_str).map(str::to_owned),
+        instructions: result
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 

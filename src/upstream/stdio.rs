@@ -17,9 +17,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{InitInfo, UnsolicitedSink, Unsolicited, UpstreamError, request_channel};
+use super::{InitInfo, Unsolicited, UnsolicitedSink, UpstreamError, request_channel};
 use crate::config::UpstreamConfig;
-use crate::jsonrpc::{Message, Notification, Request, RequestId, Response, error_value, notification_value};
+use crate::jsonrpc::{
+    Message, Notification, Request, RequestId, Response, error_value, notification_value,
+};
 use crate::protocol::ProtocolVersion;
 use crate::session::{SessionId, UpstreamSession};
 
@@ -90,8 +92,13 @@ impl StdioUpstream {
     /// The child is shared, so there is nothing per session to open; report its state.
     pub async fn open_session(&self) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
         let connection = self.connection()?;
-        let init = lock(&connection.init).clone().ok_or_else(|| self.unavailable("still starting"))?;
-        let session = UpstreamSession { session_id: None, protocol_version: Some(init.protocol_version.clone()) };
+        let init = lock(&connection.init)
+            .clone()
+            .ok_or_else(|| self.unavailable("still starting"))?;
+        let session = UpstreamSession {
+            session_id: None,
+            protocol_version: Some(init.protocol_version.clone()),
+        };
         Ok((session, init))
     }
 
@@ -105,9 +112,15 @@ impl StdioUpstream {
         let mut params = request.params.clone();
         let progress_token = params.as_mut().and_then(|p| rewrite_progress_token(p, id));
         let (reply, receiver) = request_channel();
-        let pending = Pending { session: ctx.session.clone(), client_id: request.id.clone(), progress_token, reply };
+        let pending = Pending {
+            session: ctx.session.clone(),
+            client_id: request.id.clone(),
+            progress_token,
+            reply,
+        };
         lock(&connection.pending).insert(id, pending);
-        let line = crate::jsonrpc::request_value(&RequestId::Number(id), &request.method, params.as_ref());
+        let line =
+            crate::jsonrpc::request_value(&RequestId::Number(id), &request.method, params.as_ref());
         if let Err(e) = write_line(&connection, &line).await {
             lock(&connection.pending).remove(&id);
             return Err(self.transport(e));
@@ -121,21 +134,31 @@ impl StdioUpstream {
         if let Message::Response(response) = &message {
             lock(&connection.server_requests).remove(&response.id);
         }
-        write_line(&connection, &message.to_value()).await.map_err(|e| self.transport(e))
+        write_line(&connection, &message.to_value())
+            .await
+            .map_err(|e| self.transport(e))
     }
 
     /// Cancels the session's request that the client knows as `client_id`.
     pub async fn cancel(&self, session: &SessionId, client_id: &RequestId, reason: &str) {
-        let Ok(connection) = self.connection() else { return };
+        let Ok(connection) = self.connection() else {
+            return;
+        };
         let id = {
             let mut pending = lock(&connection.pending);
-            let found = pending.iter().find(|(_, p)| &p.session == session && &p.client_id == client_id);
+            let found = pending
+                .iter()
+                .find(|(_, p)| &p.session == session && &p.client_id == client_id);
             let Some((&id, _)) = found else { return };
             pending.remove(&id);
             id
         };
         let params = json!({"requestId": id, "reason": reason});
-        let _ = write_line(&connection, &notification_value("notifications/cancelled", Some(&params))).await;
+        let _ = write_line(
+            &connection,
+            &notification_value("notifications/cancelled", Some(&params)),
+        )
+        .await;
     }
 
     fn connection(&self) -> Result<Arc<Connection>, UpstreamError> {
@@ -147,16 +170,24 @@ impl StdioUpstream {
     }
 
     fn unavailable(&self, reason: &str) -> UpstreamError {
-        UpstreamError::Unavailable { upstream: self.shared.name.clone(), reason: reason.to_owned() }
+        UpstreamError::Unavailable {
+            upstream: self.shared.name.clone(),
+            reason: reason.to_owned(),
+        }
     }
 
     fn transport(&self, error: std::io::Error) -> UpstreamError {
-        UpstreamError::Transport { upstream: self.shared.name.clone(), reason: error.to_string() }
+        UpstreamError::Transport {
+            upstream: self.shared.name.clone(),
+            reason: error.to_string(),
+        }
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Replaces `params._meta.progressToken` with our id; returns the client's token.
@@ -194,7 +225,12 @@ async fn supervise(shared: Arc<Shared>, config: UpstreamConfig) {
 
 /// Runs one child to completion. Returns how it ended.
 async fn run_child(shared: &Arc<Shared>, config: &UpstreamConfig) -> Result<String, String> {
-    let mut child = spawn(config).map_err(|e| format!("cannot start {:?}: {e}", config.command.as_deref().unwrap_or("")))?;
+    let mut child = spawn(config).map_err(|e| {
+        format!(
+            "cannot start {:?}: {e}",
+            config.command.as_deref().unwrap_or("")
+        )
+    })?;
     let stdin = child.stdin.take().ok_or("child has no stdin")?;
     let stdout = child.stdout.take().ok_or("child has no stdout")?;
     let connection = Arc::new(Connection {
@@ -205,13 +241,22 @@ async fn run_child(shared: &Arc<Shared>, config: &UpstreamConfig) -> Result<Stri
         init: Mutex::new(None),
     });
     let (init_tx, init_rx) = oneshot::channel();
-    let reader = tokio::spawn(read_loop(shared.clone(), connection.clone(), stdout, init_tx));
+    let reader = tokio::spawn(read_loop(
+        shared.clone(),
+        connection.clone(),
+        stdout,
+        init_tx,
+    ));
     let outcome = handshake(shared, &connection, init_rx).await;
     let result = match outcome {
         Ok(()) => {
             *lock(&shared.link) = Link::Up(connection.clone());
             tracing::info!(upstream = %shared.name, "stdio upstream is up");
-            child.wait().await.map(|s| s.to_string()).map_err(|e| e.to_string())
+            child
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .map_err(|e| e.to_string())
         }
         Err(reason) => {
             let _ = child.kill().await;
@@ -251,15 +296,20 @@ async fn handshake(
         &json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": true}}),
     );
     let request = crate::jsonrpc::request_value(&RequestId::Number(0), "initialize", Some(&params));
-    write_line(connection, &request).await.map_err(|e| format!("cannot write initialize: {e}"))?;
+    write_line(connection, &request)
+        .await
+        .map_err(|e| format!("cannot write initialize: {e}"))?;
     let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, init_rx)
         .await
         .map_err(|_| "no initialize answer in time".to_owned())?
         .map_err(|_| "exited during initialize".to_owned())?;
     let init = super::init_info_from(&result, &shared.name).map_err(|e| e.to_string())?;
-    write_line(connection, &notification_value("notifications/initialized", None))
-        .await
-        .map_err(|e| format!("cannot write initialized: {e}"))?;
+    write_line(
+        connection,
+        &notification_value("notifications/initialized", None),
+    )
+    .await
+    .map_err(|e| format!("cannot write initialized: {e}"))?;
     *lock(&connection.init) = Some(init.clone());
     *lock(&shared.last_init) = Some(init);
     Ok(())
@@ -274,9 +324,10 @@ async fn read_loop(
     let mut init_tx = Some(init_tx);
     let mut lines = BufReader::new(stdout).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let message = match serde_json::from_str(&line).map_err(|e| e.to_string()).and_then(|v| {
-            Message::from_value(v).map_err(|e| e.to_string())
-        }) {
+        let message = match serde_json::from_str(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Message::from_value(v).map_err(|e| e.to_string()))
+        {
             Ok(message) => message,
             Err(reason) => {
                 tracing::warn!(upstream = %shared.name, %reason, "ignoring a malformed line from a stdio upstream");
@@ -284,26 +335,42 @@ async fn read_loop(
             }
         };
         match message {
-            Message::Response(Response { id: RequestId::Number(0), outcome }) if init_tx.is_some() => {
+            Message::Response(Response {
+                id: RequestId::Number(0),
+                outcome,
+            }) if init_tx.is_some() => {
                 if let (Ok(result), Some(tx)) = (outcome, init_tx.take()) {
                     let _ = tx.send(result);
                 }
             }
             Message::Response(response) => route_response(&connection, response).await,
-            Message::Notification(notification) => route_notification(&shared, &connection, notification).await,
+            Message::Notification(notification) => {
+                route_notification(&shared, &connection, notification).await
+            }
             Message::Request(request) => route_server_request(&shared, &connection, request).await,
         }
     }
 }
 
 async fn route_response(connection: &Connection, response: Response) {
-    let RequestId::Number(id) = response.id else { return };
-    let Some(pending) = lock(&connection.pending).remove(&id) else { return };
-    let response = Response { id: pending.client_id, outcome: response.outcome };
+    let RequestId::Number(id) = response.id else {
+        return;
+    };
+    let Some(pending) = lock(&connection.pending).remove(&id) else {
+        return;
+    };
+    let response = Response {
+        id: pending.client_id,
+        outcome: response.outcome,
+    };
     let _ = pending.reply.send(Message::Response(response)).await;
 }
 
-async fn route_notification(shared: &Shared, connection: &Connection, mut notification: Notification) {
+async fn route_notification(
+    shared: &Shared,
+    connection: &Connection,
+    mut notification: Notification,
+) {
     let target = match notification.method.as_str() {
         "notifications/progress" => progress_target(connection, &mut notification),
         "notifications/cancelled" => cancelled_target(connection, &notification),
@@ -316,19 +383,30 @@ async fn route_notification(shared: &Shared, connection: &Connection, mut notifi
             let _ = reply.send(message).await;
         }
         None if is_broadcast(&message) => {
-            let _ = shared.sink.send(Unsolicited { upstream: shared.name.clone(), session: None, message });
+            let _ = shared.sink.send(Unsolicited {
+                upstream: shared.name.clone(),
+                session: None,
+                message,
+            });
         }
-        None => tracing::debug!(upstream = %shared.name, "dropping a notification no session can own"),
+        None => {
+            tracing::debug!(upstream = %shared.name, "dropping a notification no session can own")
+        }
     }
 }
 
 fn is_broadcast(message: &Message) -> bool {
-    let Message::Notification(n) = message else { return false };
+    let Message::Notification(n) = message else {
+        return false;
+    };
     n.method.ends_with("/list_changed") || n.method == "notifications/resources/updated"
 }
 
 /// Restores the client's progress token and finds the request it belongs to.
-fn progress_target(connection: &Connection, notification: &mut Notification) -> Option<mpsc::Sender<Message>> {
+fn progress_target(
+    connection: &Connection,
+    notification: &mut Notification,
+) -> Option<mpsc::Sender<Message>> {
     let params = notification.params.as_mut()?;
     let id = params.get("progressToken")?.as_i64()?;
     let pending = lock(&connection.pending);
@@ -338,11 +416,17 @@ fn progress_target(connection: &Connection, notification: &mut Notification) -> 
 }
 
 /// The child gave up on one of its own requests: tell the session it went to.
-fn cancelled_target(connection: &Connection, notification: &Notification) -> Option<mpsc::Sender<Message>> {
+fn cancelled_target(
+    connection: &Connection,
+    notification: &Notification,
+) -> Option<mpsc::Sender<Message>> {
     let id = RequestId::from_value(notification.params.as_ref()?.get("requestId")?)?;
     let session = lock(&connection.server_requests).remove(&id)?;
     let pending = lock(&connection.pending);
-    pending.values().find(|p| p.session == session).map(|p| p.reply.clone())
+    pending
+        .values()
+        .find(|p| p.session == session)
+        .map(|p| p.reply.clone())
 }
 
 /// The session with requests in flight, if exactly one has, and its newest request's channel.
@@ -383,6 +467,9 @@ fn fail_pending(shared: &Shared, connection: &Connection) {
             format!("upstream {} exited before answering", shared.name),
         );
         let outcome = Err(serde_json::to_value(error).unwrap_or_default());
-        let _ = pending.reply.try_send(Message::Response(Response { id: pending.client_id, outcome }));
+        let _ = pending.reply.try_send(Message::Response(Response {
+            id: pending.client_id,
+            outcome,
+        }));
     }
 }

@@ -23,7 +23,8 @@ use rmcp::{
         session::{
             ServerSseMessage,
             local::{
-                LocalSessionHandle, LocalSessionManager, LocalSessionManagerError, SessionTransport,
+                LocalSessionHandle, LocalSessionManager, LocalSessionManagerError, SessionError,
+                SessionTransport,
             },
         },
     },
@@ -56,6 +57,18 @@ struct ClosableStream {
     resumed: Arc<Notify>,
 }
 
+impl ClosableStream {
+    /// Sends a priming event with [`CLOSE_RETRY`], ends the HTTP response, and
+    /// waits up to [`RESUME_TIMEOUT`] for the client to resume.
+    async fn close_and_await_resume(&self) -> Result<bool, SessionError> {
+        self.session
+            .close_sse_stream(self.http_request_id, Some(CLOSE_RETRY))
+            .await?;
+        let resumed = tokio::time::timeout(RESUME_TIMEOUT, self.resumed.notified()).await;
+        Ok(resumed.is_ok())
+    }
+}
+
 impl ReconnectingSessions {
     /// Closes the SSE stream of call `request` and waits until the client
     /// resumes it; `Ok(false)` if it did not within [`RESUME_TIMEOUT`].
@@ -68,23 +81,11 @@ impl ReconnectingSessions {
         let stream = self.lock().get(&key).cloned().ok_or_else(|| {
             McpError::internal_error("this call has no SSE stream of its own to close", None)
         })?;
-        let outcome = match stream
-            .session
-            .close_sse_stream(stream.http_request_id, Some(CLOSE_RETRY))
-            .await
-        {
-            Ok(()) => Ok(
-                tokio::time::timeout(RESUME_TIMEOUT, stream.resumed.notified())
-                    .await
-                    .is_ok(),
-            ),
-            Err(error) => Err(McpError::internal_error(
-                format!("cannot close the SSE stream: {error}"),
-                None,
-            )),
-        };
+        let outcome = stream.close_and_await_resume().await;
         self.lock().remove(&key);
-        outcome
+        outcome.map_err(|e| {
+            McpError::internal_error(format!("cannot close the SSE stream: {e}"), None)
+        })
     }
 
     /// The table of closable streams (poisoning is harmless for plain data).
@@ -170,19 +171,22 @@ impl SessionManager for ReconnectingSessions {
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let session = self.handle(id).await?;
         let mut receiver = session.establish_request_wise_channel().await?;
-        if let (Some(request), Some(http_request_id)) =
-            (reconnection_call(&message), receiver.http_request_id)
-        {
+        let closable = reconnection_call(&message).zip(receiver.http_request_id);
+        if let Some((request, http_request_id)) = &closable {
             let stream = ClosableStream {
                 session: session.clone(),
-                http_request_id,
+                http_request_id: *http_request_id,
                 resumed: Arc::default(),
             };
-            self.lock().insert((id.clone(), request), stream);
+            self.lock().insert((id.clone(), request.clone()), stream);
         }
-        session
+        let pushed = session
             .push_message(message, receiver.http_request_id)
-            .await?;
+            .await;
+        if let (Err(_), Some((request, _))) = (&pushed, closable) {
+            self.lock().remove(&(id.clone(), request));
+        }
+        pushed?;
         Ok(futures::stream::poll_fn(move |cx| {
             receiver.inner.poll_recv(cx)
         }))
