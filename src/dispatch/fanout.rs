@@ -1,6 +1,7 @@
 //! The list methods, merged across upstreams: namespaced names, filtered tools, resource
 //! routes learned, and one cursor that carries every upstream's own cursor.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -49,11 +50,13 @@ impl Gateway {
         }))
         .await;
         let mut items = Vec::new();
+        let mut seen_uris = HashSet::new();
         let mut next = ListCursor::default();
         for ((upstream, _), page) in targets.iter().zip(pages) {
             match page {
                 Ok(page) => {
-                    items.extend(self.adopt(kind, upstream, &page));
+                    let adopted = self.adopt(kind, upstream, &page, &mut seen_uris);
+                    items.extend(adopted);
                     if let Some(c) = page.get("nextCursor").and_then(Value::as_str) {
                         next.pending.insert(upstream.name.clone(), c.to_owned());
                     }
@@ -91,8 +94,15 @@ impl Gateway {
             .collect()
     }
 
-    /// One upstream's items as the client sees them.
-    fn adopt(&self, kind: ListKind, upstream: &Upstream, page: &Value) -> Vec<Value> {
+    /// One upstream's items as the client sees them. A resource URI already listed by an
+    /// upstream earlier in the configuration is left out: that one serves it.
+    fn adopt(
+        &self,
+        kind: ListKind,
+        upstream: &Upstream,
+        page: &Value,
+        seen_uris: &mut HashSet<String>,
+    ) -> Vec<Value> {
         let items = page
             .get(kind.field())
             .and_then(Value::as_array)
@@ -109,9 +119,13 @@ impl Gateway {
                         }
                         item["name"] = json!(namespaced(&upstream.prefix, &own));
                     }
-                    ListKind::Resources => self
-                        .routes
-                        .learn_resource(item.get("uri").and_then(Value::as_str)?, &upstream.name),
+                    ListKind::Resources => {
+                        let uri = item.get("uri").and_then(Value::as_str)?;
+                        if !seen_uris.insert(uri.to_owned()) {
+                            return None;
+                        }
+                        self.routes.learn_resource(uri, &upstream.name);
+                    }
                     ListKind::ResourceTemplates => self.routes.learn_template(
                         item.get("uriTemplate").and_then(Value::as_str)?,
                         &upstream.name,

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# THE test command: tooling, format, lints, build, unit/integration tests, Python and
+# TypeScript end-to-end tests, and the MCP conformance suite. Stops at the first failure.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+node_bin="$root/target/tools/node/node_modules/.bin"
+venv="$root/target/tools/venv"
+
+step() {
+  local title="$1"
+  shift
+  printf '\n==== %s ====\n' "$title"
+  local start=$SECONDS
+  if "$@"; then
+    printf -- '---- ok: %s (%ss)\n' "$title" $((SECONDS - start))
+  else
+    local code=$?
+    printf -- '---- FAILED: %s (exit %s)\n' "$title" "$code" >&2
+    exit "$code"
+  fi
+}
+
+unit_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run
+  else
+    echo "cargo-nextest not found; using cargo test"
+    cargo test
+  fi
+}
+
+# pytest exits 5 when it collects nothing; any non-zero exit fails the step.
+python_e2e() {
+  timeout 900 "$venv/bin/python" -m pytest -v tests/e2e/python
+}
+
+ts_e2e() {
+  timeout 900 python3 tests/e2e/harness.py run -- "$node_bin/node" --test tests/e2e/ts/*.test.mjs
+}
+
+step "install test tooling" bash tests/tools/install.sh
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --all-targets -- -D warnings
+step "cargo build --bins" cargo build --bins
+step "unit and integration tests (nextest)" unit_tests
+step "e2e: Python SDK (pytest)" python_e2e
+step "e2e: TypeScript SDK (node --test)" ts_e2e
+step "MCP conformance suite" timeout 1800 bash tests/conformance/run.sh
+
+printf '\nall CI steps passed\n'

