@@ -10,10 +10,10 @@ use std::time::Instant;
 use rmcp::model::ErrorCode;
 use serde_json::Value;
 
-use super::{Gateway, Outbox, Outcome, Session, error_object};
+use super::{Gateway, Outbox, Outcome, Outgoing, Session, error_object};
 use crate::jsonrpc::{Message, Notification, Request, RequestId};
 use crate::session::SessionId;
-use crate::upstream::{CallContext, Upstream, UpstreamError};
+use crate::upstream::{CallContext, Upstream, UpstreamError, UpstreamEvent};
 
 impl Gateway {
     /// Sends `request` to `upstream` for `session`, relaying intermediate messages to `outbox`.
@@ -90,7 +90,7 @@ impl Gateway {
         ctx: &CallContext,
         upstream: &Arc<Upstream>,
         id: &RequestId,
-        mut messages: tokio::sync::mpsc::Receiver<Message>,
+        mut messages: tokio::sync::mpsc::Receiver<UpstreamEvent>,
         outbox: &Outbox,
     ) -> Outcome {
         let guard = CancelOnDrop {
@@ -118,16 +118,17 @@ impl Gateway {
                 }
                 Ok(Some(message)) => message,
             };
-            match message {
-                Message::Response(response) => {
+            let outgoing = match message {
+                UpstreamEvent::Message(Message::Response(response)) => {
                     guard.disarm();
                     return response.outcome;
                 }
-                other => {
-                    let relayed = self.relayed(&ctx.session, &upstream.name, other);
-                    let _ = outbox.send(relayed).await;
+                UpstreamEvent::Message(other) => {
+                    Outgoing::Message(self.relayed(&ctx.session, &upstream.name, other))
                 }
-            }
+                UpstreamEvent::Paused => Outgoing::Pause,
+            };
+            let _ = outbox.send(outgoing).await;
         }
     }
 

@@ -28,8 +28,17 @@ pub use hub::Hub;
 pub use initialize::InitializeError;
 pub use signing::IdSigner;
 
-/// Messages for the client about one request; the last one is its response.
-pub type Outbox = mpsc::Sender<Value>;
+/// What the client must receive about one request.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A JSON-RPC message; the request's response is the last one.
+    Message(Value),
+    /// End the client's stream here; it resumes with `Last-Event-ID` (SEP-1699 polling).
+    Pause,
+}
+
+/// Where a request's task sends what the client must receive.
+pub type Outbox = mpsc::Sender<Outgoing>;
 
 /// The outcome of a request: a result, or a JSON-RPC error object.
 pub type Outcome = Result<Value, Value>;
@@ -164,7 +173,7 @@ impl Gateway {
         self: &Arc<Self>,
         session: Session,
         request: Request,
-    ) -> Result<mpsc::Receiver<Value>, MessageRejected> {
+    ) -> Result<mpsc::Receiver<Outgoing>, MessageRejected> {
         let cancel = self
             .hub
             .begin(&session.id, &request.id)
@@ -179,7 +188,9 @@ impl Gateway {
             };
             gateway.hub.end(&session.id, &id);
             if let Some(outcome) = outcome {
-                let _ = outbox.send(response_value(&id, outcome)).await;
+                let _ = outbox
+                    .send(Outgoing::Message(response_value(&id, outcome)))
+                    .await;
             }
         });
         Ok(receiver)

@@ -66,6 +66,7 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
         after,
         closed,
         standalone_claim,
+        honour_pauses: false,
         retry: state.settings.sse_retry,
     };
     Ok(sse::response(gateway.clone(), tail))

@@ -18,7 +18,7 @@ use super::error::HttpError;
 use super::guard::{self, SESSION_HEADER};
 use super::sse::{self, Tail};
 use super::{AppState, session_error};
-use crate::dispatch::{Gateway, InitializeError, MessageRejected, Session};
+use crate::dispatch::{Gateway, InitializeError, MessageRejected, Outgoing, Session};
 use crate::events::{StreamId, StreamKey};
 use crate::jsonrpc::{Message, Request};
 
@@ -188,13 +188,11 @@ async fn answer(
     let expected = requests.len();
     let mut outgoing = merge(gateway, &session, requests)?;
     let mut responses = Vec::new();
-    while let Some(message) = outgoing.recv().await {
-        if !is_response(&message) {
-            return Ok(stream(
-                gateway, &session, responses, message, outgoing, state,
-            ));
+    while let Some(next) = outgoing.recv().await {
+        match next {
+            Outgoing::Message(message) if is_response(&message) => responses.push(message),
+            other => return Ok(stream(gateway, &session, responses, other, outgoing, state)),
         }
-        responses.push(message);
         if responses.len() == expected {
             break;
         }
@@ -237,7 +235,7 @@ fn merge(
     gateway: &Arc<Gateway>,
     session: &Session,
     requests: Vec<Request>,
-) -> Result<mpsc::Receiver<Value>, HttpError> {
+) -> Result<mpsc::Receiver<Outgoing>, HttpError> {
     let mut receivers = Vec::new();
     for request in requests {
         let receiver = gateway
@@ -267,8 +265,8 @@ fn stream(
     gateway: &Arc<Gateway>,
     session: &Session,
     earlier: Vec<Value>,
-    first: Value,
-    mut rest: mpsc::Receiver<Value>,
+    first: Outgoing,
+    mut rest: mpsc::Receiver<Outgoing>,
     state: &AppState,
 ) -> HttpResponse {
     let key = StreamKey {
@@ -277,11 +275,12 @@ fn stream(
     };
     let (writer, writer_key) = (gateway.clone(), key.clone());
     tokio::spawn(async move {
-        for message in earlier.into_iter().chain(std::iter::once(first)) {
-            append(&writer, &writer_key, message).await;
+        let earlier = earlier.into_iter().map(Outgoing::Message);
+        for next in earlier.chain(std::iter::once(first)) {
+            append(&writer, &writer_key, next).await;
         }
-        while let Some(message) = rest.recv().await {
-            append(&writer, &writer_key, message).await;
+        while let Some(next) = rest.recv().await {
+            append(&writer, &writer_key, next).await;
         }
         if let Err(error) = writer.events.close(&writer_key).await {
             tracing::warn!(%error, "could not close an SSE stream in the event log");
@@ -293,13 +292,19 @@ fn stream(
         after: 0,
         closed,
         standalone_claim: None,
+        honour_pauses: true,
         retry: state.settings.sse_retry,
     };
     sse::response(gateway.clone(), tail)
 }
 
-async fn append(gateway: &Gateway, key: &StreamKey, message: Value) {
-    if let Err(error) = gateway.events.append(key, message.to_string()).await {
+/// Appends a message, or a pause marker (an event without data).
+async fn append(gateway: &Gateway, key: &StreamKey, next: Outgoing) {
+    let data = match next {
+        Outgoing::Message(message) => message.to_string(),
+        Outgoing::Pause => String::new(),
+    };
+    if let Err(error) = gateway.events.append(key, data).await {
         tracing::warn!(%error, "could not append to an SSE stream");
     }
 }

@@ -1,6 +1,9 @@
 //! Writing SSE responses from an event log: a priming event (id, empty data, `retry`), then
 //! each event with its `<stream>-<seq>` id, until the stream closes, the session ends, or a
 //! newer GET takes the standalone stream over. Comments keep idle connections alive.
+//!
+//! An event without data is a pause marker (an upstream asked to be polled, SEP-1699): the
+//! POST response that meets it live ends there with a `retry` hint; a resumed stream skips it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +29,8 @@ pub struct Tail {
     pub closed: CancellationToken,
     /// For the standalone stream: this reader's claim; it stops when a newer GET claims.
     pub standalone_claim: Option<u64>,
+    /// End the response at a pause marker (the original POST response does; resumptions don't).
+    pub honour_pauses: bool,
     pub retry: Duration,
 }
 
@@ -77,7 +82,10 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
     }
     loop {
         if let Some(event) = state.pending.next() {
-            return Some(deliver(state, event).await);
+            match deliver(state, event).await {
+                Some(chunk) => return Some(chunk),
+                None => continue,
+            }
         }
         if state.finished || !still_owner(state) {
             return None;
@@ -120,8 +128,12 @@ fn priming(tail: &Tail) -> Bytes {
         .into()
 }
 
-async fn deliver(state: &mut State, event: Event) -> Bytes {
+/// The chunk for one event; `None` for a pause marker this response skips.
+async fn deliver(state: &mut State, event: Event) -> Option<Bytes> {
     state.tail.after = event.seq;
+    if event.data.is_empty() {
+        return pause(state, event.seq);
+    }
     if state.tail.standalone_claim.is_some() {
         let _ = state
             .gateway
@@ -133,9 +145,31 @@ async fn deliver(state: &mut State, event: Event) -> Bytes {
         stream: state.tail.key.stream.clone(),
         seq: event.seq,
     };
-    sse_stream::Sse::default()
-        .event("message")
-        .id(id.to_string())
-        .data(event.data.to_string())
-        .into()
+    Some(
+        sse_stream::Sse::default()
+            .event("message")
+            .id(id.to_string())
+            .data(event.data.to_string())
+            .into(),
+    )
+}
+
+/// Ends this response at a pause marker, telling the client where to resume and when.
+fn pause(state: &mut State, seq: u64) -> Option<Bytes> {
+    if !state.tail.honour_pauses {
+        return None;
+    }
+    state.finished = true;
+    state.pending = Vec::new().into_iter();
+    let id = EventId {
+        stream: state.tail.key.stream.clone(),
+        seq,
+    };
+    Some(
+        sse_stream::Sse::default()
+            .id(id.to_string())
+            .data("")
+            .retry_duration(state.tail.retry)
+            .into(),
+    )
 }

@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{CallContext, InitInfo, Unsolicited, UnsolicitedSink, UpstreamError, request_channel};
+use super::{
+    CallContext, InitInfo, Unsolicited, UnsolicitedSink, UpstreamError, UpstreamEvent,
+    request_channel,
+};
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{Message, Request, RequestId, notification_value, request_value};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
@@ -106,7 +109,7 @@ impl HttpUpstream {
             .read_messages(response, UpstreamSession::default());
         let result = loop {
             match messages.recv().await {
-                Some(Message::Response(r)) => {
+                Some(UpstreamEvent::Message(Message::Response(r))) => {
                     break r
                         .outcome
                         .map_err(|e| inner.protocol(format!("initialize failed: {e}")))?;
@@ -131,7 +134,7 @@ impl HttpUpstream {
         &self,
         ctx: &CallContext,
         request: Request,
-    ) -> Result<mpsc::Receiver<Message>, UpstreamError> {
+    ) -> Result<mpsc::Receiver<UpstreamEvent>, UpstreamError> {
         let message = request_value(&request.id, &request.method, request.params.as_ref());
         let response = self.inner.post(&message, &ctx.upstream_session).await?;
         Ok(self
@@ -257,7 +260,7 @@ impl Inner {
         self: Arc<Self>,
         response: reqwest::Response,
         session: UpstreamSession,
-    ) -> mpsc::Receiver<Message> {
+    ) -> mpsc::Receiver<UpstreamEvent> {
         let (tx, rx) = request_channel();
         tokio::spawn(async move {
             let is_sse = header_text(response.headers(), CONTENT_TYPE.as_str())
@@ -271,7 +274,7 @@ impl Inner {
         rx
     }
 
-    async fn relay_json(&self, body: &[u8], tx: &mpsc::Sender<Message>) {
+    async fn relay_json(&self, body: &[u8], tx: &mpsc::Sender<UpstreamEvent>) {
         if body.is_empty() {
             return;
         }
@@ -286,7 +289,7 @@ impl Inner {
             .into_iter()
             .filter_map(|v| Message::from_value(v).ok())
         {
-            let _ = tx.send(message).await;
+            let _ = tx.send(message.into()).await;
         }
     }
 
@@ -295,7 +298,7 @@ impl Inner {
         &self,
         response: reqwest::Response,
         session: UpstreamSession,
-        tx: &mpsc::Sender<Message>,
+        tx: &mpsc::Sender<UpstreamEvent>,
     ) {
         let mut cursor = SseCursor::default();
         if cursor.relay(&self.name, response, tx).await {
@@ -305,6 +308,9 @@ impl Inner {
             let Some(last_event_id) = cursor.last_event_id.clone() else {
                 return;
             };
+            if tx.send(UpstreamEvent::Paused).await.is_err() {
+                return;
+            }
             tokio::time::sleep(cursor.retry).await;
             let request = self
                 .get_stream(&session)
@@ -389,11 +395,11 @@ impl Default for SseCursor {
 
 impl SseCursor {
     /// Relays one SSE body. Returns true when a response went through (the stream is done).
-    async fn relay(
+    async fn relay<T: From<Message>>(
         &mut self,
         upstream: &str,
         response: reqwest::Response,
-        tx: &mpsc::Sender<Message>,
+        tx: &mpsc::Sender<T>,
     ) -> bool {
         let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
         while let Some(event) = events.next().await {
@@ -418,7 +424,7 @@ impl SseCursor {
                 }
             };
             let is_response = matches!(message, Message::Response(_));
-            if tx.send(message).await.is_err() || is_response {
+            if tx.send(message.into()).await.is_err() || is_response {
                 return true;
             }
         }

@@ -25,6 +25,22 @@ pub use stdio::StdioUpstream;
 /// Buffer of one request's message channel.
 const REQUEST_CHANNEL: usize = 64;
 
+/// What an upstream sends about one forwarded request.
+#[derive(Debug)]
+pub enum UpstreamEvent {
+    /// A message: notifications and server-to-client requests first, the response last.
+    Message(Message),
+    /// The upstream closed its SSE stream before answering (SEP-1699 polling). mcpgate resumes
+    /// the upstream stream itself; the client is asked to poll too.
+    Paused,
+}
+
+impl From<Message> for UpstreamEvent {
+    fn from(message: Message) -> Self {
+        UpstreamEvent::Message(message)
+    }
+}
+
 /// What an upstream told us when it was initialized.
 #[derive(Debug, Clone)]
 pub struct InitInfo {
@@ -131,7 +147,7 @@ impl Upstream {
         &self,
         ctx: &CallContext,
         request: Request,
-    ) -> Result<mpsc::Receiver<Message>, UpstreamError> {
+    ) -> Result<mpsc::Receiver<UpstreamEvent>, UpstreamError> {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.request(ctx, request).await,
             Transport::Http(http) => http.request(ctx, request).await,
@@ -198,7 +214,7 @@ impl Upstreams {
 }
 
 /// Channel for one forwarded request.
-fn request_channel() -> (mpsc::Sender<Message>, mpsc::Receiver<Message>) {
+fn request_channel() -> (mpsc::Sender<UpstreamEvent>, mpsc::Receiver<UpstreamEvent>) {
     mpsc::channel(REQUEST_CHANNEL)
 }
 

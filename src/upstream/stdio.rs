@@ -17,7 +17,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{InitInfo, Unsolicited, UnsolicitedSink, UpstreamError, request_channel};
+use super::{
+    InitInfo, Unsolicited, UnsolicitedSink, UpstreamError, UpstreamEvent, request_channel,
+};
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{
     Message, Notification, Request, RequestId, Response, error_value, notification_value,
@@ -36,7 +38,7 @@ struct Pending {
     session: SessionId,
     client_id: RequestId,
     progress_token: Option<Value>,
-    reply: mpsc::Sender<Message>,
+    reply: mpsc::Sender<UpstreamEvent>,
 }
 
 /// One running child.
@@ -106,7 +108,7 @@ impl StdioUpstream {
         &self,
         ctx: &super::CallContext,
         request: Request,
-    ) -> Result<mpsc::Receiver<Message>, UpstreamError> {
+    ) -> Result<mpsc::Receiver<UpstreamEvent>, UpstreamError> {
         let connection = self.connection()?;
         let id = connection.next_id.fetch_add(1, Ordering::Relaxed);
         let mut params = request.params.clone();
@@ -363,7 +365,7 @@ async fn route_response(connection: &Connection, response: Response) {
         id: pending.client_id,
         outcome: response.outcome,
     };
-    let _ = pending.reply.send(Message::Response(response)).await;
+    let _ = pending.reply.send(Message::Response(response).into()).await;
 }
 
 async fn route_notification(
@@ -380,7 +382,7 @@ async fn route_notification(
     let message = Message::Notification(notification);
     match target {
         Some(reply) => {
-            let _ = reply.send(message).await;
+            let _ = reply.send(message.into()).await;
         }
         None if is_broadcast(&message) => {
             let _ = shared.sink.send(Unsolicited {
@@ -406,7 +408,7 @@ fn is_broadcast(message: &Message) -> bool {
 fn progress_target(
     connection: &Connection,
     notification: &mut Notification,
-) -> Option<mpsc::Sender<Message>> {
+) -> Option<mpsc::Sender<UpstreamEvent>> {
     let params = notification.params.as_mut()?;
     let id = params.get("progressToken")?.as_i64()?;
     let pending = lock(&connection.pending);
@@ -419,7 +421,7 @@ fn progress_target(
 fn cancelled_target(
     connection: &Connection,
     notification: &Notification,
-) -> Option<mpsc::Sender<Message>> {
+) -> Option<mpsc::Sender<UpstreamEvent>> {
     let id = RequestId::from_value(notification.params.as_ref()?.get("requestId")?)?;
     let session = lock(&connection.server_requests).remove(&id)?;
     let pending = lock(&connection.pending);
@@ -430,7 +432,7 @@ fn cancelled_target(
 }
 
 /// The session with requests in flight, if exactly one has, and its newest request's channel.
-fn attributed(connection: &Connection) -> Option<(SessionId, mpsc::Sender<Message>)> {
+fn attributed(connection: &Connection) -> Option<(SessionId, mpsc::Sender<UpstreamEvent>)> {
     let pending = lock(&connection.pending);
     let mut newest: Option<(&i64, &Pending)> = None;
     for (id, entry) in pending.iter() {
@@ -455,7 +457,7 @@ async fn route_server_request(shared: &Shared, connection: &Connection, request:
         return;
     };
     lock(&connection.server_requests).insert(request.id.clone(), session);
-    let _ = reply.send(Message::Request(request)).await;
+    let _ = reply.send(Message::Request(request).into()).await;
 }
 
 /// The child is gone: every request it held fails with a JSON-RPC error.
@@ -467,9 +469,12 @@ fn fail_pending(shared: &Shared, connection: &Connection) {
             format!("upstream {} exited before answering", shared.name),
         );
         let outcome = Err(serde_json::to_value(error).unwrap_or_default());
-        let _ = pending.reply.try_send(Message::Response(Response {
-            id: pending.client_id,
-            outcome,
-        }));
+        let _ = pending.reply.try_send(
+            Message::Response(Response {
+                id: pending.client_id,
+                outcome,
+            })
+            .into(),
+        );
     }
 }
