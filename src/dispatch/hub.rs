@@ -17,7 +17,8 @@ struct Presence {
     closed: CancellationToken,
     in_flight: HashMap<RequestId, CancellationToken>,
     subscriptions: BTreeSet<String>,
-    standalone_owner: u64,
+    /// Cancelled when a newer GET takes the standalone stream over.
+    standalone_owner: Option<CancellationToken>,
 }
 
 /// Per-replica session presence.
@@ -104,18 +105,16 @@ impl Hub {
             .is_some_and(|p| p.subscriptions.contains(uri))
     }
 
-    /// Takes over the standalone GET stream; an older reader stops when it sees a newer owner.
-    pub fn claim_standalone(&self, id: &SessionId) -> u64 {
+    /// Takes over the standalone GET stream: the previous reader's token is cancelled, and the
+    /// returned token ends this reader when a newer one claims, or when the session ends.
+    pub fn claim_standalone(&self, id: &SessionId) -> CancellationToken {
         let mut sessions = self.lock();
         let presence = sessions.entry(id.clone()).or_default();
-        presence.standalone_owner += 1;
-        presence.standalone_owner
-    }
-
-    pub fn owns_standalone(&self, id: &SessionId, claim: u64) -> bool {
-        self.lock()
-            .get(id)
-            .is_some_and(|p| p.standalone_owner == claim)
+        let token = presence.closed.child_token();
+        if let Some(previous) = presence.standalone_owner.replace(token.clone()) {
+            previous.cancel();
+        }
+        token
     }
 }
 
@@ -152,7 +151,9 @@ mod tests {
         let id = SessionId::generate();
         let first = hub.claim_standalone(&id);
         let second = hub.claim_standalone(&id);
-        assert!(!hub.owns_standalone(&id, first));
-        assert!(hub.owns_standalone(&id, second));
+        assert!(first.is_cancelled());
+        assert!(!second.is_cancelled());
+        hub.close(&id);
+        assert!(second.is_cancelled());
     }
 }

@@ -43,6 +43,10 @@ pub type Outbox = mpsc::Sender<Outgoing>;
 /// The outcome of a request: a result, or a JSON-RPC error object.
 pub type Outcome = Result<Value, Value>;
 
+/// JSON-RPC code for a request the client cancelled. Its POST still needs an answer, which the
+/// client ignores.
+const REQUEST_CANCELLED: ErrorCode = ErrorCode(-32800);
+
 /// Buffer of the per-request outgoing channel.
 const OUTBOX_CAPACITY: usize = 64;
 
@@ -73,10 +77,41 @@ pub enum MessageRejected {
     DuplicateId(RequestId),
     #[error("response id {0} does not answer any request of this session")]
     UnknownResponse(RequestId),
-    #[error("Method not found: {0}")]
-    UnknownMethod(String),
-    #[error("{0}: {1}")]
-    InvalidParams(String, String),
+    #[error("Method not found: {method}")]
+    UnknownMethod { id: RequestId, method: String },
+    #[error("{method}: {reason}")]
+    InvalidParams {
+        id: RequestId,
+        method: String,
+        reason: String,
+    },
+}
+
+impl MessageRejected {
+    /// The id of the refused message.
+    pub fn id(&self) -> &RequestId {
+        match self {
+            MessageRejected::DuplicateId(id) | MessageRejected::UnknownResponse(id) => id,
+            MessageRejected::UnknownMethod { id, .. }
+            | MessageRejected::InvalidParams { id, .. } => id,
+        }
+    }
+
+    /// The JSON-RPC error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            MessageRejected::UnknownMethod { .. } => ErrorCode::METHOD_NOT_FOUND,
+            MessageRejected::InvalidParams { .. } => ErrorCode::INVALID_PARAMS,
+            MessageRejected::DuplicateId(_) | MessageRejected::UnknownResponse(_) => {
+                ErrorCode::INVALID_REQUEST
+            }
+        }
+    }
+
+    /// The error response for the refused request.
+    pub fn response(&self) -> Value {
+        error_response(Some(self.id()), self.code(), self.to_string())
+    }
 }
 
 /// Gateway-wide settings dispatch needs.
@@ -183,25 +218,30 @@ impl Gateway {
         tokio::spawn(async move {
             let id = request.id.clone();
             let outcome = tokio::select! {
-                outcome = gateway.run_method(&session, request, &outbox) => Some(outcome),
-                () = cancel.cancelled() => None,
+                outcome = gateway.run_method(&session, request, &outbox) => outcome,
+                () = cancel.cancelled() => Err(error_object(REQUEST_CANCELLED, "request cancelled")),
             };
             gateway.hub.end(&session.id, &id);
-            if let Some(outcome) = outcome {
-                let _ = outbox
-                    .send(Outgoing::Message(response_value(&id, outcome)))
-                    .await;
-            }
+            let _ = outbox
+                .send(Outgoing::Message(response_value(&id, outcome)))
+                .await;
         });
         Ok(receiver)
     }
 
     /// Refuses, before any work, a request whose method or parameters cannot be right.
     pub fn check_request(&self, request: &Request) -> Result<(), MessageRejected> {
-        let required = methods::required_params(&request.method)
-            .ok_or_else(|| MessageRejected::UnknownMethod(request.method.clone()))?;
-        let invalid =
-            |reason: String| MessageRejected::InvalidParams(request.method.clone(), reason);
+        let required = methods::required_params(&request.method).ok_or_else(|| {
+            MessageRejected::UnknownMethod {
+                id: request.id.clone(),
+                method: request.method.clone(),
+            }
+        })?;
+        let invalid = |reason: String| MessageRejected::InvalidParams {
+            id: request.id.clone(),
+            method: request.method.clone(),
+            reason,
+        };
         let params = match &request.params {
             None => None,
             Some(Value::Object(params)) => Some(params),

@@ -70,6 +70,17 @@ impl MemoryEventLog {
 
 #[async_trait]
 impl EventLog for MemoryEventLog {
+    async fn open(&self, key: &StreamKey) -> Result<(), EventLogError> {
+        let now = Instant::now();
+        let mut streams = self.lock();
+        self.prune(&mut streams, now);
+        streams
+            .entry(key.clone())
+            .or_insert_with(StreamLog::new)
+            .touched = now;
+        Ok(())
+    }
+
     async fn append(&self, key: &StreamKey, data: String) -> Result<u64, EventLogError> {
         let now = Instant::now();
         let mut streams = self.lock();
@@ -105,8 +116,8 @@ impl EventLog for MemoryEventLog {
         wait: Duration,
     ) -> Result<Batch, EventLogError> {
         let mut changed = {
-            let mut streams = self.lock();
-            let log = streams.entry(key.clone()).or_insert_with(StreamLog::new);
+            let streams = self.lock();
+            let log = streams.get(key).ok_or_else(|| unknown(key))?;
             let events = log.after(after);
             if !events.is_empty() || log.closed {
                 return Ok(Batch {
@@ -118,13 +129,11 @@ impl EventLog for MemoryEventLog {
         };
         let _ = tokio::time::timeout(wait, changed.changed()).await;
         let streams = self.lock();
-        Ok(streams
-            .get(key)
-            .map(|log| Batch {
-                events: log.after(after),
-                closed: log.closed,
-            })
-            .unwrap_or_default())
+        let log = streams.get(key).ok_or_else(|| unknown(key))?;
+        Ok(Batch {
+            events: log.after(after),
+            closed: log.closed,
+        })
     }
 
     async fn delivered(&self, key: &StreamKey) -> Result<u64, EventLogError> {
@@ -142,6 +151,10 @@ impl EventLog for MemoryEventLog {
         self.lock().retain(|key, _| &key.session != session);
         Ok(())
     }
+}
+
+fn unknown(key: &StreamKey) -> EventLogError {
+    EventLogError::UnknownStream(key.stream.as_str().to_owned())
 }
 
 #[cfg(test)]
@@ -183,6 +196,7 @@ mod tests {
     async fn a_waiting_reader_wakes_on_append() {
         let log = Arc::new(MemoryEventLog::new(Duration::from_secs(60), 100));
         let key = key();
+        log.open(&key).await.unwrap();
         let reader = {
             let (log, key) = (log.clone(), key.clone());
             tokio::spawn(async move { log.read(&key, 0, Duration::from_secs(5)).await.unwrap() })
@@ -191,6 +205,17 @@ mod tests {
         log.append(&key, "hello".into()).await.unwrap();
         let batch = reader.await.unwrap();
         assert_eq!(&*batch.events[0].data, "hello");
+    }
+
+    #[tokio::test]
+    async fn unknown_streams_are_refused_until_opened() {
+        let log = MemoryEventLog::new(Duration::from_secs(60), 10);
+        let key = key();
+        let refused = log.read(&key, 0, Duration::ZERO).await;
+        assert!(matches!(refused, Err(EventLogError::UnknownStream(_))));
+        log.open(&key).await.unwrap();
+        let batch = log.read(&key, 0, Duration::ZERO).await.unwrap();
+        assert!(batch.events.is_empty() && !batch.closed);
     }
 
     #[tokio::test]

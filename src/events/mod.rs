@@ -98,7 +98,11 @@ pub enum EventLogError {
 /// Stores and replays SSE events.
 #[async_trait]
 pub trait EventLog: Send + Sync {
-    /// Appends one message; returns its sequence number (the first is 1).
+    /// Creates a stream if it does not exist; reads of streams never opened or appended to fail
+    /// with [`EventLogError::UnknownStream`].
+    async fn open(&self, key: &StreamKey) -> Result<(), EventLogError>;
+    /// Appends one message; returns its sequence number (the first is 1). An empty message is a
+    /// pause marker: the client should resume with `Last-Event-ID` (SEP-1699 polling).
     async fn append(&self, key: &StreamKey, data: String) -> Result<u64, EventLogError>;
     /// Marks a stream finished: readers stop after its last event.
     async fn close(&self, key: &StreamKey) -> Result<(), EventLogError>;

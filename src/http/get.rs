@@ -8,7 +8,9 @@ use super::error::HttpError;
 use super::guard;
 use super::sse::{self, Tail};
 use super::{AppState, session_error};
-use crate::events::{EventId, StreamId, StreamKey};
+use std::time::Duration;
+
+use crate::events::{EventId, EventLogError, StreamId, StreamKey};
 
 pub async fn handle(
     request: HttpRequest,
@@ -26,15 +28,8 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
     guard::protocol_version(request)?;
     let id = guard::session_id(request)?;
     let session = state.gateway.lookup(&id).await.map_err(session_error)?;
+    let resume = resume_point(request)?;
     let gateway = &state.gateway;
-    let resume = match guard::last_event_id(request) {
-        None => None,
-        Some(text) => Some(EventId::parse(text).ok_or_else(|| {
-            HttpError::BadRequest(format!(
-                "Bad Request: Last-Event-ID {text:?} is not an event id issued by this server"
-            ))
-        })?),
-    };
     let stream = resume
         .as_ref()
         .map_or_else(StreamId::standalone, |e| e.stream.clone());
@@ -43,31 +38,68 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
         stream,
     };
     let standalone = key.stream == StreamId::standalone();
-    let after = match (&resume, standalone) {
-        (Some(event), _) => event.seq,
-        (None, _) => gateway
+    if standalone {
+        gateway.events.open(&key).await.map_err(event_log_error)?;
+    }
+    let after = match &resume {
+        Some(event) => event.seq,
+        None => gateway
             .events
             .delivered(&key)
             .await
-            .map_err(|e| HttpError::Unavailable(e.to_string()))?,
+            .map_err(event_log_error)?,
     };
+    let replayable = gateway
+        .events
+        .read(&key, after, Duration::ZERO)
+        .await
+        .map_err(event_log_error)?;
     if resume.is_some() {
-        let replayable = gateway
-            .events
-            .read(&key, after, std::time::Duration::ZERO)
-            .await;
-        let count = replayable.map(|b| b.events.len()).unwrap_or_default();
-        gateway.metrics.sse_events_replayed.inc_by(count as u64);
+        gateway
+            .metrics
+            .sse_events_replayed
+            .inc_by(replayable.events.len() as u64);
     }
-    let standalone_claim = standalone.then(|| gateway.hub.claim_standalone(&id));
-    let (closed, _) = gateway.hub.attach(&id, &session.record);
+    let closed = if standalone {
+        gateway.hub.claim_standalone(&id)
+    } else {
+        gateway.hub.attach(&id, &session.record).0
+    };
     let tail = Tail {
         key,
         after,
         closed,
-        standalone_claim,
+        track_delivery: standalone,
         honour_pauses: false,
         retry: state.settings.sse_retry,
     };
     Ok(sse::response(gateway.clone(), tail))
+}
+
+/// The `Last-Event-ID` to resume after, if any; one we could not have issued is 400.
+fn resume_point(request: &HttpRequest) -> Result<Option<EventId>, HttpError> {
+    let Some(text) = guard::last_event_id(request) else {
+        return Ok(None);
+    };
+    EventId::parse(text).map(Some).ok_or_else(|| {
+        HttpError::BadRequest(format!(
+            "Bad Request: Last-Event-ID {text:?} is not an event id issued by this server"
+        ))
+    })
+}
+
+/// A stream that cannot be replayed is the client's problem (400), never a missing session.
+fn event_log_error(error: EventLogError) -> HttpError {
+    match error {
+        EventLogError::UnknownStream(_) => HttpError::BadRequest(
+            "Bad Request: Last-Event-ID names a stream that is unknown or past its replay window"
+                .into(),
+        ),
+        EventLogError::Unavailable(reason) => {
+            tracing::error!(%reason, "event log failure");
+            HttpError::Unavailable(
+                "Service Unavailable: the event log cannot be reached; retry shortly".into(),
+            )
+        }
+    }
 }

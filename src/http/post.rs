@@ -156,18 +156,9 @@ async fn initialize(request: &Request, state: &AppState) -> Result<HttpResponse,
 }
 
 fn rejected(error: MessageRejected) -> HttpError {
-    let id = match &error {
-        MessageRejected::DuplicateId(id) | MessageRejected::UnknownResponse(id) => Some(id.clone()),
-        MessageRejected::UnknownMethod(_) | MessageRejected::InvalidParams(..) => None,
-    };
-    let code = match &error {
-        MessageRejected::UnknownMethod(_) => ErrorCode::METHOD_NOT_FOUND,
-        MessageRejected::InvalidParams(..) => ErrorCode::INVALID_PARAMS,
-        _ => ErrorCode::INVALID_REQUEST,
-    };
     HttpError::Rejected {
-        id,
-        code,
+        id: Some(error.id().clone()),
+        code: error.code(),
         message: error.to_string(),
     }
 }
@@ -180,18 +171,24 @@ async fn answer(
     batch: bool,
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
-    for request in &requests {
-        gateway
-            .check_request(request)
-            .map_err(|e| with_id(rejected(e), request))?;
-    }
-    let expected = requests.len();
-    let mut outgoing = merge(gateway, &session, requests)?;
     let mut responses = Vec::new();
+    let mut accepted = Vec::new();
+    for request in requests {
+        match gateway.check_request(&request) {
+            Ok(()) => accepted.push(request),
+            Err(rejection) if batch => responses.push(rejection.response()),
+            Err(rejection) => return Err(rejected(rejection)),
+        }
+    }
+    let expected = responses.len() + accepted.len();
+    if accepted.is_empty() {
+        return Ok(json_response(Value::Array(responses)));
+    }
+    let mut outgoing = merge(gateway, &session, accepted)?;
     while let Some(next) = outgoing.recv().await {
         match next {
             Outgoing::Message(message) if is_response(&message) => responses.push(message),
-            other => return Ok(stream(gateway, &session, responses, other, outgoing, state)),
+            other => return stream(gateway, &session, responses, other, outgoing, state).await,
         }
         if responses.len() == expected {
             break;
@@ -205,24 +202,13 @@ async fn answer(
     } else {
         responses.remove(0)
     };
-    Ok(HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "application/json"))
-        .body(body.to_string()))
+    Ok(json_response(body))
 }
 
-fn with_id(error: HttpError, request: &Request) -> HttpError {
-    match error {
-        HttpError::Rejected {
-            id: None,
-            code,
-            message,
-        } => HttpError::Rejected {
-            id: Some(request.id.clone()),
-            code,
-            message,
-        },
-        other => other,
-    }
+fn json_response(body: Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .body(body.to_string())
 }
 
 fn is_response(message: &Value) -> bool {
@@ -261,18 +247,24 @@ fn merge(
 }
 
 /// Switches to SSE: everything from now on goes through the event log of a new stream.
-fn stream(
+async fn stream(
     gateway: &Arc<Gateway>,
     session: &Session,
     earlier: Vec<Value>,
     first: Outgoing,
     mut rest: mpsc::Receiver<Outgoing>,
     state: &AppState,
-) -> HttpResponse {
+) -> Result<HttpResponse, HttpError> {
     let key = StreamKey {
         session: session.id.clone(),
         stream: StreamId::random(),
     };
+    gateway.events.open(&key).await.map_err(|error| {
+        tracing::error!(%error, "cannot open an SSE stream in the event log");
+        HttpError::Unavailable(
+            "Service Unavailable: the event log cannot be reached; retry shortly".into(),
+        )
+    })?;
     let (writer, writer_key) = (gateway.clone(), key.clone());
     tokio::spawn(async move {
         let earlier = earlier.into_iter().map(Outgoing::Message);
@@ -291,11 +283,11 @@ fn stream(
         key,
         after: 0,
         closed,
-        standalone_claim: None,
+        track_delivery: false,
         honour_pauses: true,
         retry: state.settings.sse_retry,
     };
-    sse::response(gateway.clone(), tail)
+    Ok(sse::response(gateway.clone(), tail))
 }
 
 /// Appends a message, or a pause marker (an event without data).

@@ -25,10 +25,10 @@ pub struct Tail {
     pub key: StreamKey,
     /// Deliver events after this sequence number.
     pub after: u64,
-    /// Ends the response when the session ends.
+    /// Ends the response: the session ended, or (standalone stream) a newer GET took over.
     pub closed: CancellationToken,
-    /// For the standalone stream: this reader's claim; it stops when a newer GET claims.
-    pub standalone_claim: Option<u64>,
+    /// Record what reached the client, so the next GET starts after it (standalone stream).
+    pub track_delivery: bool,
     /// End the response at a pause marker (the original POST response does; resumptions don't).
     pub honour_pauses: bool,
     pub retry: Duration,
@@ -87,7 +87,7 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
                 None => continue,
             }
         }
-        if state.finished || !still_owner(state) {
+        if state.finished || state.tail.closed.is_cancelled() {
             return None;
         }
         let read = state
@@ -99,21 +99,15 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
             () = state.tail.closed.cancelled() => return None,
         };
         let Ok(batch) = batch else { return None };
+        if state.tail.closed.is_cancelled() {
+            return None;
+        }
         state.finished = batch.closed;
         if batch.events.is_empty() && !batch.closed {
             return Some(Bytes::from_static(b": keep-alive\n\n"));
         }
         state.pending = batch.events.into_iter();
     }
-}
-
-fn still_owner(state: &State) -> bool {
-    state.tail.standalone_claim.is_none_or(|claim| {
-        state
-            .gateway
-            .hub
-            .owns_standalone(&state.tail.key.session, claim)
-    })
 }
 
 fn priming(tail: &Tail) -> Bytes {
@@ -134,7 +128,7 @@ async fn deliver(state: &mut State, event: Event) -> Option<Bytes> {
     if event.data.is_empty() {
         return pause(state, event.seq);
     }
-    if state.tail.standalone_claim.is_some() {
+    if state.tail.track_delivery {
         let _ = state
             .gateway
             .events
