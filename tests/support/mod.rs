@@ -264,10 +264,15 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start_http(name: &str, dir: &Path) -> Fixture {
+        Fixture::start_http_at(name, dir, "127.0.0.1:0").await
+    }
+
+    /// Starts on a given address, e.g. the one of a fixture that was stopped.
+    pub async fn start_http_at(name: &str, dir: &Path, listen: &str) -> Fixture {
         let log_path = dir.join(format!("fixture-{name}.log"));
         let log = std::fs::File::create(&log_path).expect("cannot create the fixture log");
         let mut child = Command::new(fixture_bin())
-            .args(["http", "--listen", "127.0.0.1:0", "--name", name])
+            .args(["http", "--listen", listen, "--name", name])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -282,6 +287,21 @@ impl Fixture {
             child,
             log_path,
         }
+    }
+}
+
+impl Fixture {
+    /// `127.0.0.1:PORT` of the listener.
+    pub fn address(&self) -> String {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_owned()
+    }
+
+    /// Stops the process and waits for it to exit.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
     }
 }
 
@@ -365,6 +385,11 @@ impl Gateway {
     /// The default setup: the stdio fixture as `local`.
     pub async fn start() -> Gateway {
         Self::builder().start().await
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the gateway has exited")
     }
 
     /// Everything the gateway (and its stdio children) logged so far.
