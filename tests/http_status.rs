@@ -357,6 +357,70 @@ async fn configured_and_localhost_origins_pass() {
     reply.assert_error(403, INVALID_REQUEST, &["Origin"]);
 }
 
+#[tokio::test]
+async fn browsers_on_allowed_origins_get_cors_headers_and_preflights() {
+    let gw = Gateway::builder()
+        .server("allowed_origins = [\"https://app.example.com\"]")
+        .start()
+        .await;
+    let preflight = gw
+        .method(
+            "OPTIONS",
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "content-type, mcp-session-id",
+                ),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(preflight.status, StatusCode::OK, "{preflight:?}");
+    assert_eq!(
+        preflight.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let allowed = preflight
+        .header("access-control-allow-headers")
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(allowed.contains("mcp-session-id"), "{preflight:?}");
+
+    let session = gw.initialize().await;
+    let reply = gw
+        .post(
+            Some(&session),
+            ping(1).to_string(),
+            &[("origin", "https://app.example.com")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(
+        reply.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let exposed = reply
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(exposed.contains("mcp-session-id"), "{reply:?}");
+
+    let refused = gw
+        .post(
+            Some(&session),
+            ping(2).to_string(),
+            &[("origin", "https://other.example.com")],
+        )
+        .await;
+    refused.assert_error(403, INVALID_REQUEST, &["Origin"]);
+    assert!(
+        refused.header("access-control-allow-origin").is_none(),
+        "{refused:?}"
+    );
+}
+
 // ---------------------------------------------------------------- 400 / 404 session id
 
 #[tokio::test]

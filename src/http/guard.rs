@@ -24,12 +24,7 @@ pub fn check_origin_and_host(
 ) -> Result<(), HttpError> {
     if let Some(origin) = request.headers().get(ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
-        let allowed = settings
-            .allowed_origins
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(origin))
-            || is_local_origin(origin);
-        if !allowed {
+        if !origin_allowed(origin, &settings.allowed_origins) {
             return Err(HttpError::Forbidden(format!(
                 "Origin {origin:?} is not allowed"
             )));
@@ -51,6 +46,14 @@ pub fn check_origin_and_host(
             "Host {host:?} is not allowed"
         )))
     }
+}
+
+/// Whether a browser origin may call us: configured, or a localhost one.
+pub fn origin_allowed(origin: &str, allowed_origins: &[String]) -> bool {
+    allowed_origins
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(origin))
+        || is_local_origin(origin)
 }
 
 fn is_local_origin(origin: &str) -> bool {

@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod body;
+mod cors;
 mod delete;
 mod error;
 mod get;
@@ -64,7 +65,8 @@ pub fn serve(
 ) -> std::io::Result<Server> {
     let state = web::Data::new(AppState { gateway, settings });
     let server = HttpServer::new(move || {
-        App::new().app_data(state.clone()).service(
+        let cors = cors::layer(state.settings.allowed_origins.clone());
+        App::new().app_data(state.clone()).wrap(cors).service(
             web::resource("/mcp")
                 .route(web::post().to(post::handle))
                 .route(web::get().to(get::handle))
