@@ -23,6 +23,8 @@ pub struct Config {
     #[serde(default)]
     pub session: SessionConfig,
     #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
 }
 
@@ -114,6 +116,42 @@ impl Default for SessionConfig {
 pub enum StoreKind {
     /// In-process; sessions die with the process. For development and single-replica use.
     Memory,
+    /// Redis (see `[redis]`): every replica can serve every session.
+    Redis,
+}
+
+/// The Redis server behind `store = "redis"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `rediss://` for TLS. Credentials go in `username`/`password`,
+    /// never in the URL, so that the URL can be printed.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Read the password from this file (e.g. a mounted Kubernetes secret) when set.
+    pub password_file: Option<PathBuf>,
+    /// Database number; overrides the one in the URL.
+    pub db: Option<i64>,
+    /// Connections per replica.
+    pub pool_size: usize,
+    /// Longest wait for one Redis operation; beyond it clients get 503.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            db: None,
+            pool_size: 32,
+            timeout: Duration::from_secs(1),
+        }
+    }
 }
 
 /// How mcpgate reaches one upstream MCP server.
@@ -245,10 +283,31 @@ impl Config {
                 "must be at least session.idle_ttl",
             ));
         }
+        self.validate_redis()?;
         if matches!(&self.server.hmac_key, Some(k) if k.expose().len() < 32) {
             return Err(invalid("server.hmac_key", "must be at least 32 characters"));
         }
         self.validate_upstreams()
+    }
+
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let url = url::Url::parse(&self.redis.url).map_err(|e| invalid("redis.url", e.to_string()))?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(invalid("redis.url", "scheme must be redis or rediss"));
+        }
+        if url.password().is_some() || !url.username().is_empty() {
+            return Err(invalid("redis.url", "put credentials in redis.username and redis.password, not in the URL"));
+        }
+        if self.redis.pool_size == 0 {
+            return Err(invalid("redis.pool_size", "must be greater than 0"));
+        }
+        if self.redis.timeout.is_zero() {
+            return Err(invalid("redis.timeout", "must be greater than 0"));
+        }
+        if self.redis.password.is_some() && self.redis.password_file.is_some() {
+            return Err(invalid("redis.password_file", "set redis.password or redis.password_file, not both"));
+        }
+        Ok(())
     }
 
     fn validate_upstreams(&self) -> Result<(), ConfigError> {
@@ -404,6 +463,9 @@ mod tests {
                 "[session]\nidle_ttl = \"2d\"\nmax_lifetime = \"1d\"",
                 "session.max_lifetime",
             ),
+            ("[redis]\nurl = \"redis://user:pw@localhost\"", "redis.url"),
+            ("[redis]\nurl = \"http://localhost\"", "redis.url"),
+            ("[redis]\npool_size = 0", "redis.pool_size"),
         ];
         for (toml, key) in cases {
             let error = load_str(toml).unwrap_err().to_string();

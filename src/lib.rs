@@ -12,6 +12,7 @@ pub mod events;
 pub mod http;
 pub mod jsonrpc;
 pub mod protocol;
+pub mod redis_pool;
 pub mod session;
 pub mod telemetry;
 pub mod upstream;

@@ -84,6 +84,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let store: Arc<dyn SessionStore> = match config.session.store {
         StoreKind::Memory => Arc::new(MemoryStore::new(config.session.idle_ttl)),
+        StoreKind::Redis => anyhow::bail!("session.store = \"redis\" is being wired in"),
     };
     let events = Arc::new(MemoryEventLog::new(
         config.session.replay_window,

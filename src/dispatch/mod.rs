@@ -168,7 +168,12 @@ impl Gateway {
                     record: *record,
                 }),
             ),
-            Ok(Lookup::Expired) => (LookupOutcome::Expired, Err(SessionError::Expired)),
+            Ok(Lookup::Expired { first_notice }) => {
+                if first_notice {
+                    self.metrics.sessions_expired.inc();
+                }
+                (LookupOutcome::Expired, Err(SessionError::Expired))
+            }
             Ok(Lookup::Deleted) => (LookupOutcome::Deleted, Err(SessionError::Deleted)),
             Ok(Lookup::Unknown) => (LookupOutcome::Unknown, Err(SessionError::Unknown)),
             Err(error) => (LookupOutcome::StoreError, Err(SessionError::Store(error))),
@@ -178,10 +183,7 @@ impl Gateway {
             Ok(session) => {
                 self.hub.attach(id, &session.record);
             }
-            Err(SessionError::Expired) => {
-                self.metrics.sessions_expired.inc();
-                self.hub.close(id);
-            }
+            Err(SessionError::Expired) => self.hub.close(id),
             Err(_) => {}
         }
         result

@@ -20,6 +20,7 @@ const PRUNE_BUDGET: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tombstone {
     Live,
+    Expired,
     Deleted,
 }
 
@@ -124,10 +125,15 @@ impl SessionStore for MemoryStore {
             }
             state.records.remove(id);
         }
-        Ok(match state.tombstones.get(id) {
-            Some((Tombstone::Live, deadline)) if *deadline > now => Lookup::Expired,
-            Some((Tombstone::Deleted, deadline)) if *deadline > now => Lookup::Deleted,
-            _ => Lookup::Unknown,
+        let tombstone = state.tombstones.get_mut(id).filter(|(_, deadline)| *deadline > now);
+        Ok(match tombstone {
+            Some((state @ Tombstone::Live, _)) => {
+                *state = Tombstone::Expired;
+                Lookup::Expired { first_notice: true }
+            }
+            Some((Tombstone::Expired, _)) => Lookup::Expired { first_notice: false },
+            Some((Tombstone::Deleted, _)) => Lookup::Deleted,
+            None => Lookup::Unknown,
         })
     }
 
@@ -183,7 +189,10 @@ mod tests {
         assert!(store.delete(&b).await.unwrap());
         assert!(matches!(store.load(&b).await.unwrap(), Lookup::Deleted));
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(matches!(store.load(&a).await.unwrap(), Lookup::Expired));
+        let first = store.load(&a).await.unwrap();
+        assert!(matches!(first, Lookup::Expired { first_notice: true }));
+        let again = store.load(&a).await.unwrap();
+        assert!(matches!(again, Lookup::Expired { first_notice: false }));
         assert!(matches!(
             store.load(&SessionId::generate()).await.unwrap(),
             Lookup::Unknown

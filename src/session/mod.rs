@@ -50,8 +50,9 @@ impl std::fmt::Display for SessionId {
 pub enum Lookup {
     /// The session is live; its idle TTL was slid by this lookup.
     Live(Box<SessionRecord>),
-    /// The session existed and timed out.
-    Expired,
+    /// The session existed and timed out. `first_notice` is true for exactly one lookup
+    /// across the fleet, so the expiry is counted once.
+    Expired { first_notice: bool },
     /// The client deleted it.
     Deleted,
     /// The id was never issued (or was forgotten entirely).

@@ -71,6 +71,8 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     pub sse_streams_open: IntGauge,
     pub sse_events_replayed: IntCounter,
+    store_duration: HistogramVec,
+    store_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -127,6 +129,8 @@ impl Metrics {
                 "Upstream request latency",
                 "upstream",
             )?,
+            store_duration: histogram_vec("store_duration_seconds", "Redis operation latency", "op")?,
+            store_errors: counter_vec("store_errors_total", "Failed Redis operations", &["op"])?,
             sse_events_replayed: counter(
                 "sse_events_replayed_total",
                 "SSE events replayed after Last-Event-ID",
@@ -161,6 +165,14 @@ impl Metrics {
         self.upstream_duration
             .with_label_values(&[upstream])
             .observe(seconds);
+    }
+
+    /// `op` is one of the store's fixed operation names.
+    pub fn store_operation(&self, op: &str, ok: bool, seconds: f64) {
+        self.store_duration.with_label_values(&[op]).observe(seconds);
+        if !ok {
+            self.store_errors.with_label_values(&[op]).inc();
+        }
     }
 
     /// The text exposition format.

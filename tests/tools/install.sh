@@ -5,6 +5,7 @@
 #   target/tools/node/   Node 22 (npm package `node`), @modelcontextprotocol/conformance,
 #                        @modelcontextprotocol/sdk  -- pinned by tests/tools/package-lock.json
 #   target/tools/venv/   Python venv with mcp + pytest -- pinned by tests/tools/requirements.txt
+#   redis-server, haproxy  Debian packages, when missing (apt-get, as root)
 #
 # Needs: npm (any Node >= 18 to bootstrap), python3 >= 3.10 with venv.
 set -euo pipefail
@@ -65,6 +66,22 @@ else
   "$venv/bin/python" -c 'import mcp, pytest' # fail loudly if the install is unusable
   echo "$py_want" >"$py_marker"
   say "python venv installed: $("$venv/bin/python" -m pip freeze | grep -Ei '^(mcp|pytest)==' | tr '\n' ' ')"
+fi
+
+# --- redis-server and haproxy (Debian packages) ----------------------------------------
+# Tests start their own redis-server on free loopback ports; nothing is left running.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v haproxy >/dev/null || missing+=(haproxy)
+if ((${#missing[@]})); then
+  command -v apt-get >/dev/null || { echo "install.sh: need ${missing[*]} and apt-get is missing" >&2; exit 1; }
+  say "installing ${missing[*]} with apt-get"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The packages start system services; the tests never use them.
+  if command -v service >/dev/null; then service redis-server stop >/dev/null 2>&1 || true; fi
+else
+  say "redis-server and haproxy present ($(redis-server --version | cut -d' ' -f3))"
 fi
 
 say "done"
