@@ -52,6 +52,7 @@ impl Gateway {
         let messages = match upstream.request(&ctx, request.clone()).await {
             Err(UpstreamError::SessionGone { .. }) => {
                 tracing::info!(upstream = %upstream.name, "upstream session ended; re-initializing it");
+                self.metrics.upstream_reinitialized(&upstream.name);
                 let ctx = self.reopen(session, upstream).await?;
                 upstream.request(&ctx, request.clone()).await
             }

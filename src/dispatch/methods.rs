@@ -231,10 +231,7 @@ impl Gateway {
     pub(super) fn upstreams_with(&self, capability: &str) -> Vec<Arc<Upstream>> {
         self.upstreams
             .iter()
-            .filter(|u| {
-                u.last_init()
-                    .is_some_and(|init| init.capabilities.get(capability).is_some())
-            })
+            .filter(|u| u.has_capability(capability))
             .cloned()
             .collect()
     }

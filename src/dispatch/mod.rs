@@ -159,19 +159,20 @@ impl Gateway {
 
     /// Loads a session for a request, sliding its TTL.
     pub async fn lookup(&self, id: &SessionId) -> Result<Session, SessionError> {
-        let lookup = self.store.load(id).await;
-        let (outcome, result) = match lookup {
-            Ok(Lookup::Live(record)) => (
-                LookupOutcome::Hit,
-                Ok(Session {
-                    id: id.clone(),
-                    record: *record,
-                }),
-            ),
+        let (outcome, result) = match self.store.load(id).await {
+            Ok(Lookup::Live(record)) => {
+                let (_, fresh_here) = self.hub.attach(id, &record);
+                if fresh_here {
+                    self.metrics.sessions_revived.inc();
+                }
+                let outcome = if fresh_here { LookupOutcome::Revived } else { LookupOutcome::Hit };
+                (outcome, Ok(Session { id: id.clone(), record: *record }))
+            }
             Ok(Lookup::Expired { first_notice }) => {
                 if first_notice {
                     self.metrics.sessions_expired.inc();
                 }
+                self.hub.close(id);
                 (LookupOutcome::Expired, Err(SessionError::Expired))
             }
             Ok(Lookup::Deleted) => (LookupOutcome::Deleted, Err(SessionError::Deleted)),
@@ -179,13 +180,6 @@ impl Gateway {
             Err(error) => (LookupOutcome::StoreError, Err(SessionError::Store(error))),
         };
         self.metrics.lookup(outcome);
-        match &result {
-            Ok(session) => {
-                self.hub.attach(id, &session.record);
-            }
-            Err(SessionError::Expired) => self.hub.close(id),
-            Err(_) => {}
-        }
         result
     }
 

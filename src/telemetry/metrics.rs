@@ -10,6 +10,8 @@ use prometheus::{
 #[derive(Debug, Clone, Copy)]
 pub enum LookupOutcome {
     Hit,
+    /// A live session this replica had not served before (or since it restarted).
+    Revived,
     Expired,
     Deleted,
     Unknown,
@@ -20,6 +22,7 @@ impl LookupOutcome {
     fn label(self) -> &'static str {
         match self {
             LookupOutcome::Hit => "hit",
+            LookupOutcome::Revived => "revived",
             LookupOutcome::Expired => "expired",
             LookupOutcome::Deleted => "deleted",
             LookupOutcome::Unknown => "unknown",
@@ -64,11 +67,13 @@ pub struct Metrics {
     pub sessions_created: IntCounter,
     pub sessions_deleted: IntCounter,
     pub sessions_expired: IntCounter,
+    pub sessions_revived: IntCounter,
     session_lookups: IntCounterVec,
     requests: IntCounterVec,
     request_duration: HistogramVec,
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
+    upstream_reinitializations: IntCounterVec,
     pub sse_streams_open: IntGauge,
     pub sse_events_replayed: IntCounter,
     store_duration: HistogramVec,
@@ -104,6 +109,15 @@ impl Metrics {
             sessions_created: counter("sessions_created_total", "Sessions created by initialize")?,
             sessions_deleted: counter("sessions_deleted_total", "Sessions ended by DELETE")?,
             sessions_expired: counter("sessions_expired_total", "Sessions found expired")?,
+            sessions_revived: counter(
+                "sessions_revived_total",
+                "Sessions served by a replica that had not served them before",
+            )?,
+            upstream_reinitializations: counter_vec(
+                "upstream_reinitializations_total",
+                "Upstream sessions re-initialized after the upstream forgot them",
+                &["upstream"],
+            )?,
             session_lookups: counter_vec(
                 "session_lookups_total",
                 "Session lookups by outcome",
@@ -165,6 +179,11 @@ impl Metrics {
         self.upstream_duration
             .with_label_values(&[upstream])
             .observe(seconds);
+    }
+
+    /// `upstream` is a configured name.
+    pub fn upstream_reinitialized(&self, upstream: &str) {
+        self.upstream_reinitializations.with_label_values(&[upstream]).inc();
     }
 
     /// `op` is one of the store's fixed operation names.

@@ -81,8 +81,9 @@ impl HttpUpstream {
         })
     }
 
-    pub fn last_init(&self) -> Option<InitInfo> {
-        lock(&self.inner.last_init).clone()
+    /// The last `initialize` answer, shared with [`super::Upstream::has_capability`].
+    pub fn last_init(&self) -> &Mutex<Option<InitInfo>> {
+        &self.inner.last_init
     }
 
     /// Initializes an upstream session on the client's behalf and opens its GET stream.

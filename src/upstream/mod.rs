@@ -129,12 +129,16 @@ impl Upstream {
         }
     }
 
-    /// The capabilities the upstream reported last, if it was ever reached.
-    pub fn last_init(&self) -> Option<InitInfo> {
-        match &self.transport {
+    /// Whether the upstream's last `initialize` answer declared a server capability.
+    pub fn has_capability(&self, name: &str) -> bool {
+        let init = match &self.transport {
             Transport::Stdio(stdio) => stdio.last_init(),
             Transport::Http(http) => http.last_init(),
-        }
+        };
+        init.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|init| init.capabilities.get(name).is_some())
     }
 
     /// Whether this upstream needs a per-session upstream session (HTTP) or not (stdio).

@@ -82,8 +82,9 @@ impl StdioUpstream {
         Self { shared }
     }
 
-    pub fn last_init(&self) -> Option<InitInfo> {
-        lock(&self.shared.last_init).clone()
+    /// The last `initialize` answer, shared with [`super::Upstream::has_capability`].
+    pub fn last_init(&self) -> &Mutex<Option<InitInfo>> {
+        &self.shared.last_init
     }
 
     /// Whether the first start attempt is still under way.
