@@ -291,12 +291,16 @@ impl Config {
     }
 
     fn validate_redis(&self) -> Result<(), ConfigError> {
-        let url = url::Url::parse(&self.redis.url).map_err(|e| invalid("redis.url", e.to_string()))?;
+        let url =
+            url::Url::parse(&self.redis.url).map_err(|e| invalid("redis.url", e.to_string()))?;
         if !matches!(url.scheme(), "redis" | "rediss") {
             return Err(invalid("redis.url", "scheme must be redis or rediss"));
         }
         if url.password().is_some() || !url.username().is_empty() {
-            return Err(invalid("redis.url", "put credentials in redis.username and redis.password, not in the URL"));
+            return Err(invalid(
+                "redis.url",
+                "put credentials in redis.username and redis.password, not in the URL",
+            ));
         }
         if self.redis.pool_size == 0 {
             return Err(invalid("redis.pool_size", "must be greater than 0"));
@@ -305,7 +309,10 @@ impl Config {
             return Err(invalid("redis.timeout", "must be greater than 0"));
         }
         if self.redis.password.is_some() && self.redis.password_file.is_some() {
-            return Err(invalid("redis.password_file", "set redis.password or redis.password_file, not both"));
+            return Err(invalid(
+                "redis.password_file",
+                "set redis.password or redis.password_file, not both",
+            ));
         }
         Ok(())
     }

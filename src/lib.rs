@@ -13,6 +13,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod protocol;
 pub mod redis_pool;
+pub mod redis_pubsub;
 pub mod session;
 pub mod telemetry;
 pub mod upstream;

@@ -14,9 +14,11 @@ use clap::{Parser, Subcommand};
 
 use mcpgate::config::{Config, StoreKind};
 use mcpgate::dispatch::{Gateway, IdSigner, Settings};
-use mcpgate::events::MemoryEventLog;
+use mcpgate::events::{EventLog, MemoryEventLog, RedisEventLog};
 use mcpgate::http::{self, HttpSettings, admin};
-use mcpgate::session::{MemoryStore, SessionStore};
+use mcpgate::redis_pool::{self, RedisPool};
+use mcpgate::redis_pubsub::Subscriber;
+use mcpgate::session::{MemoryStore, RedisStore, SessionStore};
 use mcpgate::telemetry::{self, Metrics};
 use mcpgate::upstream::Upstreams;
 
@@ -82,19 +84,13 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
-    let store: Arc<dyn SessionStore> = match config.session.store {
-        StoreKind::Memory => Arc::new(MemoryStore::new(config.session.idle_ttl)),
-        StoreKind::Redis => anyhow::bail!("session.store = \"redis\" is being wired in"),
-    };
-    let events = Arc::new(MemoryEventLog::new(
-        config.session.replay_window,
-        config.session.replay_max_events,
-    ));
+    let (store, events) = backends(&config, &metrics)?;
     let signer = match &config.server.hmac_key {
         Some(key) => IdSigner::new(key.expose().as_bytes()),
         None => {
             tracing::warn!(
-                "server.hmac_key is not set: using a random key, valid for this process only"
+                "server.hmac_key is not set: using a random key, valid for this process only; \
+                 replicas sharing sessions must share a key"
             );
             IdSigner::random()
         }
@@ -136,6 +132,42 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     announce(&listener, &admin_listener)?;
     tokio::try_join!(server, admin_server).context("server failed")?;
     Ok(())
+}
+
+/// The session store and event log the configuration asks for.
+fn backends(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<dyn SessionStore>, Arc<dyn EventLog>)> {
+    let session = &config.session;
+    match session.store {
+        StoreKind::Memory => Ok((
+            Arc::new(MemoryStore::new(session.idle_ttl)),
+            Arc::new(MemoryEventLog::new(
+                session.replay_window,
+                session.replay_max_events,
+            )),
+        )),
+        StoreKind::Redis => {
+            let pool =
+                RedisPool::new(&config.redis, metrics.clone()).context("cannot configure Redis")?;
+            let info =
+                redis_pool::connection_info(&config.redis).context("cannot configure Redis")?;
+            let client =
+                redis::Client::open(info).context("cannot configure the Redis subscriber")?;
+            let subscriber = Arc::new(Subscriber::start(client, config.redis.timeout));
+            let events = RedisEventLog::new(
+                pool.clone(),
+                subscriber,
+                session.replay_window,
+                session.replay_max_events,
+            );
+            Ok((
+                Arc::new(RedisStore::new(pool, session.idle_ttl)),
+                Arc::new(events),
+            ))
+        }
+    }
 }
 
 /// Tells whoever started us where we listen (first lines of stdout), so tests can use port 0.

@@ -44,7 +44,11 @@ impl RedisPool {
         let pool = pool_config
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| RedisError::Config(e.to_string()))?;
-        Ok(Self { pool, timeout: config.timeout, metrics })
+        Ok(Self {
+            pool,
+            timeout: config.timeout,
+            metrics,
+        })
     }
 
     /// Runs one operation on a pooled connection, within the deadline, and counts it.
@@ -55,16 +59,24 @@ impl RedisPool {
     {
         let started = Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
-            let connection = self
-                .pool
-                .get()
+            let connection = self.pool.get().await.map_err(|e| RedisError::Connect {
+                op,
+                reason: e.to_string(),
+            })?;
+            operation(connection)
                 .await
-                .map_err(|e| RedisError::Connect { op, reason: e.to_string() })?;
-            operation(connection).await.map_err(|e| RedisError::Command { op, reason: e.to_string() })
+                .map_err(|e| RedisError::Command {
+                    op,
+                    reason: e.to_string(),
+                })
         })
         .await
-        .unwrap_or(Err(RedisError::Timeout { op, after: self.timeout }));
-        self.metrics.store_operation(op, result.is_ok(), started.elapsed().as_secs_f64());
+        .unwrap_or(Err(RedisError::Timeout {
+            op,
+            after: self.timeout,
+        }));
+        self.metrics
+            .store_operation(op, result.is_ok(), started.elapsed().as_secs_f64());
         result
     }
 
@@ -75,9 +87,10 @@ impl RedisPool {
 }
 
 /// Parses the URL and applies credentials and database from their own settings.
-fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, RedisError> {
-    let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
-        .map_err(|e| RedisError::Config(format!("redis.url: {e}")))?;
+pub fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, RedisError> {
+    let mut info: redis::ConnectionInfo =
+        redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+            .map_err(|e| RedisError::Config(format!("redis.url: {e}")))?;
     let mut settings = info.redis_settings().clone();
     if let Some(username) = &config.username {
         settings = settings.set_username(username);
@@ -96,7 +109,9 @@ fn password(config: &RedisConfig) -> Result<Option<String>, RedisError> {
     if let Some(password) = &config.password {
         return Ok(Some(password.expose().to_owned()));
     }
-    let Some(path) = &config.password_file else { return Ok(None) };
+    let Some(path) = &config.password_file else {
+        return Ok(None);
+    };
     let text = std::fs::read_to_string(path)
         .map_err(|e| RedisError::Config(format!("redis.password_file {}: {e}", path.display())))?;
     Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))

@@ -165,8 +165,18 @@ impl Gateway {
                 if fresh_here {
                     self.metrics.sessions_revived.inc();
                 }
-                let outcome = if fresh_here { LookupOutcome::Revived } else { LookupOutcome::Hit };
-                (outcome, Ok(Session { id: id.clone(), record: *record }))
+                let outcome = if fresh_here {
+                    LookupOutcome::Revived
+                } else {
+                    LookupOutcome::Hit
+                };
+                (
+                    outcome,
+                    Ok(Session {
+                        id: id.clone(),
+                        record: *record,
+                    }),
+                )
             }
             Ok(Lookup::Expired { first_notice }) => {
                 if first_notice {

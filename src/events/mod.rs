@@ -5,6 +5,7 @@
 //! Writers append; readers tail with [`EventLog::read`], which waits for new events.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use rand::Rng;
 use crate::session::SessionId;
 
 pub use memory::MemoryEventLog;
+pub use redis::RedisEventLog;
 
 /// Names one SSE stream within a session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

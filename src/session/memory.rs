@@ -125,13 +125,18 @@ impl SessionStore for MemoryStore {
             }
             state.records.remove(id);
         }
-        let tombstone = state.tombstones.get_mut(id).filter(|(_, deadline)| *deadline > now);
+        let tombstone = state
+            .tombstones
+            .get_mut(id)
+            .filter(|(_, deadline)| *deadline > now);
         Ok(match tombstone {
             Some((state @ Tombstone::Live, _)) => {
                 *state = Tombstone::Expired;
                 Lookup::Expired { first_notice: true }
             }
-            Some((Tombstone::Expired, _)) => Lookup::Expired { first_notice: false },
+            Some((Tombstone::Expired, _)) => Lookup::Expired {
+                first_notice: false,
+            },
             Some((Tombstone::Deleted, _)) => Lookup::Deleted,
             None => Lookup::Unknown,
         })
@@ -192,7 +197,12 @@ mod tests {
         let first = store.load(&a).await.unwrap();
         assert!(matches!(first, Lookup::Expired { first_notice: true }));
         let again = store.load(&a).await.unwrap();
-        assert!(matches!(again, Lookup::Expired { first_notice: false }));
+        assert!(matches!(
+            again,
+            Lookup::Expired {
+                first_notice: false
+            }
+        ));
         assert!(matches!(
             store.load(&SessionId::generate()).await.unwrap(),
             Lookup::Unknown

@@ -5,6 +5,7 @@
 
 mod memory;
 mod record;
+mod redis;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -12,6 +13,7 @@ use rand::Rng;
 
 pub use memory::MemoryStore;
 pub use record::{SessionRecord, UpstreamSession};
+pub use redis::RedisStore;
 
 /// A session id: 256 bits from the thread-local CSPRNG, base64url without padding.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -143,7 +143,11 @@ impl Metrics {
                 "Upstream request latency",
                 "upstream",
             )?,
-            store_duration: histogram_vec("store_duration_seconds", "Redis operation latency", "op")?,
+            store_duration: histogram_vec(
+                "store_duration_seconds",
+                "Redis operation latency",
+                "op",
+            )?,
             store_errors: counter_vec("store_errors_total", "Failed Redis operations", &["op"])?,
             sse_events_replayed: counter(
                 "sse_events_replayed_total",
@@ -183,12 +187,16 @@ impl Metrics {
 
     /// `upstream` is a configured name.
     pub fn upstream_reinitialized(&self, upstream: &str) {
-        self.upstream_reinitializations.with_label_values(&[upstream]).inc();
+        self.upstream_reinitializations
+            .with_label_values(&[upstream])
+            .inc();
     }
 
     /// `op` is one of the store's fixed operation names.
     pub fn store_operation(&self, op: &str, ok: bool, seconds: f64) {
-        self.store_duration.with_label_values(&[op]).observe(seconds);
+        self.store_duration
+            .with_label_values(&[op])
+            .observe(seconds);
         if !ok {
             self.store_errors.with_label_values(&[op]).inc();
         }

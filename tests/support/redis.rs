@@ -34,7 +34,12 @@ impl RedisServer {
     async fn start_with(appendonly: bool) -> RedisServer {
         let port = free_port();
         let dir = tempfile::tempdir().expect("cannot create a temp dir for redis");
-        let mut server = RedisServer { port, appendonly, dir, child: None };
+        let mut server = RedisServer {
+            port,
+            appendonly,
+            dir,
+            child: None,
+        };
         server.spawn().await;
         server
     }
@@ -47,7 +52,10 @@ impl RedisServer {
     /// A plain client connection, for inspecting or changing keys behind the gateway's back.
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.url()).expect("bad redis url");
-        client.get_multiplexed_async_connection().await.expect("cannot connect to redis-server")
+        client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("cannot connect to redis-server")
     }
 
     /// Kills the server (SIGKILL): an outage.
@@ -67,7 +75,14 @@ impl RedisServer {
         let log = std::fs::File::create(self.log_path()).expect("cannot create the redis log");
         let appendonly = if self.appendonly { "yes" } else { "no" };
         let child = Command::new(redis_binary())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", appendonly, "--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -86,11 +101,18 @@ impl RedisServer {
         loop {
             if let Ok(client) = redis::Client::open(self.url())
                 && let Ok(mut connection) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok()
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .is_ok()
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "redis-server did not start:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -1,0 +1,220 @@
+//! Several replicas sharing one real redis-server: any replica serves any session, deletion and
+//! expiry are seen everywhere, a Redis outage is 503 (never 404), and streams resume anywhere.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::redis::RedisServer;
+use support::{Fixture, Gateway, GatewayBuilder, Session, SseReader, toml_str};
+
+const HMAC_KEY: &str = "fleet-test-key-0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// A replica configured for the shared Redis.
+fn replica(redis: &RedisServer) -> GatewayBuilder {
+    Gateway::builder()
+        .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
+        .toml(&format!(
+            "[session]\nstore = \"redis\"\nidle_ttl = \"1h\"\n[redis]\nurl = {}\ntimeout = \"500ms\"",
+            toml_str(&redis.url())
+        ))
+}
+
+/// The value of one metric line, e.g. `mcpgate_sessions_revived_total`.
+async fn metric(gw: &Gateway, line_prefix: &str) -> f64 {
+    let text = gw.admin("/metrics").await.text();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(line_prefix)
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// The `remote` upstream's session id as stored in the session record.
+async fn stored_upstream_session(redis: &RedisServer, session: &Session) -> Option<String> {
+    let mut client = redis.client().await;
+    let key = format!("mcpgate:{{{}}}:s", session.id);
+    let record: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut client)
+        .await
+        .expect("no record");
+    let record: serde_json::Value = serde_json::from_str(&record).expect("record is not JSON");
+    record["upstreams"]["remote"]["session_id"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_session_created_on_one_replica_is_served_by_another() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (replica(&redis).start().await, replica(&redis).start().await);
+    let session = a.initialize().await;
+    b.assert_echo(&session, "on the replica that did not create it")
+        .await;
+    a.assert_echo(&session, "back on the first replica").await;
+    assert_eq!(metric(&b, "mcpgate_sessions_revived_total").await, 1.0);
+    assert_eq!(
+        metric(&b, "mcpgate_session_lookups_total{outcome=\"revived\"}").await,
+        1.0
+    );
+    assert_eq!(metric(&a, "mcpgate_sessions_revived_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn every_replica_restarting_loses_nothing() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Fixture::start_http("remote", dir.path()).await;
+    let with_remote = |b: GatewayBuilder| {
+        b.toml(&format!(
+            "[[upstreams]]\nname = \"remote\"\ntransport = \"http\"\nurl = {}",
+            toml_str(&remote.url)
+        ))
+    };
+    let first = with_remote(replica(&redis)).start().await;
+    let session = first.initialize().await;
+    first.call_tool(&session, "remote__whoami", json!({})).await;
+    let stored_before = stored_upstream_session(&redis, &session).await;
+    assert!(
+        stored_before.is_some(),
+        "the record keeps the upstream's session id"
+    );
+    drop(first);
+
+    let second = with_remote(replica(&redis)).start().await;
+    second
+        .assert_echo(&session, "after every replica restarted")
+        .await;
+    second
+        .call_tool(&session, "remote__whoami", json!({}))
+        .await;
+    assert_eq!(
+        stored_upstream_session(&redis, &session).await,
+        stored_before,
+        "the stored upstream session id should have been reused, not replaced"
+    );
+}
+
+#[tokio::test]
+async fn delete_on_one_replica_is_404_on_the_others() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (replica(&redis).start().await, replica(&redis).start().await);
+    let session = a.initialize().await;
+    b.assert_echo(&session, "before the delete").await;
+    assert_eq!(
+        a.delete(Some(&session), &[]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let reply = b.request(&session, "ping", json!({})).await;
+    reply.assert_error(404, support::SESSION_NOT_FOUND, &["Session not found"]);
+}
+
+#[tokio::test]
+async fn an_expired_session_is_404_everywhere_and_counted_once() {
+    let redis = RedisServer::start().await;
+    let short_lived = || {
+        Gateway::builder()
+            .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
+            .toml(&format!(
+                "[session]\nstore = \"redis\"\nidle_ttl = \"1s\"\n[redis]\nurl = {}",
+                toml_str(&redis.url())
+            ))
+    };
+    let (a, b) = (short_lived().start().await, short_lived().start().await);
+    let session = a.initialize().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for gw in [&a, &b, &a, &b] {
+        let reply = gw.request(&session, "ping", json!({})).await;
+        reply.assert_error(404, support::SESSION_NOT_FOUND, &["Session not found"]);
+    }
+    let expired = metric(&a, "mcpgate_sessions_expired_total").await
+        + metric(&b, "mcpgate_sessions_expired_total").await;
+    assert_eq!(
+        expired, 1.0,
+        "an expiry must be counted once across the fleet"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_503_and_the_sessions_come_back() {
+    let mut redis = RedisServer::start_persistent().await;
+    let gw = replica(&redis).start().await;
+    let session = gw.initialize().await;
+    redis.stop().await;
+    let reply = gw.request(&session, "ping", json!({})).await;
+    reply.assert_error(503, support::INTERNAL_ERROR, &["session store"]);
+    assert_eq!(reply.header("retry-after").as_deref(), Some("2"));
+    assert_eq!(
+        gw.admin("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    redis.restart().await;
+    gw.assert_echo(&session, "after Redis came back").await;
+    assert_eq!(gw.admin("/readyz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_post_stream_resumes_on_another_replica() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (replica(&redis).start().await, replica(&redis).start().await);
+    let session = a.initialize().await;
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "local__test_tool_with_progress", "arguments": {}, "_meta": {"progressToken": "p"}}});
+    let mut stream = SseReader::new(a.post_stream(Some(&session), &call).await);
+    let priming = stream
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("no priming event");
+    drop(stream);
+
+    let last_event_id = priming.id.clone().expect("the priming event has no id");
+    let resumed = b
+        .get(Some(&session), &[("last-event-id", &last_event_id)])
+        .await;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let events = SseReader::new(resumed)
+        .until_end(Duration::from_secs(10))
+        .await;
+    let messages: Vec<_> = events
+        .iter()
+        .filter(|e| e.data.as_deref().is_some_and(|d| !d.is_empty()))
+        .map(|e| e.json())
+        .collect();
+    let progress = messages
+        .iter()
+        .filter(|m| m["method"] == json!("notifications/progress"))
+        .count();
+    assert_eq!(progress, 3, "{messages:?}");
+    assert_eq!(
+        messages.last().map(|m| m["id"].clone()),
+        Some(json!(7)),
+        "{messages:?}"
+    );
+}
+
+#[tokio::test]
+async fn sessions_answer_the_same_on_every_replica() {
+    let redis = RedisServer::start().await;
+    let replicas = [
+        replica(&redis).start().await,
+        replica(&redis).start().await,
+        replica(&redis).start().await,
+    ];
+    let sessions: Vec<Session> = {
+        let mut sessions = Vec::new();
+        for gw in &replicas {
+            sessions.push(gw.initialize().await);
+        }
+        sessions
+    };
+    for (n, session) in sessions.iter().enumerate() {
+        for gw in &replicas {
+            gw.assert_echo(session, &format!("session {n}")).await;
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! `RedisStore` against a real redis-server: key layout, TTLs, classification of gone sessions,
+//! expiries noticed once across replicas, outages and restarts. Every test starts its own server.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcpgate::config::RedisConfig;
+use mcpgate::protocol::ProtocolVersion;
+use mcpgate::redis_pool::RedisPool;
+use mcpgate::session::{Lookup, RedisStore, SessionId, SessionRecord, SessionStore, StoreError};
+use mcpgate::telemetry::Metrics;
+use redis::AsyncCommands;
+use serde_json::json;
+use support::redis::RedisServer;
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// The per-operation deadline of every test pool.
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+fn pool(server: &RedisServer) -> RedisPool {
+    let config = RedisConfig {
+        url: server.url(),
+        timeout: TIMEOUT,
+        ..Default::default()
+    };
+    RedisPool::new(&config, Arc::new(Metrics::new().expect("metrics"))).expect("pool")
+}
+
+fn store(server: &RedisServer, idle_ttl: Duration) -> RedisStore {
+    RedisStore::new(pool(server), idle_ttl)
+}
+
+fn record(max_lifetime: Duration) -> SessionRecord {
+    SessionRecord::new(
+        ProtocolVersion::LATEST,
+        json!({"name": "test-client", "version": "1.0"}),
+        json!({"roots": {}}),
+        max_lifetime,
+    )
+}
+
+fn record_key(id: &SessionId) -> String {
+    format!("mcpgate:{{{id}}}:s")
+}
+
+fn tombstone_key(id: &SessionId) -> String {
+    format!("mcpgate:{{{id}}}:t")
+}
+
+async fn pttl(server: &RedisServer, key: &str) -> i64 {
+    server.client().await.pttl(key).await.expect("PTTL")
+}
+
+async fn get(server: &RedisServer, key: &str) -> Option<String> {
+    server.client().await.get(key).await.expect("GET")
+}
+
+async fn remove(server: &RedisServer, key: &str) {
+    let _: u64 = server.client().await.del(key).await.expect("DEL");
+}
+
+fn live(lookup: Lookup) -> SessionRecord {
+    match lookup {
+        Lookup::Live(record) => *record,
+        other => panic!("expected a live session, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn create_then_load_round_trips_the_record() {
+    let server = RedisServer::start().await;
+    let store = store(&server, HOUR);
+    let id = SessionId::generate();
+    let mut created = record(HOUR);
+    created.log_level = Some("debug".into());
+    created.subscriptions.insert("file:///a".into());
+    store.create(&id, &created).await.unwrap();
+
+    let loaded = live(store.load(&id).await.unwrap());
+    assert_eq!(
+        serde_json::to_value(&loaded).unwrap(),
+        serde_json::to_value(&created).unwrap()
+    );
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn keys_are_named_and_hash_tagged_as_documented() {
+    let server = RedisServer::start().await;
+    let store = store(&server, HOUR);
+    let id = SessionId::generate();
+    let created = record(HOUR);
+    store.create(&id, &created).await.unwrap();
+
+    let mut keys: Vec<String> = server.client().await.keys("*").await.unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [format!("mcpgate:{{{id}}}:s"), format!("mcpgate:{{{id}}}:t")]
+    );
+    let stored = get(&server, &record_key(&id)).await.expect("record");
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored, serde_json::to_value(&created).unwrap());
+    assert_eq!(
+        get(&server, &tombstone_key(&id)).await.as_deref(),
+        Some("live")
+    );
+}
+
+#[tokio::test]
+async fn gone_sessions_are_classified() {
+    let server = RedisServer::start().await;
+    let store = store(&server, Duration::from_millis(400));
+    let (expiring, deleted) = (SessionId::generate(), SessionId::generate());
+    store.create(&expiring, &record(HOUR)).await.unwrap();
+    store.create(&deleted, &record(HOUR)).await.unwrap();
+
+    live(store.load(&expiring).await.unwrap());
+    assert!(store.delete(&deleted).await.unwrap(), "was live");
+    assert!(!store.delete(&deleted).await.unwrap(), "already deleted");
+    assert!(matches!(
+        store.load(&deleted).await.unwrap(),
+        Lookup::Deleted
+    ));
+    assert_eq!(
+        get(&server, &tombstone_key(&deleted)).await.as_deref(),
+        Some("deleted")
+    );
+    assert!(
+        pttl(&server, &tombstone_key(&deleted)).await > 0,
+        "tombstones expire too"
+    );
+
+    // Let Redis expire the record; the tombstone (2 × idle TTL) remembers the id.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get(&server, &record_key(&expiring)).await, None);
+    let first = store.load(&expiring).await.unwrap();
+    assert!(
+        matches!(first, Lookup::Expired { first_notice: true }),
+        "{first:?}"
+    );
+    let again = store.load(&expiring).await.unwrap();
+    assert!(
+        matches!(
+            again,
+            Lookup::Expired {
+                first_notice: false
+            }
+        ),
+        "{again:?}"
+    );
+    assert_eq!(
+        get(&server, &tombstone_key(&expiring)).await.as_deref(),
+        Some("expired")
+    );
+
+    let unknown = store.load(&SessionId::generate()).await.unwrap();
+    assert!(matches!(unknown, Lookup::Unknown), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn loads_slide_the_idle_ttl_and_refresh_the_tombstone() {
+    let server = RedisServer::start().await;
+    let store = store(&server, Duration::from_millis(1000));
+    let id = SessionId::generate();
+    store.create(&id, &record(HOUR)).await.unwrap();
+    let tombstone_ttl = pttl(&server, &tombstone_key(&id)).await;
+    assert!(
+        (1500..=2000).contains(&tombstone_ttl),
+        "tombstone PTTL {tombstone_ttl}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = pttl(&server, &record_key(&id)).await;
+    assert!(before <= 600, "record PTTL before the load: {before}");
+    live(store.load(&id).await.unwrap());
+    let after = pttl(&server, &record_key(&id)).await;
+    assert!(after > 900, "record PTTL after the load: {after}");
+    let tombstone_ttl = pttl(&server, &tombstone_key(&id)).await;
+    assert!(
+        tombstone_ttl > 1900,
+        "tombstone PTTL after the load: {tombstone_ttl}"
+    );
+
+    // Busy for longer than the idle TTL: still live.
+    let short = RedisStore::new(pool(&server), Duration::from_millis(300));
+    let busy = SessionId::generate();
+    short.create(&busy, &record(HOUR)).await.unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        live(short.load(&busy).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn the_absolute_cap_bounds_the_ttl() {
+    let server = RedisServer::start().await;
+    let store = store(&server, HOUR);
+    let id = SessionId::generate();
+    store
+        .create(&id, &record(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let created_ttl = pttl(&server, &record_key(&id)).await;
+    assert!(
+        (1..=2000).contains(&created_ttl),
+        "PTTL after create: {created_ttl}"
+    );
+
+    live(store.load(&id).await.unwrap());
+    let loaded_ttl = pttl(&server, &record_key(&id)).await;
+    assert!(
+        (1..=2000).contains(&loaded_ttl),
+        "PTTL after load: {loaded_ttl}"
+    );
+    assert!(pttl(&server, &tombstone_key(&id)).await > loaded_ttl);
+
+    // A record past its cap (say, a replica's clock was behind) is expired on read.
+    let overdue = SessionId::generate();
+    let mut stale = record(HOUR);
+    stale.expires_at = stale.created_at - 1;
+    let json = serde_json::to_string(&stale).unwrap();
+    let mut client = server.client().await;
+    let _: () = client.set_ex(record_key(&overdue), json, 60).await.unwrap();
+    let _: () = client
+        .set_ex(tombstone_key(&overdue), "live", 120)
+        .await
+        .unwrap();
+    let lookup = store.load(&overdue).await.unwrap();
+    assert!(
+        matches!(lookup, Lookup::Expired { first_notice: true }),
+        "{lookup:?}"
+    );
+    assert_eq!(get(&server, &record_key(&overdue)).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expiry_is_noticed_once_across_replicas() {
+    let server = RedisServer::start().await;
+    let replicas = Arc::new([store(&server, HOUR), store(&server, HOUR)]);
+    for round in 0..5 {
+        let id = SessionId::generate();
+        replicas[0].create(&id, &record(HOUR)).await.unwrap();
+        live(replicas[1].load(&id).await.unwrap());
+        remove(&server, &record_key(&id)).await; // what Redis does when the idle TTL passes
+
+        let loads = (0..20).map(|i| {
+            let (replicas, id) = (replicas.clone(), id.clone());
+            tokio::spawn(async move { replicas[i % 2].load(&id).await })
+        });
+        let mut first_notices = 0;
+        for lookup in futures::future::join_all(loads).await {
+            match lookup.unwrap().unwrap() {
+                Lookup::Expired { first_notice: true } => first_notices += 1,
+                Lookup::Expired {
+                    first_notice: false,
+                } => {}
+                other => panic!("round {round}: expected an expiry, got {other:?}"),
+            }
+        }
+        assert_eq!(first_notices, 1, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn save_keeps_the_ttl_and_never_resurrects() {
+    let server = RedisServer::start().await;
+    let store = store(&server, Duration::from_secs(10));
+    let id = SessionId::generate();
+    let mut session = record(HOUR);
+    store.create(&id, &session).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    session.log_level = Some("warning".into());
+    store.save(&id, &session).await.unwrap();
+    let ttl = pttl(&server, &record_key(&id)).await;
+    assert!(
+        (1..=9750).contains(&ttl),
+        "save must not reset the TTL: {ttl}"
+    );
+    let loaded = live(store.load(&id).await.unwrap());
+    assert_eq!(loaded.log_level.as_deref(), Some("warning"));
+
+    store.delete(&id).await.unwrap();
+    store.save(&id, &session).await.unwrap();
+    assert_eq!(get(&server, &record_key(&id)).await, None);
+    assert!(matches!(store.load(&id).await.unwrap(), Lookup::Deleted));
+
+    let expired = SessionId::generate();
+    store.create(&expired, &session).await.unwrap();
+    remove(&server, &record_key(&expired)).await;
+    store.save(&expired, &session).await.unwrap();
+    assert_eq!(get(&server, &record_key(&expired)).await, None);
+    let lookup = store.load(&expired).await.unwrap();
+    assert!(
+        matches!(lookup, Lookup::Expired { first_notice: true }),
+        "{lookup:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_tombstone_is_restored_on_load() {
+    let server = RedisServer::start().await;
+    let store = store(&server, HOUR);
+    let id = SessionId::generate();
+    store.create(&id, &record(HOUR)).await.unwrap();
+    remove(&server, &tombstone_key(&id)).await;
+
+    live(store.load(&id).await.unwrap());
+    assert_eq!(
+        get(&server, &tombstone_key(&id)).await.as_deref(),
+        Some("live")
+    );
+    assert!(pttl(&server, &tombstone_key(&id)).await > 0);
+}
+
+#[tokio::test]
+async fn records_of_a_newer_schema_load_and_garbage_is_corrupt() {
+    let server = RedisServer::start().await;
+    let store = store(&server, HOUR);
+    let id = SessionId::generate();
+    let newer = json!({
+        "schema": 99,
+        "protocol_version": "2025-11-25",
+        "client_info": {"name": "future-client"},
+        "client_capabilities": {},
+        "created_at": 1_700_000_000u64,
+        "expires_at": 4_000_000_000u64,
+        "upstreams": {"remote": {"session_id": "abc", "protocol_version": "2025-06-18"}},
+        "a_field_from_the_future": {"nested": [1, 2, 3]},
+    });
+    let mut client = server.client().await;
+    let _: () = client
+        .set_ex(record_key(&id), newer.to_string(), 60)
+        .await
+        .unwrap();
+    let _: () = client
+        .set_ex(tombstone_key(&id), "live", 120)
+        .await
+        .unwrap();
+    let loaded = live(store.load(&id).await.unwrap());
+    assert_eq!(loaded.schema, 99);
+    assert_eq!(loaded.client_info, json!({"name": "future-client"}));
+    assert_eq!(
+        loaded.upstreams["remote"].session_id.as_deref(),
+        Some("abc")
+    );
+
+    let garbage = SessionId::generate();
+    let _: () = client
+        .set_ex(record_key(&garbage), "{not json", 60)
+        .await
+        .unwrap();
+    let _: () = client
+        .set_ex(tombstone_key(&garbage), "live", 120)
+        .await
+        .unwrap();
+    let result = store.load(&garbage).await;
+    assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+}
+
+/// Asserts an operation failed as unavailable within about the pool's deadline.
+async fn assert_unavailable<T: std::fmt::Debug>(
+    what: &str,
+    operation: impl Future<Output = Result<T, StoreError>>,
+) -> String {
+    let started = Instant::now();
+    let result = operation.await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < TIMEOUT + Duration::from_millis(400),
+        "{what} took {elapsed:?}"
+    );
+    match result {
+        Err(StoreError::Unavailable(message)) => message,
+        other => panic!("{what}: expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_redis_is_unavailable_never_a_missing_session() {
+    let mut server = RedisServer::start().await;
+    let store = store(&server, HOUR);
+    let id = SessionId::generate();
+    store.create(&id, &record(HOUR)).await.unwrap();
+    live(store.load(&id).await.unwrap());
+
+    server.stop().await;
+    assert_unavailable("load", store.load(&id)).await;
+    assert_unavailable("load unknown", store.load(&SessionId::generate())).await;
+    assert_unavailable(
+        "create",
+        store.create(&SessionId::generate(), &record(HOUR)),
+    )
+    .await;
+    assert_unavailable("save", store.save(&id, &record(HOUR))).await;
+    assert_unavailable("delete", store.delete(&id)).await;
+    assert_unavailable("ping", store.ping()).await;
+}
+
+#[tokio::test]
+async fn a_hanging_redis_times_out_as_unavailable() {
+    let server = RedisServer::start().await;
+    let store = store(&server, HOUR);
+    let id = SessionId::generate();
+    store.create(&id, &record(HOUR)).await.unwrap();
+
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "2000", "ALL"])
+        .query_async(&mut server.client().await)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let message = assert_unavailable("load", store.load(&id)).await;
+    assert!(started.elapsed() >= TIMEOUT - Duration::from_millis(50));
+    assert!(message.contains("timed out"), "{message}");
+}
+
+#[tokio::test]
+async fn sessions_survive_a_persistent_redis_restart() {
+    let mut server = RedisServer::start_persistent().await;
+    let store = store(&server, HOUR);
+    let ids: Vec<SessionId> = (0..3).map(|_| SessionId::generate()).collect();
+    for id in &ids {
+        store.create(id, &record(HOUR)).await.unwrap();
+    }
+    assert!(store.delete(&ids[2]).await.unwrap());
+
+    server.restart().await;
+    for id in &ids[..2] {
+        live(store.load(id).await.unwrap());
+    }
+    assert!(matches!(
+        store.load(&ids[2]).await.unwrap(),
+        Lookup::Deleted
+    ));
+    assert!(
+        pttl(&server, &record_key(&ids[0])).await > 0,
+        "TTLs survive too"
+    );
+}
