@@ -114,6 +114,29 @@ async fn delete_on_one_replica_is_404_on_the_others() {
 }
 
 #[tokio::test]
+async fn delete_on_one_replica_closes_open_streams_on_the_others() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (replica(&redis).start().await, replica(&redis).start().await);
+    let session = a.initialize().await;
+    let open = b.get(Some(&session), &[]).await;
+    assert_eq!(open.status(), StatusCode::OK);
+    let mut stream = SseReader::new(open);
+    stream
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("no priming event");
+    assert_eq!(
+        a.delete(Some(&session), &[]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let rest = stream.until_end(Duration::from_secs(5)).await;
+    assert!(
+        stream.ended,
+        "the GET stream on the other replica stayed open: {rest:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_expired_session_is_404_everywhere_and_counted_once() {
     let redis = RedisServer::start().await;
     let short_lived = || {

@@ -77,11 +77,14 @@ end
 return 1
 ";
 
-/// Deletes every stream of a session, atomically. KEYS: names. ARGV: the session's key prefix.
+/// Deletes every stream of a session, atomically, and wakes their readers on every replica so
+/// they find the stream gone and end (a DELETE closes the session's streams fleet-wide).
+/// KEYS: names. ARGV: the session's key prefix, its channel.
 /// The per-stream keys are derived from the names; they share the names key's hash tag.
 const REMOVE_SESSION_SCRIPT: &str = r"
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   redis.call('DEL', ARGV[1] .. 'e:' .. name, ARGV[1] .. 'em:' .. name)
+  redis.call('PUBLISH', ARGV[2], 'e:' .. name)
 end
 redis.call('DEL', KEYS[1])
 return 1
@@ -332,7 +335,10 @@ impl EventLog for RedisEventLog {
     async fn remove_session(&self, session: &SessionId) -> Result<(), EventLogError> {
         let prefix = prefix(session);
         let mut invocation = self.remove_session.prepare_invoke();
-        invocation.key(names_key(&prefix)).arg(prefix);
+        invocation
+            .key(names_key(&prefix))
+            .arg(prefix)
+            .arg(session_channel(session));
         self.run("events_remove_session", |mut conn| async move {
             invocation.invoke_async::<()>(&mut conn).await
         })
