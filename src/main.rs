@@ -13,12 +13,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use mcpgate::config::{Config, StoreKind};
-use mcpgate::dispatch::{Gateway, IdSigner, Settings};
-use mcpgate::events::{EventLog, MemoryEventLog, RedisEventLog};
+use mcpgate::dispatch::{Backends, Bus, Gateway, IdSigner, Settings};
+use mcpgate::events::{MemoryEventLog, RedisEventLog};
 use mcpgate::http::{self, HttpSettings, admin};
 use mcpgate::redis_pool::{self, RedisPool};
 use mcpgate::redis_pubsub::Subscriber;
-use mcpgate::session::{MemoryStore, RedisStore, SessionStore};
+use mcpgate::session::{MemoryStore, RedisStore};
 use mcpgate::telemetry::{self, Metrics};
 use mcpgate::upstream::Upstreams;
 
@@ -84,7 +84,7 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
-    let (store, events) = backends(&config, &metrics)?;
+    let backends = backends(&config, &metrics)?;
     let signer = match &config.server.hmac_key {
         Some(key) => IdSigner::new(key.expose().as_bytes()),
         None => {
@@ -100,8 +100,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let upstream_configs = config.upstreams.clone();
     let gateway = Gateway::start(
-        store,
-        events,
+        backends,
         |sink| Upstreams::start(&upstream_configs, sink),
         signer,
         metrics,
@@ -134,40 +133,34 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The session store and event log the configuration asks for.
-fn backends(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Arc<dyn SessionStore>, Arc<dyn EventLog>)> {
+/// The session store, event log and cross-replica bus the configuration asks for.
+fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends> {
     let session = &config.session;
-    match session.store {
-        StoreKind::Memory => Ok((
-            Arc::new(MemoryStore::new(session.idle_ttl)),
-            Arc::new(MemoryEventLog::new(
+    if session.store == StoreKind::Memory {
+        return Ok(Backends {
+            store: Arc::new(MemoryStore::new(session.idle_ttl)),
+            events: Arc::new(MemoryEventLog::new(
                 session.replay_window,
                 session.replay_max_events,
             )),
-        )),
-        StoreKind::Redis => {
-            let pool =
-                RedisPool::new(&config.redis, metrics.clone()).context("cannot configure Redis")?;
-            let info =
-                redis_pool::connection_info(&config.redis).context("cannot configure Redis")?;
-            let client =
-                redis::Client::open(info).context("cannot configure the Redis subscriber")?;
-            let subscriber = Arc::new(Subscriber::start(client, config.redis.timeout));
-            let events = RedisEventLog::new(
-                pool.clone(),
-                subscriber,
-                session.replay_window,
-                session.replay_max_events,
-            );
-            Ok((
-                Arc::new(RedisStore::new(pool, session.idle_ttl)),
-                Arc::new(events),
-            ))
-        }
+            bus: None,
+        });
     }
+    let pool = RedisPool::new(&config.redis, metrics.clone()).context("cannot configure Redis")?;
+    let info = redis_pool::connection_info(&config.redis).context("cannot configure Redis")?;
+    let client = redis::Client::open(info).context("cannot configure the Redis subscriber")?;
+    let subscriber = Arc::new(Subscriber::start(client, config.redis.timeout));
+    let events = RedisEventLog::new(
+        pool.clone(),
+        subscriber.clone(),
+        session.replay_window,
+        session.replay_max_events,
+    );
+    Ok(Backends {
+        store: Arc::new(RedisStore::new(pool.clone(), session.idle_ttl)),
+        events: Arc::new(events),
+        bus: Some(Bus::new(pool, subscriber)),
+    })
 }
 
 /// Tells whoever started us where we listen (first lines of stdout), so tests can use port 0.

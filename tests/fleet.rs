@@ -241,3 +241,77 @@ async fn sessions_answer_the_same_on_every_replica() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_sampling_answer_sent_to_another_replica_reaches_the_stdio_upstream() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (replica(&redis).start().await, replica(&redis).start().await);
+    let session = a
+        .initialize_with(support::LATEST, json!({"sampling": {}}))
+        .await;
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "local__test_sampling", "arguments": {"prompt": "hello"}}});
+    let mut stream = SseReader::new(a.post_stream(Some(&session), &call).await);
+    let request = loop {
+        let event = stream
+            .next_event(Duration::from_secs(10))
+            .await
+            .expect("no sampling request");
+        if event
+            .data
+            .as_deref()
+            .is_some_and(|d| d.contains("sampling/createMessage"))
+        {
+            break event.json();
+        }
+    };
+    let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": {
+        "role": "assistant", "content": {"type": "text", "text": "answered on B"},
+        "model": "test", "stopReason": "endTurn"}});
+    assert_eq!(
+        b.post_json(Some(&session), &answer).await.status,
+        StatusCode::ACCEPTED
+    );
+
+    let response = loop {
+        let event = stream
+            .next_event(Duration::from_secs(10))
+            .await
+            .expect("no tool result");
+        if event
+            .data
+            .as_deref()
+            .is_some_and(|d| d.contains("\"id\":5"))
+        {
+            break event.json();
+        }
+    };
+    let text = response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("answered on B"), "{response}");
+}
+
+#[tokio::test]
+async fn a_cancellation_sent_to_another_replica_ends_the_request() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (replica(&redis).start().await, replica(&redis).start().await);
+    let session = a.initialize().await;
+    let slow = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "local__slow", "arguments": {"ms": 8000}}});
+    let started = std::time::Instant::now();
+    let call = a.post_json(Some(&session), &slow);
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}});
+        b.post_json(Some(&session), &note).await
+    };
+    let (reply, cancelled) = tokio::join!(call, cancel);
+    assert_eq!(cancelled.status, StatusCode::ACCEPTED);
+    assert_eq!(reply.json()["error"]["code"], json!(-32800), "{reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the request ran to its end: {:?}",
+        started.elapsed()
+    );
+}

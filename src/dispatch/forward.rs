@@ -1,8 +1,7 @@
-//! Forwarding one request to one upstream and relaying what comes back.
-//!
-//! Server-to-client requests get signed ids; an upstream's cancellation of such a request is
-//! rewritten to match. The upstream's timeout restarts with every message it sends, so a long
-//! call that reports progress is not cut off.
+//! Forwarding one request to one upstream: the upstream session it needs (opened, or re-opened
+//! once when the upstream forgot it), and how upstream messages are rewritten for the client:
+//! server-to-client requests get signed ids, and an upstream's cancellation of such a request
+//! is rewritten to match. The exchange itself is in [`super::exchange`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,10 +9,10 @@ use std::time::Instant;
 use rmcp::model::ErrorCode;
 use serde_json::Value;
 
-use super::{Gateway, Outbox, Outcome, Outgoing, Session, error_object};
+use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::jsonrpc::{Message, Notification, Request, RequestId};
 use crate::session::SessionId;
-use crate::upstream::{CallContext, Upstream, UpstreamError, UpstreamEvent};
+use crate::upstream::{CallContext, Upstream, UpstreamError};
 
 impl Gateway {
     /// Sends `request` to `upstream` for `session`, relaying intermediate messages to `outbox`.
@@ -86,53 +85,6 @@ impl Gateway {
         })
     }
 
-    async fn exchange(
-        &self,
-        ctx: &CallContext,
-        upstream: &Arc<Upstream>,
-        id: &RequestId,
-        mut messages: tokio::sync::mpsc::Receiver<UpstreamEvent>,
-        outbox: &Outbox,
-    ) -> Outcome {
-        let guard = CancelOnDrop {
-            upstream,
-            ctx,
-            id,
-            armed: true,
-        };
-        loop {
-            let next = tokio::time::timeout(upstream.timeout, messages.recv()).await;
-            let message = match next {
-                Err(_) => {
-                    let error = UpstreamError::Timeout {
-                        upstream: upstream.name.clone(),
-                        after: upstream.timeout,
-                    };
-                    return Err(upstream_failure(&error));
-                }
-                Ok(None) => {
-                    let reason = "the exchange ended without a response".into();
-                    return Err(upstream_failure(&UpstreamError::Protocol {
-                        upstream: upstream.name.clone(),
-                        reason,
-                    }));
-                }
-                Ok(Some(message)) => message,
-            };
-            let outgoing = match message {
-                UpstreamEvent::Message(Message::Response(response)) => {
-                    guard.disarm();
-                    return response.outcome;
-                }
-                UpstreamEvent::Message(other) => {
-                    Outgoing::Message(self.relayed(&ctx.session, &upstream.name, other))
-                }
-                UpstreamEvent::Paused => Outgoing::Pause,
-            };
-            let _ = outbox.send(outgoing).await;
-        }
-    }
-
     /// Rewrites an upstream message for the client of `session`.
     pub(super) fn relayed(&self, session: &SessionId, upstream: &str, message: Message) -> Value {
         match message {
@@ -173,28 +125,4 @@ impl Gateway {
 pub(super) fn upstream_failure(error: &UpstreamError) -> Value {
     tracing::warn!(%error, "upstream call failed");
     error_object(ErrorCode::INTERNAL_ERROR, error.to_string())
-}
-
-/// Tells the upstream to stop when the exchange is abandoned (client cancel, timeout, DELETE).
-struct CancelOnDrop<'a> {
-    upstream: &'a Arc<Upstream>,
-    ctx: &'a CallContext,
-    id: &'a RequestId,
-    armed: bool,
-}
-
-impl CancelOnDrop<'_> {
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (upstream, ctx, id) = (self.upstream.clone(), self.ctx.clone(), self.id.clone());
-        tokio::spawn(async move { upstream.cancel(&ctx, &id, "cancelled by mcpgate").await });
-    }
 }

@@ -2,6 +2,8 @@
 //! client gets back. Nothing here knows about HTTP; [`crate::http`] calls in with parsed
 //! messages and a looked-up [`Session`], and gets back channels of outgoing JSON.
 
+mod bus;
+mod exchange;
 mod fanout;
 mod forward;
 mod hub;
@@ -24,6 +26,8 @@ use crate::session::{Lookup, SessionId, SessionRecord, SessionStore, StoreError}
 use crate::telemetry::{LookupOutcome, Metrics};
 use crate::upstream::{CallContext, UnsolicitedSink, UpstreamError, Upstreams};
 
+pub use bus::Bus;
+use bus::BusMessage;
 pub use hub::Hub;
 pub use initialize::InitializeError;
 pub use signing::IdSigner;
@@ -114,6 +118,14 @@ impl MessageRejected {
     }
 }
 
+/// Where session state lives, and how replicas reach each other.
+pub struct Backends {
+    pub store: Arc<dyn SessionStore>,
+    pub events: Arc<dyn EventLog>,
+    /// `None` for a single replica (the memory store).
+    pub bus: Option<Bus>,
+}
+
 /// Gateway-wide settings dispatch needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -129,14 +141,15 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     routes: ResourceRoutes,
     signer: IdSigner,
+    /// Cross-replica routing of answers and cancellations; `None` for a single replica.
+    bus: Option<Bus>,
     settings: Settings,
 }
 
 impl Gateway {
     /// Builds the gateway and starts relaying unsolicited upstream messages to GET streams.
     pub fn start(
-        store: Arc<dyn SessionStore>,
-        events: Arc<dyn EventLog>,
+        backends: Backends,
         upstreams: impl FnOnce(UnsolicitedSink) -> Result<Upstreams, UpstreamError>,
         signer: IdSigner,
         metrics: Arc<Metrics>,
@@ -144,8 +157,9 @@ impl Gateway {
     ) -> Result<Arc<Self>, UpstreamError> {
         let (sink, unsolicited) = mpsc::unbounded_channel();
         let gateway = Arc::new(Self {
-            store,
-            events,
+            store: backends.store,
+            events: backends.events,
+            bus: backends.bus,
             upstreams: upstreams(sink)?,
             hub: Hub::default(),
             metrics,
@@ -273,8 +287,11 @@ impl Gateway {
                     .as_ref()
                     .and_then(|p| p.get("requestId"))
                     .and_then(RequestId::from_value);
-                if let Some(id) = id {
-                    self.hub.cancel(&session.id, &id);
+                if let Some(id) = id
+                    && !self.hub.cancel(&session.id, &id)
+                {
+                    self.route(session, BusMessage::Cancel { request: id })
+                        .await;
                 }
             }
             "notifications/roots/list_changed" => {
@@ -290,17 +307,29 @@ impl Gateway {
         session: &Session,
         response: Response,
     ) -> Result<(), MessageRejected> {
-        let (upstream_name, upstream_id) = self
+        let unknown = || MessageRejected::UnknownResponse(response.id.clone());
+        let signed = self
             .signer
             .verify(&session.id, &response.id)
-            .ok_or_else(|| MessageRejected::UnknownResponse(response.id.clone()))?;
+            .ok_or_else(unknown)?;
         let upstream = self
             .upstreams
-            .by_name(&upstream_name)
-            .ok_or_else(|| MessageRejected::UnknownResponse(response.id.clone()))?;
-        let ctx = self.context_for(session, &upstream_name);
+            .by_name(&signed.upstream)
+            .ok_or_else(unknown)?;
+        if !upstream.has_upstream_sessions() && signed.replica != self.signer.replica() {
+            let (replica, upstream, id) = (signed.replica, signed.upstream, signed.id);
+            let answer = BusMessage::Answer {
+                replica,
+                upstream,
+                id,
+                outcome: response.outcome,
+            };
+            self.route(session, answer).await;
+            return Ok(());
+        }
+        let ctx = self.context_for(session, &signed.upstream);
         let answer = Response {
-            id: upstream_id,
+            id: signed.id,
             outcome: response.outcome,
         };
         if let Err(error) = upstream
@@ -310,6 +339,18 @@ impl Gateway {
             tracing::warn!(%error, "could not deliver a client's answer upstream");
         }
         Ok(())
+    }
+
+    /// Sends a message to the replica holding the session's exchange; without a fleet there is
+    /// no other replica, and the message concerns an exchange that no longer exists.
+    async fn route(&self, session: &Session, message: BusMessage) {
+        let Some(bus) = &self.bus else {
+            tracing::debug!("dropping a message for an exchange that is gone");
+            return;
+        };
+        if let Err(error) = bus.send(&session.id, &message).await {
+            tracing::warn!(%error, "could not route a message to another replica");
+        }
     }
 
     async fn broadcast_notification(&self, session: &Session, notification: Notification) {

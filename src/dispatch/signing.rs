@@ -1,9 +1,10 @@
 //! Unforgeable ids for server-to-client requests.
 //!
 //! When an upstream asks the client something (sampling, elicitation, roots), the client sees
-//! `mcpgate.<payload>.<mac>`: the payload names the upstream and its own request id, and the
-//! HMAC-SHA256 binds both to the session. The client's answer can then be routed back without
-//! any shared state, and a client cannot address another session's or upstream's requests.
+//! `mcpgate.<payload>.<mac>`: the payload names the upstream, its own request id and the
+//! replica whose upstream exchange asked, and the HMAC-SHA256 binds them to the session. The
+//! client's answer can then be routed back from any replica without shared state, and a client
+//! cannot address another session's or upstream's requests.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,30 +21,50 @@ const PREFIX: &str = "mcpgate.";
 #[derive(Clone)]
 pub struct IdSigner {
     key: Vec<u8>,
+    /// This process, as named in the ids it signs.
+    replica: String,
+}
+
+/// What a verified id says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRequest {
+    pub upstream: String,
+    /// The upstream's own id for its request.
+    pub id: RequestId,
+    /// The replica whose exchange relayed the request.
+    pub replica: String,
 }
 
 impl IdSigner {
     /// A signer with the fleet's shared key.
     pub fn new(key: &[u8]) -> Self {
-        Self { key: key.to_vec() }
+        Self {
+            key: key.to_vec(),
+            replica: random_replica_name(),
+        }
     }
 
     /// A signer with a random key, valid for this process only.
     pub fn random() -> Self {
         let mut key = vec![0u8; 32];
         rand::rng().fill_bytes(&mut key);
-        Self { key }
+        Self::new(&key)
+    }
+
+    /// This replica's name.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// The id the client sees for `upstream`'s request `id` in `session`.
     pub fn sign(&self, session: &SessionId, upstream: &str, id: &RequestId) -> RequestId {
-        let payload = serde_json::json!([upstream, id]).to_string();
+        let payload = serde_json::json!([upstream, id, self.replica]).to_string();
         let mac = URL_SAFE_NO_PAD.encode(self.mac(session, payload.as_bytes()));
         RequestId::String(format!("{PREFIX}{}.{mac}", URL_SAFE_NO_PAD.encode(payload)))
     }
 
-    /// The upstream and its request id, if `id` was issued by us for this session.
-    pub fn verify(&self, session: &SessionId, id: &RequestId) -> Option<(String, RequestId)> {
+    /// What `id` names, if a replica with our key issued it for this session.
+    pub fn verify(&self, session: &SessionId, id: &RequestId) -> Option<SignedRequest> {
         let RequestId::String(text) = id else {
             return None;
         };
@@ -53,8 +74,12 @@ impl IdSigner {
         self.mac_checker(session, &payload)
             .verify_slice(&mac)
             .ok()?;
-        let (upstream, id): (String, RequestId) = serde_json::from_slice(&payload).ok()?;
-        Some((upstream, id))
+        let (upstream, id, replica) = serde_json::from_slice(&payload).ok()?;
+        Some(SignedRequest {
+            upstream,
+            id,
+            replica,
+        })
     }
 
     fn mac_checker(&self, session: &SessionId, payload: &[u8]) -> Hmac<Sha256> {
@@ -74,6 +99,11 @@ impl IdSigner {
     }
 }
 
+/// A random name for this process: 64 bits in hex.
+fn random_replica_name() -> String {
+    format!("{:016x}", rand::rng().next_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,10 +113,12 @@ mod tests {
         let signer = IdSigner::random();
         let (a, b) = (SessionId::generate(), SessionId::generate());
         let id = signer.sign(&a, "remote", &RequestId::Number(7));
+        let verified = signer.verify(&a, &id).expect("our own id");
         assert_eq!(
-            signer.verify(&a, &id),
-            Some(("remote".into(), RequestId::Number(7)))
+            (verified.upstream.as_str(), &verified.id),
+            ("remote", &RequestId::Number(7))
         );
+        assert_eq!(verified.replica, signer.replica());
         assert_eq!(signer.verify(&b, &id), None);
         assert_eq!(IdSigner::random().verify(&a, &id), None);
         let RequestId::String(text) = &id else {

@@ -1,0 +1,105 @@
+//! Cross-replica messages about one session, over the Redis pub/sub channel of that session:
+//! a client's answer to a server-to-client request, or its cancellation of a request, that
+//! reached a replica other than the one whose upstream exchange is waiting for it.
+//!
+//! Only stdio upstreams need this (their child runs on one replica); an HTTP upstream is
+//! answered directly by any replica with the upstream session id from the record. Payloads are
+//! `m:<json>` on [`session_channel`], beside the event log's `e:<stream>` wake-ups.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::jsonrpc::RequestId;
+use crate::redis_pool::{RedisError, RedisPool};
+use crate::redis_pubsub::{self, Notification, Subscriber, Subscription, session_channel};
+use crate::session::SessionId;
+
+const PREFIX: &str = "m:";
+
+/// One routed message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BusMessage {
+    /// The client answered `upstream`'s request `id`, which `replica` relayed.
+    Answer {
+        replica: String,
+        upstream: String,
+        id: RequestId,
+        outcome: Result<Value, Value>,
+    },
+    /// The client cancelled its request `request`.
+    Cancel { request: RequestId },
+}
+
+/// Sends and receives [`BusMessage`]s (Redis deployments only).
+pub struct Bus {
+    pool: RedisPool,
+    subscriber: Arc<Subscriber>,
+}
+
+impl Bus {
+    pub fn new(pool: RedisPool, subscriber: Arc<Subscriber>) -> Self {
+        Self { pool, subscriber }
+    }
+
+    /// Publishes a message for whichever replica holds the session's exchange.
+    pub async fn send(&self, session: &SessionId, message: &BusMessage) -> Result<(), RedisError> {
+        let payload = format!(
+            "{PREFIX}{}",
+            serde_json::to_string(message).unwrap_or_default()
+        );
+        redis_pubsub::publish(&self.pool, &session_channel(session), &payload).await
+    }
+
+    /// Starts receiving the session's messages; returns once Redis confirmed the subscription
+    /// (or its deadline passed), so nothing published afterwards is missed.
+    pub async fn listen(&self, session: &SessionId) -> BusListener {
+        BusListener {
+            subscription: self.subscriber.subscribe(&session_channel(session)).await,
+        }
+    }
+}
+
+/// The messages of one session, as one exchange sees them.
+pub struct BusListener {
+    subscription: Subscription,
+}
+
+impl BusListener {
+    /// The next routed message; other traffic on the channel is skipped.
+    pub async fn next(&mut self) -> BusMessage {
+        loop {
+            if let Notification::Message(payload) = self.subscription.recv().await
+                && let Some(json) = payload.strip_prefix(PREFIX)
+                && let Ok(message) = serde_json::from_str(json)
+            {
+                return message;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_round_trip_through_their_wire_form() {
+        let answer = BusMessage::Answer {
+            replica: "r1".into(),
+            upstream: "local".into(),
+            id: RequestId::Number(3),
+            outcome: Ok(json!({"content": []})),
+        };
+        let wire = serde_json::to_string(&answer).unwrap();
+        assert_eq!(serde_json::from_str::<BusMessage>(&wire).unwrap(), answer);
+        let cancel = BusMessage::Cancel {
+            request: RequestId::String("a".into()),
+        };
+        let wire = serde_json::to_string(&cancel).unwrap();
+        assert!(wire.contains("\"kind\":\"cancel\""));
+    }
+}

@@ -1,0 +1,187 @@
+//! One exchange with an upstream: relaying its messages until the response arrives. The
+//! upstream's timeout restarts with every message it sends, so a long call that reports
+//! progress is not cut off.
+//!
+//! In a fleet, the client's answer to a server-to-client request, or its cancellation, may
+//! reach another replica; that replica sends it over the session's [`Bus`](super::bus::Bus),
+//! and the exchange listens there. It starts listening before it relays a server-to-client
+//! request (so a quick answer is not missed) or once it has run for [`LISTEN_AFTER`] (so long
+//! calls can be cancelled from anywhere); quick calls never touch pub/sub.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::bus::{BusListener, BusMessage};
+use super::forward::upstream_failure;
+use super::{Gateway, Outbox, Outcome, Outgoing};
+use crate::jsonrpc::{Message, RequestId, Response};
+use crate::upstream::{CallContext, Upstream, UpstreamError, UpstreamEvent};
+
+/// A call running this long starts listening for cancellations from other replicas.
+const LISTEN_AFTER: Duration = Duration::from_secs(1);
+
+/// What one turn of the exchange brought.
+enum Turn {
+    Upstream(Option<UpstreamEvent>),
+    TimedOut,
+    Routed(BusMessage),
+    Listen,
+}
+
+/// The exchange's view of cross-replica traffic.
+struct Routing {
+    listener: Option<BusListener>,
+    /// Server-to-client requests relayed by this exchange, by the upstream's id.
+    relayed: HashSet<RequestId>,
+}
+
+impl Gateway {
+    /// Relays `messages` to `outbox` until the upstream's response, which it returns.
+    pub(super) async fn exchange(
+        &self,
+        ctx: &CallContext,
+        upstream: &Arc<Upstream>,
+        id: &RequestId,
+        mut messages: mpsc::Receiver<UpstreamEvent>,
+        outbox: &Outbox,
+    ) -> Outcome {
+        let guard = CancelOnDrop {
+            upstream,
+            ctx,
+            id,
+            armed: true,
+        };
+        let mut routing = Routing {
+            listener: None,
+            relayed: HashSet::new(),
+        };
+        let listen_at = tokio::time::Instant::now() + LISTEN_AFTER;
+        loop {
+            let can_listen = self.bus.is_some() && routing.listener.is_none();
+            let turn = tokio::select! {
+                next = tokio::time::timeout(upstream.timeout, messages.recv()) => {
+                    next.map_or(Turn::TimedOut, Turn::Upstream)
+                }
+                routed = next_routed(&mut routing.listener) => Turn::Routed(routed),
+                () = tokio::time::sleep_until(listen_at), if can_listen => Turn::Listen,
+            };
+            let event = match turn {
+                Turn::Upstream(Some(event)) => event,
+                Turn::Upstream(None) => {
+                    let reason = "the exchange ended without a response".into();
+                    let error = UpstreamError::Protocol {
+                        upstream: upstream.name.clone(),
+                        reason,
+                    };
+                    return Err(upstream_failure(&error));
+                }
+                Turn::TimedOut => {
+                    let error = UpstreamError::Timeout {
+                        upstream: upstream.name.clone(),
+                        after: upstream.timeout,
+                    };
+                    return Err(upstream_failure(&error));
+                }
+                Turn::Routed(message) => {
+                    self.on_routed(ctx, upstream, &routing, message).await;
+                    continue;
+                }
+                Turn::Listen => {
+                    self.start_listening(ctx, &mut routing).await;
+                    continue;
+                }
+            };
+            let outgoing = match event {
+                UpstreamEvent::Message(Message::Response(response)) => {
+                    guard.disarm();
+                    return response.outcome;
+                }
+                UpstreamEvent::Message(Message::Request(request)) => {
+                    self.start_listening(ctx, &mut routing).await;
+                    routing.relayed.insert(request.id.clone());
+                    Outgoing::Message(self.relayed(
+                        &ctx.session,
+                        &upstream.name,
+                        Message::Request(request),
+                    ))
+                }
+                UpstreamEvent::Message(other) => {
+                    Outgoing::Message(self.relayed(&ctx.session, &upstream.name, other))
+                }
+                UpstreamEvent::Paused => Outgoing::Pause,
+            };
+            let _ = outbox.send(outgoing).await;
+        }
+    }
+
+    async fn start_listening(&self, ctx: &CallContext, routing: &mut Routing) {
+        if let (Some(bus), None) = (&self.bus, &routing.listener) {
+            routing.listener = Some(bus.listen(&ctx.session).await);
+        }
+    }
+
+    /// Acts on a message another replica routed here.
+    async fn on_routed(
+        &self,
+        ctx: &CallContext,
+        upstream: &Upstream,
+        routing: &Routing,
+        message: BusMessage,
+    ) {
+        match message {
+            BusMessage::Answer {
+                replica,
+                upstream: name,
+                id,
+                outcome,
+            } if replica == self.signer.replica()
+                && name == upstream.name
+                && routing.relayed.contains(&id) =>
+            {
+                let answer = Message::Response(Response { id, outcome });
+                if let Err(error) = upstream.send(ctx, answer).await {
+                    tracing::warn!(%error, "could not deliver a routed answer upstream");
+                }
+            }
+            BusMessage::Answer { .. } => {}
+            BusMessage::Cancel { request } => {
+                self.hub.cancel(&ctx.session, &request);
+            }
+        }
+    }
+}
+
+/// The next routed message, or never when not listening.
+async fn next_routed(listener: &mut Option<BusListener>) -> BusMessage {
+    match listener {
+        Some(listener) => listener.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tells the upstream to stop when the exchange is abandoned (client cancel, timeout, DELETE).
+struct CancelOnDrop<'a> {
+    upstream: &'a Arc<Upstream>,
+    ctx: &'a CallContext,
+    id: &'a RequestId,
+    armed: bool,
+}
+
+impl CancelOnDrop<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (upstream, ctx, id) = (self.upstream.clone(), self.ctx.clone(), self.id.clone());
+        tokio::spawn(async move { upstream.cancel(&ctx, &id, "cancelled by mcpgate").await });
+    }
+}
