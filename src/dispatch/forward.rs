@@ -69,7 +69,7 @@ impl Gateway {
         upstream: &Arc<Upstream>,
     ) -> Result<CallContext, Value> {
         let (upstream_session, _) = upstream
-            .open_session(&session.id, &session.record)
+            .open_session(&session.record)
             .await
             .map_err(|e| upstream_failure(&e))?;
         let mut record = session.record.clone();

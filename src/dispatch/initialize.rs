@@ -53,7 +53,7 @@ impl Gateway {
             capabilities.clone(),
             self.settings.max_lifetime,
         );
-        let infos = self.open_upstream_sessions(&id, &mut record).await;
+        let infos = self.open_upstream_sessions(&mut record).await;
         self.store.create(&id, &record).await?;
         self.hub.attach(&id, &record);
         self.metrics.sessions_created.inc();
@@ -61,15 +61,11 @@ impl Gateway {
     }
 
     /// Opens every upstream for the session in parallel; failures leave that upstream out.
-    async fn open_upstream_sessions(
-        &self,
-        id: &SessionId,
-        record: &mut SessionRecord,
-    ) -> Vec<InitInfo> {
+    async fn open_upstream_sessions(&self, record: &mut SessionRecord) -> Vec<InitInfo> {
         let snapshot = &*record;
         let attempts = join_all(self.upstreams.iter().map(|upstream| async move {
             let opened =
-                tokio::time::timeout(upstream.timeout, upstream.open_session(id, snapshot)).await;
+                tokio::time::timeout(upstream.timeout, upstream.open_session(snapshot)).await;
             (upstream, opened)
         }))
         .await;

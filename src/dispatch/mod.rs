@@ -24,7 +24,7 @@ use crate::events::EventLog;
 use crate::jsonrpc::{Notification, Request, RequestId, Response, error_data, error_value};
 use crate::session::{Lookup, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::telemetry::{LookupOutcome, Metrics};
-use crate::upstream::{CallContext, UnsolicitedSink, UpstreamError, Upstreams};
+use crate::upstream::{CallContext, UnsolicitedSink, UpstreamError, UpstreamListener, Upstreams};
 
 pub use bus::Bus;
 use bus::BusMessage;
@@ -361,6 +361,15 @@ impl Gateway {
                 tracing::debug!(%error, "could not forward a client notification");
             }
         }
+    }
+
+    /// Opens the GET streams of the session's HTTP upstreams, for as long as the client's own
+    /// GET stream (on this replica) keeps the returned listeners.
+    pub fn listen_upstreams(&self, session: &Session) -> Vec<UpstreamListener> {
+        self.upstreams
+            .iter()
+            .filter_map(|upstream| upstream.listen(&self.context_for(session, &upstream.name)))
+            .collect()
     }
 
     /// The call context for an upstream of a session (its upstream session may be empty).

@@ -1,5 +1,9 @@
 //! GET /mcp: the standalone SSE stream for messages not tied to a request, and resumption of
 //! any stream of the session with `Last-Event-ID`.
+//!
+//! The replica holding a client's standalone stream also holds the GET streams of the
+//! session's HTTP upstreams, so their unsolicited messages flow wherever the client listens;
+//! while the client has no GET stream open, the upstreams keep those messages.
 
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
@@ -60,10 +64,13 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
             .sse_events_replayed
             .inc_by(replayable.events.len() as u64);
     }
-    let closed = if standalone {
-        gateway.hub.claim_standalone(&id)
+    let (closed, upstream_listeners) = if standalone {
+        (
+            gateway.hub.claim_standalone(&id),
+            gateway.listen_upstreams(&session),
+        )
     } else {
-        gateway.hub.attach(&id, &session.record).0
+        (gateway.hub.attach(&id, &session.record).0, Vec::new())
     };
     let tail = Tail {
         key,
@@ -71,6 +78,7 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
         closed,
         track_delivery: standalone,
         honour_pauses: false,
+        _upstream_listeners: upstream_listeners,
         retry: state.settings.sse_retry,
     };
     Ok(sse::response(gateway.clone(), tail))

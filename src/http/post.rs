@@ -285,6 +285,7 @@ async fn stream(
         closed,
         track_delivery: false,
         honour_pauses: true,
+        _upstream_listeners: Vec::new(),
         retry: state.settings.sse_retry,
     };
     Ok(sse::response(gateway.clone(), tail))

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Gateway;
 use crate::events::{Event, EventId, StreamKey};
+use crate::upstream::UpstreamListener;
 
 /// How long one read waits before a keep-alive comment is sent.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -31,6 +32,8 @@ pub struct Tail {
     pub track_delivery: bool,
     /// End the response at a pause marker (the original POST response does; resumptions don't).
     pub honour_pauses: bool,
+    /// Upstream GET streams feeding this (standalone) stream, held only to close with it.
+    pub _upstream_listeners: Vec<UpstreamListener>,
     pub retry: Duration,
 }
 

@@ -5,7 +5,6 @@
 //! that ends before the response (SSE polling) is resumed with `Last-Event-ID`. For each
 //! session, a standalone GET stream carries the upstream's unsolicited messages.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +40,6 @@ struct Inner {
     url: String,
     client: reqwest::Client,
     last_init: Mutex<Option<InitInfo>>,
-    listeners: Mutex<HashMap<SessionId, JoinHandle<()>>>,
     sink: UnsolicitedSink,
 }
 
@@ -73,7 +71,6 @@ impl HttpUpstream {
             url,
             client,
             last_init: Mutex::new(None),
-            listeners: Mutex::new(HashMap::new()),
             sink,
         };
         Ok(Self {
@@ -86,10 +83,9 @@ impl HttpUpstream {
         &self.inner.last_init
     }
 
-    /// Initializes an upstream session on the client's behalf and opens its GET stream.
+    /// Initializes an upstream session on the client's behalf.
     pub async fn open_session(
         &self,
-        session: &SessionId,
         record: &SessionRecord,
     ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
         let inner = &self.inner;
@@ -127,7 +123,6 @@ impl HttpUpstream {
         let initialized = notification_value("notifications/initialized", None);
         inner.post(&initialized, &upstream_session).await?;
         *lock(&inner.last_init) = Some(init.clone());
-        self.listen(session, &upstream_session);
         Ok((upstream_session, init))
     }
 
@@ -159,11 +154,8 @@ impl HttpUpstream {
         }
     }
 
-    /// Stops the GET stream and ends the upstream session (best effort).
+    /// Ends the upstream session (best effort).
     pub async fn close_session(&self, ctx: &CallContext) {
-        if let Some(listener) = lock(&self.inner.listeners).remove(&ctx.session) {
-            listener.abort();
-        }
         let Some(session_id) = &ctx.upstream_session.session_id else {
             return;
         };
@@ -177,16 +169,13 @@ impl HttpUpstream {
         }
     }
 
-    /// Keeps one standalone GET stream per session for the upstream's unsolicited messages.
-    fn listen(&self, session: &SessionId, upstream_session: &UpstreamSession) {
-        let task = tokio::spawn(
+    /// Opens the upstream's GET stream for one session until the returned task is aborted.
+    pub fn listen(&self, ctx: &CallContext) -> JoinHandle<()> {
+        tokio::spawn(
             self.inner
                 .clone()
-                .listen(session.clone(), upstream_session.clone()),
-        );
-        if let Some(previous) = lock(&self.inner.listeners).insert(session.clone(), task) {
-            previous.abort();
-        }
+                .listen(ctx.session.clone(), ctx.upstream_session.clone()),
+        )
     }
 }
 
@@ -375,7 +364,6 @@ impl Inner {
         }
         drop(tx);
         let _ = forward.await;
-        lock(&self.listeners).remove(&session);
     }
 }
 

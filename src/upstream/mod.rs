@@ -86,6 +86,15 @@ pub enum UpstreamError {
     Protocol { upstream: String, reason: String },
 }
 
+/// An upstream GET stream kept open for one session; dropping it closes the stream.
+pub struct UpstreamListener(tokio::task::JoinHandle<()>);
+
+impl Drop for UpstreamListener {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One configured upstream, whatever its transport.
 pub enum Transport {
     Stdio(StdioUpstream),
@@ -120,12 +129,11 @@ impl Upstream {
     /// Prepares this upstream for a session; HTTP upstreams initialize an upstream session.
     pub async fn open_session(
         &self,
-        session: &SessionId,
         record: &SessionRecord,
     ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.open_session().await,
-            Transport::Http(http) => http.open_session(session, record).await,
+            Transport::Http(http) => http.open_session(record).await,
         }
     }
 
@@ -171,6 +179,17 @@ impl Upstream {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.cancel(&ctx.session, request, reason).await,
             Transport::Http(http) => http.cancel(ctx, request, reason).await,
+        }
+    }
+
+    /// Opens the upstream's GET stream for a session's unsolicited messages, for HTTP upstreams
+    /// holding an upstream session; it closes when the returned listener is dropped.
+    pub fn listen(&self, ctx: &CallContext) -> Option<UpstreamListener> {
+        match &self.transport {
+            Transport::Http(http) if ctx.upstream_session.session_id.is_some() => {
+                Some(UpstreamListener(http.listen(ctx)))
+            }
+            _ => None,
         }
     }
 
