@@ -126,3 +126,63 @@ pub(super) fn upstream_failure(error: &UpstreamError) -> Value {
     tracing::warn!(%error, "upstream call failed");
     error_object(ErrorCode::INTERNAL_ERROR, error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::super::{Backends, Gateway, IdSigner, Settings};
+    use crate::events::MemoryEventLog;
+    use crate::jsonrpc::{Message, Notification, RequestId};
+    use crate::session::{MemoryStore, SessionId};
+    use crate::telemetry::Metrics;
+    use crate::upstream::Upstreams;
+
+    fn gateway() -> Arc<Gateway> {
+        let backends = Backends {
+            store: Arc::new(MemoryStore::new(Duration::from_secs(60))),
+            events: Arc::new(MemoryEventLog::new(Duration::from_secs(60), 10)),
+            bus: None,
+        };
+        let settings = Settings {
+            max_lifetime: Duration::from_secs(3600),
+        };
+        let metrics = Arc::new(Metrics::new().unwrap());
+        Gateway::start(
+            backends,
+            |sink| Upstreams::start(&[], sink),
+            IdSigner::random(),
+            metrics,
+            settings,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_upstream_cancelling_its_own_request_is_relayed_with_the_signed_id() {
+        let gateway = gateway();
+        let session = SessionId::generate();
+        let request = Message::Request(crate::jsonrpc::Request {
+            id: RequestId::Number(4),
+            method: "sampling/createMessage".into(),
+            params: Some(json!({})),
+        });
+        let relayed_request = gateway.relayed(&session, "local", request);
+        let cancelled = Message::Notification(Notification {
+            method: "notifications/cancelled".into(),
+            params: Some(json!({"requestId": 4, "reason": "gave up"})),
+        });
+        let relayed_cancel = gateway.relayed(&session, "local", cancelled);
+        assert_eq!(relayed_cancel["params"]["requestId"], relayed_request["id"]);
+        assert_eq!(relayed_cancel["params"]["reason"], json!("gave up"));
+        let signed = RequestId::from_value(&relayed_request["id"]).unwrap();
+        let verified = gateway.signer.verify(&session, &signed).unwrap();
+        assert_eq!(
+            (verified.upstream.as_str(), verified.id),
+            ("local", RequestId::Number(4))
+        );
+    }
+}
