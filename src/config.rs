@@ -120,18 +120,55 @@ pub enum StoreKind {
     Redis,
 }
 
+/// How mcpgate finds its Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server at `url`.
+    #[default]
+    Standalone,
+    /// The master named `master_name`, as reported by the Sentinels at `sentinels`.
+    Sentinel,
+    /// A Redis Cluster, discovered from the seed `nodes`.
+    Cluster,
+}
+
+impl RedisMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisMode::Standalone => "standalone",
+            RedisMode::Sentinel => "sentinel",
+            RedisMode::Cluster => "cluster",
+        }
+    }
+}
+
+/// The default `redis.url`.
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 /// The Redis server behind `store = "redis"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` or `rediss://` for TLS. Credentials go in `username`/`password`,
-    /// never in the URL, so that the URL can be printed.
+    /// `standalone` (default), `sentinel` or `cluster`.
+    pub mode: RedisMode,
+    /// Standalone only: `redis://host:port/db` or `rediss://` for TLS. Credentials go in
+    /// `username`/`password`, never in a URL, so that URLs can be printed.
     pub url: String,
+    /// Cluster only: seed nodes, `redis://host:port` (or all `rediss://`); the rest of the
+    /// cluster is discovered from them.
+    pub nodes: Vec<String>,
+    /// Sentinel only: the Sentinels, `redis://host:port` (`rediss://` for TLS to the Sentinels
+    /// and to the master).
+    pub sentinels: Vec<String>,
+    /// Sentinel only: the name of the monitored master.
+    pub master_name: Option<String>,
+    /// Credentials for the Redis data nodes (not for the Sentinels).
     pub username: Option<String>,
     pub password: Option<Secret>,
     /// Read the password from this file (e.g. a mounted Kubernetes secret) when set.
     pub password_file: Option<PathBuf>,
-    /// Database number; overrides the one in the URL.
+    /// Database number; overrides the one in the URL. Not with `mode = "cluster"`.
     pub db: Option<i64>,
     /// Connections per replica.
     pub pool_size: usize,
@@ -143,7 +180,11 @@ pub struct RedisConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
-            url: "redis://127.0.0.1:6379".into(),
+            mode: RedisMode::Standalone,
+            url: DEFAULT_REDIS_URL.into(),
+            nodes: Vec::new(),
+            sentinels: Vec::new(),
+            master_name: None,
             username: None,
             password: None,
             password_file: None,
@@ -239,6 +280,44 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// A Redis URL: `redis://` or `rediss://`, without credentials.
+fn redis_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
+    let url = url::Url::parse(value).map_err(|e| invalid(key, e.to_string()))?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(invalid(key, "scheme must be redis or rediss"));
+    }
+    if url.password().is_some() || !url.username().is_empty() {
+        return Err(invalid(
+            key,
+            "put credentials in redis.username and redis.password, not in the URL",
+        ));
+    }
+    Ok(url)
+}
+
+/// The node list of cluster or sentinel mode: not empty, `redis[s]://host:port` each, without
+/// a database (cluster nodes have only db 0; a Sentinel has none), all with the same scheme.
+fn redis_urls(key: &str, values: &[String]) -> Result<(), ConfigError> {
+    if values.is_empty() {
+        return Err(invalid(key, "list at least one redis://host:port"));
+    }
+    let mut scheme = None;
+    for (index, value) in values.iter().enumerate() {
+        let key = format!("{key}[{index}]");
+        let url = redis_url(&key, value)?;
+        if !matches!(url.path(), "" | "/") {
+            return Err(invalid(key, "no database in this URL (use redis.db)"));
+        }
+        if *scheme.get_or_insert(url.scheme().to_owned()) != url.scheme() {
+            return Err(invalid(
+                key,
+                "use the same scheme (redis or rediss) for all",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -259,6 +338,8 @@ impl Config {
             .list_separator(",")
             .with_list_parse_key("server.allowed_origins")
             .with_list_parse_key("server.allowed_hosts")
+            .with_list_parse_key("redis.nodes")
+            .with_list_parse_key("redis.sentinels")
             .try_parsing(true);
         let config: Config = builder
             .add_source(environment)
@@ -291,24 +372,60 @@ impl Config {
     }
 
     fn validate_redis(&self) -> Result<(), ConfigError> {
-        let url =
-            url::Url::parse(&self.redis.url).map_err(|e| invalid("redis.url", e.to_string()))?;
-        if !matches!(url.scheme(), "redis" | "rediss") {
-            return Err(invalid("redis.url", "scheme must be redis or rediss"));
+        let redis = &self.redis;
+        let mode = redis.mode;
+        let only = |key: &str, wanted: RedisMode| {
+            invalid(
+                format!("redis.{key}"),
+                format!(
+                    "only used with redis.mode = \"{}\" (mode is \"{}\")",
+                    wanted.as_str(),
+                    mode.as_str()
+                ),
+            )
+        };
+        if mode != RedisMode::Standalone && redis.url != DEFAULT_REDIS_URL {
+            return Err(only("url", RedisMode::Standalone));
         }
-        if url.password().is_some() || !url.username().is_empty() {
-            return Err(invalid(
-                "redis.url",
-                "put credentials in redis.username and redis.password, not in the URL",
-            ));
+        if mode != RedisMode::Cluster && !redis.nodes.is_empty() {
+            return Err(only("nodes", RedisMode::Cluster));
         }
-        if self.redis.pool_size == 0 {
+        if mode != RedisMode::Sentinel && !redis.sentinels.is_empty() {
+            return Err(only("sentinels", RedisMode::Sentinel));
+        }
+        if mode != RedisMode::Sentinel && redis.master_name.is_some() {
+            return Err(only("master_name", RedisMode::Sentinel));
+        }
+        match mode {
+            RedisMode::Standalone => {
+                redis_url("redis.url", &redis.url)?;
+            }
+            RedisMode::Cluster => {
+                if redis.db.is_some() {
+                    return Err(invalid(
+                        "redis.db",
+                        "Redis Cluster has only database 0; remove redis.db",
+                    ));
+                }
+                redis_urls("redis.nodes", &redis.nodes)?;
+            }
+            RedisMode::Sentinel => {
+                redis_urls("redis.sentinels", &redis.sentinels)?;
+                if redis.master_name.as_deref().is_none_or(str::is_empty) {
+                    return Err(invalid(
+                        "redis.master_name",
+                        "required with redis.mode = \"sentinel\"",
+                    ));
+                }
+            }
+        }
+        if redis.pool_size == 0 {
             return Err(invalid("redis.pool_size", "must be greater than 0"));
         }
-        if self.redis.timeout.is_zero() {
+        if redis.timeout.is_zero() {
             return Err(invalid("redis.timeout", "must be greater than 0"));
         }
-        if self.redis.password.is_some() && self.redis.password_file.is_some() {
+        if redis.password.is_some() && redis.password_file.is_some() {
             return Err(invalid(
                 "redis.password_file",
                 "set redis.password or redis.password_file, not both",
@@ -473,6 +590,42 @@ mod tests {
             ("[redis]\nurl = \"redis://user:pw@localhost\"", "redis.url"),
             ("[redis]\nurl = \"http://localhost\"", "redis.url"),
             ("[redis]\npool_size = 0", "redis.pool_size"),
+            ("[redis]\nmode = \"primary\"", "mode"),
+            ("[redis]\nmode = \"cluster\"", "redis.nodes"),
+            (
+                "[redis]\nmode = \"cluster\"\nnodes = [\"redis://a:1\"]\ndb = 2",
+                "redis.db",
+            ),
+            (
+                "[redis]\nmode = \"cluster\"\nnodes = [\"redis://a:1\", \"redis://u:p@b:2\"]",
+                "redis.nodes[1]",
+            ),
+            (
+                "[redis]\nmode = \"cluster\"\nnodes = [\"redis://a:1\", \"rediss://b:2\"]",
+                "redis.nodes[1]",
+            ),
+            (
+                "[redis]\nmode = \"cluster\"\nnodes = [\"redis://a:1/3\"]",
+                "redis.nodes[0]",
+            ),
+            (
+                "[redis]\nmode = \"cluster\"\nnodes = [\"redis://a:1\"]\nurl = \"redis://b:2\"",
+                "redis.url",
+            ),
+            ("[redis]\nnodes = [\"redis://a:1\"]", "redis.nodes"),
+            (
+                "[redis]\nmode = \"sentinel\"\nmaster_name = \"m\"",
+                "redis.sentinels",
+            ),
+            (
+                "[redis]\nmode = \"sentinel\"\nsentinels = [\"redis://a:26379\"]",
+                "redis.master_name",
+            ),
+            (
+                "[redis]\nmode = \"sentinel\"\nmaster_name = \"m\"\nsentinels = [\"redis://:pw@a:1\"]",
+                "redis.sentinels[0]",
+            ),
+            ("[redis]\nmaster_name = \"m\"", "redis.master_name"),
         ];
         for (toml, key) in cases {
             let error = load_str(toml).unwrap_err().to_string();
@@ -481,6 +634,24 @@ mod tests {
                 "{toml:?} gave {error:?}, expected key {key}"
             );
         }
+    }
+
+    #[test]
+    fn redis_modes_load() {
+        let config = load_str(
+            "[redis]\nmode = \"cluster\"\nnodes = [\"redis://a:7000\", \"redis://b:7001\"]",
+        )
+        .unwrap();
+        assert_eq!(config.redis.mode, RedisMode::Cluster);
+        assert_eq!(config.redis.nodes.len(), 2);
+        let config = load_str(
+            "[redis]\nmode = \"sentinel\"\nsentinels = [\"redis://a:26379\"]\n\
+             master_name = \"mymaster\"\ndb = 3\npassword = \"pw\"",
+        )
+        .unwrap();
+        assert_eq!(config.redis.mode, RedisMode::Sentinel);
+        assert_eq!(config.redis.master_name.as_deref(), Some("mymaster"));
+        assert_eq!(load_str("").unwrap().redis.mode, RedisMode::Standalone);
     }
 
     #[test]

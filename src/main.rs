@@ -147,9 +147,8 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
         });
     }
     let pool = RedisPool::new(&config.redis, metrics.clone()).context("cannot configure Redis")?;
-    let info = redis_pool::connection_info(&config.redis).context("cannot configure Redis")?;
-    let client = redis::Client::open(info).context("cannot configure the Redis subscriber")?;
-    let subscriber = Arc::new(Subscriber::start(client, config.redis.timeout));
+    let target = redis_pool::subscriber_target(&config.redis).context("cannot configure Redis")?;
+    let subscriber = Arc::new(Subscriber::start(target, config.redis.timeout));
     let events = RedisEventLog::new(
         pool.clone(),
         subscriber.clone(),

@@ -18,13 +18,19 @@
 //! and once it is back: holders must then re-read whatever state the channel signals. While
 //! disconnected, [`Subscriber::subscribe`] returns at once and nothing wakes a waiter except a
 //! `Gap`, so callers always wait with a timeout.
+//!
+//! The connection goes to one node that sees every `PUBLISH` of the fleet ([`Target`]): the
+//! server; in a Redis Cluster any node, since classic `PUBLISH` is broadcast to the whole
+//! cluster (the first that answers; after a lost link the next one is tried first); with
+//! Sentinel, the master the Sentinels report, asked again at every (re)connect.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ::redis::aio::{PubSubSink, PubSubStream};
+use ::redis::aio::{PubSub, PubSubSink, PubSubStream};
+use ::redis::sentinel::SentinelClient;
 use ::redis::{AsyncCommands, Client, Msg};
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -76,6 +82,63 @@ enum LinkError {
     },
     #[error("redis closed the pub/sub connection")]
     Closed,
+    #[error("no redis node configured for pub/sub")]
+    NoNode,
+}
+
+/// Where the pub/sub connection goes (see the module documentation).
+#[allow(clippy::large_enum_variant, reason = "one per replica, moved once")]
+pub enum Target {
+    /// One server.
+    Server(Client),
+    /// Any node of a Redis Cluster.
+    AnyNode(Vec<Client>),
+    /// The master the Sentinels report.
+    SentinelMaster(Box<SentinelClient>),
+}
+
+impl From<Client> for Target {
+    fn from(client: Client) -> Self {
+        Target::Server(client)
+    }
+}
+
+/// Opens pub/sub connections to the [`Target`].
+struct Connector {
+    target: Target,
+    /// Cluster: the node to try first.
+    next: usize,
+}
+
+impl Connector {
+    async fn open(&mut self, timeout: Duration) -> Result<PubSub, LinkError> {
+        match &mut self.target {
+            Target::Server(client) => bounded(timeout, "connect", client.get_async_pubsub()).await,
+            Target::AnyNode(clients) => {
+                let mut error = LinkError::NoNode;
+                for offset in 0..clients.len() {
+                    let index = (self.next + offset) % clients.len();
+                    match bounded(timeout, "connect", clients[index].get_async_pubsub()).await {
+                        Ok(pubsub) => {
+                            self.next = index;
+                            return Ok(pubsub);
+                        }
+                        Err(e) => error = e,
+                    }
+                }
+                Err(error)
+            }
+            Target::SentinelMaster(sentinel) => {
+                let master = bounded(timeout, "find master", sentinel.async_get_client()).await?;
+                bounded(timeout, "connect", master.get_async_pubsub()).await
+            }
+        }
+    }
+
+    /// The link was lost: in a cluster, try another node first next time.
+    fn lost(&mut self) {
+        self.next = self.next.wrapping_add(1);
+    }
 }
 
 /// A change of this replica's subscriptions, applied by the connection task in order.
@@ -245,17 +308,23 @@ impl Subscriber {
     /// Starts the connection task (within a Tokio runtime). It connects in the background and
     /// keeps reconnecting, so a Redis that is down at start does not stop the gateway.
     ///
-    /// `client` should carry the same connection settings as the pool (URL, credentials,
-    /// database); `timeout` bounds each pub/sub command, the connect, and how long
-    /// [`Subscriber::subscribe`] waits for Redis to confirm a new channel.
-    pub fn start(client: Client, timeout: Duration) -> Self {
+    /// `target` (a [`Client`] for one server, or see
+    /// [`redis_pool::subscriber_target`](crate::redis_pool::subscriber_target)) should carry
+    /// the same connection settings as the pool (URL, credentials, database); `timeout` bounds
+    /// each pub/sub command, the connect, and how long [`Subscriber::subscribe`] waits for
+    /// Redis to confirm a new channel.
+    pub fn start(target: impl Into<Target>, timeout: Duration) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             registry: Mutex::new(Registry::default()),
             commands,
             timeout,
         });
-        let task = tokio::spawn(run(client, shared.clone(), receiver));
+        let connector = Connector {
+            target: target.into(),
+            next: 0,
+        };
+        let task = tokio::spawn(run(connector, shared.clone(), receiver));
         Self { shared, task }
     }
 
@@ -309,15 +378,20 @@ impl Drop for Subscription {
 }
 
 /// The connection task: connect, serve until the link fails, back off, repeat.
-async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn run(
+    mut connector: Connector,
+    shared: Arc<Shared>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        match connect(&client, &shared, &mut commands).await {
+        match connect(&mut connector, &shared, &mut commands).await {
             Ok((sink, stream)) => {
                 tracing::info!("redis pub/sub connected");
                 backoff = BACKOFF_MIN;
                 let error = serve(&shared, sink, stream, &mut commands).await;
                 shared.disconnected();
+                connector.lost();
                 tracing::warn!(%error, "redis pub/sub connection lost; reconnecting");
             }
             Err(error) => tracing::warn!(%error, "redis pub/sub cannot connect; retrying"),
@@ -329,11 +403,11 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
 
 /// Opens the connection and subscribes every channel that has holders.
 async fn connect(
-    client: &Client,
+    connector: &mut Connector,
     shared: &Shared,
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> Result<(PubSubSink, PubSubStream), LinkError> {
-    let pubsub = bounded(shared.timeout, "connect", client.get_async_pubsub()).await?;
+    let pubsub = connector.open(shared.timeout).await?;
     let (mut sink, stream) = pubsub.split();
     let channels = shared.snapshot(commands);
     if !channels.is_empty() {

@@ -41,7 +41,7 @@ impl Hub {
         let fresh = !sessions.contains_key(id);
         let presence = sessions.entry(id.clone()).or_default();
         if fresh {
-            presence.subscriptions = record.subscriptions.clone();
+            presence.subscriptions = record.subscriptions.keys().cloned().collect();
         }
         (presence.closed.clone(), fresh)
     }
@@ -97,12 +97,6 @@ impl Hub {
             .filter(|(_, p)| uri.is_none_or(|uri| p.subscriptions.contains(uri)))
             .map(|(id, _)| id.clone())
             .collect()
-    }
-
-    pub fn is_subscribed(&self, id: &SessionId, uri: &str) -> bool {
-        self.lock()
-            .get(id)
-            .is_some_and(|p| p.subscriptions.contains(uri))
     }
 
     /// Takes over the standalone GET stream: the previous reader's token is cancelled, and the

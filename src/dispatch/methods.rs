@@ -94,12 +94,36 @@ impl Gateway {
         self.hub.set_subscribed(&session.id, &uri, subscribe);
         let mut record = session.record.clone();
         if subscribe {
-            record.subscriptions.insert(uri);
+            record.subscriptions.insert(uri, upstream.name.clone());
         } else {
             record.subscriptions.remove(&uri);
         }
         self.save(session, &record).await?;
         Ok(result)
+    }
+
+    /// Renews a revived session's subscriptions with this replica's stdio children, which
+    /// never heard of them (HTTP upstreams keep them in the upstream session).
+    pub(super) async fn resubscribe(&self, session: &Session) {
+        let (outbox, _) = tokio::sync::mpsc::channel(1);
+        for (uri, name) in &session.record.subscriptions {
+            let Some(upstream) = self
+                .upstreams
+                .by_name(name)
+                .filter(|u| !u.has_upstream_sessions())
+            else {
+                continue;
+            };
+            let id = RequestId::String("mcpgate-resubscribe".into());
+            let request = Request {
+                id,
+                method: "resources/subscribe".into(),
+                params: Some(json!({"uri": uri})),
+            };
+            if let Err(error) = self.forward(session, upstream, request, &outbox).await {
+                tracing::warn!(upstream = %name, %error, "could not renew a subscription on this replica");
+            }
+        }
     }
 
     /// `completion/complete`: route by the prompt name or the resource URI in `ref`.

@@ -172,12 +172,20 @@ impl Gateway {
     }
 
     /// Loads a session for a request, sliding its TTL.
-    pub async fn lookup(&self, id: &SessionId) -> Result<Session, SessionError> {
+    pub async fn lookup(self: &Arc<Self>, id: &SessionId) -> Result<Session, SessionError> {
         let (outcome, result) = match self.store.load(id).await {
             Ok(Lookup::Live(record)) => {
                 let (_, fresh_here) = self.hub.attach(id, &record);
                 if fresh_here {
                     self.metrics.sessions_revived.inc();
+                    let (gateway, session) = (
+                        self.clone(),
+                        Session {
+                            id: id.clone(),
+                            record: (*record).clone(),
+                        },
+                    );
+                    tokio::spawn(async move { gateway.resubscribe(&session).await });
                 }
                 let outcome = if fresh_here {
                     LookupOutcome::Revived

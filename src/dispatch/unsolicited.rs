@@ -35,12 +35,6 @@ impl Gateway {
             None => self.hub.audience(uri.as_deref()),
         };
         for session in audience {
-            if uri
-                .as_deref()
-                .is_some_and(|uri| !self.hub.is_subscribed(&session, uri))
-            {
-                continue;
-            }
             let value = self.relayed(&session, &unsolicited.upstream, unsolicited.message.clone());
             let key = StreamKey {
                 session,
@@ -53,7 +47,9 @@ impl Gateway {
     }
 }
 
-/// The URI of a `notifications/resources/updated`, which only subscribers may see.
+/// The URI of a `notifications/resources/updated`: a shared stdio child's update goes to the
+/// sessions of this replica that subscribed to it. An HTTP upstream's update names its session
+/// already (the upstream tracks the subscription, wherever the client made it).
 fn resource_uri(message: &Message) -> Option<String> {
     let Message::Notification(n) = message else {
         return None;

@@ -180,7 +180,7 @@ impl RedisEventLog {
     /// Runs one Redis operation; any failure means the log is unavailable.
     async fn run<T, F, Fut>(&self, op: &'static str, operation: F) -> Result<T, EventLogError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(crate::redis_pool::Connection) -> Fut,
         Fut: Future<Output = ::redis::RedisResult<T>>,
     {
         self.pool

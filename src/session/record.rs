@@ -1,6 +1,6 @@
 //! The session record: everything needed to serve a session from a cold replica.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -31,9 +31,9 @@ pub struct SessionRecord {
     /// Level requested with `logging/setLevel`.
     #[serde(default)]
     pub log_level: Option<String>,
-    /// Resource URIs the client subscribed to.
+    /// Resource URIs the client subscribed to, with the upstream serving each.
     #[serde(default)]
-    pub subscriptions: BTreeSet<String>,
+    pub subscriptions: BTreeMap<String, String>,
 }
 
 /// What an upstream issued for this session.
@@ -63,7 +63,7 @@ impl SessionRecord {
             expires_at: now.saturating_add(max_lifetime.as_secs()),
             upstreams: BTreeMap::new(),
             log_level: None,
-            subscriptions: BTreeSet::new(),
+            subscriptions: BTreeMap::new(),
         }
     }
 

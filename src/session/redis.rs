@@ -126,7 +126,7 @@ impl RedisStore {
     /// Runs one Redis operation; any failure means the store is unavailable.
     async fn run<T, F, Fut>(&self, op: &'static str, operation: F) -> Result<T, StoreError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(crate::redis_pool::Connection) -> Fut,
         Fut: Future<Output = ::redis::RedisResult<T>>,
     {
         self.pool

@@ -102,6 +102,17 @@ class Proc:
             raise HarnessError(f"{self.name}: unexpected first line {line!r}\n{self.tail()}")
         return match.group(1)
 
+    def next_line(self, timeout: float = START_TIMEOUT) -> str:
+        """The next stdout line (after the one `wait_listening` read), e.g. mcpgate's
+        ``admin on http://...``."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise HarnessError(f"{self.name}: no further stdout line within {timeout}s\n{self.tail()}")
+        if line is None:
+            raise HarnessError(f"{self.name}: exited ({self.popen.wait()})\n{self.tail()}")
+        return line.rstrip("\n")
+
     def tail(self, lines: int = 40) -> str:
         out = []
         for log in (self.stdout_log, self.stderr_log):

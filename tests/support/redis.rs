@@ -1,6 +1,10 @@
 //! A real `redis-server` for tests: started on a free loopback port in a temp dir, stopped on
 //! drop. [`RedisServer::stop`] and [`RedisServer::restart`] simulate outages; with
 //! `appendonly` the data survives a restart.
+//!
+//! [`RedisCluster`] is three cluster-enabled masters joined with `redis-cli --cluster create`;
+//! [`RedisSentinel`] is a master, a replica and one Sentinel (`redis-server --sentinel`)
+//! watching them as `mymaster`.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -16,6 +20,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct RedisServer {
     pub port: u16,
     appendonly: bool,
+    /// More `redis-server` arguments.
+    args: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -32,11 +38,17 @@ impl RedisServer {
     }
 
     async fn start_with(appendonly: bool) -> RedisServer {
+        RedisServer::start_args(appendonly, &[]).await
+    }
+
+    /// Starts a server with more arguments.
+    async fn start_args(appendonly: bool, args: &[&str]) -> RedisServer {
         let port = free_port();
         let dir = tempfile::tempdir().expect("cannot create a temp dir for redis");
         let mut server = RedisServer {
             port,
             appendonly,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             dir,
             child: None,
         };
@@ -86,6 +98,7 @@ impl RedisServer {
             .args(["--appendonly", appendonly, "--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::null())
@@ -133,4 +146,264 @@ fn redis_binary() -> String {
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind a free port");
     listener.local_addr().expect("no local address").port()
+}
+
+/// Longest wait for a cluster to form or a Sentinel to see its master.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Redis Cluster of three masters (no replicas) on loopback.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "5000",
+            // A dead node's slots fail, the others keep serving.
+            "--cluster-require-full-coverage",
+            "no",
+        ];
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_args(false, &args).await);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let create = Command::new(redis_cli_binary())
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(SETUP_TIMEOUT, create)
+            .await
+            .expect("redis-cli --cluster create timed out")
+            .expect("cannot run redis-cli (it comes with redis-tools)");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_ok().await;
+        cluster
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// A cluster client connection, for inspecting keys behind the gateway's back.
+    pub async fn client(&self) -> redis::cluster_async::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.urls())
+            .expect("bad cluster urls")
+            .get_async_connection()
+            .await
+            .expect("cannot connect to the cluster")
+    }
+
+    /// How many keys each node holds.
+    pub async fn key_counts(&self) -> Vec<u64> {
+        let mut counts = Vec::new();
+        for node in &self.nodes {
+            let mut conn = node.client().await;
+            counts.push(
+                redis::cmd("DBSIZE")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("DBSIZE"),
+            );
+        }
+        counts
+    }
+
+    async fn wait_until_ok(&self) {
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        for node in &self.nodes {
+            loop {
+                let mut conn = node.client().await;
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not become ok:\n{info}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The master name every [`RedisSentinel`] monitors.
+pub const MASTER_NAME: &str = "mymaster";
+
+/// A master, its replica and one Sentinel (quorum 1) watching them as [`MASTER_NAME`].
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel_port: u16,
+    dir: tempfile::TempDir,
+    sentinel: Option<Child>,
+}
+
+impl RedisSentinel {
+    pub async fn start() -> RedisSentinel {
+        let master = RedisServer::start().await;
+        let replica = RedisServer::start_args(
+            false,
+            &["--replicaof", "127.0.0.1", &master.port.to_string()],
+        )
+        .await;
+        let dir = tempfile::tempdir().expect("cannot create a temp dir for the sentinel");
+        let sentinel_port = free_port();
+        let config = format!(
+            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor {MASTER_NAME} 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+             sentinel failover-timeout {MASTER_NAME} 10000\n",
+            dir.path().display(),
+            master.port
+        );
+        let config_path = dir.path().join("sentinel.conf");
+        std::fs::write(&config_path, config).expect("cannot write sentinel.conf");
+        let log = std::fs::File::create(dir.path().join("sentinel.log")).expect("sentinel log");
+        let child = Command::new(redis_binary())
+            .arg(&config_path)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start redis-server --sentinel");
+        let sentinel = RedisSentinel {
+            master,
+            replica,
+            sentinel_port,
+            dir,
+            sentinel: Some(child),
+        };
+        sentinel.wait_until_watching().await;
+        sentinel
+    }
+
+    /// `redis://127.0.0.1:PORT` of the Sentinel.
+    pub fn sentinel_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.sentinel_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sentinel.log")).unwrap_or_default()
+    }
+
+    async fn sentinel_client(&self) -> Option<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.sentinel_url())
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()
+    }
+
+    /// The master's port according to the Sentinel.
+    pub async fn master_port(&self) -> Option<u16> {
+        let mut conn = self.sentinel_client().await?;
+        let address: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(MASTER_NAME)
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        address.map(|(_, port)| port)
+    }
+
+    /// Waits until the Sentinel reports the master and knows its replica.
+    async fn wait_until_watching(&self) {
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        loop {
+            if self.master_port().await == Some(self.master.port) && self.knows_replica().await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel did not see its master and replica:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn knows_replica(&self) -> bool {
+        let Some(mut conn) = self.sentinel_client().await else {
+            return false;
+        };
+        let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
+            .arg("replicas")
+            .arg(MASTER_NAME)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        replicas.iter().any(|r| {
+            r.get("port").map(String::as_str) == Some(&self.replica.port.to_string())
+                && r.get("flags").map(String::as_str) == Some("slave")
+                && r.get("master-link-status").map(String::as_str) == Some("ok")
+        })
+    }
+
+    /// `SENTINEL FAILOVER` after the replica has caught up; returns once the Sentinel reports
+    /// the replica as master.
+    pub async fn failover(&self) {
+        let mut master = self.master.client().await;
+        let _: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(2000)
+            .query_async(&mut master)
+            .await
+            .expect("WAIT");
+        let mut conn = self.sentinel_client().await.expect("sentinel connection");
+        let _: () = redis::cmd("SENTINEL")
+            .arg("failover")
+            .arg(MASTER_NAME)
+            .query_async(&mut conn)
+            .await
+            .expect("SENTINEL FAILOVER");
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        while self.master_port().await != Some(self.replica.port) {
+            assert!(
+                Instant::now() < deadline,
+                "the failover did not happen:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.sentinel {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+fn redis_cli_binary() -> String {
+    std::env::var("MCPGATE_REDIS_CLI").unwrap_or_else(|_| "redis-cli".into())
 }

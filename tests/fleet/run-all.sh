@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Every fleet test: the Python SDK fleet tests (pytest, each test starts its own fleet), the
+# TypeScript SDK fleet test (once per upstream transport, under `fleet.py run`), and the
+# conformance suite against the fleet. Runs all of them, then exits non-zero if any failed.
+# Needs: tests/tools/install.sh and `cargo build --bins` done.
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+venv="$root/target/tools/venv"
+node="$root/target/tools/node/node_modules/.bin/node"
+
+failed=()
+step() {
+  local title="$1"
+  shift
+  printf '\n==== fleet: %s ====\n' "$title"
+  local start=$SECONDS
+  if "$@"; then
+    printf -- '---- ok: %s (%ss)\n' "$title" $((SECONDS - start))
+  else
+    printf -- '---- FAILED: %s (exit %s, %ss)\n' "$title" "$?" $((SECONDS - start)) >&2
+    failed+=("$title")
+  fi
+}
+
+step "Python SDK (pytest tests/e2e/python/test_fleet.py)" \
+  timeout 300 "$venv/bin/python" -m pytest -v -s tests/e2e/python/test_fleet.py
+for kind in stdio http; do
+  step "TypeScript SDK, fixture over $kind" \
+    timeout 120 python3 tests/fleet/fleet.py run --replicas 3 --upstreams "$kind" -- \
+    "$node" --test tests/fleet/fleet.test.mjs
+done
+step "conformance suite against the fleet" timeout 300 bash tests/fleet/conformance.sh
+
+if ((${#failed[@]})); then
+  printf '\nfleet tests FAILED: %s\n' "${failed[*]}" >&2
+  exit 1
+fi
+printf '\nall fleet tests passed\n'
