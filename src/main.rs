@@ -12,13 +12,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use mcpgate::config::{Config, StoreKind};
+use mcpgate::config::{Config, RedisMode, StoreKind};
 use mcpgate::dispatch::{Backends, Bus, Gateway, IdSigner, Settings};
 use mcpgate::events::{MemoryEventLog, RedisEventLog};
 use mcpgate::http::{self, HttpSettings, admin};
 use mcpgate::redis_pool::{self, RedisPool};
 use mcpgate::redis_pubsub::Subscriber;
-use mcpgate::session::{MemoryStore, RedisStore};
+use mcpgate::session::{self, MemoryStore, RedisStore};
 use mcpgate::telemetry::{self, Metrics};
 use mcpgate::upstream::Upstreams;
 
@@ -155,8 +155,13 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
         session.replay_window,
         session.replay_max_events,
     );
+    let store = Arc::new(RedisStore::new(pool.clone(), session.idle_ttl));
+    if config.redis.mode != RedisMode::Cluster {
+        let db = redis_pool::database(&config.redis);
+        session::watch_expiry_events(store.clone(), subscriber.clone(), db, metrics.clone());
+    }
     Ok(Backends {
-        store: Arc::new(RedisStore::new(pool.clone(), session.idle_ttl)),
+        store,
         events: Arc::new(events),
         bus: Some(Bus::new(pool, subscriber)),
     })

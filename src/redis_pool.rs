@@ -289,6 +289,18 @@ fn parse(key: &str, url: &str) -> Result<ConnectionInfo, RedisError> {
         .map_err(|e| RedisError::Config(format!("{key}: {e}")))
 }
 
+/// The database number sessions live in (`redis.db`, else the URL's, else 0).
+pub fn database(config: &RedisConfig) -> i64 {
+    config
+        .db
+        .or_else(|| {
+            parse("redis.url", &config.url)
+                .ok()
+                .map(|info| info.redis_settings().db())
+        })
+        .unwrap_or(0)
+}
+
 /// Applies `redis.username`, the password and `redis.db` to a data node's settings.
 fn node_settings(
     config: &RedisConfig,

@@ -163,6 +163,46 @@ async fn an_expired_session_is_404_everywhere_and_counted_once() {
 }
 
 #[tokio::test]
+async fn expiries_reported_by_redis_are_counted_once_without_a_client_returning() {
+    let redis = RedisServer::start_args(false, &["--notify-keyspace-events", "Ex"]).await;
+    let short_lived = || {
+        Gateway::builder()
+            .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
+            .toml(&format!(
+                "[session]\nstore = \"redis\"\nidle_ttl = \"1s\"\n[redis]\nurl = {}",
+                toml_str(&redis.url())
+            ))
+    };
+    let (a, b) = (short_lived().start().await, short_lived().start().await);
+    let session = a.initialize().await;
+    let counted = || async {
+        metric(&a, "mcpgate_sessions_expired_total").await
+            + metric(&b, "mcpgate_sessions_expired_total").await
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counted().await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no replica counted the expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        counted().await,
+        1.0,
+        "an expiry must be counted once across the fleet"
+    );
+    let reply = b.request(&session, "ping", json!({})).await;
+    reply.assert_error(404, support::SESSION_NOT_FOUND, &["Session not found"]);
+    assert_eq!(
+        counted().await,
+        1.0,
+        "the client's return must not count it again"
+    );
+}
+
+#[tokio::test]
 async fn a_redis_outage_is_503_and_the_sessions_come_back() {
     let mut redis = RedisServer::start_persistent().await;
     let gw = replica(&redis).start().await;

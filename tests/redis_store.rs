@@ -75,7 +75,9 @@ async fn create_then_load_round_trips_the_record() {
     let id = SessionId::generate();
     let mut created = record(HOUR);
     created.log_level = Some("debug".into());
-    created.subscriptions.insert("file:///a".into(), "files".into());
+    created
+        .subscriptions
+        .insert("file:///a".into(), "files".into());
     store.create(&id, &created).await.unwrap();
 
     let loaded = live(store.load(&id).await.unwrap());

@@ -3,6 +3,7 @@
 //! The store is the only owner of session state. Everything else in the process is a cache
 //! that may be rebuilt from a [`SessionRecord`] at any time.
 
+mod expiry_events;
 mod memory;
 mod record;
 mod redis;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use rand::Rng;
 
+pub use expiry_events::watch as watch_expiry_events;
 pub use memory::MemoryStore;
 pub use record::{SessionRecord, UpstreamSession};
 pub use redis::RedisStore;

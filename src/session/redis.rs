@@ -123,6 +123,20 @@ impl RedisStore {
         }
     }
 
+    /// Notices a record key that Redis reported expired (keyspace notifications) the way a
+    /// returning client would: `true` for the one caller that flipped the tombstone.
+    pub async fn notice_expired_key(&self, key: &str) -> Result<bool, StoreError> {
+        let session = key
+            .strip_prefix("mcpgate:{")
+            .and_then(|rest| rest.strip_suffix("}:s"))
+            .and_then(SessionId::parse);
+        let Some(session) = session else {
+            return Ok(false);
+        };
+        let lookup = self.expire(&Keys::new(&session)).await?;
+        Ok(matches!(lookup, Lookup::Expired { first_notice: true }))
+    }
+
     /// Runs one Redis operation; any failure means the store is unavailable.
     async fn run<T, F, Fut>(&self, op: &'static str, operation: F) -> Result<T, StoreError>
     where

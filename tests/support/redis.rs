@@ -42,7 +42,7 @@ impl RedisServer {
     }
 
     /// Starts a server with more arguments.
-    async fn start_args(appendonly: bool, args: &[&str]) -> RedisServer {
+    pub async fn start_args(appendonly: bool, args: &[&str]) -> RedisServer {
         let port = free_port();
         let dir = tempfile::tempdir().expect("cannot create a temp dir for redis");
         let mut server = RedisServer {
