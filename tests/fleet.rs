@@ -14,10 +14,16 @@ const HMAC_KEY: &str = "fleet-test-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// A replica configured for the shared Redis.
 fn replica(redis: &RedisServer) -> GatewayBuilder {
+    replica_with_idle_ttl(redis, "1h")
+}
+
+/// A replica whose sessions expire after `idle_ttl` without a request.
+fn replica_with_idle_ttl(redis: &RedisServer, idle_ttl: &str) -> GatewayBuilder {
     Gateway::builder()
         .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
         .toml(&format!(
-            "[session]\nstore = \"redis\"\nidle_ttl = \"1h\"\n[redis]\nurl = {}\ntimeout = \"500ms\"",
+            "[session]\nstore = \"redis\"\nidle_ttl = {}\n[redis]\nurl = {}\ntimeout = \"500ms\"",
+            toml_str(idle_ttl),
             toml_str(&redis.url())
         ))
 }
@@ -31,6 +37,11 @@ async fn metric(gw: &Gateway, line_prefix: &str) -> f64 {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+/// Whether an SSE event's data contains `text`.
+fn has_data(event: &support::SseEvent, text: &str) -> bool {
+    event.data.as_deref().is_some_and(|d| d.contains(text))
 }
 
 /// The `remote` upstream's session id as stored in the session record.
@@ -139,14 +150,7 @@ async fn delete_on_one_replica_closes_open_streams_on_the_others() {
 #[tokio::test]
 async fn an_expired_session_is_404_everywhere_and_counted_once() {
     let redis = RedisServer::start().await;
-    let short_lived = || {
-        Gateway::builder()
-            .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
-            .toml(&format!(
-                "[session]\nstore = \"redis\"\nidle_ttl = \"1s\"\n[redis]\nurl = {}",
-                toml_str(&redis.url())
-            ))
-    };
+    let short_lived = || replica_with_idle_ttl(&redis, "1s");
     let (a, b) = (short_lived().start().await, short_lived().start().await);
     let session = a.initialize().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -165,14 +169,7 @@ async fn an_expired_session_is_404_everywhere_and_counted_once() {
 #[tokio::test]
 async fn expiries_reported_by_redis_are_counted_once_without_a_client_returning() {
     let redis = RedisServer::start_args(false, &["--notify-keyspace-events", "Ex"]).await;
-    let short_lived = || {
-        Gateway::builder()
-            .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
-            .toml(&format!(
-                "[session]\nstore = \"redis\"\nidle_ttl = \"1s\"\n[redis]\nurl = {}",
-                toml_str(&redis.url())
-            ))
-    };
+    let short_lived = || replica_with_idle_ttl(&redis, "1s");
     let (a, b) = (short_lived().start().await, short_lived().start().await);
     let session = a.initialize().await;
     let counted = || async {
@@ -292,19 +289,12 @@ async fn a_sampling_answer_sent_to_another_replica_reaches_the_stdio_upstream() 
     let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
         "params": {"name": "local__test_sampling", "arguments": {"prompt": "hello"}}});
     let mut stream = SseReader::new(a.post_stream(Some(&session), &call).await);
-    let request = loop {
-        let event = stream
-            .next_event(Duration::from_secs(10))
-            .await
-            .expect("no sampling request");
-        if event
-            .data
-            .as_deref()
-            .is_some_and(|d| d.contains("sampling/createMessage"))
-        {
-            break event.json();
-        }
-    };
+    let events = stream
+        .until(Duration::from_secs(10), |e| {
+            has_data(e, "sampling/createMessage")
+        })
+        .await;
+    let request = events.last().expect("no sampling request").json();
     let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": {
         "role": "assistant", "content": {"type": "text", "text": "answered on B"},
         "model": "test", "stopReason": "endTurn"}});
@@ -313,19 +303,10 @@ async fn a_sampling_answer_sent_to_another_replica_reaches_the_stdio_upstream() 
         StatusCode::ACCEPTED
     );
 
-    let response = loop {
-        let event = stream
-            .next_event(Duration::from_secs(10))
-            .await
-            .expect("no tool result");
-        if event
-            .data
-            .as_deref()
-            .is_some_and(|d| d.contains("\"id\":5"))
-        {
-            break event.json();
-        }
-    };
+    let events = stream
+        .until(Duration::from_secs(10), |e| has_data(e, "\"id\":5"))
+        .await;
+    let response = events.last().expect("no tool result").json();
     let text = response["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_default();
