@@ -68,11 +68,12 @@ else
   say "python venv installed: $("$venv/bin/python" -m pip freeze | grep -Ei '^(mcp|pytest)==' | tr '\n' ' ')"
 fi
 
-# --- redis-server and haproxy (Debian packages) ----------------------------------------
+# --- redis-server, haproxy and openssl (Debian packages) --------------------------------
 # Tests start their own redis-server on free loopback ports; nothing is left running.
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v haproxy >/dev/null || missing+=(haproxy)
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
   command -v apt-get >/dev/null || { echo "install.sh: need ${missing[*]} and apt-get is missing" >&2; exit 1; }
   say "installing ${missing[*]} with apt-get"
