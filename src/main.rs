@@ -6,11 +6,13 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use actix_web::dev::ServerHandle;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
 
 use mcpgate::config::{Config, RedisMode, StoreKind};
 use mcpgate::dispatch::{Backends, Bus, Gateway, IdSigner, Settings};
@@ -21,6 +23,9 @@ use mcpgate::redis_pubsub::Subscriber;
 use mcpgate::session::{self, MemoryStore, RedisStore};
 use mcpgate::telemetry::{self, Metrics};
 use mcpgate::upstream::Upstreams;
+
+/// Longest wait for requests in flight when draining.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// How long `serve` waits for stdio upstreams before it starts listening anyway.
 const UPSTREAM_SETTLE: Duration = Duration::from_secs(10);
@@ -127,7 +132,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         gateway,
         draining: AtomicBool::new(false),
     });
-    let admin_server = admin::serve(admin_listener.try_clone()?, admin_state)?;
+    let admin_server = admin::serve(admin_listener.try_clone()?, admin_state.clone())?;
+    tokio::spawn(drain_on_signal(
+        admin_state,
+        server.handle(),
+        admin_server.handle(),
+    ));
     announce(&listener, &admin_listener)?;
     tokio::try_join!(server, admin_server).context("server failed")?;
     Ok(())
@@ -165,6 +175,33 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
         events: Arc::new(events),
         bus: Some(Bus::new(pool, subscriber)),
     })
+}
+
+/// On SIGTERM or SIGINT: readiness turns false, open SSE streams end with a `retry` hint (their
+/// clients reconnect, to another replica behind a load balancer), requests in flight finish
+/// (for at most [`DRAIN_LIMIT`]), then the listeners stop.
+async fn drain_on_signal(
+    admin: Arc<admin::AdminState>,
+    server: ServerHandle,
+    admin_server: ServerHandle,
+) {
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(error) => return tracing::error!(%error, "cannot listen for SIGTERM; no draining"),
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("draining: not ready, ending SSE streams, finishing requests in flight");
+    admin.draining.store(true, Ordering::Relaxed);
+    admin.gateway.hub.drain();
+    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    while admin.gateway.hub.requests_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop(true).await;
+    admin_server.stop(true).await;
 }
 
 /// Tells whoever started us where we listen (first lines of stdout), so tests can use port 0.

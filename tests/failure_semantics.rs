@@ -274,3 +274,49 @@ async fn unsolicited_messages_wait_for_the_next_get() {
     assert!(is_update(&update), "{update:?}");
     assert_eq!(update.id_parts().0, "get", "{update:?}");
 }
+
+#[tokio::test]
+async fn sigterm_drains_open_streams_end_with_retry_and_requests_in_flight_finish() {
+    let gw = Gateway::start().await;
+    let session = gw.initialize().await;
+    let mut standalone = SseReader::new(gw.get(Some(&session), &[]).await);
+    standalone
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("no priming event");
+
+    let call = slow_call(3, 1500);
+    let slow = gw.post_json(Some(&session), &call);
+    let terminate = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &gw.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        gw.admin("/readyz").await.status
+    };
+    let (reply, readiness) = tokio::join!(slow, terminate);
+    assert_eq!(
+        readiness,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a draining replica must not be ready"
+    );
+    assert_eq!(
+        reply.json()["result"]["content"][0]["text"],
+        json!("done"),
+        "{reply:?}"
+    );
+
+    let rest = standalone.until_end(Duration::from_secs(5)).await;
+    assert!(
+        standalone.ended,
+        "the GET stream stayed open while draining"
+    );
+    let last = rest.last().expect("the stream ended without a resume hint");
+    assert!(
+        last.retry.is_some() && last.id.is_some(),
+        "no id/retry before the end: {rest:?}"
+    );
+}

@@ -25,6 +25,8 @@ struct Presence {
 #[derive(Default)]
 pub struct Hub {
     sessions: Mutex<HashMap<SessionId, Presence>>,
+    /// Cancelled when the replica starts draining.
+    draining: CancellationToken,
 }
 
 impl Hub {
@@ -71,6 +73,22 @@ impl Hub {
             .get_mut(id)
             .and_then(|p| p.in_flight.remove(request));
         token.inspect(CancellationToken::cancel).is_some()
+    }
+
+    /// Starts draining: open SSE streams end with a `retry` hint, so their clients reconnect
+    /// (to another replica); requests in flight go on.
+    pub fn drain(&self) {
+        self.draining.cancel();
+    }
+
+    /// Cancelled once draining started.
+    pub fn draining(&self) -> CancellationToken {
+        self.draining.clone()
+    }
+
+    /// Requests this replica is working on.
+    pub fn requests_in_flight(&self) -> usize {
+        self.lock().values().map(|p| p.in_flight.len()).sum()
     }
 
     /// Ends a session on this replica: closes its streams and cancels its requests.

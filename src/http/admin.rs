@@ -29,6 +29,7 @@ pub fn serve(listener: TcpListener, state: Arc<AdminState>) -> std::io::Result<S
             .route("/readyz", web::get().to(ready))
     })
     .workers(1)
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)

@@ -76,6 +76,7 @@ pub fn serve(
     })
     .workers(workers)
     .shutdown_timeout(30)
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)

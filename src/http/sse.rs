@@ -4,6 +4,7 @@
 //!
 //! An event without data is a pause marker (an upstream asked to be polled, SEP-1699): the
 //! POST response that meets it live ends there with a `retry` hint; a resumed stream skips it.
+//! A draining replica ends every stream the same way, so clients resume on another replica.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,7 @@ pub fn response(gateway: Arc<Gateway>, tail: Tail) -> HttpResponse {
 
 struct State {
     gateway: Arc<Gateway>,
+    draining: CancellationToken,
     tail: Tail,
     pending: std::vec::IntoIter<Event>,
     primed: bool,
@@ -66,6 +68,7 @@ fn events(
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     gateway.metrics.sse_streams_open.inc();
     let state = State {
+        draining: gateway.hub.draining(),
         gateway,
         tail,
         pending: Vec::new().into_iter(),
@@ -93,6 +96,9 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
         if state.finished || state.tail.closed.is_cancelled() {
             return None;
         }
+        if state.draining.is_cancelled() {
+            return Some(resume_hint(state));
+        }
         let read = state
             .gateway
             .events
@@ -100,6 +106,7 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
         let batch = tokio::select! {
             batch = read => batch,
             () = state.tail.closed.cancelled() => return None,
+            () = state.draining.cancelled() => return Some(resume_hint(state)),
         };
         let Ok(batch) = batch else { return None };
         if state.tail.closed.is_cancelled() {
@@ -129,7 +136,7 @@ fn priming(tail: &Tail) -> Bytes {
 async fn deliver(state: &mut State, event: Event) -> Option<Bytes> {
     state.tail.after = event.seq;
     if event.data.is_empty() {
-        return pause(state, event.seq);
+        return pause(state);
     }
     if state.tail.track_delivery {
         let _ = state
@@ -152,21 +159,25 @@ async fn deliver(state: &mut State, event: Event) -> Option<Bytes> {
 }
 
 /// Ends this response at a pause marker, telling the client where to resume and when.
-fn pause(state: &mut State, seq: u64) -> Option<Bytes> {
+fn pause(state: &mut State) -> Option<Bytes> {
     if !state.tail.honour_pauses {
         return None;
     }
+    Some(resume_hint(state))
+}
+
+/// The last chunk of a response the client should resume (a pause, or this replica draining):
+/// the position to resume after, and the `retry` hint.
+fn resume_hint(state: &mut State) -> Bytes {
     state.finished = true;
     state.pending = Vec::new().into_iter();
     let id = EventId {
         stream: state.tail.key.stream.clone(),
-        seq,
+        seq: state.tail.after,
     };
-    Some(
-        sse_stream::Sse::default()
-            .id(id.to_string())
-            .data("")
-            .retry_duration(state.tail.retry)
-            .into(),
-    )
+    sse_stream::Sse::default()
+        .id(id.to_string())
+        .data("")
+        .retry_duration(state.tail.retry)
+        .into()
 }
