@@ -318,6 +318,16 @@ fn redis_urls(key: &str, values: &[String]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The environment variables that are overrides: `MCPGATE_<SECTION>__<KEY>`. Other `MCPGATE_*`
+/// variables (a launcher's `MCPGATE_URL`, say) are not configuration and are left alone.
+fn override_variables(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
+    vars.filter(|(name, _)| {
+        name.strip_prefix("MCPGATE_")
+            .is_some_and(|rest| rest.contains("__"))
+    })
+    .collect()
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -340,7 +350,8 @@ impl Config {
             .with_list_parse_key("server.allowed_hosts")
             .with_list_parse_key("redis.nodes")
             .with_list_parse_key("redis.sentinels")
-            .try_parsing(true);
+            .try_parsing(true)
+            .source(Some(override_variables(std::env::vars())));
         let config: Config = builder
             .add_source(environment)
             .build()
@@ -652,6 +663,21 @@ mod tests {
         assert_eq!(config.redis.mode, RedisMode::Sentinel);
         assert_eq!(config.redis.master_name.as_deref(), Some("mymaster"));
         assert_eq!(load_str("").unwrap().redis.mode, RedisMode::Standalone);
+    }
+
+    #[test]
+    fn only_section_key_variables_are_overrides() {
+        let vars = [
+            ("MCPGATE_SERVER__LISTEN", "0.0.0.0:1"),
+            ("MCPGATE_URL", "http://x"),
+            ("MCPGATE_BIN_DIR", "/tmp"),
+            ("OTHER__THING", "y"),
+        ];
+        let kept = override_variables(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        assert_eq!(
+            kept.keys().collect::<Vec<_>>(),
+            vec!["MCPGATE_SERVER__LISTEN"]
+        );
     }
 
     #[test]

@@ -70,6 +70,10 @@ async fn accept_loop(listener: TcpListener, service: McpService) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                // Small responses go out at once instead of waiting on delayed ACKs.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
                 tokio::spawn(serve_connection(stream, service.clone()));
             }
             Err(error) => tracing::warn!(%error, "accept failed"),
