@@ -290,31 +290,28 @@ async fn sentinel_failover_moves_the_store_and_the_wake_ups_to_the_new_master() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A subscriber that reconnects during the failover wakes readers with a gap, and a read
-    // may then return empty: a reader keeps reading, as the SSE writer does.
-    let reader = {
-        let (a, key) = (a.clone(), key.clone());
-        tokio::spawn(async move {
-            let deadline = Instant::now() + LONG_WAIT;
-            loop {
-                let batch = a.read(&key, 0, LONG_WAIT).await;
-                if batch.as_ref().map_or(true, |b| !b.events.is_empty())
-                    || Instant::now() > deadline
-                {
-                    return (batch, Instant::now());
-                }
-            }
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let appended = Instant::now();
-    b.append(&key, "after failover".into())
-        .await
-        .expect("append");
-    let (batch, received) = reader.await.expect("reader");
-    assert_eq!(batch.expect("read").events.len(), 1);
-    let elapsed = received.saturating_duration_since(appended);
-    assert!(elapsed < PROMPT, "woken {elapsed:?} after the append");
+    // Pub/sub is lossy: a wake-up published while a subscriber still follows the demoted master
+    // can be lost (the reader then finds the event at its wait limit). What must hold is that
+    // wake-ups work again once the subscribers follow the new master.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = 0;
+    loop {
+        let reader = spawn_read(&a, &key, seen);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.append(&key, format!("after failover {seen}"))
+            .await
+            .expect("append");
+        let (batch, elapsed) = reader.await.expect("reader");
+        let events = batch.expect("read").events;
+        seen = events.last().map_or(seen, |e| e.seq);
+        if !events.is_empty() && elapsed < PROMPT {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wake-ups did not recover after the failover"
+        );
+    }
 }
 
 /// A replica of the gateway using `redis` (raw `[redis]` lines).
