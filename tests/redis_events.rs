@@ -15,7 +15,7 @@ use mcpgate::redis_pubsub::{self, Notification, Subscriber, Subscription};
 use mcpgate::session::SessionId;
 use mcpgate::telemetry::Metrics;
 use redis::AsyncCommands;
-use support::redis::RedisServer;
+use support::redis::{RedisServer, spawn_read};
 
 /// The per-operation deadline of every test pool and subscriber.
 const TIMEOUT: Duration = Duration::from_millis(300);
@@ -98,20 +98,6 @@ fn assert_unknown(result: Result<Batch, EventLogError>, what: &str) {
         Err(EventLogError::UnknownStream(_)) => {}
         other => panic!("{what}: expected UnknownStream, got {other:?}"),
     }
-}
-
-/// Starts a read on `log` in the background, timing it.
-fn spawn_read(
-    log: &Arc<RedisEventLog>,
-    key: &StreamKey,
-    after: u64,
-) -> tokio::task::JoinHandle<(Result<Batch, EventLogError>, Duration)> {
-    let (log, key) = (log.clone(), key.clone());
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let result = log.read(&key, after, LONG_WAIT).await;
-        (result, started.elapsed())
-    })
 }
 
 #[tokio::test]
@@ -230,7 +216,7 @@ async fn a_reader_on_one_replica_is_woken_by_an_append_on_another() {
     b.open(&key).await.expect("open");
     b.open(&sibling).await.expect("open");
 
-    let reader = spawn_read(&a, &key, 0);
+    let reader = spawn_read(&a, &key, LONG_WAIT, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
     b.append(&sibling, "elsewhere".into())
         .await
@@ -249,7 +235,7 @@ async fn a_reader_on_one_replica_is_woken_by_an_append_on_another() {
         "woken after {elapsed:?}"
     );
 
-    let reader = spawn_read(&a, &key, 1);
+    let reader = spawn_read(&a, &key, LONG_WAIT, 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     b.close(&key).await.expect("close");
     let (batch, elapsed) = reader.await.expect("reader");
@@ -376,7 +362,7 @@ async fn an_outage_is_unavailable_and_wake_ups_resume_after_a_restart() {
     a.open(&key).await.expect("open");
     let channel = redis_pubsub::session_channel(&key.session);
     let mut held = subscriber_a.subscribe(&channel).await;
-    let waiting = spawn_read(&a, &key, 0);
+    let waiting = spawn_read(&a, &key, LONG_WAIT, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     server.stop().await;
@@ -404,7 +390,7 @@ async fn an_outage_is_unavailable_and_wake_ups_resume_after_a_restart() {
     );
     let key = new_stream();
     b.open(&key).await.expect("open after restart");
-    let reader = spawn_read(&a, &key, 0);
+    let reader = spawn_read(&a, &key, LONG_WAIT, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
     b.append(&key, "back".into()).await.expect("append");
     let (batch, elapsed) = reader.await.expect("reader");

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcpgate::config::{RedisConfig, RedisMode};
-use mcpgate::events::{Batch, EventLog, EventLogError, RedisEventLog, StreamId, StreamKey};
+use mcpgate::events::{EventLog, EventLogError, RedisEventLog, StreamId, StreamKey};
 use mcpgate::protocol::ProtocolVersion;
 use mcpgate::redis_pool::{self, RedisPool};
 use mcpgate::redis_pubsub::{Notification, Subscriber};
 use mcpgate::session::{Lookup, RedisStore, SessionId, SessionRecord, SessionStore};
 use mcpgate::telemetry::Metrics;
 use serde_json::json;
-use support::redis::{MASTER_NAME, RedisCluster, RedisSentinel};
+use support::redis::{MASTER_NAME, RedisCluster, RedisSentinel, spawn_read};
 use support::{Gateway, GatewayBuilder, toml_str};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -120,7 +120,7 @@ async fn exercise_events(config: &RedisConfig) {
             stream: StreamId::random(),
         };
         b.open(&key).await.expect("open");
-        let reader = spawn_read(&a, &key, 0);
+        let reader = spawn_read(&a, &key, LONG_WAIT, 0);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(b.append(&key, "hello".into()).await.expect("append"), 1);
         let (batch, elapsed) = reader.await.expect("reader");
@@ -131,7 +131,7 @@ async fn exercise_events(config: &RedisConfig) {
             "woken after {elapsed:?}"
         );
 
-        let reader = spawn_read(&a, &key, 1);
+        let reader = spawn_read(&a, &key, LONG_WAIT, 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
         b.close(&key).await.expect("close");
         let (batch, elapsed) = reader.await.expect("reader");
@@ -153,20 +153,6 @@ async fn exercise_events(config: &RedisConfig) {
             Err(EventLogError::UnknownStream(_))
         ));
     }
-}
-
-/// Starts a read on `log` in the background, timing it.
-fn spawn_read(
-    log: &Arc<RedisEventLog>,
-    key: &StreamKey,
-    after: u64,
-) -> tokio::task::JoinHandle<(Result<Batch, EventLogError>, Duration)> {
-    let (log, key) = (log.clone(), key.clone());
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let result = log.read(&key, after, LONG_WAIT).await;
-        (result, started.elapsed())
-    })
 }
 
 #[tokio::test]
@@ -220,7 +206,7 @@ async fn cluster_subscriber_moves_to_another_node_when_its_node_dies() {
         if b.open(&key).await.is_err() {
             continue; // a slot of the dead node
         }
-        let reader = spawn_read(&a, &key, 0);
+        let reader = spawn_read(&a, &key, LONG_WAIT, 0);
         tokio::time::sleep(Duration::from_millis(200)).await;
         b.append(&key, "hello".into()).await.expect("append");
         let (batch, elapsed) = reader.await.expect("reader");
@@ -296,7 +282,7 @@ async fn sentinel_failover_moves_the_store_and_the_wake_ups_to_the_new_master() 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = 0;
     loop {
-        let reader = spawn_read(&a, &key, seen);
+        let reader = spawn_read(&a, &key, LONG_WAIT, seen);
         tokio::time::sleep(Duration::from_millis(200)).await;
         b.append(&key, format!("after failover {seen}"))
             .await

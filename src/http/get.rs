@@ -53,7 +53,7 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
             .await
             .map_err(event_log_error)?,
     };
-    let replayable = gateway
+    let backlog = gateway
         .events
         .read(&key, after, Duration::ZERO)
         .await
@@ -62,7 +62,7 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
         gateway
             .metrics
             .sse_events_replayed
-            .inc_by(replayable.events.len() as u64);
+            .inc_by(backlog.events.len() as u64);
     }
     let (closed, upstream_listeners) = if standalone {
         (
@@ -75,6 +75,7 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
     let tail = Tail {
         key,
         after,
+        backlog,
         closed,
         track_delivery: standalone,
         honour_pauses: false,

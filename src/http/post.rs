@@ -19,7 +19,7 @@ use super::guard::{self, SESSION_HEADER};
 use super::sse::{self, Tail};
 use super::{AppState, session_error};
 use crate::dispatch::{Gateway, InitializeError, MessageRejected, Outgoing, Session};
-use crate::events::{StreamId, StreamKey};
+use crate::events::{Batch, StreamId, StreamKey};
 use crate::jsonrpc::{Message, Request};
 
 pub async fn handle(
@@ -282,6 +282,7 @@ async fn stream(
     let tail = Tail {
         key,
         after: 0,
+        backlog: Batch::default(),
         closed,
         track_delivery: false,
         honour_pauses: true,

@@ -16,7 +16,7 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Gateway;
-use crate::events::{Event, EventId, StreamKey};
+use crate::events::{Batch, Event, EventId, StreamKey};
 use crate::upstream::UpstreamListener;
 
 /// How long one read waits before a keep-alive comment is sent.
@@ -27,6 +27,8 @@ pub struct Tail {
     pub key: StreamKey,
     /// Deliver events after this sequence number.
     pub after: u64,
+    /// Events already read after `after` (a resumption's replay), sent before reading more.
+    pub backlog: Batch,
     /// Ends the response: the session ended, or (standalone stream) a newer GET took over.
     pub closed: CancellationToken,
     /// Record what reached the client, so the next GET starts after it (standalone stream).
@@ -64,16 +66,16 @@ impl Drop for State {
 
 fn events(
     gateway: Arc<Gateway>,
-    tail: Tail,
+    mut tail: Tail,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     gateway.metrics.sse_streams_open.inc();
     let state = State {
         draining: gateway.hub.draining(),
         gateway,
+        finished: tail.backlog.closed,
+        pending: std::mem::take(&mut tail.backlog.events).into_iter(),
         tail,
-        pending: Vec::new().into_iter(),
         primed: false,
-        finished: false,
     };
     futures::stream::unfold(state, |mut state| async move {
         let chunk = next_chunk(&mut state).await?;

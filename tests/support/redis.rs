@@ -407,3 +407,22 @@ impl Drop for RedisSentinel {
 fn redis_cli_binary() -> String {
     std::env::var("MCPGATE_REDIS_CLI").unwrap_or_else(|_| "redis-cli".into())
 }
+
+/// Starts a read of `key` on `log` (waiting up to `wait`) in the background, timing it.
+pub fn spawn_read(
+    log: &std::sync::Arc<mcpgate::events::RedisEventLog>,
+    key: &mcpgate::events::StreamKey,
+    wait: Duration,
+    after: u64,
+) -> tokio::task::JoinHandle<(
+    Result<mcpgate::events::Batch, mcpgate::events::EventLogError>,
+    Duration,
+)> {
+    use mcpgate::events::EventLog;
+    let (log, key) = (log.clone(), key.clone());
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let result = log.read(&key, after, wait).await;
+        (result, started.elapsed())
+    })
+}
