@@ -15,12 +15,12 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
 use mcpgate::config::{Config, RedisMode, StoreKind};
-use mcpgate::dispatch::{Backends, Bus, Gateway, IdSigner, Settings};
+use mcpgate::dispatch::{Backends, Bus, ExpiryEvents, Gateway, IdSigner, Settings};
 use mcpgate::events::{MemoryEventLog, RedisEventLog};
 use mcpgate::http::{self, HttpSettings, admin};
 use mcpgate::redis_pool::{self, RedisPool};
 use mcpgate::redis_pubsub::Subscriber;
-use mcpgate::session::{self, MemoryStore, RedisStore};
+use mcpgate::session::{MemoryStore, RedisStore};
 use mcpgate::telemetry::{self, Metrics};
 use mcpgate::upstream::Upstreams;
 
@@ -100,9 +100,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             IdSigner::random()
         }
     };
-    let settings = Settings {
-        max_lifetime: config.session.max_lifetime,
-    };
+    let settings = Settings::new(config.session.idle_ttl, config.session.max_lifetime);
     let upstream_configs = config.upstreams.clone();
     let gateway = Gateway::start(
         backends,
@@ -154,6 +152,7 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
                 session.replay_max_events,
             )),
             bus: None,
+            expiry_events: None,
         });
     }
     let pool = RedisPool::new(&config.redis, metrics.clone()).context("cannot configure Redis")?;
@@ -166,14 +165,15 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
         session.replay_max_events,
     );
     let store = Arc::new(RedisStore::new(pool.clone(), session.idle_ttl));
-    if config.redis.mode != RedisMode::Cluster {
-        let db = redis_pool::database(&config.redis);
-        session::watch_expiry_events(store.clone(), subscriber.clone(), db, metrics.clone());
-    }
+    let expiry_events = (config.redis.mode != RedisMode::Cluster).then(|| ExpiryEvents {
+        subscriber: subscriber.clone(),
+        db: redis_pool::database(&config.redis),
+    });
     Ok(Backends {
         store,
         events: Arc::new(events),
         bus: Some(Bus::new(pool, subscriber)),
+        expiry_events,
     })
 }
 

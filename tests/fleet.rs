@@ -47,16 +47,15 @@ fn has_data(event: &support::SseEvent, text: &str) -> bool {
 /// The `remote` upstream's session id as stored in the session record.
 async fn stored_upstream_session(redis: &RedisServer, session: &Session) -> Option<String> {
     let mut client = redis.client().await;
-    let key = format!("mcpgate:{{{}}}:s", session.id);
-    let record: String = redis::cmd("GET")
+    let key = format!("mcpgate:{{{}}}:u", session.id);
+    let stored: String = redis::cmd("HGET")
         .arg(&key)
+        .arg("remote")
         .query_async(&mut client)
         .await
-        .expect("no record");
-    let record: serde_json::Value = serde_json::from_str(&record).expect("record is not JSON");
-    record["upstreams"]["remote"]["session_id"]
-        .as_str()
-        .map(str::to_owned)
+        .expect("no upstream session");
+    let stored: serde_json::Value = serde_json::from_str(&stored).expect("not JSON");
+    stored["session_id"].as_str().map(str::to_owned)
 }
 
 #[tokio::test]

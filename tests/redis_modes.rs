@@ -12,7 +12,7 @@ use mcpgate::events::{EventLog, EventLogError, RedisEventLog, StreamId, StreamKe
 use mcpgate::protocol::ProtocolVersion;
 use mcpgate::redis_pool::{self, RedisPool};
 use mcpgate::redis_pubsub::{Notification, Subscriber};
-use mcpgate::session::{Lookup, RedisStore, SessionId, SessionRecord, SessionStore};
+use mcpgate::session::{Lookup, RecordChange, RedisStore, SessionId, SessionRecord, SessionStore};
 use mcpgate::telemetry::Metrics;
 use serde_json::json;
 use support::redis::{MASTER_NAME, RedisCluster, RedisSentinel, spawn_read};
@@ -78,7 +78,7 @@ async fn replica(config: &RedisConfig) -> (Arc<RedisEventLog>, Arc<Subscriber>) 
     (Arc::new(log), subscriber)
 }
 
-/// Creates, loads, saves and deletes `SESSIONS` sessions (ids in many slots).
+/// Creates, loads, updates and deletes `SESSIONS` sessions (ids in many slots).
 async fn exercise_store(config: &RedisConfig) {
     let store = RedisStore::new(pool(config), HOUR);
     store.ping().await.expect("ping");
@@ -87,11 +87,11 @@ async fn exercise_store(config: &RedisConfig) {
         store.create(id, &record()).await.expect("create");
     }
     for id in &ids {
-        let Lookup::Live(mut loaded) = store.load(id).await.expect("load") else {
+        let Lookup::Live(_) = store.load(id).await.expect("load") else {
             panic!("session {id} is not live");
         };
-        loaded.log_level = Some("debug".into());
-        store.save(id, &loaded).await.expect("save");
+        let level = RecordChange::LogLevel("debug".into());
+        store.update(id, &level).await.expect("update");
         let Lookup::Live(saved) = store.load(id).await.expect("load") else {
             panic!("session {id} is not live after save");
         };

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use mcpgate::config::RedisConfig;
 use mcpgate::protocol::ProtocolVersion;
 use mcpgate::redis_pool::RedisPool;
-use mcpgate::session::{Lookup, RedisStore, SessionId, SessionRecord, SessionStore, StoreError};
+use mcpgate::session::{
+    Lookup, RecordChange, RedisStore, SessionId, SessionRecord, SessionStore, StoreError,
+    UpstreamSession,
+};
 use mcpgate::telemetry::Metrics;
 use redis::AsyncCommands;
 use serde_json::json;
@@ -51,6 +54,61 @@ fn tombstone_key(id: &SessionId) -> String {
 
 async fn pttl(server: &RedisServer, key: &str) -> i64 {
     server.client().await.pttl(key).await.expect("PTTL")
+}
+
+fn upstreams_key(id: &SessionId) -> String {
+    format!("mcpgate:{{{id}}}:u")
+}
+
+async fn exists(server: &RedisServer, key: &str) -> bool {
+    server.client().await.exists(key).await.expect("EXISTS")
+}
+
+fn upstream_change(name: &str, upstream_session: &str) -> RecordChange {
+    RecordChange::Upstream {
+        name: name.into(),
+        session: UpstreamSession {
+            session_id: Some(upstream_session.into()),
+            protocol_version: Some("2025-11-25".into()),
+        },
+    }
+}
+
+/// Fills Redis with junk, then lowers `maxmemory` below what it uses: with `noeviction`,
+/// Redis now refuses every write that needs memory, and keeps doing so.
+async fn fill_until_full(redis: &RedisServer) {
+    let mut client = redis.client().await;
+    let junk = "x".repeat(16 * 1024);
+    for i in 0..128 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("junk:{i}"))
+            .arg(&junk)
+            .query_async(&mut client)
+            .await
+            .unwrap();
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", &(used - 1024 * 1024).to_string()])
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    let refused: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("one-more")
+        .arg("x")
+        .query_async(&mut client)
+        .await;
+    let error = refused.expect_err("Redis accepted a write over maxmemory");
+    assert!(error.to_string().contains("OOM"), "{error}");
 }
 
 async fn get(server: &RedisServer, key: &str) -> Option<String> {
@@ -102,9 +160,15 @@ async fn keys_are_named_and_hash_tagged_as_documented() {
         keys,
         [format!("mcpgate:{{{id}}}:s"), format!("mcpgate:{{{id}}}:t")]
     );
-    let stored = get(&server, &record_key(&id)).await.expect("record");
-    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
-    assert_eq!(stored, serde_json::to_value(&created).unwrap());
+    let stored: std::collections::HashMap<String, String> = server
+        .client()
+        .await
+        .hgetall(record_key(&id))
+        .await
+        .unwrap();
+    assert_eq!(stored["schema"], "2");
+    let core: serde_json::Value = serde_json::from_str(&stored["core"]).unwrap();
+    assert_eq!(core["client_info"], created.client_info);
     assert_eq!(
         get(&server, &tombstone_key(&id)).await.as_deref(),
         Some("live")
@@ -135,12 +199,18 @@ async fn gone_sessions_are_classified() {
         "tombstones expire too"
     );
 
-    // Let Redis expire the record; the tombstone (2 × idle TTL) remembers the id.
+    // Let Redis expire the record; the tombstone (idle TTL + 1 min here) remembers the id.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(get(&server, &record_key(&expiring)).await, None);
     let first = store.load(&expiring).await.unwrap();
     assert!(
-        matches!(first, Lookup::Expired { first_notice: true }),
+        matches!(
+            first,
+            Lookup::Expired {
+                first_notice: true,
+                ..
+            }
+        ),
         "{first:?}"
     );
     let again = store.load(&expiring).await.unwrap();
@@ -148,7 +218,8 @@ async fn gone_sessions_are_classified() {
         matches!(
             again,
             Lookup::Expired {
-                first_notice: false
+                first_notice: false,
+                ..
             }
         ),
         "{again:?}"
@@ -170,7 +241,7 @@ async fn loads_slide_the_idle_ttl_and_refresh_the_tombstone() {
     store.create(&id, &record(HOUR)).await.unwrap();
     let tombstone_ttl = pttl(&server, &tombstone_key(&id)).await;
     assert!(
-        (1500..=2000).contains(&tombstone_ttl),
+        (60_500..=61_000).contains(&tombstone_ttl),
         "tombstone PTTL {tombstone_ttl}"
     );
 
@@ -182,7 +253,7 @@ async fn loads_slide_the_idle_ttl_and_refresh_the_tombstone() {
     assert!(after > 900, "record PTTL after the load: {after}");
     let tombstone_ttl = pttl(&server, &tombstone_key(&id)).await;
     assert!(
-        tombstone_ttl > 1900,
+        tombstone_ttl > 60_900,
         "tombstone PTTL after the load: {tombstone_ttl}"
     );
 
@@ -232,7 +303,13 @@ async fn the_absolute_cap_bounds_the_ttl() {
         .unwrap();
     let lookup = store.load(&overdue).await.unwrap();
     assert!(
-        matches!(lookup, Lookup::Expired { first_notice: true }),
+        matches!(
+            lookup,
+            Lookup::Expired {
+                first_notice: true,
+                ..
+            }
+        ),
         "{lookup:?}"
     );
     assert_eq!(get(&server, &record_key(&overdue)).await, None);
@@ -255,9 +332,12 @@ async fn an_expiry_is_noticed_once_across_replicas() {
         let mut first_notices = 0;
         for lookup in futures::future::join_all(loads).await {
             match lookup.unwrap().unwrap() {
-                Lookup::Expired { first_notice: true } => first_notices += 1,
+                Lookup::Expired {
+                    first_notice: true, ..
+                } => first_notices += 1,
                 Lookup::Expired {
                     first_notice: false,
+                    ..
                 } => {}
                 other => panic!("round {round}: expected an expiry, got {other:?}"),
             }
@@ -267,39 +347,132 @@ async fn an_expiry_is_noticed_once_across_replicas() {
 }
 
 #[tokio::test]
-async fn save_keeps_the_ttl_and_never_resurrects() {
+async fn updates_keep_the_ttl_and_never_resurrect() {
     let server = RedisServer::start().await;
     let store = store(&server, Duration::from_secs(10));
     let id = SessionId::generate();
-    let mut session = record(HOUR);
-    store.create(&id, &session).await.unwrap();
+    store.create(&id, &record(HOUR)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    session.log_level = Some("warning".into());
-    store.save(&id, &session).await.unwrap();
+    let level = RecordChange::LogLevel("warning".into());
+    store.update(&id, &level).await.unwrap();
     let ttl = pttl(&server, &record_key(&id)).await;
     assert!(
         (1..=9750).contains(&ttl),
-        "save must not reset the TTL: {ttl}"
+        "an update must not reset the TTL: {ttl}"
     );
     let loaded = live(store.load(&id).await.unwrap());
     assert_eq!(loaded.log_level.as_deref(), Some("warning"));
 
     store.delete(&id).await.unwrap();
-    store.save(&id, &session).await.unwrap();
-    assert_eq!(get(&server, &record_key(&id)).await, None);
+    store.update(&id, &level).await.unwrap();
+    store
+        .update(&id, &upstream_change("remote", "u1"))
+        .await
+        .unwrap();
+    assert!(!exists(&server, &record_key(&id)).await);
+    assert!(!exists(&server, &upstreams_key(&id)).await);
     assert!(matches!(store.load(&id).await.unwrap(), Lookup::Deleted));
 
     let expired = SessionId::generate();
-    store.create(&expired, &session).await.unwrap();
+    store.create(&expired, &record(HOUR)).await.unwrap();
     remove(&server, &record_key(&expired)).await;
-    store.save(&expired, &session).await.unwrap();
-    assert_eq!(get(&server, &record_key(&expired)).await, None);
+    store.update(&expired, &level).await.unwrap();
+    assert!(!exists(&server, &record_key(&expired)).await);
     let lookup = store.load(&expired).await.unwrap();
     assert!(
-        matches!(lookup, Lookup::Expired { first_notice: true }),
+        matches!(
+            lookup,
+            Lookup::Expired {
+                first_notice: true,
+                ..
+            }
+        ),
         "{lookup:?}"
     );
+}
+
+/// Several replicas change different fields of one session at the same moment; every change
+/// survives (schema 1 replaced the whole record, so all but one were lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_from_many_replicas_all_survive() {
+    let server = RedisServer::start().await;
+    let replicas: Arc<Vec<RedisStore>> = Arc::new((0..4).map(|_| store(&server, HOUR)).collect());
+    let id = SessionId::generate();
+    replicas[0].create(&id, &record(HOUR)).await.unwrap();
+    let mut changes: Vec<RecordChange> = (0..24)
+        .map(|i| RecordChange::Subscribe {
+            uri: format!("file:///{i}"),
+            upstream: "files".into(),
+        })
+        .collect();
+    changes.push(upstream_change("remote", "fresh-upstream-session"));
+    changes.push(RecordChange::LogLevel("error".into()));
+    let updates = changes.into_iter().enumerate().map(|(i, change)| {
+        let (replicas, id) = (replicas.clone(), id.clone());
+        tokio::spawn(async move { replicas[i % 4].update(&id, &change).await })
+    });
+    for update in futures::future::join_all(updates).await {
+        update.unwrap().unwrap();
+    }
+    let loaded = live(replicas[1].load(&id).await.unwrap());
+    assert_eq!(loaded.subscriptions.len(), 24, "{:?}", loaded.subscriptions);
+    assert_eq!(
+        loaded.upstreams["remote"].session_id.as_deref(),
+        Some("fresh-upstream-session")
+    );
+    assert_eq!(loaded.log_level.as_deref(), Some("error"));
+    replicas[2]
+        .update(
+            &id,
+            &RecordChange::Unsubscribe {
+                uri: "file:///3".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        live(replicas[3].load(&id).await.unwrap())
+            .subscriptions
+            .len(),
+        23
+    );
+}
+
+/// The one that notices an expiry gets the upstream sessions, once, to close them.
+#[tokio::test]
+async fn the_first_notice_of_an_expiry_hands_over_the_upstream_sessions() {
+    let server = RedisServer::start().await;
+    let store = store(&server, HOUR);
+    let id = SessionId::generate();
+    store.create(&id, &record(HOUR)).await.unwrap();
+    store
+        .update(&id, &upstream_change("remote", "u-7"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.notice_gone(&id).await.unwrap().map(|_| ()),
+        None,
+        "still live"
+    );
+    remove(&server, &record_key(&id)).await;
+    match store.notice_gone(&id).await.unwrap() {
+        Some(Lookup::Expired {
+            first_notice: true,
+            orphans,
+        }) => {
+            assert_eq!(orphans["remote"].session_id.as_deref(), Some("u-7"))
+        }
+        other => panic!("expected the first notice, got {other:?}"),
+    }
+    match store.load(&id).await.unwrap() {
+        Lookup::Expired {
+            first_notice: false,
+            orphans,
+        } => assert!(orphans.is_empty()),
+        other => panic!("expected a later notice, got {other:?}"),
+    }
+    assert!(!exists(&server, &upstreams_key(&id)).await);
 }
 
 #[tokio::test]
@@ -318,36 +491,90 @@ async fn a_missing_tombstone_is_restored_on_load() {
     assert!(pttl(&server, &tombstone_key(&id)).await > 0);
 }
 
+/// A schema-1 record (one JSON string, as written by the previous release during a rolling
+/// upgrade) is read, upgraded in place with its TTL, and then changed field by field.
 #[tokio::test]
-async fn records_of_a_newer_schema_load_and_garbage_is_corrupt() {
+async fn schema_1_records_are_upgraded_in_place() {
     let server = RedisServer::start().await;
     let store = store(&server, HOUR);
     let id = SessionId::generate();
-    let newer = json!({
-        "schema": 99,
-        "protocol_version": "2025-11-25",
-        "client_info": {"name": "future-client"},
-        "client_capabilities": {},
+    let legacy = json!({
+        "schema": 1,
+        "protocol_version": "2025-06-18",
+        "client_info": {"name": "old-client", "version": "0.9"},
+        "client_capabilities": {"sampling": {}},
         "created_at": 1_700_000_000u64,
         "expires_at": 4_000_000_000u64,
         "upstreams": {"remote": {"session_id": "abc", "protocol_version": "2025-06-18"}},
-        "a_field_from_the_future": {"nested": [1, 2, 3]},
+        "log_level": "notice",
+        "subscriptions": {"file:///x": "remote"},
     });
     let mut client = server.client().await;
     let _: () = client
-        .set_ex(record_key(&id), newer.to_string(), 60)
+        .set_ex(record_key(&id), legacy.to_string(), 600)
+        .await
+        .unwrap();
+    let _: () = client
+        .set_ex(tombstone_key(&id), "live", 1200)
+        .await
+        .unwrap();
+
+    let loaded = live(store.load(&id).await.unwrap());
+    assert_eq!(
+        loaded.client_info,
+        json!({"name": "old-client", "version": "0.9"})
+    );
+    assert_eq!(loaded.protocol_version, "2025-06-18");
+    assert_eq!(
+        loaded.upstreams["remote"].session_id.as_deref(),
+        Some("abc")
+    );
+    assert_eq!(loaded.log_level.as_deref(), Some("notice"));
+    assert_eq!(loaded.subscriptions["file:///x"], "remote");
+    let kind: String = redis::cmd("TYPE")
+        .arg(record_key(&id))
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!(kind, "hash");
+    assert!(pttl(&server, &record_key(&id)).await > 0, "the TTL is kept");
+
+    store
+        .update(&id, &RecordChange::LogLevel("debug".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        live(store.load(&id).await.unwrap()).log_level.as_deref(),
+        Some("debug")
+    );
+}
+
+/// A record written by a newer release is refused (503 at the edge), never half-read and never
+/// reported missing; garbage is corrupt.
+#[tokio::test]
+async fn newer_schemas_are_refused_and_garbage_is_corrupt() {
+    let server = RedisServer::start().await;
+    let store = store(&server, HOUR);
+    let id = SessionId::generate();
+    let mut client = server.client().await;
+    let _: () = client
+        .hset_multiple(record_key(&id), &[("schema", "3"), ("core", "{}")])
         .await
         .unwrap();
     let _: () = client
         .set_ex(tombstone_key(&id), "live", 120)
         .await
         .unwrap();
-    let loaded = live(store.load(&id).await.unwrap());
-    assert_eq!(loaded.schema, 99);
-    assert_eq!(loaded.client_info, json!({"name": "future-client"}));
-    assert_eq!(
-        loaded.upstreams["remote"].session_id.as_deref(),
-        Some("abc")
+    let result = store.load(&id).await;
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::NewerSchema {
+                found: 3,
+                supported: 2
+            })
+        ),
+        "{result:?}"
     );
 
     let garbage = SessionId::generate();
@@ -361,6 +588,45 @@ async fn records_of_a_newer_schema_load_and_garbage_is_corrupt() {
         .unwrap();
     let result = store.load(&garbage).await;
     assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+}
+
+/// With `maxmemory` reached and `noeviction`, Redis refuses new data: existing sessions still
+/// load (and slide), creating one fails as unavailable, and the readiness probe passes.
+#[tokio::test]
+async fn a_full_redis_still_serves_existing_sessions() {
+    let server = RedisServer::start_args(false, &["--maxmemory-policy", "noeviction"]).await;
+    let store = store(&server, Duration::from_secs(30));
+    let id = SessionId::generate();
+    store.create(&id, &record(HOUR)).await.unwrap();
+    fill_until_full(&server).await;
+
+    let loaded = live(store.load(&id).await.unwrap());
+    assert_eq!(loaded.client_info["name"], "test-client");
+    let ttl = pttl(&server, &record_key(&id)).await;
+    assert!(ttl > 29_000, "the load slid the TTL: {ttl}");
+    let created = store.create(&SessionId::generate(), &record(HOUR)).await;
+    assert!(
+        matches!(created, Err(StoreError::Unavailable(_))),
+        "{created:?}"
+    );
+    store
+        .ping()
+        .await
+        .expect("a full Redis still serves sessions: ready");
+}
+
+/// `CLIENT PAUSE WRITE` makes every write wait: the readiness probe fails.
+#[tokio::test]
+async fn a_redis_refusing_writes_is_not_ready() {
+    let server = RedisServer::start().await;
+    let store = store(&server, HOUR);
+    store.ping().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "3000", "WRITE"])
+        .query_async(&mut server.client().await)
+        .await
+        .unwrap();
+    assert_unavailable("ping", store.ping()).await;
 }
 
 /// Asserts an operation failed as unavailable within about the pool's deadline.
@@ -397,7 +663,11 @@ async fn a_stopped_redis_is_unavailable_never_a_missing_session() {
         store.create(&SessionId::generate(), &record(HOUR)),
     )
     .await;
-    assert_unavailable("save", store.save(&id, &record(HOUR))).await;
+    assert_unavailable(
+        "update",
+        store.update(&id, &RecordChange::LogLevel("debug".into())),
+    )
+    .await;
     assert_unavailable("delete", store.delete(&id)).await;
     assert_unavailable("ping", store.ping()).await;
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::bus::{BusListener, BusMessage};
+use super::capabilities::{ClientCapabilities, refuse};
 use super::forward::upstream_failure;
 use super::{Gateway, Outbox, Outcome, Outgoing};
 use crate::jsonrpc::{Message, RequestId, Response};
@@ -39,10 +40,12 @@ struct Routing {
 }
 
 impl Gateway {
-    /// Relays `messages` to `outbox` until the upstream's response, which it returns.
+    /// Relays `messages` to `outbox` until the upstream's response, which it returns. What the
+    /// session's client did not declare a capability for is refused instead of relayed.
     pub(super) async fn exchange(
         &self,
         ctx: &CallContext,
+        capabilities: &ClientCapabilities,
         upstream: &Arc<Upstream>,
         id: &RequestId,
         mut messages: mpsc::Receiver<UpstreamEvent>,
@@ -94,6 +97,12 @@ impl Gateway {
                     continue;
                 }
             };
+            if let UpstreamEvent::Message(message) = &event
+                && let Err(missing) = capabilities.allows(message)
+            {
+                refuse(upstream, ctx, message, &missing).await;
+                continue;
+            }
             let outgoing = match event {
                 UpstreamEvent::Message(Message::Response(response)) => {
                     guard.disarm();

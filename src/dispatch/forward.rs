@@ -9,9 +9,10 @@ use std::time::Instant;
 use rmcp::model::ErrorCode;
 use serde_json::Value;
 
+use super::capabilities::ClientCapabilities;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::jsonrpc::{Message, Notification, Request, RequestId};
-use crate::session::SessionId;
+use crate::session::{RecordChange, SessionId};
 use crate::upstream::{CallContext, Upstream, UpstreamError};
 
 impl Gateway {
@@ -58,7 +59,8 @@ impl Gateway {
             other => other,
         };
         let messages = messages.map_err(|e| upstream_failure(&e))?;
-        self.exchange(&ctx, upstream, &request.id, messages, outbox)
+        let capabilities = ClientCapabilities::from_declared(&session.record.client_capabilities);
+        self.exchange(&ctx, &capabilities, upstream, &request.id, messages, outbox)
             .await
     }
 
@@ -72,17 +74,19 @@ impl Gateway {
             .open_session(&session.record)
             .await
             .map_err(|e| upstream_failure(&e))?;
-        let mut record = session.record.clone();
-        record
-            .upstreams
-            .insert(upstream.name.clone(), upstream_session.clone());
-        if let Err(error) = self.store.save(&session.id, &record).await {
+        let change = RecordChange::Upstream {
+            name: upstream.name.clone(),
+            session: upstream_session.clone(),
+        };
+        if let Err(error) = self.store.update(&session.id, &change).await {
             tracing::warn!(%error, "could not save a re-opened upstream session");
         }
-        Ok(CallContext {
+        let ctx = CallContext {
             session: session.id.clone(),
             upstream_session,
-        })
+        };
+        self.restore_log_level(session, upstream, &ctx).await;
+        Ok(ctx)
     }
 
     /// Rewrites an upstream message for the client of `session`.
@@ -146,10 +150,9 @@ mod tests {
             store: Arc::new(MemoryStore::new(Duration::from_secs(60))),
             events: Arc::new(MemoryEventLog::new(Duration::from_secs(60), 10)),
             bus: None,
+            expiry_events: None,
         };
-        let settings = Settings {
-            max_lifetime: Duration::from_secs(3600),
-        };
+        let settings = Settings::new(Duration::from_secs(60), Duration::from_secs(3600));
         let metrics = Arc::new(Metrics::new().unwrap());
         Gateway::start(
             backends,

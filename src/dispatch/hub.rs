@@ -3,22 +3,58 @@
 //! owner of the standalone GET stream, and a token that closes every open stream on DELETE.
 //!
 //! All of it is a cache: a replica that never saw a session rebuilds its entry on first use.
+//! So that a long-lived replica does not keep the entries of sessions that ended elsewhere
+//! (expired, or deleted on another replica), [`Hub::prune`] drops entries unused here for a
+//! while that hold nothing open; entries with resource subscriptions are only dropped once the
+//! store says their session is gone (the caller checks, see `Gateway::housekeeping`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::jsonrpc::RequestId;
 use crate::session::{SessionId, SessionRecord};
 
-#[derive(Default)]
 struct Presence {
     closed: CancellationToken,
     in_flight: HashMap<RequestId, CancellationToken>,
     subscriptions: BTreeSet<String>,
     /// Cancelled when a newer GET takes the standalone stream over.
     standalone_owner: Option<CancellationToken>,
+    /// SSE responses of this session open on this replica.
+    open_streams: usize,
+    last_used: Instant,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self {
+            closed: CancellationToken::new(),
+            in_flight: HashMap::new(),
+            subscriptions: BTreeSet::new(),
+            standalone_owner: None,
+            open_streams: 0,
+            last_used: Instant::now(),
+        }
+    }
+}
+
+impl Presence {
+    /// Nothing of the session is open on this replica.
+    fn is_idle_since(&self, cutoff: Instant) -> bool {
+        self.in_flight.is_empty() && self.open_streams == 0 && self.last_used <= cutoff
+    }
+}
+
+/// What [`Hub::prune`] left for the caller to decide.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    /// Entries dropped.
+    pub dropped: usize,
+    /// Idle entries kept for their subscriptions: drop them if their session is gone.
+    pub to_check: Vec<SessionId>,
 }
 
 /// Per-replica session presence.
@@ -45,7 +81,57 @@ impl Hub {
         if fresh {
             presence.subscriptions = record.subscriptions.keys().cloned().collect();
         }
+        presence.last_used = Instant::now();
         (presence.closed.clone(), fresh)
+    }
+
+    /// Counts an SSE response of the session opening on this replica; pair with
+    /// [`Hub::stream_closed`].
+    pub fn stream_opened(&self, id: &SessionId) {
+        let mut sessions = self.lock();
+        let presence = sessions.entry(id.clone()).or_default();
+        presence.open_streams += 1;
+        presence.last_used = Instant::now();
+    }
+
+    pub fn stream_closed(&self, id: &SessionId) {
+        if let Some(presence) = self.lock().get_mut(id) {
+            presence.open_streams = presence.open_streams.saturating_sub(1);
+            presence.last_used = Instant::now();
+        }
+    }
+
+    /// Drops the entries of sessions unused here for `idle` that hold nothing open and have no
+    /// subscriptions; subscribed ones are returned for a liveness check instead.
+    pub fn prune(&self, idle: Duration) -> Pruned {
+        let Some(cutoff) = Instant::now().checked_sub(idle) else {
+            return Pruned::default();
+        };
+        let mut pruned = Pruned::default();
+        self.lock().retain(|id, presence| {
+            if !presence.is_idle_since(cutoff) {
+                return true;
+            }
+            if presence.subscriptions.is_empty() {
+                pruned.dropped += 1;
+                return false;
+            }
+            pruned.to_check.push(id.clone());
+            true
+        });
+        pruned
+    }
+
+    /// Marks a session as just confirmed live (its idle entry is kept another round).
+    pub fn touch(&self, id: &SessionId) {
+        if let Some(presence) = self.lock().get_mut(id) {
+            presence.last_used = Instant::now();
+        }
+    }
+
+    /// Sessions this replica holds an entry for.
+    pub fn sessions_held(&self) -> usize {
+        self.lock().len()
     }
 
     /// Marks a request in flight; `None` when the session already has one with this id.
@@ -55,6 +141,7 @@ impl Hub {
         if presence.in_flight.contains_key(request) {
             return None;
         }
+        presence.last_used = Instant::now();
         let token = presence.closed.child_token();
         presence.in_flight.insert(request.clone(), token.clone());
         Some(token)
@@ -167,5 +254,33 @@ mod tests {
         assert!(!second.is_cancelled());
         hub.close(&id);
         assert!(second.is_cancelled());
+    }
+
+    #[test]
+    fn prune_drops_idle_entries_and_keeps_open_or_subscribed_ones() {
+        let hub = Hub::default();
+        let record = SessionRecord::new(
+            ProtocolVersion::LATEST,
+            Default::default(),
+            Default::default(),
+            Duration::from_secs(60),
+        );
+        let [idle, streaming, working, subscribed] = std::array::from_fn(|_| SessionId::generate());
+        for id in [&idle, &streaming, &working, &subscribed] {
+            hub.attach(id, &record);
+        }
+        hub.stream_opened(&streaming);
+        hub.begin(&working, &RequestId::Number(1)).unwrap();
+        hub.set_subscribed(&subscribed, "file:///a", true);
+        std::thread::sleep(Duration::from_millis(20));
+        let pruned = hub.prune(Duration::from_millis(10));
+        assert_eq!(pruned.dropped, 1);
+        assert_eq!(pruned.to_check, vec![subscribed.clone()]);
+        assert_eq!(hub.sessions_held(), 3);
+        hub.stream_closed(&streaming);
+        hub.end(&working, &RequestId::Number(1));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(hub.prune(Duration::from_millis(10)).dropped, 2);
+        assert_eq!(hub.sessions_held(), 1);
     }
 }

@@ -6,6 +6,7 @@ use rmcp::model::{ErrorCode, ErrorData};
 use serde_json::{Map, Value, json};
 
 use super::Gateway;
+use crate::catalog::namespaced;
 use crate::jsonrpc::{Request, error_data};
 use crate::protocol::ProtocolVersion;
 use crate::session::{SessionId, SessionRecord, StoreError};
@@ -53,29 +54,36 @@ impl Gateway {
             capabilities.clone(),
             self.settings.max_lifetime,
         );
-        let infos = self.open_upstream_sessions(&mut record).await;
+        let answered = self.open_upstream_sessions(&mut record).await;
+        let some_missing = answered.len() < self.upstreams.iter().count();
         self.store.create(&id, &record).await?;
         self.hub.attach(&id, &record);
         self.metrics.sessions_created.inc();
-        Ok((id, initialize_result(version, &infos)))
+        Ok((id, initialize_result(version, &answered, some_missing)))
     }
 
-    /// Opens every upstream for the session in parallel; failures leave that upstream out.
-    async fn open_upstream_sessions(&self, record: &mut SessionRecord) -> Vec<InitInfo> {
+    /// Opens every healthy upstream for the session in parallel; failures leave that upstream
+    /// out. An upstream left out is opened when the session first uses it, once it is back.
+    async fn open_upstream_sessions(&self, record: &mut SessionRecord) -> Vec<Answered> {
         let snapshot = &*record;
-        let attempts = join_all(self.upstreams.iter().map(|upstream| async move {
+        let healthy = self.upstreams.iter().filter(|u| u.is_healthy());
+        let attempts = join_all(healthy.map(|upstream| async move {
             let opened =
                 tokio::time::timeout(upstream.timeout, upstream.open_session(snapshot)).await;
             (upstream, opened)
         }))
         .await;
-        let mut infos = Vec::new();
+        let mut answered = Vec::new();
         let mut opened_sessions = Vec::new();
         for (upstream, attempt) in attempts {
             match attempt {
                 Ok(Ok((upstream_session, info))) => {
                     opened_sessions.push((upstream.name.clone(), upstream_session));
-                    infos.push(info);
+                    answered.push(Answered {
+                        name: upstream.name.clone(),
+                        prefix: upstream.prefix.clone(),
+                        info,
+                    });
                 }
                 Ok(Err(error)) => tracing::warn!(%error, "upstream left out of a new session"),
                 Err(_) => {
@@ -84,49 +92,85 @@ impl Gateway {
             }
         }
         record.upstreams.extend(opened_sessions);
-        infos
+        answered
     }
 }
 
-/// The answer to `initialize`.
-fn initialize_result(version: ProtocolVersion, infos: &[InitInfo]) -> Value {
-    json!({
+/// What one upstream answered when a session was opened.
+struct Answered {
+    name: String,
+    prefix: String,
+    info: InitInfo,
+}
+
+/// The answer to `initialize`. `some_missing`: an upstream did not answer, and may come later.
+fn initialize_result(version: ProtocolVersion, answered: &[Answered], some_missing: bool) -> Value {
+    let infos: Vec<&InitInfo> = answered.iter().map(|a| &a.info).collect();
+    let mut result = json!({
         "protocolVersion": version.as_str(),
-        "capabilities": merged_capabilities(infos),
+        "capabilities": merged_capabilities(&infos, some_missing),
         "serverInfo": {"name": "mcpgate", "version": env!("CARGO_PKG_VERSION")},
-    })
+    });
+    if let Some(instructions) = merged_instructions(answered) {
+        result["instructions"] = json!(instructions);
+    }
+    result
 }
 
 /// The union of the upstreams' server capabilities, as far as the gateway can serve them.
-fn merged_capabilities(infos: &[InitInfo]) -> Value {
-    let has = |name: &str| infos.iter().any(|i| i.capabilities.get(name).is_some());
-    let flag = |name: &str, field: &str| {
-        infos.iter().any(|i| {
-            i.capabilities
-                .get(name)
-                .and_then(|c| c.get(field))
-                .and_then(Value::as_bool)
-                == Some(true)
-        })
-    };
+///
+/// The gateway announces list changes itself when an upstream recovers, so every list
+/// capability declares `listChanged`. While an upstream has not answered, every list
+/// capability is declared: that upstream may bring it when it comes up.
+fn merged_capabilities(infos: &[&InitInfo], some_missing: bool) -> Value {
+    let has = |name: &str| some_missing || infos.iter().any(|i| i.capabilities.get(name).is_some());
+    let subscribe = infos.iter().any(|i| {
+        i.capabilities
+            .get("resources")
+            .and_then(|c| c.get("subscribe"))
+            .and_then(Value::as_bool)
+            == Some(true)
+    });
     let mut capabilities = Map::new();
     capabilities.insert("logging".into(), json!({}));
     for name in ["tools", "prompts"] {
         if has(name) {
-            capabilities.insert(
-                name.into(),
-                json!({"listChanged": flag(name, "listChanged")}),
-            );
+            capabilities.insert(name.into(), json!({"listChanged": true}));
         }
     }
     if has("resources") {
-        let resources = json!({"subscribe": flag("resources", "subscribe"), "listChanged": flag("resources", "listChanged")});
+        let resources = json!({"subscribe": subscribe, "listChanged": true});
         capabilities.insert("resources".into(), resources);
     }
-    if has("completions") {
+    if infos
+        .iter()
+        .any(|i| i.capabilities.get("completions").is_some())
+    {
         capabilities.insert("completions".into(), json!({}));
     }
     Value::Object(capabilities)
+}
+
+/// Every upstream's `instructions`, in configuration order, each under a heading that names
+/// the upstream and how its names appear here; `None` when no upstream gave any.
+fn merged_instructions(answered: &[Answered]) -> Option<String> {
+    let parts: Vec<String> = answered
+        .iter()
+        .filter_map(|a| {
+            let text = a.info.instructions.as_deref()?.trim();
+            (!text.is_empty()).then(|| format!("{}\n\n{text}", heading(a)))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
+}
+
+/// `## <upstream>`, and the form its tool and prompt names take through the gateway.
+fn heading(answered: &Answered) -> String {
+    format!(
+        "## {}\n\nThis server's tools and prompts are named `{}` here.",
+        answered.name,
+        namespaced(&answered.prefix, "<name>")
+    )
 }
 
 #[cfg(test)]
@@ -142,17 +186,61 @@ mod tests {
         }
     }
 
+    fn answered(name: &str, prefix: &str, instructions: Option<&str>) -> Answered {
+        let mut info = info(json!({}));
+        info.instructions = instructions.map(str::to_owned);
+        Answered {
+            name: name.into(),
+            prefix: prefix.into(),
+            info,
+        }
+    }
+
     #[test]
-    fn merges_capabilities_as_a_union() {
-        let merged = merged_capabilities(&[
-            info(json!({"tools": {"listChanged": true}})),
-            info(json!({"resources": {"subscribe": true}, "completions": {}})),
-        ]);
+    fn merges_capabilities_as_a_union_that_announces_list_changes() {
+        let tools = info(json!({"tools": {}}));
+        let resources = info(json!({"resources": {"subscribe": true}, "completions": {}}));
+        let merged = merged_capabilities(&[&tools, &resources], false);
         assert_eq!(merged["tools"]["listChanged"], json!(true));
         assert_eq!(merged["resources"]["subscribe"], json!(true));
-        assert_eq!(merged["resources"]["listChanged"], json!(false));
+        assert_eq!(merged["resources"]["listChanged"], json!(true));
         assert!(merged.get("prompts").is_none());
         assert!(merged.get("completions").is_some());
         assert!(merged.get("logging").is_some());
+    }
+
+    #[test]
+    fn declares_every_list_while_an_upstream_is_missing() {
+        let tools = info(json!({"tools": {}}));
+        let merged = merged_capabilities(&[&tools], true);
+        for list in ["tools", "prompts", "resources"] {
+            assert_eq!(merged[list]["listChanged"], json!(true), "{merged}");
+        }
+        assert_eq!(merged["resources"]["subscribe"], json!(false));
+        assert!(merged.get("completions").is_none());
+    }
+
+    #[test]
+    fn merges_instructions_attributed_per_upstream_in_order() {
+        let merged = merged_instructions(&[
+            answered("files", "fs", Some("Read before you write.")),
+            answered("quiet", "q", None),
+            answered("blank", "b", Some("  ")),
+            answered("search", "", Some("Search first.\n")),
+        ])
+        .unwrap();
+        assert_eq!(
+            merged,
+            "## files\n\nThis server's tools and prompts are named `fs__<name>` here.\n\n\
+             Read before you write.\n\n\
+             ## search\n\nThis server's tools and prompts are named `<name>` here.\n\n\
+             Search first."
+        );
+    }
+
+    #[test]
+    fn no_instructions_when_no_upstream_gave_any() {
+        assert_eq!(merged_instructions(&[answered("quiet", "q", None)]), None);
+        assert_eq!(merged_instructions(&[]), None);
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::catalog::{self, ListKind};
 use crate::jsonrpc::{Request, RequestId};
+use crate::session::RecordChange;
 use crate::upstream::Upstream;
 
 impl Gateway {
@@ -92,38 +93,16 @@ impl Gateway {
         let upstream = self.locate_resource(session, &uri, outbox).await?;
         let result = self.forward(session, &upstream, request, outbox).await?;
         self.hub.set_subscribed(&session.id, &uri, subscribe);
-        let mut record = session.record.clone();
-        if subscribe {
-            record.subscriptions.insert(uri, upstream.name.clone());
-        } else {
-            record.subscriptions.remove(&uri);
-        }
-        self.save(session, &record).await?;
-        Ok(result)
-    }
-
-    /// Renews a revived session's subscriptions with this replica's stdio children, which
-    /// never heard of them (HTTP upstreams keep them in the upstream session).
-    pub(super) async fn resubscribe(&self, session: &Session) {
-        let (outbox, _) = tokio::sync::mpsc::channel(1);
-        for (uri, name) in &session.record.subscriptions {
-            let Some(upstream) = self
-                .upstreams
-                .by_name(name)
-                .filter(|u| !u.has_upstream_sessions())
-            else {
-                continue;
-            };
-            let id = RequestId::String("mcpgate-resubscribe".into());
-            let request = Request {
-                id,
-                method: "resources/subscribe".into(),
-                params: Some(json!({"uri": uri})),
-            };
-            if let Err(error) = self.forward(session, upstream, request, &outbox).await {
-                tracing::warn!(upstream = %name, %error, "could not renew a subscription on this replica");
+        let change = if subscribe {
+            RecordChange::Subscribe {
+                uri,
+                upstream: upstream.name.clone(),
             }
-        }
+        } else {
+            RecordChange::Unsubscribe { uri }
+        };
+        self.update_record(session, &change).await?;
+        Ok(result)
     }
 
     /// `completion/complete`: route by the prompt name or the resource URI in `ref`.
@@ -193,24 +172,22 @@ impl Gateway {
                 tracing::debug!(upstream = %upstream.name, %error, "upstream refused logging/setLevel");
             }
         }
-        let mut record = session.record.clone();
-        record.log_level = Some(level);
-        self.save(session, &record).await?;
+        self.update_record(session, &RecordChange::LogLevel(level))
+            .await?;
         Ok(json!({}))
     }
 
-    async fn save(
-        &self,
-        session: &Session,
-        record: &crate::session::SessionRecord,
-    ) -> Result<(), Value> {
-        self.store.save(&session.id, record).await.map_err(|error| {
-            tracing::error!(%error, "could not save a session record");
-            error_object(
-                ErrorCode::INTERNAL_ERROR,
-                "the session store is unavailable; retry later",
-            )
-        })
+    async fn update_record(&self, session: &Session, change: &RecordChange) -> Result<(), Value> {
+        self.store
+            .update(&session.id, change)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "could not save a session record");
+                error_object(
+                    ErrorCode::INTERNAL_ERROR,
+                    "the session store is unavailable; retry later",
+                )
+            })
     }
 
     /// The upstream serving `uri`: known from a listing, the only one with resources, or the
@@ -251,11 +228,12 @@ impl Gateway {
         self.upstreams.by_name(&name).cloned()
     }
 
-    /// Upstreams whose last known capabilities include `capability`.
+    /// Healthy upstreams whose last known capabilities include `capability`. A session lists
+    /// an upstream that came up after it started too: forwarding opens its upstream session.
     pub(super) fn upstreams_with(&self, capability: &str) -> Vec<Arc<Upstream>> {
         self.upstreams
             .iter()
-            .filter(|u| u.has_capability(capability))
+            .filter(|u| u.is_healthy() && u.has_capability(capability))
             .cloned()
             .collect()
     }

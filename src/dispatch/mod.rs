@@ -3,12 +3,15 @@
 //! messages and a looked-up [`Session`], and gets back channels of outgoing JSON.
 
 mod bus;
+mod capabilities;
+mod ending;
 mod exchange;
 mod fanout;
 mod forward;
 mod hub;
 mod initialize;
 mod methods;
+mod restore;
 mod signing;
 mod unsolicited;
 
@@ -28,6 +31,7 @@ use crate::upstream::{CallContext, UnsolicitedSink, UpstreamError, UpstreamListe
 
 pub use bus::Bus;
 use bus::BusMessage;
+pub use ending::ExpiryEvents;
 pub use hub::Hub;
 pub use initialize::InitializeError;
 pub use signing::IdSigner;
@@ -124,12 +128,30 @@ pub struct Backends {
     pub events: Arc<dyn EventLog>,
     /// `None` for a single replica (the memory store).
     pub bus: Option<Bus>,
+    /// Redis keyspace events for expired records, where the deployment can publish them.
+    pub expiry_events: Option<ExpiryEvents>,
 }
 
 /// Gateway-wide settings dispatch needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_lifetime: Duration,
+    /// How long this replica keeps its in-memory entry of a session it is not using (see
+    /// [`Hub::prune`]); the entry is rebuilt from the record when the session comes back.
+    pub hub_idle: Duration,
+}
+
+impl Settings {
+    /// Longest [`Settings::hub_idle`]: entries of sessions unused here go within minutes.
+    pub const MAX_HUB_IDLE: Duration = Duration::from_secs(300);
+
+    /// Settings for sessions with this idle TTL and absolute lifetime.
+    pub fn new(idle_ttl: Duration, max_lifetime: Duration) -> Self {
+        Self {
+            max_lifetime,
+            hub_idle: idle_ttl.min(Self::MAX_HUB_IDLE),
+        }
+    }
 }
 
 /// The shared state behind every request.
@@ -156,6 +178,7 @@ impl Gateway {
         settings: Settings,
     ) -> Result<Arc<Self>, UpstreamError> {
         let (sink, unsolicited) = mpsc::unbounded_channel();
+        let expiry_events = backends.expiry_events;
         let gateway = Arc::new(Self {
             store: backends.store,
             events: backends.events,
@@ -168,6 +191,10 @@ impl Gateway {
             settings,
         });
         tokio::spawn(unsolicited::relay(Arc::downgrade(&gateway), unsolicited));
+        tokio::spawn(ending::keep_house(Arc::downgrade(&gateway)));
+        if let Some(events) = expiry_events {
+            tokio::spawn(ending::watch_expiries(Arc::downgrade(&gateway), events));
+        }
         Ok(gateway)
     }
 
@@ -175,36 +202,23 @@ impl Gateway {
     pub async fn lookup(self: &Arc<Self>, id: &SessionId) -> Result<Session, SessionError> {
         let (outcome, result) = match self.store.load(id).await {
             Ok(Lookup::Live(record)) => {
-                let (_, fresh_here) = self.hub.attach(id, &record);
-                if fresh_here {
-                    self.metrics.sessions_revived.inc();
-                    let (gateway, session) = (
-                        self.clone(),
-                        Session {
-                            id: id.clone(),
-                            record: (*record).clone(),
-                        },
-                    );
-                    tokio::spawn(async move { gateway.resubscribe(&session).await });
-                }
+                let session = Session {
+                    id: id.clone(),
+                    record: *record,
+                };
+                let (_, fresh_here) = self.hub.attach(id, &session.record);
                 let outcome = if fresh_here {
+                    self.metrics.sessions_revived.inc();
+                    let restore = self.restore_on_revival(&session);
+                    let _ = tokio::time::timeout(restore::REVIVAL_RESTORE_LIMIT, restore).await;
                     LookupOutcome::Revived
                 } else {
                     LookupOutcome::Hit
                 };
-                (
-                    outcome,
-                    Ok(Session {
-                        id: id.clone(),
-                        record: *record,
-                    }),
-                )
+                (outcome, Ok(session))
             }
-            Ok(Lookup::Expired { first_notice }) => {
-                if first_notice {
-                    self.metrics.sessions_expired.inc();
-                }
-                self.hub.close(id);
+            Ok(lookup @ Lookup::Expired { .. }) => {
+                self.ended(id, lookup);
                 (LookupOutcome::Expired, Err(SessionError::Expired))
             }
             Ok(Lookup::Deleted) => (LookupOutcome::Deleted, Err(SessionError::Deleted)),

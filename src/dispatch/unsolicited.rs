@@ -2,7 +2,7 @@
 //! an HTTP upstream sends on its GET stream. They are appended to the standalone stream of
 //! every session that should see them, where an open GET delivers them, or they wait.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -27,9 +27,10 @@ pub(super) async fn relay(
 }
 
 impl Gateway {
-    async fn deliver_unsolicited(&self, unsolicited: Unsolicited) {
+    async fn deliver_unsolicited(self: &Arc<Self>, unsolicited: Unsolicited) {
         let uri = resource_uri(&unsolicited.message);
         let audience: Vec<SessionId> = match &unsolicited.session {
+            Some(session) if !self.admits_unsolicited(session, &unsolicited).await => return,
             Some(session) => vec![session.clone()],
             None if matches!(unsolicited.message, Message::Request(_)) => return,
             None => self.hub.audience(uri.as_deref()),

@@ -2,7 +2,7 @@
 //! exactly what was wrong. A store failure is 503 with `Retry-After`, never 404.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderName, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use rmcp::model::ErrorCode;
 
@@ -41,11 +41,30 @@ pub enum HttpError {
     UnsupportedMediaType(&'static str),
     #[error("{0}")]
     Unavailable(String),
+    /// Any other refusal, answering the one request whose id the body held.
+    #[error("{error}")]
+    Answering {
+        id: RequestId,
+        #[source]
+        error: Box<HttpError>,
+    },
 }
 
 impl HttpError {
+    /// The same refusal, answering request `id` when the refusal names no request yet.
+    pub fn answering(self, id: Option<&RequestId>) -> Self {
+        match id {
+            Some(id) if self.id().is_none() => HttpError::Answering {
+                id: id.clone(),
+                error: Box::new(self),
+            },
+            _ => self,
+        }
+    }
+
     fn code(&self) -> ErrorCode {
         match self {
+            HttpError::Answering { error, .. } => error.code(),
             HttpError::Parse(_) => ErrorCode::PARSE_ERROR,
             HttpError::Rejected { code, .. } => *code,
             HttpError::SessionNotFound => SESSION_NOT_FOUND,
@@ -54,9 +73,20 @@ impl HttpError {
         }
     }
 
+    /// The header that tells the client what to do next, for the refusals that have one.
+    fn advice_header(&self) -> Option<(HeaderName, &'static str)> {
+        match self {
+            HttpError::Unavailable(_) => Some((RETRY_AFTER, RETRY_AFTER_SECONDS)),
+            HttpError::MethodNotAllowed(_) => Some((ALLOW, "GET, POST, DELETE")),
+            HttpError::Answering { error, .. } => error.advice_header(),
+            _ => None,
+        }
+    }
+
     fn id(&self) -> Option<&RequestId> {
         match self {
             HttpError::Rejected { id, .. } => id.as_ref(),
+            HttpError::Answering { id, .. } => Some(id),
             _ => None,
         }
     }
@@ -75,6 +105,7 @@ impl ResponseError for HttpError {
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Answering { error, .. } => error.status_code(),
         }
     }
 
@@ -82,14 +113,8 @@ impl ResponseError for HttpError {
         let body = error_response(self.id(), self.code(), self.to_string());
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((CONTENT_TYPE, "application/json"));
-        match self {
-            HttpError::Unavailable(_) => {
-                response.insert_header((RETRY_AFTER, RETRY_AFTER_SECONDS));
-            }
-            HttpError::MethodNotAllowed(_) => {
-                response.insert_header(("Allow", "GET, POST, DELETE"));
-            }
-            _ => {}
+        if let Some(header) = self.advice_header() {
+            response.insert_header(header);
         }
         response.body(body.to_string())
     }

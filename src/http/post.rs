@@ -20,7 +20,7 @@ use super::sse::{self, Tail};
 use super::{AppState, session_error};
 use crate::dispatch::{Gateway, InitializeError, MessageRejected, Outgoing, Session};
 use crate::events::{Batch, StreamId, StreamKey};
-use crate::jsonrpc::{Message, Request};
+use crate::jsonrpc::{Message, Request, RequestId};
 
 pub async fn handle(
     request: HttpRequest,
@@ -45,7 +45,17 @@ async fn handle_post(
         Err(error) => return ("other".into(), Err(error)),
     };
     let method = metric_label(&incoming);
-    (method, dispatch(request, incoming, state).await)
+    let id = single_request_id(&incoming);
+    let result = dispatch(request, incoming, state).await;
+    (method, result.map_err(|error| error.answering(id.as_ref())))
+}
+
+/// The id a refusal answers: the request's, when the body is exactly one request.
+fn single_request_id(incoming: &Incoming) -> Option<RequestId> {
+    match incoming.messages.as_slice() {
+        [Message::Request(request)] if !incoming.batch => Some(request.id.clone()),
+        _ => None,
+    }
 }
 
 async fn read_incoming(

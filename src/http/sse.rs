@@ -5,6 +5,12 @@
 //! An event without data is a pause marker (an upstream asked to be polled, SEP-1699): the
 //! POST response that meets it live ends there with a `retry` hint; a resumed stream skips it.
 //! A draining replica ends every stream the same way, so clients resume on another replica.
+//!
+//! At every keep-alive the stream checks that its session still exists (without sliding its
+//! TTL), so a stream of a session that expired or was deleted elsewhere ends within
+//! [`KEEPALIVE`] even where Redis keyspace notifications are off. An event log that cannot be
+//! read (a Redis outage) does not end the stream: it keeps the connection with keep-alives and
+//! reads again after [`OUTAGE_RETRY`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +22,13 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Gateway;
-use crate::events::{Batch, Event, EventId, StreamKey};
+use crate::events::{Batch, Event, EventId, EventLogError, StreamKey};
 use crate::upstream::UpstreamListener;
 
-/// How long one read waits before a keep-alive comment is sent.
+/// How long one read waits before a keep-alive comment is sent (and the session is checked).
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Pause before reading again after the event log failed.
+const OUTAGE_RETRY: Duration = Duration::from_secs(1);
 
 /// What an SSE response tails.
 pub struct Tail {
@@ -61,6 +69,7 @@ struct State {
 impl Drop for State {
     fn drop(&mut self) {
         self.gateway.metrics.sse_streams_open.dec();
+        self.gateway.hub.stream_closed(&self.tail.key.session);
     }
 }
 
@@ -69,6 +78,7 @@ fn events(
     mut tail: Tail,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     gateway.metrics.sse_streams_open.inc();
+    gateway.hub.stream_opened(&tail.key.session);
     let state = State {
         draining: gateway.hub.draining(),
         gateway,
@@ -110,16 +120,37 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
             () = state.tail.closed.cancelled() => return None,
             () = state.draining.cancelled() => return Some(resume_hint(state)),
         };
-        let Ok(batch) = batch else { return None };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(EventLogError::UnknownStream(_)) => return None,
+            Err(EventLogError::Unavailable(_)) => return Some(outage_pause(state).await),
+        };
         if state.tail.closed.is_cancelled() {
             return None;
         }
         state.finished = batch.closed;
         if batch.events.is_empty() && !batch.closed {
-            return Some(Bytes::from_static(b": keep-alive\n\n"));
+            return keep_alive(state).await;
         }
         state.pending = batch.events.into_iter();
     }
+}
+
+/// A keep-alive comment, unless the session turned out to be gone.
+async fn keep_alive(state: &State) -> Option<Bytes> {
+    if !state.gateway.still_live(&state.tail.key.session).await {
+        return None;
+    }
+    Some(Bytes::from_static(b": keep-alive\n\n"))
+}
+
+/// Waits out an event log failure, then keeps the connection alive; the next read retries.
+async fn outage_pause(state: &State) -> Bytes {
+    tokio::select! {
+        () = tokio::time::sleep(OUTAGE_RETRY) => {}
+        () = state.tail.closed.cancelled() => {}
+    }
+    Bytes::from_static(b": event log unavailable, retrying\n\n")
 }
 
 fn priming(tail: &Tail) -> Bytes {

@@ -1,21 +1,18 @@
 //! The in-memory store: the embedded default for development and single-replica use.
 //!
-//! It mirrors the Redis semantics (sliding idle TTL capped by the absolute lifetime, and
-//! tombstones that outlive records so 404s can be classified) without a background sweeper:
-//! entries are pruned lazily, a bounded amount on each write.
+//! It mirrors the Redis semantics (sliding idle TTL capped by the absolute lifetime;
+//! tombstones, holding the upstream sessions, that outlive records so 404s can be classified
+//! and an expiry's upstream sessions closed by whoever notices it). Entries are pruned in
+//! deadline order on every operation, so memory is bounded by the sessions active within the
+//! last `2 × idle_ttl`, whatever the traffic; there is no background task.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Lookup, SessionId, SessionRecord, SessionStore, StoreError};
-
-/// Tombstones are remembered this many times longer than the idle TTL.
-const TOMBSTONE_FACTOR: u32 = 2;
-/// How many entries one write may examine for pruning.
-const PRUNE_BUDGET: usize = 64;
+use super::{Lookup, Orphans, RecordChange, SessionId, SessionRecord, SessionStore, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tombstone {
@@ -24,15 +21,23 @@ enum Tombstone {
     Deleted,
 }
 
-struct Entry {
-    record: SessionRecord,
-    idle_deadline: Instant,
+/// What outlives a record: its state and its upstream sessions (like the Redis `:t` and `:u`).
+struct Tomb {
+    state: Tombstone,
+    deadline: Instant,
+    upstreams: Orphans,
 }
+
+/// Entries by deadline, so that pruning takes only what is due.
+type Deadlines = BTreeSet<(Instant, SessionId)>;
 
 #[derive(Default)]
 struct State {
-    records: HashMap<SessionId, Entry>,
-    tombstones: HashMap<SessionId, (Tombstone, Instant)>,
+    /// Records (without upstream sessions, which are in the tomb) and their idle deadline.
+    records: HashMap<SessionId, (SessionRecord, Instant)>,
+    record_deadlines: Deadlines,
+    tombs: HashMap<SessionId, Tomb>,
+    tomb_deadlines: Deadlines,
 }
 
 /// Sessions held in this process only.
@@ -49,42 +54,84 @@ impl MemoryStore {
         }
     }
 
-    fn deadline_for(&self, record: &SessionRecord, now: Instant) -> Instant {
+    /// A locked state with everything due pruned.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.prune(Instant::now());
+        state
+    }
+
+    fn record_deadline(&self, record: &SessionRecord, now: Instant) -> Instant {
         now + self.idle_ttl.min(record.remaining_lifetime())
     }
 
-    fn tombstone_deadline(&self, now: Instant) -> Instant {
-        now + self.idle_ttl * TOMBSTONE_FACTOR
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn tomb_deadline(&self, now: Instant) -> Instant {
+        now + super::tombstone_ttl(self.idle_ttl)
     }
 }
 
 impl State {
+    /// Drops records and tombs whose deadline passed. A record's tomb stays `live`, so the
+    /// first to notice gets the expiry and its upstream sessions.
     fn prune(&mut self, now: Instant) {
-        let dead: Vec<SessionId> = self
-            .records
-            .iter()
-            .take(PRUNE_BUDGET)
-            .filter(|(_, e)| e.idle_deadline <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in dead {
+        while let Some((deadline, id)) = self.record_deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.record_deadlines.pop_first();
             self.records.remove(&id);
         }
-        let forgotten: Vec<SessionId> = self
-            .tombstones
-            .iter()
-            .take(PRUNE_BUDGET)
-            .filter(|(_, (_, deadline))| *deadline <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in forgotten {
-            self.tombstones.remove(&id);
+        while let Some((deadline, id)) = self.tomb_deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.tomb_deadlines.pop_first();
+            self.tombs.remove(&id);
+        }
+    }
+
+    fn set_record_deadline(&mut self, id: &SessionId, deadline: Instant) {
+        if let Some((_, current)) = self.records.get_mut(id) {
+            self.record_deadlines.remove(&(*current, id.clone()));
+            *current = deadline;
+            self.record_deadlines.insert((deadline, id.clone()));
+        }
+    }
+
+    /// Sets a tomb's state (creating it when absent) and its deadline.
+    fn set_tomb(&mut self, id: &SessionId, state: Tombstone, deadline: Instant) {
+        let tomb = self.tombs.entry(id.clone()).or_insert_with(|| Tomb {
+            state,
+            deadline,
+            upstreams: Orphans::new(),
+        });
+        self.tomb_deadlines.remove(&(tomb.deadline, id.clone()));
+        tomb.state = state;
+        tomb.deadline = deadline;
+        self.tomb_deadlines.insert((deadline, id.clone()));
+    }
+
+    /// Classifies an id without a record, flipping a `live` tomb to `expired`.
+    fn classify_gone(&mut self, id: &SessionId) -> Lookup {
+        let Some(tomb) = self.tombs.get_mut(id) else {
+            return Lookup::Unknown;
+        };
+        match tomb.state {
+            Tombstone::Live => {
+                tomb.state = Tombstone::Expired;
+                Lookup::Expired {
+                    first_notice: true,
+                    orphans: std::mem::take(&mut tomb.upstreams),
+                }
+            }
+            Tombstone::Expired => Lookup::Expired {
+                first_notice: false,
+                orphans: Orphans::new(),
+            },
+            Tombstone::Deleted => Lookup::Deleted,
         }
     }
 }
@@ -93,79 +140,89 @@ impl State {
 impl SessionStore for MemoryStore {
     async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
         let now = Instant::now();
-        let idle_deadline = self.deadline_for(record, now);
-        let tombstone_deadline = self.tombstone_deadline(now);
+        let (record_deadline, tomb_deadline) =
+            (self.record_deadline(record, now), self.tomb_deadline(now));
         let mut state = self.lock();
-        state.prune(now);
-        state.records.insert(
-            id.clone(),
-            Entry {
-                record: record.clone(),
-                idle_deadline,
-            },
-        );
-        state
-            .tombstones
-            .insert(id.clone(), (Tombstone::Live, tombstone_deadline));
+        let mut stored = record.clone();
+        let upstreams = std::mem::take(&mut stored.upstreams);
+        state.records.insert(id.clone(), (stored, record_deadline));
+        state.record_deadlines.insert((record_deadline, id.clone()));
+        state.set_tomb(id, Tombstone::Live, tomb_deadline);
+        if let Some(tomb) = state.tombs.get_mut(id) {
+            tomb.upstreams = upstreams;
+        }
         Ok(())
     }
 
     async fn load(&self, id: &SessionId) -> Result<Lookup, StoreError> {
         let now = Instant::now();
-        let tombstone_deadline = self.tombstone_deadline(now);
+        let tomb_deadline = self.tomb_deadline(now);
         let mut state = self.lock();
-        if let Some(entry) = state.records.get_mut(id) {
-            if entry.idle_deadline > now {
-                entry.idle_deadline = now + self.idle_ttl.min(entry.record.remaining_lifetime());
-                let record = entry.record.clone();
-                state
-                    .tombstones
-                    .insert(id.clone(), (Tombstone::Live, tombstone_deadline));
-                return Ok(Lookup::Live(Box::new(record)));
-            }
-            state.records.remove(id);
-        }
-        let tombstone = state
-            .tombstones
-            .get_mut(id)
-            .filter(|(_, deadline)| *deadline > now);
-        Ok(match tombstone {
-            Some((state @ Tombstone::Live, _)) => {
-                *state = Tombstone::Expired;
-                Lookup::Expired { first_notice: true }
-            }
-            Some((Tombstone::Expired, _)) => Lookup::Expired {
-                first_notice: false,
-            },
-            Some((Tombstone::Deleted, _)) => Lookup::Deleted,
-            None => Lookup::Unknown,
-        })
+        let Some((record, _)) = state.records.get(id) else {
+            return Ok(state.classify_gone(id));
+        };
+        let mut record = record.clone();
+        let record_deadline = self.record_deadline(&record, now);
+        state.set_record_deadline(id, record_deadline);
+        state.set_tomb(id, Tombstone::Live, tomb_deadline);
+        record.upstreams = state.tombs[id].upstreams.clone();
+        Ok(Lookup::Live(Box::new(record)))
     }
 
-    async fn save(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
+    async fn update(&self, id: &SessionId, change: &RecordChange) -> Result<(), StoreError> {
         let mut state = self.lock();
-        if let Some(entry) = state.records.get_mut(id) {
-            entry.record = record.clone();
+        let state = &mut *state;
+        let Some((record, _)) = state.records.get_mut(id) else {
+            return Ok(());
+        };
+        match change {
+            RecordChange::Upstream { name, session } => {
+                if let Some(tomb) = state.tombs.get_mut(id) {
+                    tomb.upstreams.insert(name.clone(), session.clone());
+                }
+            }
+            other => other.apply(record),
         }
         Ok(())
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
-        let now = Instant::now();
-        let tombstone_deadline = self.tombstone_deadline(now);
+        let tomb_deadline = self.tomb_deadline(Instant::now());
         let mut state = self.lock();
-        let was_live = state
-            .records
-            .remove(id)
-            .is_some_and(|e| e.idle_deadline > now);
-        state
-            .tombstones
-            .insert(id.clone(), (Tombstone::Deleted, tombstone_deadline));
-        Ok(was_live)
+        let removed = state.records.remove(id);
+        if let Some((_, deadline)) = &removed {
+            state.record_deadlines.remove(&(*deadline, id.clone()));
+        }
+        state.set_tomb(id, Tombstone::Deleted, tomb_deadline);
+        if let Some(tomb) = state.tombs.get_mut(id) {
+            tomb.upstreams.clear();
+        }
+        Ok(removed.is_some())
+    }
+
+    async fn exists(&self, id: &SessionId) -> Result<bool, StoreError> {
+        Ok(self.lock().records.contains_key(id))
+    }
+
+    async fn notice_gone(&self, id: &SessionId) -> Result<Option<Lookup>, StoreError> {
+        let mut state = self.lock();
+        if state.records.contains_key(id) {
+            return Ok(None);
+        }
+        Ok(Some(state.classify_gone(id)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// Records and tombs held, for tests of the memory bound.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.records.len(), state.tombs.len())
     }
 }
 
@@ -195,12 +252,19 @@ mod tests {
         assert!(matches!(store.load(&b).await.unwrap(), Lookup::Deleted));
         tokio::time::sleep(Duration::from_millis(80)).await;
         let first = store.load(&a).await.unwrap();
-        assert!(matches!(first, Lookup::Expired { first_notice: true }));
+        assert!(matches!(
+            first,
+            Lookup::Expired {
+                first_notice: true,
+                ..
+            }
+        ));
         let again = store.load(&a).await.unwrap();
         assert!(matches!(
             again,
             Lookup::Expired {
-                first_notice: false
+                first_notice: false,
+                ..
             }
         ));
         assert!(matches!(
@@ -218,5 +282,54 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(30)).await;
             assert!(matches!(store.load(&id).await.unwrap(), Lookup::Live(_)));
         }
+    }
+
+    #[tokio::test]
+    async fn expired_records_are_pruned_and_hand_over_their_upstreams() {
+        let store = MemoryStore::new(Duration::from_millis(40));
+        let mut with_upstream = record();
+        with_upstream.upstreams.insert(
+            "remote".into(),
+            crate::session::UpstreamSession {
+                session_id: Some("up-1".into()),
+                protocol_version: None,
+            },
+        );
+        let noticed = SessionId::generate();
+        store.create(&noticed, &with_upstream).await.unwrap();
+        for _ in 0..500 {
+            store
+                .create(&SessionId::generate(), &record())
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(store.held().0, 0, "expired records are pruned");
+        match store.notice_gone(&noticed).await.unwrap() {
+            Some(Lookup::Expired {
+                first_notice: true,
+                orphans,
+            }) => assert_eq!(orphans["remote"].session_id.as_deref(), Some("up-1")),
+            other => panic!("expected the first notice, got {other:?}"),
+        }
+        assert_eq!(store.held().1, 501, "tombstones outlive their records");
+    }
+
+    #[tokio::test]
+    async fn concurrent_changes_keep_each_other() {
+        let store = MemoryStore::new(Duration::from_secs(60));
+        let id = SessionId::generate();
+        store.create(&id, &record()).await.unwrap();
+        for uri in ["file:///a", "file:///b"] {
+            let change = RecordChange::Subscribe {
+                uri: uri.into(),
+                upstream: "files".into(),
+            };
+            store.update(&id, &change).await.unwrap();
+        }
+        let Lookup::Live(loaded) = store.load(&id).await.unwrap() else {
+            panic!("live")
+        };
+        assert_eq!(loaded.subscriptions.len(), 2);
     }
 }

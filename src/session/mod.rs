@@ -3,7 +3,6 @@
 //! The store is the only owner of session state. Everything else in the process is a cache
 //! that may be rebuilt from a [`SessionRecord`] at any time.
 
-mod expiry_events;
 mod memory;
 mod record;
 mod redis;
@@ -12,9 +11,10 @@ use async_trait::async_trait;
 use base64::Engine;
 use rand::Rng;
 
-pub use expiry_events::watch as watch_expiry_events;
 pub use memory::MemoryStore;
-pub use record::{SessionRecord, UpstreamSession};
+pub use record::{
+    RECORD_SCHEMA, RecordChange, RecordCore, SessionRecord, UpstreamSession, unix_now,
+};
 pub use redis::RedisStore;
 
 /// A session id: 256 bits from the thread-local CSPRNG, base64url without padding.
@@ -49,14 +49,30 @@ impl std::fmt::Display for SessionId {
     }
 }
 
+/// How long a tombstone (and the upstream sessions it keeps) outlives the last use of its
+/// session: twice the idle TTL, and at least a minute more than it, so that an open stream's
+/// next keep-alive check (every 15 s) still finds the tombstone of a session that just expired.
+pub fn tombstone_ttl(idle_ttl: std::time::Duration) -> std::time::Duration {
+    idle_ttl
+        .saturating_mul(2)
+        .max(idle_ttl.saturating_add(std::time::Duration::from_secs(60)))
+}
+
+/// Upstream sessions of a session that ended, by upstream name, still to be closed.
+pub type Orphans = std::collections::BTreeMap<String, UpstreamSession>;
+
 /// What a store knows about an id.
 #[derive(Debug, Clone)]
 pub enum Lookup {
     /// The session is live; its idle TTL was slid by this lookup.
     Live(Box<SessionRecord>),
     /// The session existed and timed out. `first_notice` is true for exactly one lookup
-    /// across the fleet, so the expiry is counted once.
-    Expired { first_notice: bool },
+    /// across the fleet, so the expiry is counted once; that lookup also gets the session's
+    /// upstream sessions (`orphans`), which it must close.
+    Expired {
+        first_notice: bool,
+        orphans: Orphans,
+    },
     /// The client deleted it.
     Deleted,
     /// The id was never issued (or was forgotten entirely).
@@ -70,6 +86,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("session record is unreadable: {0}")]
     Corrupt(String),
+    /// A replica of a newer release wrote this record (during a rolling upgrade); this one
+    /// refuses it rather than half-understand it.
+    #[error("session record has schema {found}; this replica reads up to {supported}")]
+    NewerSchema { found: u32, supported: u32 },
 }
 
 /// Where session records live.
@@ -79,11 +99,18 @@ pub trait SessionStore: Send + Sync {
     async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError>;
     /// Reads a record and slides its idle TTL in the same step.
     async fn load(&self, id: &SessionId) -> Result<Lookup, StoreError>;
-    /// Replaces the record of a live session; a no-op when it is gone.
-    async fn save(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError>;
+    /// Applies one change to a live session's record, atomically; a no-op when it is gone.
+    async fn update(&self, id: &SessionId, change: &RecordChange) -> Result<(), StoreError>;
     /// Ends the session; returns whether it was live.
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;
-    /// Checks that the store answers (readiness).
+    /// Whether the record still exists, without sliding its TTL (open streams ask this).
+    async fn exists(&self, id: &SessionId) -> Result<bool, StoreError>;
+    /// Classifies an id whose record is gone, noticing an expiry the way a returning client
+    /// would (see [`Lookup::Expired`]); `None` when the record is there after all. Never
+    /// touches a live record.
+    async fn notice_gone(&self, id: &SessionId) -> Result<Option<Lookup>, StoreError>;
+    /// Checks that the store answers and accepts the writes that serving sessions needs
+    /// (sliding TTLs); a store that only refuses new data (out of memory) passes.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 

@@ -1,50 +1,117 @@
 //! The Redis session store: session records and their tombstones, shared by every replica.
 //!
-//! It owns two keys per session. The `{<sid>}` hash tag keeps both in one Redis Cluster slot, so
-//! the MULTI blocks and the script below never span slots:
+//! It owns three keys per session. The `{<sid>}` hash tag keeps them in one Redis Cluster slot,
+//! so the MULTI blocks and the scripts below never span slots:
 //!
 //! | key | holds | TTL |
 //! |---|---|---|
-//! | `mcpgate:{<sid>}:s` | the [`SessionRecord`] as JSON | `min(idle_ttl, time left to record.expires_at)`, slid by every load |
-//! | `mcpgate:{<sid>}:t` | tombstone: `live`, `expired` or `deleted` | `tombstone_ttl` (2 × `idle_ttl`), refreshed by every load |
+//! | `mcpgate:{<sid>}:s` | the record, a hash: `schema`, `core` (JSON: version, client info and capabilities, times), `log` (level), `sub:<uri>` (upstream) | `min(idle_ttl, time left to the absolute cap)`, slid by every load |
+//! | `mcpgate:{<sid>}:u` | the upstream sessions, a hash: `<upstream>` → JSON | `tombstone_ttl`, slid by every load |
+//! | `mcpgate:{<sid>}:t` | tombstone: `live`, `expired` or `deleted` | `tombstone_ttl` (2 × `idle_ttl`, at least `idle_ttl` + 1 min), slid by every load |
+//!
+//! Every change is one field, written atomically and only while the record exists (a script),
+//! so replicas changing the same session at once never lose each other's changes. Upstream
+//! sessions live in their own key, which outlives the record: whoever notices that a session
+//! expired gets them (the expire script hands them over once) and closes them upstream.
 //!
 //! The tombstone outlives the record so that an id whose record is gone can still be told
-//! apart: `live` with no record means the session timed out, and the one lookup that flips it
+//! apart: `live` with no record means the session timed out, and the one caller that flips it
 //! to `expired` (atomically, in a script) gets `first_notice`, so a fleet counts an expiry once.
-//! Refreshing the tombstone on every load keeps an id classifiable for as long as clients keep
-//! presenting it.
 //!
-//! Round trips: `create`, `save` and `delete` take one; `load` takes one (a MULTI of two GETEX)
-//! unless the record is within `idle_ttl` of its absolute cap (one PEXPIREAT more), its
-//! tombstone went missing (restored), or it is gone with a `live` tombstone (the expire script).
+//! Round trips: `create`, `update`, `delete` and `exists` take one; `load` takes one (a
+//! pipeline of HGETALL, PEXPIRE and GETEX) unless the record is within `idle_ttl` of its
+//! absolute cap (one PEXPIREAT more), its tombstone went missing (restored), it is gone with a
+//! `live` tombstone (the expire script), or it is a schema-1 record (upgraded in place, once).
+//! Every pooled connection also costs the pool's own check on checkout.
+//!
+//! **Memory pressure.** The load pipeline is not a MULTI and uses only commands Redis runs when
+//! `maxmemory` is reached (HGETALL, PEXPIRE, GETEX), so a Redis that refuses new data
+//! (`noeviction`) still serves, and slides, existing sessions; creating a session (a MULTI of
+//! writes) fails with 503. [`SessionStore::ping`] probes with PEXPIRE: it fails when Redis
+//! refuses writes altogether (paused, read-only) and passes when it is only full.
 //!
 //! Expiry is Redis's job: nothing here scans keys or sweeps. Every Redis call goes through
 //! [`RedisPool::run`] (deadline, metrics); a failure is [`StoreError::Unavailable`], never a
-//! missing session. Needs Redis 6.2 or later (GETEX, SET … PXAT / KEEPTTL).
+//! missing session. Needs Redis 6.2 or later (GETEX, SET … KEEPTTL).
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::{ExistenceCheck, Expiry, Pipeline, Script, SetExpiry, SetOptions};
 use async_trait::async_trait;
 
-use super::{Lookup, SessionId, SessionRecord, SessionStore, StoreError};
+use super::{
+    Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore, SessionId, SessionRecord,
+    SessionStore, StoreError, UpstreamSession,
+};
 use crate::redis_pool::RedisPool;
 
-/// Tombstones live this many times longer than the idle TTL (as in the memory store).
-const TOMBSTONE_FACTOR: u32 = 2;
+/// Record hash fields.
+const FIELD_SCHEMA: &str = "schema";
+const FIELD_CORE: &str = "core";
+const FIELD_LOG: &str = "log";
+const SUBSCRIPTION_PREFIX: &str = "sub:";
 
-/// Deletes the record (a no-op when Redis already expired it) and flips a `live` tombstone to
-/// `expired`, keeping its TTL. Returns the tombstone as it was, so exactly one caller sees
-/// `live`.
+/// The key the readiness probe expires (it never exists; PEXPIRE is the probe).
+const PROBE_KEY: &str = "mcpgate:readyz";
+
+/// Ends a session whose record is gone, or (ARGV[1] = `force`) past its absolute cap. With
+/// `notice`, a record that is still there is left alone and the answer is `present`.
+/// Deletes the record and flips a `live` tombstone to `expired` (keeping its TTL); the caller
+/// that flips it also gets the upstream sessions, which are then forgotten.
+/// KEYS: record, tombstone, upstreams. Returns {previous tombstone or '', flat orphan pairs}.
 const EXPIRE_SCRIPT: &str = r"
+if ARGV[1] == 'notice' and redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'present', {}}
+end
 redis.call('DEL', KEYS[1])
 local previous = redis.call('GET', KEYS[2])
+local orphans = {}
 if previous == 'live' then
   redis.call('SET', KEYS[2], 'expired', 'KEEPTTL')
+  orphans = redis.call('HGETALL', KEYS[3])
+  redis.call('DEL', KEYS[3])
 end
-return previous
+return {previous or '', orphans}
 ";
 
+/// Sets one field of a live session. KEYS: record (must exist), the hash to write.
+/// ARGV: field, value, TTL in ms to give the written hash (`0`: leave it).
+const SET_FIELD_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if ARGV[3] ~= '0' then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return 1
+";
+
+/// Replaces a schema-1 record (one JSON string) by its schema-2 hashes, keeping its TTL, if it
+/// is still the string that was read. KEYS: record, upstreams. ARGV: the JSON read, the
+/// upstreams' TTL in ms, the number N of record field pairs, N record pairs, upstream pairs.
+const UPGRADE_SCRIPT: &str = r"
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' or redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+local last = 3 + 2 * tonumber(ARGV[3])
+for i = 4, last, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+for i = last + 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+if #ARGV > last then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+";
 /// What the tombstone key says about an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tombstone {
@@ -75,12 +142,17 @@ impl Tombstone {
         }
     }
 
-    /// The answer for an id whose record is gone, given its tombstone before any flip.
-    fn classify(previous: Option<Self>) -> Lookup {
+    /// The answer for an id whose record is gone, given its tombstone before any flip and the
+    /// upstream sessions handed over by the flip.
+    fn classify(previous: Option<Self>, orphans: Orphans) -> Lookup {
         match previous {
-            Some(Tombstone::Live) => Lookup::Expired { first_notice: true },
+            Some(Tombstone::Live) => Lookup::Expired {
+                first_notice: true,
+                orphans,
+            },
             Some(Tombstone::Expired) => Lookup::Expired {
                 first_notice: false,
+                orphans: Orphans::new(),
             },
             Some(Tombstone::Deleted) => Lookup::Deleted,
             None => Lookup::Unknown,
@@ -88,9 +160,19 @@ impl Tombstone {
     }
 }
 
-/// The two keys of one session.
+/// How the expire script treats a record that is still there.
+#[derive(Debug, Clone, Copy)]
+enum ExpireMode {
+    /// Past its absolute cap: delete it.
+    Force,
+    /// Someone thinks it is gone: leave it if it is not.
+    Notice,
+}
+
+/// The keys of one session.
 struct Keys {
     record: String,
+    upstreams: String,
     tombstone: String,
 }
 
@@ -98,9 +180,21 @@ impl Keys {
     fn new(id: &SessionId) -> Self {
         Self {
             record: format!("mcpgate:{{{id}}}:s"),
+            upstreams: format!("mcpgate:{{{id}}}:u"),
             tombstone: format!("mcpgate:{{{id}}}:t"),
         }
     }
+}
+
+/// What the load pipeline read.
+enum Read {
+    Hashes {
+        record: HashMap<String, String>,
+        upstreams: HashMap<String, String>,
+        tombstone: Option<String>,
+    },
+    /// The record is a schema-1 string.
+    Legacy,
 }
 
 /// Sessions in Redis: every replica can serve every session.
@@ -109,32 +203,30 @@ pub struct RedisStore {
     idle_ttl_ms: u64,
     tombstone_ttl_ms: u64,
     expire: Script,
+    set_field: Script,
+    upgrade: Script,
 }
 
 impl RedisStore {
-    /// A store whose records expire after `idle_ttl` without a load. Tombstones are kept
-    /// `2 × idle_ttl` from the last load (or create/delete), so they always outlive the record.
+    /// A store whose records expire after `idle_ttl` without a load. Tombstones and upstream
+    /// sessions are kept [`tombstone_ttl`](super::tombstone_ttl) from the last load, so they always outlive the record.
     pub fn new(pool: RedisPool, idle_ttl: Duration) -> Self {
         Self {
             pool,
             idle_ttl_ms: millis(idle_ttl),
-            tombstone_ttl_ms: millis(idle_ttl.saturating_mul(TOMBSTONE_FACTOR)),
+            tombstone_ttl_ms: millis(super::tombstone_ttl(idle_ttl)),
             expire: Script::new(EXPIRE_SCRIPT),
+            set_field: Script::new(SET_FIELD_SCRIPT),
+            upgrade: Script::new(UPGRADE_SCRIPT),
         }
     }
 
-    /// Notices a record key that Redis reported expired (keyspace notifications) the way a
-    /// returning client would: `true` for the one caller that flipped the tombstone.
-    pub async fn notice_expired_key(&self, key: &str) -> Result<bool, StoreError> {
-        let session = key
-            .strip_prefix("mcpgate:{")
+    /// The session a record key names, for keys Redis reported expired (keyspace
+    /// notifications); `None` for any other key.
+    pub fn session_of_record_key(key: &str) -> Option<SessionId> {
+        key.strip_prefix("mcpgate:{")
             .and_then(|rest| rest.strip_suffix("}:s"))
-            .and_then(SessionId::parse);
-        let Some(session) = session else {
-            return Ok(false);
-        };
-        let lookup = self.expire(&Keys::new(&session)).await?;
-        Ok(matches!(lookup, Lookup::Expired { first_notice: true }))
+            .and_then(SessionId::parse)
     }
 
     /// Runs one Redis operation; any failure means the store is unavailable.
@@ -170,34 +262,107 @@ impl RedisStore {
         }
     }
 
-    /// The record's expiry at create: the idle TTL, or the absolute cap when that comes first.
-    fn record_expiry(&self, record: &SessionRecord) -> SetExpiry {
-        let cap = cap_ms(record);
-        if cap.saturating_sub(now_ms()) < self.idle_ttl_ms {
-            SetExpiry::PXAT(cap)
-        } else {
-            SetExpiry::PX(self.idle_ttl_ms)
+    /// Reads the record, upstream sessions and tombstone, sliding their TTLs, in one round
+    /// trip that Redis serves even when it is out of memory.
+    async fn read(&self, keys: &Keys) -> Result<Read, StoreError> {
+        let mut pipe = ::redis::pipe();
+        pipe.hgetall(&keys.record)
+            .pexpire(&keys.record, ms_i64(self.idle_ttl_ms))
+            .ignore()
+            .hgetall(&keys.upstreams)
+            .pexpire(&keys.upstreams, ms_i64(self.tombstone_ttl_ms))
+            .ignore()
+            .get_ex(&keys.tombstone, Expiry::PX(self.tombstone_ttl_ms));
+        self.run("session_load", |mut conn| async move {
+            match pipe.query_async(&mut conn).await {
+                Ok((record, upstreams, tombstone)) => Ok(Read::Hashes {
+                    record,
+                    upstreams,
+                    tombstone,
+                }),
+                Err(error) if is_wrong_type(&error) => Ok(Read::Legacy),
+                Err(error) => Err(error),
+            }
+        })
+        .await
+    }
+
+    /// Rewrites a schema-1 record as schema 2, in place (a no-op when another replica did).
+    async fn upgrade(&self, keys: &Keys) -> Result<(), StoreError> {
+        let record_key = keys.record.clone();
+        let json: Option<String> = self
+            .run("session_upgrade_read", |mut conn| async move {
+                ::redis::cmd("GET")
+                    .arg(&record_key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let Some(json) = json else { return Ok(()) };
+        let legacy: SessionRecord =
+            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let fields = record_fields(&legacy)?;
+        let upstreams = upstream_fields(&legacy.upstreams)?;
+        let mut invocation = self.upgrade.prepare_invoke();
+        invocation
+            .key(&keys.record)
+            .key(&keys.upstreams)
+            .arg(json)
+            .arg(self.tombstone_ttl_ms)
+            .arg(fields.len());
+        for (field, value) in fields.iter().chain(&upstreams) {
+            invocation.arg(field).arg(value);
         }
+        self.run("session_upgrade", |mut conn| async move {
+            invocation.invoke_async::<()>(&mut conn).await
+        })
+        .await
     }
 
     /// The record is gone: classify the id, flipping a `live` tombstone if it says so.
     async fn gone(&self, keys: &Keys, tombstone: Option<Tombstone>) -> Result<Lookup, StoreError> {
         match tombstone {
             Some(Tombstone::Live) => self.expire(keys).await,
-            other => Ok(Tombstone::classify(other)),
+            other => Ok(Tombstone::classify(other, Orphans::new())),
         }
     }
 
-    /// Ends a timed-out session; only the caller that flips the tombstone gets the first notice.
+    /// Ends a timed-out session whatever its record says; only the caller that flips the
+    /// tombstone gets the first notice and the orphaned upstream sessions.
     async fn expire(&self, keys: &Keys) -> Result<Lookup, StoreError> {
+        let lookup = self.run_expire(keys, ExpireMode::Force).await?;
+        Ok(lookup.unwrap_or(Lookup::Unknown))
+    }
+
+    /// Runs the expire script; `None` when the record is there and `mode` is `Notice`.
+    async fn run_expire(
+        &self,
+        keys: &Keys,
+        mode: ExpireMode,
+    ) -> Result<Option<Lookup>, StoreError> {
         let mut invocation = self.expire.prepare_invoke();
-        invocation.key(&keys.record).key(&keys.tombstone);
-        let previous: Option<String> = self
+        invocation
+            .key(&keys.record)
+            .key(&keys.tombstone)
+            .key(&keys.upstreams)
+            .arg(match mode {
+                ExpireMode::Force => "force",
+                ExpireMode::Notice => "notice",
+            });
+        let (previous, orphans): (String, Vec<String>) = self
             .run("session_expire", |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
             })
             .await?;
-        Ok(Tombstone::classify(Tombstone::parse(previous)?))
+        if previous == "present" {
+            return Ok(None);
+        }
+        let previous = Some(previous).filter(|p| !p.is_empty());
+        let orphans = decode_upstreams(pairs(orphans))?;
+        Ok(Some(Tombstone::classify(
+            Tombstone::parse(previous)?,
+            orphans,
+        )))
     }
 
     /// After a successful load: pins the record's TTL to the absolute cap when that is nearer
@@ -211,8 +376,7 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let mut pipe = ::redis::pipe();
         if cap.saturating_sub(now) < self.idle_ttl_ms {
-            pipe.pexpire_at(&keys.record, i64::try_from(cap).unwrap_or(i64::MAX))
-                .ignore();
+            pipe.pexpire_at(&keys.record, ms_i64(cap)).ignore();
         }
         if tombstone.is_none() {
             // NX: a concurrent delete's `deleted` wins over this repair.
@@ -225,40 +389,82 @@ impl RedisStore {
         }
         self.query::<()>("session_load_fixup", pipe).await
     }
+
+    /// Sets `field` of hash `target` to `value` while the session's record exists.
+    async fn set_field(
+        &self,
+        keys: &Keys,
+        target: &str,
+        field: &str,
+        value: String,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.set_field.prepare_invoke();
+        invocation
+            .key(&keys.record)
+            .key(target)
+            .arg(field)
+            .arg(value)
+            .arg(ttl_ms);
+        self.run("session_update", |mut conn| async move {
+            invocation.invoke_async::<()>(&mut conn).await
+        })
+        .await
+    }
 }
 
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
         let keys = Keys::new(id);
-        let json = encode(record)?;
-        let record_options = SetOptions::default().with_expiration(self.record_expiry(record));
+        let fields = record_fields(record)?;
+        let upstreams = upstream_fields(&record.upstreams)?;
+        let cap = cap_ms(record);
         let mut pipe = ::redis::pipe();
-        pipe.atomic()
-            .set_options(&keys.record, json, record_options)
-            .ignore()
-            .set_options(
-                &keys.tombstone,
-                Tombstone::Live.as_str(),
-                self.tombstone_options(None),
-            )
-            .ignore();
+        pipe.atomic().hset_multiple(&keys.record, &fields).ignore();
+        if cap.saturating_sub(now_ms()) < self.idle_ttl_ms {
+            pipe.pexpire_at(&keys.record, ms_i64(cap)).ignore();
+        } else {
+            pipe.pexpire(&keys.record, ms_i64(self.idle_ttl_ms))
+                .ignore();
+        }
+        if !upstreams.is_empty() {
+            pipe.hset_multiple(&keys.upstreams, &upstreams)
+                .ignore()
+                .pexpire(&keys.upstreams, ms_i64(self.tombstone_ttl_ms))
+                .ignore();
+        }
+        pipe.set_options(
+            &keys.tombstone,
+            Tombstone::Live.as_str(),
+            self.tombstone_options(None),
+        )
+        .ignore();
         self.query("session_create", pipe).await
     }
 
     async fn load(&self, id: &SessionId) -> Result<Lookup, StoreError> {
         let keys = Keys::new(id);
-        let mut pipe = ::redis::pipe();
-        pipe.atomic()
-            .get_ex(&keys.record, Expiry::PX(self.idle_ttl_ms))
-            .get_ex(&keys.tombstone, Expiry::PX(self.tombstone_ttl_ms));
-        let (raw, tombstone): (Option<Vec<u8>>, Option<String>) =
-            self.query("session_load", pipe).await?;
-        let tombstone = Tombstone::parse(tombstone)?;
-        let Some(raw) = raw else {
-            return self.gone(&keys, tombstone).await;
+        let mut read = self.read(&keys).await?;
+        if matches!(read, Read::Legacy) {
+            self.upgrade(&keys).await?;
+            read = self.read(&keys).await?;
+        }
+        let Read::Hashes {
+            record,
+            upstreams,
+            tombstone,
+        } = read
+        else {
+            return Err(StoreError::Corrupt(
+                "the record is still schema 1 after its upgrade".into(),
+            ));
         };
-        let record = decode(&raw)?;
+        let tombstone = Tombstone::parse(tombstone)?;
+        if record.is_empty() {
+            return self.gone(&keys, tombstone).await;
+        }
+        let record = decode(record, upstreams)?;
         let (cap, now) = (cap_ms(&record), now_ms());
         if cap <= now {
             // Past the absolute cap: Redis would have dropped it had the clocks agreed.
@@ -268,15 +474,30 @@ impl SessionStore for RedisStore {
         Ok(Lookup::Live(Box::new(record)))
     }
 
-    async fn save(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
+    async fn update(&self, id: &SessionId, change: &RecordChange) -> Result<(), StoreError> {
         let keys = Keys::new(id);
-        let json = encode(record)?;
-        let options = SetOptions::default()
-            .conditional_set(ExistenceCheck::XX)
-            .with_expiration(SetExpiry::KEEPTTL);
-        let mut pipe = ::redis::pipe();
-        pipe.set_options(&keys.record, json, options).ignore();
-        self.query("session_save", pipe).await
+        match change {
+            RecordChange::Upstream { name, session } => {
+                let value = encode(session)?;
+                let (target, ttl) = (keys.upstreams.clone(), self.tombstone_ttl_ms);
+                self.set_field(&keys, &target, name, value, ttl).await
+            }
+            RecordChange::LogLevel(level) => {
+                let target = keys.record.clone();
+                self.set_field(&keys, &target, FIELD_LOG, level.clone(), 0)
+                    .await
+            }
+            RecordChange::Subscribe { uri, upstream } => {
+                let (target, field) = (keys.record.clone(), subscription_field(uri));
+                self.set_field(&keys, &target, &field, upstream.clone(), 0)
+                    .await
+            }
+            RecordChange::Unsubscribe { uri } => {
+                let mut pipe = ::redis::pipe();
+                pipe.hdel(&keys.record, subscription_field(uri)).ignore();
+                self.query("session_update", pipe).await
+            }
+        }
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
@@ -284,6 +505,8 @@ impl SessionStore for RedisStore {
         let mut pipe = ::redis::pipe();
         pipe.atomic()
             .del(&keys.record)
+            .del(&keys.upstreams)
+            .ignore()
             .set_options(
                 &keys.tombstone,
                 Tombstone::Deleted.as_str(),
@@ -294,21 +517,115 @@ impl SessionStore for RedisStore {
         Ok(removed > 0)
     }
 
+    async fn exists(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let mut pipe = ::redis::pipe();
+        pipe.exists(Keys::new(id).record);
+        let (exists,): (bool,) = self.query("session_exists", pipe).await?;
+        Ok(exists)
+    }
+
+    async fn notice_gone(&self, id: &SessionId) -> Result<Option<Lookup>, StoreError> {
+        self.run_expire(&Keys::new(id), ExpireMode::Notice).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run("session_ping", |mut conn| async move {
-            ::redis::cmd("PING").query_async::<()>(&mut conn).await
-        })
-        .await
+        let mut pipe = ::redis::pipe();
+        pipe.pexpire(PROBE_KEY, 1).ignore();
+        self.query("session_ping", pipe).await
     }
 }
 
-fn encode(record: &SessionRecord) -> Result<String, StoreError> {
-    serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// Whether a (pipeline) error says that a key holds another type: a schema-1 record.
+fn is_wrong_type(error: &::redis::RedisError) -> bool {
+    error
+        .clone()
+        .into_server_errors()
+        .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "WRONGTYPE"))
 }
 
-/// Unknown fields (from a newer schema) are ignored by the record's serde derive.
-fn decode(raw: &[u8]) -> Result<SessionRecord, StoreError> {
-    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// The record's hash fields (all but the upstream sessions).
+fn record_fields(record: &SessionRecord) -> Result<Vec<(String, String)>, StoreError> {
+    let mut fields = vec![
+        (FIELD_SCHEMA.to_owned(), RECORD_SCHEMA.to_string()),
+        (FIELD_CORE.to_owned(), encode(&record.core())?),
+    ];
+    if let Some(level) = &record.log_level {
+        fields.push((FIELD_LOG.to_owned(), level.clone()));
+    }
+    for (uri, upstream) in &record.subscriptions {
+        fields.push((subscription_field(uri), upstream.clone()));
+    }
+    Ok(fields)
+}
+
+/// The upstream-sessions hash fields.
+fn upstream_fields(
+    upstreams: &std::collections::BTreeMap<String, UpstreamSession>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    upstreams
+        .iter()
+        .map(|(name, session)| Ok((name.clone(), encode(session)?)))
+        .collect()
+}
+
+fn subscription_field(uri: &str) -> String {
+    format!("{SUBSCRIPTION_PREFIX}{uri}")
+}
+
+/// Rebuilds a record from its two hashes; a newer schema is refused, not guessed at.
+fn decode(
+    fields: HashMap<String, String>,
+    upstreams: HashMap<String, String>,
+) -> Result<SessionRecord, StoreError> {
+    let schema = fields
+        .get(FIELD_SCHEMA)
+        .and_then(|s| s.parse::<u32>().ok())
+        .ok_or_else(|| StoreError::Corrupt("record has no readable schema field".into()))?;
+    if schema > RECORD_SCHEMA {
+        return Err(StoreError::NewerSchema {
+            found: schema,
+            supported: RECORD_SCHEMA,
+        });
+    }
+    let core = fields
+        .get(FIELD_CORE)
+        .ok_or_else(|| StoreError::Corrupt("record has no core field".into()))?;
+    let core: RecordCore =
+        serde_json::from_str(core).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut record = SessionRecord::from_parts(core);
+    record.log_level = fields.get(FIELD_LOG).cloned();
+    record.subscriptions = fields
+        .into_iter()
+        .filter_map(|(field, upstream)| {
+            let uri = field.strip_prefix(SUBSCRIPTION_PREFIX)?.to_owned();
+            Some((uri, upstream))
+        })
+        .collect();
+    record.upstreams = decode_upstreams(upstreams)?;
+    Ok(record)
+}
+
+fn decode_upstreams(
+    upstreams: impl IntoIterator<Item = (String, String)>,
+) -> Result<Orphans, StoreError> {
+    upstreams
+        .into_iter()
+        .map(|(name, json)| {
+            let session =
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok((name, session))
+        })
+        .collect()
+}
+
+/// A flat `[field, value, …]` reply as pairs.
+fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
+    let mut items = flat.into_iter();
+    std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+}
+
+fn encode(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// The record's absolute cap, Unix milliseconds.
@@ -327,4 +644,9 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
+}
+
+/// Milliseconds as Redis's signed argument.
+fn ms_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }

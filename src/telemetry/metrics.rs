@@ -75,6 +75,7 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     upstream_reinitializations: IntCounterVec,
     pub sse_streams_open: IntGauge,
+    pub sessions_held: IntGauge,
     pub sse_events_replayed: IntCounter,
     store_duration: HistogramVec,
     store_errors: IntCounterVec,
@@ -105,6 +106,11 @@ impl Metrics {
             "SSE streams currently open on this replica",
         )?;
         registry.register(Box::new(sse_streams_open.clone()))?;
+        let sessions_held = IntGauge::new(
+            "sessions_held",
+            "Sessions this replica keeps in-memory state for (updated every 5 s)",
+        )?;
+        registry.register(Box::new(sessions_held.clone()))?;
         Ok(Self {
             sessions_created: counter("sessions_created_total", "Sessions created by initialize")?,
             sessions_deleted: counter("sessions_deleted_total", "Sessions ended by DELETE")?,
@@ -154,6 +160,7 @@ impl Metrics {
                 "SSE events replayed after Last-Event-ID",
             )?,
             sse_streams_open,
+            sessions_held,
             registry,
         })
     }

@@ -4,14 +4,20 @@
 //! replica can carry an upstream session. Responses come as JSON or as an SSE stream; a stream
 //! that ends before the response (SSE polling) is resumed with `Last-Event-ID`. For each
 //! session, a standalone GET stream carries the upstream's unsolicited messages.
+//!
+//! Health: a POST that cannot reach the upstream marks it down, which leaves it out of the
+//! merged lists. One task per upstream then probes it with `initialize` (on the gateway's own
+//! behalf, the probe session deleted at once), backing off from 1 s to 30 s, until it answers;
+//! then it is healthy again and its recovery is announced once to every session.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use super::{
@@ -20,6 +26,7 @@ use super::{
 };
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{Message, Request, RequestId, notification_value, request_value};
+use crate::protocol::ProtocolVersion;
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -29,6 +36,10 @@ const LAST_EVENT_HEADER: &str = "last-event-id";
 const MAX_RESUMES: usize = 10;
 /// Pause before resuming when the upstream gave no `retry` hint.
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
+/// Pause before the first health probe of an upstream found down; it doubles after each failure.
+const FIRST_PROBE: Duration = Duration::from_secs(1);
+/// Longest pause between two health probes.
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A Streamable HTTP upstream.
 pub struct HttpUpstream {
@@ -41,6 +52,25 @@ struct Inner {
     client: reqwest::Client,
     last_init: Mutex<Option<InitInfo>>,
     sink: UnsolicitedSink,
+    health: Health,
+    /// Longest wait for one health probe.
+    probe_timeout: Duration,
+}
+
+/// Whether the upstream answers, and the wake-up of its probe when it stops answering.
+#[derive(Default)]
+struct Health {
+    down: AtomicBool,
+    went_down: Notify,
+}
+
+impl Health {
+    /// The upstream could not be reached; the first failure since it was healthy wakes the probe.
+    fn mark_down(&self) {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            self.went_down.notify_one();
+        }
+    }
 }
 
 impl HttpUpstream {
@@ -72,10 +102,17 @@ impl HttpUpstream {
             client,
             last_init: Mutex::new(None),
             sink,
+            health: Health::default(),
+            probe_timeout: config.timeout,
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        tokio::spawn(inner.clone().watch_health());
+        Ok(Self { inner })
+    }
+
+    /// Whether the last attempt to reach the upstream (a call or a probe) got through.
+    pub fn is_healthy(&self) -> bool {
+        !self.inner.health.down.load(Ordering::Acquire)
     }
 
     /// The last `initialize` answer, shared with [`super::Upstream::has_capability`].
@@ -88,41 +125,13 @@ impl HttpUpstream {
         &self,
         record: &SessionRecord,
     ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
-        let inner = &self.inner;
         let params = super::initialize_params(
             &record.protocol_version,
             &record.client_info,
             &record.client_capabilities,
         );
-        let message = request_value(
-            &RequestId::String("mcpgate-initialize".into()),
-            "initialize",
-            Some(&params),
-        );
-        let response = inner.post(&message, &UpstreamSession::default()).await?;
-        let session_id = header_text(response.headers(), SESSION_HEADER);
-        let mut messages = inner
-            .clone()
-            .read_messages(response, UpstreamSession::default());
-        let result = loop {
-            match messages.recv().await {
-                Some(UpstreamEvent::Message(Message::Response(r))) => {
-                    break r
-                        .outcome
-                        .map_err(|e| inner.protocol(format!("initialize failed: {e}")))?;
-                }
-                Some(_) => continue,
-                None => return Err(inner.protocol("no answer to initialize".into())),
-            }
-        };
-        let init = super::init_info_from(&result, &inner.name)?;
-        let upstream_session = UpstreamSession {
-            session_id,
-            protocol_version: Some(init.protocol_version.clone()),
-        };
-        let initialized = notification_value("notifications/initialized", None);
-        inner.post(&initialized, &upstream_session).await?;
-        *lock(&inner.last_init) = Some(init.clone());
+        let (upstream_session, init) = self.inner.handshake(&params).await?;
+        *lock(&self.inner.last_init) = Some(init.clone());
         Ok((upstream_session, init))
     }
 
@@ -156,17 +165,7 @@ impl HttpUpstream {
 
     /// Ends the upstream session (best effort).
     pub async fn close_session(&self, ctx: &CallContext) {
-        let Some(session_id) = &ctx.upstream_session.session_id else {
-            return;
-        };
-        let request = self
-            .inner
-            .client
-            .delete(&self.inner.url)
-            .header(SESSION_HEADER, session_id);
-        if let Err(error) = request.send().await {
-            tracing::debug!(upstream = %self.inner.name, error = %error.without_url(), "upstream DELETE failed");
-        }
+        self.inner.end_session(&ctx.upstream_session).await;
     }
 
     /// Opens the upstream's GET stream for one session until the returned task is aborted.
@@ -180,6 +179,105 @@ impl HttpUpstream {
 }
 
 impl Inner {
+    /// `initialize` and `notifications/initialized`: a new upstream session.
+    async fn handshake(
+        self: &Arc<Self>,
+        params: &Value,
+    ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+        let message = request_value(
+            &RequestId::String("mcpgate-initialize".into()),
+            "initialize",
+            Some(params),
+        );
+        let response = self.post(&message, &UpstreamSession::default()).await?;
+        let session_id = header_text(response.headers(), SESSION_HEADER);
+        let mut messages = self
+            .clone()
+            .read_messages(response, UpstreamSession::default());
+        let result = loop {
+            match messages.recv().await {
+                Some(UpstreamEvent::Message(Message::Response(r))) => {
+                    break r
+                        .outcome
+                        .map_err(|e| self.protocol(format!("initialize failed: {e}")))?;
+                }
+                Some(_) => continue,
+                None => return Err(self.protocol("no answer to initialize".into())),
+            }
+        };
+        let init = super::init_info_from(&result, &self.name)?;
+        let upstream_session = UpstreamSession {
+            session_id,
+            protocol_version: Some(init.protocol_version.clone()),
+        };
+        let initialized = notification_value("notifications/initialized", None);
+        self.post(&initialized, &upstream_session).await?;
+        Ok((upstream_session, init))
+    }
+
+    /// DELETEs an upstream session (best effort).
+    async fn end_session(&self, session: &UpstreamSession) {
+        let Some(session_id) = &session.session_id else {
+            return;
+        };
+        let request = self
+            .client
+            .delete(&self.url)
+            .header(SESSION_HEADER, session_id);
+        if let Err(error) = request.send().await {
+            tracing::debug!(upstream = %self.name, error = %error.without_url(), "upstream DELETE failed");
+        }
+    }
+
+    /// Runs for the upstream's lifetime: each time it goes down, probes it until it is back.
+    async fn watch_health(self: Arc<Self>) {
+        loop {
+            self.health.went_down.notified().await;
+            tracing::warn!(upstream = %self.name, "HTTP upstream unreachable; probing it until it answers");
+            self.probe_until_up().await;
+        }
+    }
+
+    /// Probes with backoff until an `initialize` succeeds, then declares the recovery.
+    async fn probe_until_up(self: &Arc<Self>) {
+        let mut interval = FIRST_PROBE;
+        loop {
+            tokio::time::sleep(interval).await;
+            match self.probe().await {
+                Ok(init) => return self.recovered(init),
+                Err(error) => {
+                    tracing::debug!(upstream = %self.name, %error, "upstream still down")
+                }
+            }
+            interval = (interval * 2).min(MAX_PROBE_INTERVAL);
+        }
+    }
+
+    /// One health probe: an upstream session of the gateway's own, ended at once.
+    async fn probe(self: &Arc<Self>) -> Result<InitInfo, UpstreamError> {
+        let params = super::initialize_params(
+            ProtocolVersion::LATEST.as_str(),
+            &json!({"name": "mcpgate", "version": env!("CARGO_PKG_VERSION")}),
+            &json!({}),
+        );
+        let timed_out = || UpstreamError::Timeout {
+            upstream: self.name.clone(),
+            after: self.probe_timeout,
+        };
+        let (session, init) = tokio::time::timeout(self.probe_timeout, self.handshake(&params))
+            .await
+            .map_err(|_| timed_out())??;
+        self.end_session(&session).await;
+        Ok(init)
+    }
+
+    /// The upstream answers again: its capabilities are known, it is listed, sessions are told.
+    fn recovered(&self, init: InitInfo) {
+        *lock(&self.last_init) = Some(init.clone());
+        self.health.down.store(false, Ordering::Release);
+        super::announce_recovery(&self.sink, &self.name, &init);
+    }
+
     fn protocol(&self, reason: String) -> UpstreamError {
         UpstreamError::Protocol {
             upstream: self.name.clone(),
@@ -225,7 +323,10 @@ impl Inner {
             .with_session(request, session)
             .send()
             .await
-            .map_err(|e| self.transport(e))?;
+            .map_err(|e| {
+                self.health.mark_down();
+                self.transport(e)
+            })?;
         self.check_status(response)
     }
 

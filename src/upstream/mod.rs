@@ -2,7 +2,9 @@
 //!
 //! An upstream turns one forwarded request into a channel of [`Message`]s: notifications and
 //! server-to-client requests that belong to that request, then the final response. Messages
-//! that belong to no request (list changes, resource updates) go to the [`Unsolicited`] sink.
+//! that belong to no request (list changes, resource updates) go to the [`Unsolicited`] sink,
+//! and so do the list changes an upstream's recovery implies (a stdio child restarted, an HTTP
+//! upstream that answers its health probe again).
 
 mod filter;
 mod http;
@@ -15,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::{TransportKind, UpstreamConfig};
-use crate::jsonrpc::{Message, Request, RequestId};
+use crate::jsonrpc::{Message, Notification, Request, RequestId};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 
 pub use filter::ToolFilter;
@@ -149,6 +151,15 @@ impl Upstream {
             .is_some_and(|init| init.capabilities.get(name).is_some())
     }
 
+    /// Whether the upstream answers now, as far as this replica knows: a stdio child that is up,
+    /// an HTTP upstream whose last connection attempt did not fail.
+    pub fn is_healthy(&self) -> bool {
+        match &self.transport {
+            Transport::Stdio(stdio) => stdio.is_up(),
+            Transport::Http(http) => http.is_healthy(),
+        }
+    }
+
     /// Whether this upstream needs a per-session upstream session (HTTP) or not (stdio).
     pub fn has_upstream_sessions(&self) -> bool {
         matches!(self.transport, Transport::Http(_))
@@ -233,6 +244,33 @@ impl Upstreams {
                 }
             }
         }
+    }
+}
+
+/// The lists a client may have to fetch again when an upstream recovers.
+const LISTS: [&str; 3] = ["tools", "prompts", "resources"];
+
+/// An upstream came (back) up: its lists may differ from what sessions saw while it was down,
+/// so every session of this replica is told, as if the upstream had sent
+/// `notifications/<list>/list_changed` for each list capability it declared.
+fn announce_recovery(sink: &UnsolicitedSink, upstream: &str, init: &InitInfo) {
+    tracing::info!(
+        upstream,
+        "upstream recovered; announcing its lists to the sessions"
+    );
+    for list in LISTS {
+        if init.capabilities.get(list).is_none() {
+            continue;
+        }
+        let message = Message::Notification(Notification {
+            method: format!("notifications/{list}/list_changed"),
+            params: None,
+        });
+        let _ = sink.send(Unsolicited {
+            upstream: upstream.to_owned(),
+            session: None,
+            message,
+        });
     }
 }
 

@@ -3,8 +3,15 @@
 //! Request ids are rewritten to ids unique on the child's connection, and progress tokens to
 //! the same number, so answers never cross sessions. A message the child sends on its own
 //! (sampling, elicitation, roots, logging) is attributed to the session with requests in flight
-//! when exactly one session has; otherwise it cannot be attributed safely and is refused.
+//! when exactly one session has; otherwise it cannot be attributed safely: a request is
+//! refused with the reason (no session, or several sessions, have requests in flight).
 //! A child that dies is restarted with exponential backoff; its in-flight requests fail.
+//!
+//! The child is initialized once, on the gateway's behalf, with every client capability the
+//! gateway can relay (sampling, elicitation in both modes, roots), since the sessions sharing it
+//! declared different ones. Whether the session a request is attributed to may receive it is
+//! decided in dispatch (`dispatch/capabilities.rs`), which answers the child with an error when
+//! that session's client did not declare the capability.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -90,6 +97,11 @@ impl StdioUpstream {
     /// Whether the first start attempt is still under way.
     pub fn is_starting(&self) -> bool {
         matches!(*lock(&self.shared.link), Link::Starting)
+    }
+
+    /// Whether a child is running and initialized.
+    pub fn is_up(&self) -> bool {
+        matches!(*lock(&self.shared.link), Link::Up(_))
     }
 
     /// The child is shared, so there is nothing per session to open; report its state.
@@ -253,8 +265,7 @@ async fn run_child(shared: &Arc<Shared>, config: &UpstreamConfig) -> Result<Stri
     let outcome = handshake(shared, &connection, init_rx).await;
     let result = match outcome {
         Ok(()) => {
-            *lock(&shared.link) = Link::Up(connection.clone());
-            tracing::info!(upstream = %shared.name, "stdio upstream is up");
+            come_up(shared, &connection);
             child
                 .wait()
                 .await
@@ -269,6 +280,16 @@ async fn run_child(shared: &Arc<Shared>, config: &UpstreamConfig) -> Result<Stri
     reader.abort();
     fail_pending(shared, &connection);
     result
+}
+
+/// The child serves from now on; a child that replaces one that went down is a recovery.
+fn come_up(shared: &Shared, connection: &Arc<Connection>) {
+    let previous = std::mem::replace(&mut *lock(&shared.link), Link::Up(connection.clone()));
+    tracing::info!(upstream = %shared.name, "stdio upstream is up");
+    let init = lock(&connection.init).clone();
+    if let (Link::Down(_), Some(init)) = (previous, init) {
+        super::announce_recovery(&shared.sink, &shared.name, &init);
+    }
 }
 
 fn spawn(config: &UpstreamConfig) -> std::io::Result<Child> {
@@ -432,30 +453,58 @@ fn cancelled_target(
         .map(|p| p.reply.clone())
 }
 
+/// Why a message the child sent on its own belongs to no single session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Unattributable {
+    #[error("no session has a request in flight on this stdio server")]
+    Idle,
+    #[error("several sessions have requests in flight on this stdio server")]
+    Shared,
+}
+
 /// The session with requests in flight, if exactly one has, and its newest request's channel.
 fn attributed(connection: &Connection) -> Option<(SessionId, mpsc::Sender<UpstreamEvent>)> {
-    let pending = lock(&connection.pending);
+    owner(&lock(&connection.pending)).ok()
+}
+
+/// The only session among `pending`, with its newest request's channel.
+fn owner(
+    pending: &HashMap<i64, Pending>,
+) -> Result<(SessionId, mpsc::Sender<UpstreamEvent>), Unattributable> {
     let mut newest: Option<(&i64, &Pending)> = None;
     for (id, entry) in pending.iter() {
         match newest {
-            Some((_, current)) if current.session != entry.session => return None,
+            Some((_, current)) if current.session != entry.session => {
+                return Err(Unattributable::Shared);
+            }
             Some((current_id, _)) if current_id > id => {}
             _ => newest = Some((id, entry)),
         }
     }
-    newest.map(|(_, entry)| (entry.session.clone(), entry.reply.clone()))
+    newest
+        .map(|(_, entry)| (entry.session.clone(), entry.reply.clone()))
+        .ok_or(Unattributable::Idle)
+}
+
+/// The error the child gets for a request of its own that mcpgate cannot give to a client.
+fn unattributable_error(reason: Unattributable) -> rmcp::model::ErrorData {
+    crate::jsonrpc::error_data(
+        rmcp::model::ErrorCode::INTERNAL_ERROR,
+        format!("mcpgate cannot attribute this request to a client: {reason}"),
+    )
 }
 
 async fn route_server_request(shared: &Shared, connection: &Connection, request: Request) {
-    let Some((session, reply)) = attributed(connection) else {
-        tracing::warn!(upstream = %shared.name, method = %request.method,
-            "refusing a server-to-client request that no single session can own");
-        let error = crate::jsonrpc::error_data(
-            rmcp::model::ErrorCode::INTERNAL_ERROR,
-            "mcpgate cannot attribute this request to a client: several sessions share this stdio server",
-        );
-        let _ = write_line(connection, &error_value(Some(&request.id), &error)).await;
-        return;
+    let attribution = owner(&lock(&connection.pending));
+    let (session, reply) = match attribution {
+        Ok(owner) => owner,
+        Err(reason) => {
+            tracing::warn!(upstream = %shared.name, method = %request.method, %reason,
+                "refusing a server-to-client request that no single session can own");
+            let error = unattributable_error(reason);
+            let _ = write_line(connection, &error_value(Some(&request.id), &error)).await;
+            return;
+        }
     };
     lock(&connection.server_requests).insert(request.id.clone(), session);
     let _ = reply.send(Message::Request(request).into()).await;
@@ -476,6 +525,45 @@ fn fail_pending(shared: &Shared, connection: &Connection) {
                 outcome,
             })
             .into(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(session: &SessionId) -> Pending {
+        Pending {
+            session: session.clone(),
+            client_id: RequestId::Number(1),
+            progress_token: None,
+            reply: request_channel().0,
+        }
+    }
+
+    #[test]
+    fn a_request_belongs_to_the_only_session_with_requests_in_flight() {
+        let (a, b) = (SessionId::generate(), SessionId::generate());
+        let mut in_flight = HashMap::new();
+        assert_eq!(owner(&in_flight).err(), Some(Unattributable::Idle));
+        in_flight.insert(1, pending(&a));
+        in_flight.insert(2, pending(&a));
+        assert_eq!(owner(&in_flight).ok().map(|(s, _)| s), Some(a));
+        in_flight.insert(3, pending(&b));
+        assert_eq!(owner(&in_flight).err(), Some(Unattributable::Shared));
+    }
+
+    #[test]
+    fn a_refusal_states_the_real_reason() {
+        let prefix = "mcpgate cannot attribute this request to a client: ";
+        assert_eq!(
+            unattributable_error(Unattributable::Idle).message,
+            format!("{prefix}no session has a request in flight on this stdio server")
+        );
+        assert_eq!(
+            unattributable_error(Unattributable::Shared).message,
+            format!("{prefix}several sessions have requests in flight on this stdio server")
         );
     }
 }

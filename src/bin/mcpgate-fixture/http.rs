@@ -1,10 +1,15 @@
 //! Streamable HTTP mode: rmcp's `StreamableHttpService` (sessions, SSE priming
 //! and resumption, Host/Origin checks) behind a plain hyper HTTP/1.1 server,
-//! answering at [`MCP_PATH`] only.
+//! answering at [`MCP_PATH`], plus [`SESSIONS_PATH`] for tests: `{"open": N}`,
+//! the number of MCP sessions open right now.
 
 use std::{io::Write as _, net::SocketAddr, sync::Arc};
 
+use std::convert::Infallible;
+
 use anyhow::Context as _;
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use hyper::body::Bytes;
 use hyper::{
     Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
 };
@@ -15,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{reconnect::ReconnectingSessions, server::Fixture};
 
-/// The only path served.
+/// The MCP endpoint.
 const MCP_PATH: &str = "/mcp";
+/// How many sessions are open (GET).
+const SESSIONS_PATH: &str = "/sessions";
 
 /// Browser origins accepted besides requests without `Origin`.
 const LOCAL_ORIGINS: [&str; 3] = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
@@ -34,9 +41,10 @@ pub async fn serve(listen: SocketAddr, name: String) -> anyhow::Result<()> {
         .context("cannot read the bound address")?;
     announce(addr).context("cannot write the listening line to stdout")?;
     let shutdown = CancellationToken::new();
-    let service = mcp_service(name.into(), shutdown.child_token());
+    let sessions = Arc::new(ReconnectingSessions::default());
+    let service = mcp_service(name.into(), sessions.clone(), shutdown.child_token());
     tokio::select! {
-        () = accept_loop(listener, service) => Ok(()),
+        () = accept_loop(listener, service, sessions) => Ok(()),
         signal = tokio::signal::ctrl_c() => {
             shutdown.cancel();
             signal.context("cannot wait for Ctrl-C")
@@ -52,8 +60,11 @@ fn announce(addr: SocketAddr) -> std::io::Result<()> {
 }
 
 /// Builds the rmcp service; each session gets its own [`Fixture`].
-fn mcp_service(name: Arc<str>, shutdown: CancellationToken) -> McpService {
-    let sessions = Arc::new(ReconnectingSessions::default());
+fn mcp_service(
+    name: Arc<str>,
+    sessions: Arc<ReconnectingSessions>,
+    shutdown: CancellationToken,
+) -> McpService {
     let streams = Arc::clone(&sessions);
     let config = StreamableHttpServerConfig::default()
         .with_allowed_origins(LOCAL_ORIGINS)
@@ -66,7 +77,11 @@ fn mcp_service(name: Arc<str>, shutdown: CancellationToken) -> McpService {
 }
 
 /// Accepts connections forever, one task each.
-async fn accept_loop(listener: TcpListener, service: McpService) {
+async fn accept_loop(
+    listener: TcpListener,
+    service: McpService,
+    sessions: Arc<ReconnectingSessions>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -74,7 +89,7 @@ async fn accept_loop(listener: TcpListener, service: McpService) {
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "cannot set TCP_NODELAY");
                 }
-                tokio::spawn(serve_connection(stream, service.clone()));
+                tokio::spawn(serve_connection(stream, service.clone(), sessions.clone()));
             }
             Err(error) => tracing::warn!(%error, "accept failed"),
         }
@@ -82,14 +97,18 @@ async fn accept_loop(listener: TcpListener, service: McpService) {
 }
 
 /// Serves one HTTP/1.1 connection, routing [`MCP_PATH`] to rmcp.
-async fn serve_connection(stream: TcpStream, service: McpService) {
+async fn serve_connection(
+    stream: TcpStream,
+    service: McpService,
+    sessions: Arc<ReconnectingSessions>,
+) {
     let handler = service_fn(move |request: Request<Incoming>| {
-        let service = service.clone();
+        let (service, sessions) = (service.clone(), sessions.clone());
         async move {
-            let response = if request.uri().path() == MCP_PATH {
-                service.handle(request).await
-            } else {
-                not_found()
+            let response = match request.uri().path() {
+                MCP_PATH => service.handle(request).await,
+                SESSIONS_PATH => session_count(&sessions).await,
+                _ => not_found(),
             };
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -100,6 +119,12 @@ async fn serve_connection(stream: TcpStream, service: McpService) {
     if let Err(error) = connection.await {
         tracing::debug!(%error, "connection closed with an error");
     }
+}
+
+/// `{"open": N}`.
+async fn session_count(sessions: &ReconnectingSessions) -> Response<BoxBody<Bytes, Infallible>> {
+    let body = serde_json::json!({"open": sessions.open_sessions().await}).to_string();
+    Response::new(Full::new(Bytes::from(body)).boxed())
 }
 
 /// An empty 404 response.

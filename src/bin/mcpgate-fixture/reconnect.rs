@@ -137,6 +137,13 @@ fn reconnection_call(message: &ClientJsonRpcMessage) -> Option<RequestId> {
     }
 }
 
+impl ReconnectingSessions {
+    /// Sessions open right now (tests check that the gateway closes what it opened).
+    pub async fn open_sessions(&self) -> usize {
+        self.local.sessions.read().await.len()
+    }
+}
+
 impl SessionManager for ReconnectingSessions {
     type Error = LocalSessionManagerError;
     type Transport = SessionTransport;

@@ -65,9 +65,10 @@ impl ServerHandler for Fixture {
                 self.name.as_ref(),
                 env!("CARGO_PKG_VERSION"),
             ))
-            .with_instructions(
-                "Test fixture for mcpgate; tools named test_* follow the MCP conformance suite.",
-            )
+            .with_instructions(format!(
+                "Test fixture for mcpgate, instance {}; tools named test_* follow the MCP conformance suite.",
+                self.name
+            ))
     }
 
     async fn list_tools(

@@ -1,0 +1,461 @@
+//! The capabilities a client declared at `initialize`, as they gate what an upstream may send
+//! it. An upstream may have been initialized with more than this client declared (a shared
+//! stdio child is initialized with everything mcpgate can relay), so every server-to-client
+//! message is checked here where it meets its session, before it is relayed:
+//!
+//! | the upstream sends | the client must have declared |
+//! |---|---|
+//! | `sampling/createMessage` | `sampling`; with `tools` or `toolChoice`, `sampling.tools` |
+//! | `elicitation/create`, form mode (the default) | `elicitation.form`, or `elicitation: {}` |
+//! | `elicitation/create`, `mode: "url"` | `elicitation.url` |
+//! | `roots/list` | `roots` |
+//! | `notifications/elicitation/complete` | `elicitation.url` |
+//!
+//! An empty `elicitation` object (2025-06-18, before modes existed) declares form mode.
+//!
+//! Nothing else is gated (ping, progress, logging, list changes, resource updates,
+//! cancellations). `includeContext` is not gated on `sampling.context`: the value is a hint a
+//! client may ignore, and clients of 2025-06-18 and earlier could not declare it.
+//!
+//! A refused request is answered to the upstream with the error an MCP SDK client gives: -32601
+//! when the client lacks the feature (what rmcp and the TypeScript SDK answer when no handler
+//! is registered), -32602 when it has the feature but not the variant the request asks for
+//! (what rmcp raises for sampling tools). A refused notification is dropped.
+
+use rmcp::model::ErrorCode;
+use serde_json::Value;
+
+use std::sync::Arc;
+
+use super::{Gateway, error_object};
+use crate::jsonrpc::{Message, RequestId, Response};
+use crate::session::SessionId;
+use crate::upstream::{CallContext, Unsolicited, Upstream};
+
+/// A client capability that a server-to-client message can need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    Sampling,
+    SamplingTools,
+    Elicitation,
+    ElicitationForm,
+    ElicitationUrl,
+    Roots,
+}
+
+impl Capability {
+    /// Its path in the client's `capabilities` object.
+    pub fn path(self) -> &'static str {
+        match self {
+            Capability::Sampling => "sampling",
+            Capability::SamplingTools => "sampling.tools",
+            Capability::Elicitation => "elicitation",
+            Capability::ElicitationForm => "elicitation.form",
+            Capability::ElicitationUrl => "elicitation.url",
+            Capability::Roots => "roots",
+        }
+    }
+
+    /// Whether it refines a feature the client may still have (a mode, an option).
+    fn is_refinement(self) -> bool {
+        matches!(
+            self,
+            Capability::SamplingTools | Capability::ElicitationForm | Capability::ElicitationUrl
+        )
+    }
+}
+
+/// Why a server-to-client message may not reach the client of a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the client of this session did not declare the `{}` capability that {method} needs",
+    capability.path()
+)]
+pub struct MissingCapability {
+    pub capability: Capability,
+    pub method: String,
+}
+
+impl MissingCapability {
+    /// The JSON-RPC error code the upstream gets.
+    pub fn code(&self) -> ErrorCode {
+        if self.capability.is_refinement() {
+            ErrorCode::INVALID_PARAMS
+        } else {
+            ErrorCode::METHOD_NOT_FOUND
+        }
+    }
+
+    /// The error response to the refused request `id`.
+    pub fn answer(&self, id: &RequestId) -> Message {
+        Message::Response(Response {
+            id: id.clone(),
+            outcome: Err(error_object(self.code(), self.to_string())),
+        })
+    }
+}
+
+/// `sampling` as declared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sampling {
+    tools: bool,
+}
+
+/// `elicitation` as declared, with the 2025-06-18 empty object read as form mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Elicitation {
+    form: bool,
+    url: bool,
+}
+
+/// What the client of a session declared, as far as it gates server-to-client messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCapabilities {
+    sampling: Option<Sampling>,
+    elicitation: Option<Elicitation>,
+    roots: bool,
+}
+
+impl ClientCapabilities {
+    /// Reads the `capabilities` object of the client's `initialize`. A capability is declared
+    /// when its key is present with a value other than `null` or `false`.
+    pub fn from_declared(capabilities: &Value) -> Self {
+        let sampling = declared(capabilities, "sampling").map(|sampling| Sampling {
+            tools: declared(sampling, "tools").is_some(),
+        });
+        let elicitation = declared(capabilities, "elicitation").map(|elicitation| {
+            let form = declared(elicitation, "form").is_some();
+            let url = declared(elicitation, "url").is_some();
+            Elicitation {
+                form: form || !url,
+                url,
+            }
+        });
+        Self {
+            sampling,
+            elicitation,
+            roots: declared(capabilities, "roots").is_some(),
+        }
+    }
+
+    /// Whether `message` needs any client capability at all.
+    pub fn gates(message: &Message) -> bool {
+        Self::default().allows(message).is_err()
+    }
+
+    /// Whether the client may receive `message`; if not, the capability it lacks.
+    pub fn allows(&self, message: &Message) -> Result<(), MissingCapability> {
+        let (method, params) = match message {
+            Message::Request(request) => (request.method.as_str(), request.params.as_ref()),
+            Message::Notification(note) => (note.method.as_str(), note.params.as_ref()),
+            Message::Response(_) => return Ok(()),
+        };
+        let missing = match method {
+            "sampling/createMessage" => self.sampling_gap(params),
+            "elicitation/create" => self.elicitation_gap(params),
+            "roots/list" => (!self.roots).then_some(Capability::Roots),
+            "notifications/elicitation/complete" => self.elicitation_url_gap(),
+            _ => None,
+        };
+        match missing {
+            None => Ok(()),
+            Some(capability) => Err(MissingCapability {
+                capability,
+                method: method.to_owned(),
+            }),
+        }
+    }
+
+    fn sampling_gap(&self, params: Option<&Value>) -> Option<Capability> {
+        let Some(sampling) = self.sampling else {
+            return Some(Capability::Sampling);
+        };
+        let uses_tools = ["tools", "toolChoice"]
+            .iter()
+            .any(|key| params.and_then(|p| declared(p, key)).is_some());
+        (uses_tools && !sampling.tools).then_some(Capability::SamplingTools)
+    }
+
+    /// Any mode other than `url` is treated as form mode, the default.
+    fn elicitation_gap(&self, params: Option<&Value>) -> Option<Capability> {
+        let Some(elicitation) = self.elicitation else {
+            return Some(Capability::Elicitation);
+        };
+        let mode = params.and_then(|p| p.get("mode")).and_then(Value::as_str);
+        match mode {
+            Some("url") => (!elicitation.url).then_some(Capability::ElicitationUrl),
+            _ => (!elicitation.form).then_some(Capability::ElicitationForm),
+        }
+    }
+
+    fn elicitation_url_gap(&self) -> Option<Capability> {
+        let url = self.elicitation.is_some_and(|e| e.url);
+        (!url).then_some(Capability::ElicitationUrl)
+    }
+}
+
+/// The value under `key`, when it declares something.
+fn declared<'a>(object: &'a Value, key: &str) -> Option<&'a Value> {
+    object
+        .get(key)
+        .filter(|value| !matches!(value, Value::Null | Value::Bool(false)))
+}
+
+/// Keeps a refused message from the client: a request is answered to the upstream that sent
+/// it with the refusal, a notification is dropped.
+pub(super) async fn refuse(
+    upstream: &Upstream,
+    ctx: &CallContext,
+    message: &Message,
+    missing: &MissingCapability,
+) {
+    tracing::info!(upstream = %upstream.name, capability = missing.capability.path(),
+        method = %missing.method, "refusing a message the client declared no capability for");
+    let Message::Request(request) = message else {
+        return;
+    };
+    if let Err(error) = upstream.send(ctx, missing.answer(&request.id)).await {
+        tracing::warn!(%error, "could not refuse a server-to-client request upstream");
+    }
+}
+
+impl Gateway {
+    /// Whether the client of `session` may receive a message an upstream sent outside any
+    /// request (an HTTP upstream's GET stream). Only a gated message costs a session lookup; a
+    /// refused request is answered to its upstream.
+    pub(super) async fn admits_unsolicited(
+        self: &Arc<Self>,
+        session: &SessionId,
+        unsolicited: &Unsolicited,
+    ) -> bool {
+        if !ClientCapabilities::gates(&unsolicited.message) {
+            return true;
+        }
+        let Some(upstream) = self.upstreams.by_name(&unsolicited.upstream) else {
+            return false;
+        };
+        let session = match self.lookup(session).await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::debug!(%error, "dropping a message for a session that cannot be served");
+                return false;
+            }
+        };
+        let capabilities = ClientCapabilities::from_declared(&session.record.client_capabilities);
+        let Err(missing) = capabilities.allows(&unsolicited.message) else {
+            return true;
+        };
+        let ctx = self.context_for(&session, &upstream.name);
+        refuse(upstream, &ctx, &unsolicited.message, &missing).await;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::super::{Backends, IdSigner, Settings};
+    use super::*;
+    use crate::events::MemoryEventLog;
+    use crate::jsonrpc::{Notification, Request};
+    use crate::protocol::ProtocolVersion;
+    use crate::session::{MemoryStore, SessionRecord};
+    use crate::telemetry::Metrics;
+    use crate::upstream::Upstreams;
+
+    /// A gateway whose one upstream, `remote`, is an HTTP upstream nobody listens for.
+    fn gateway() -> Arc<Gateway> {
+        let backends = Backends {
+            store: Arc::new(MemoryStore::new(Duration::from_secs(60))),
+            events: Arc::new(MemoryEventLog::new(Duration::from_secs(60), 10)),
+            bus: None,
+            expiry_events: None,
+        };
+        let remote = serde_json::from_value(json!({
+            "name": "remote", "transport": "http", "url": "http://127.0.0.1:9/mcp"
+        }))
+        .unwrap();
+        Gateway::start(
+            backends,
+            |sink| Upstreams::start(&[remote], sink),
+            IdSigner::random(),
+            Arc::new(Metrics::new().unwrap()),
+            Settings::new(Duration::from_secs(60), Duration::from_secs(3600)),
+        )
+        .unwrap()
+    }
+
+    /// A live session whose client declared `capabilities`.
+    async fn session(gateway: &Gateway, capabilities: Value) -> SessionId {
+        let id = SessionId::generate();
+        let record = SessionRecord::new(
+            ProtocolVersion::LATEST,
+            json!({"name": "test", "version": "0"}),
+            capabilities,
+            Duration::from_secs(3600),
+        );
+        gateway.store.create(&id, &record).await.unwrap();
+        id
+    }
+
+    fn request(method: &str, params: Value) -> Message {
+        Message::Request(Request {
+            id: RequestId::Number(7),
+            method: method.into(),
+            params: Some(params),
+        })
+    }
+
+    fn notification(method: &str) -> Message {
+        Message::Notification(Notification {
+            method: method.into(),
+            params: Some(json!({})),
+        })
+    }
+
+    /// The capability `declared` lacks for `message`, if any.
+    fn gap(declared: Value, message: &Message) -> Option<Capability> {
+        ClientCapabilities::from_declared(&declared)
+            .allows(message)
+            .err()
+            .map(|missing| missing.capability)
+    }
+
+    #[test]
+    fn sampling_needs_sampling_and_tools_need_sampling_tools() {
+        let plain = request("sampling/createMessage", json!({"messages": []}));
+        let tools = request("sampling/createMessage", json!({"tools": []}));
+        let choice = request("sampling/createMessage", json!({"toolChoice": {}}));
+        assert_eq!(gap(json!({}), &plain), Some(Capability::Sampling));
+        assert_eq!(
+            gap(json!({"sampling": null}), &plain),
+            Some(Capability::Sampling)
+        );
+        assert_eq!(gap(json!({"sampling": {}}), &plain), None);
+        assert_eq!(
+            gap(json!({"sampling": {}}), &tools),
+            Some(Capability::SamplingTools)
+        );
+        assert_eq!(
+            gap(json!({"sampling": {}}), &choice),
+            Some(Capability::SamplingTools)
+        );
+        assert_eq!(gap(json!({"sampling": {"tools": {}}}), &tools), None);
+    }
+
+    #[test]
+    fn include_context_is_not_gated() {
+        let context = request(
+            "sampling/createMessage",
+            json!({"includeContext": "allServers"}),
+        );
+        assert_eq!(gap(json!({"sampling": {}}), &context), None);
+    }
+
+    #[test]
+    fn elicitation_modes_follow_the_declared_ones() {
+        let form = request("elicitation/create", json!({"message": "?"}));
+        let explicit_form = request("elicitation/create", json!({"mode": "form"}));
+        let url = request(
+            "elicitation/create",
+            json!({"mode": "url", "url": "https://x"}),
+        );
+        assert_eq!(gap(json!({}), &form), Some(Capability::Elicitation));
+        assert_eq!(gap(json!({"elicitation": {}}), &form), None);
+        assert_eq!(gap(json!({"elicitation": {}}), &explicit_form), None);
+        assert_eq!(
+            gap(json!({"elicitation": {}}), &url),
+            Some(Capability::ElicitationUrl)
+        );
+        assert_eq!(
+            gap(json!({"elicitation": {"url": {}}}), &form),
+            Some(Capability::ElicitationForm)
+        );
+        assert_eq!(gap(json!({"elicitation": {"url": {}}}), &url), None);
+        assert_eq!(
+            gap(json!({"elicitation": {"form": {}, "url": {}}}), &form),
+            None
+        );
+    }
+
+    #[test]
+    fn roots_and_elicitation_completion_are_gated() {
+        let roots = request("roots/list", json!({}));
+        let complete = notification("notifications/elicitation/complete");
+        assert_eq!(gap(json!({}), &roots), Some(Capability::Roots));
+        assert_eq!(gap(json!({"roots": {"listChanged": true}}), &roots), None);
+        assert_eq!(
+            gap(json!({"elicitation": {}}), &complete),
+            Some(Capability::ElicitationUrl)
+        );
+        assert_eq!(gap(json!({"elicitation": {"url": {}}}), &complete), None);
+    }
+
+    #[test]
+    fn other_messages_need_nothing() {
+        for message in [
+            request("ping", json!({})),
+            notification("notifications/progress"),
+            notification("notifications/message"),
+            notification("notifications/tools/list_changed"),
+            notification("notifications/resources/updated"),
+            notification("notifications/cancelled"),
+        ] {
+            assert_eq!(gap(json!({}), &message), None, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_capability_with_the_code_of_sdk_clients() {
+        let missing = |capability| MissingCapability {
+            capability,
+            method: "sampling/createMessage".into(),
+        };
+        let Message::Response(answer) = missing(Capability::Sampling).answer(&RequestId::Number(7))
+        else {
+            panic!("a refusal is a response");
+        };
+        assert_eq!(answer.id, RequestId::Number(7));
+        let error = answer.outcome.expect_err("a refusal is an error");
+        assert_eq!(error["code"], json!(-32601));
+        let message = "the client of this session did not declare the `sampling` capability \
+            that sampling/createMessage needs";
+        assert_eq!(error["message"], json!(message));
+        assert_eq!(
+            missing(Capability::SamplingTools).code(),
+            ErrorCode::INVALID_PARAMS
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unsolicited_message_reaches_only_a_client_that_declared_its_capability() {
+        let gateway = gateway();
+        let without = session(&gateway, json!({})).await;
+        let with = session(&gateway, json!({"sampling": {}})).await;
+        let from_remote = |session: &SessionId, message: Message| Unsolicited {
+            upstream: "remote".into(),
+            session: Some(session.clone()),
+            message,
+        };
+        let sampling = || request("sampling/createMessage", json!({"messages": []}));
+        let progress = || notification("notifications/progress");
+        assert!(
+            !gateway
+                .admits_unsolicited(&without, &from_remote(&without, sampling()))
+                .await
+        );
+        assert!(
+            gateway
+                .admits_unsolicited(&with, &from_remote(&with, sampling()))
+                .await
+        );
+        assert!(
+            gateway
+                .admits_unsolicited(&without, &from_remote(&without, progress()))
+                .await
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Putting a session's state back on upstreams that lost it, so the client never notices: the
+//! resource subscriptions and log level of a session revived on this replica (whose stdio
+//! children never heard of it), and the log level of an upstream session re-initialized after
+//! the upstream forgot it. HTTP upstreams keep subscriptions and levels in their own session,
+//! so a revival leaves them alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Gateway, Session};
+use crate::jsonrpc::{Message, Request, RequestId};
+use crate::upstream::{CallContext, Upstream, UpstreamEvent};
+
+/// Longest a revival waits for its state to be restored before serving the request anyway.
+pub(super) const REVIVAL_RESTORE_LIMIT: Duration = Duration::from_secs(2);
+
+impl Gateway {
+    /// Restores a revived session's subscriptions and log level on this replica's stdio
+    /// children.
+    pub(super) async fn restore_on_revival(&self, session: &Session) {
+        let children = self
+            .upstreams
+            .iter()
+            .filter(|u| !u.has_upstream_sessions())
+            .cloned();
+        for upstream in children {
+            let ctx = self.context_for(session, &upstream.name);
+            self.restore_log_level(session, &upstream, &ctx).await;
+            let subscribed = session
+                .record
+                .subscriptions
+                .iter()
+                .filter(|(_, name)| **name == upstream.name);
+            for (uri, _) in subscribed {
+                let params = json!({"uri": uri});
+                self.quietly(&upstream, &ctx, "resources/subscribe", params)
+                    .await;
+            }
+        }
+    }
+
+    /// Sends the session's log level, if the client set one, to an upstream that logs.
+    pub(super) async fn restore_log_level(
+        &self,
+        session: &Session,
+        upstream: &Arc<Upstream>,
+        ctx: &CallContext,
+    ) {
+        let Some(level) = &session.record.log_level else {
+            return;
+        };
+        if upstream.has_capability("logging") {
+            let params = json!({"level": level});
+            self.quietly(upstream, ctx, "logging/setLevel", params)
+                .await;
+        }
+    }
+
+    /// Sends a request of mcpgate's own and waits (within the upstream's timeout) for its
+    /// response; whatever else the upstream sends meanwhile is not for any client.
+    async fn quietly(
+        &self,
+        upstream: &Upstream,
+        ctx: &CallContext,
+        method: &str,
+        params: serde_json::Value,
+    ) {
+        let request = Request {
+            id: RequestId::String(format!("mcpgate-restore-{method}")),
+            method: method.into(),
+            params: Some(params),
+        };
+        let answered = async {
+            let mut messages = upstream.request(ctx, request).await.ok()?;
+            loop {
+                if let UpstreamEvent::Message(Message::Response(response)) = messages.recv().await?
+                {
+                    return Some(response.outcome.is_ok());
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(upstream.timeout, answered).await;
+        if !matches!(outcome, Ok(Some(true))) {
+            tracing::warn!(upstream = %upstream.name, method, "could not restore session state upstream");
+        }
+    }
+}

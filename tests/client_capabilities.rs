@@ -1,0 +1,255 @@
+//! Server-to-client requests reach a client only when it declared the capability they need.
+//!
+//! The shared stdio child `local` is initialized by mcpgate with every capability mcpgate can
+//! relay, so it asks whichever session calls it; the gateway must refuse, on the client's
+//! behalf, what that session's client did not declare, and the tool call must end with the
+//! upstream's reaction to that refusal instead of hanging. The HTTP upstream `remote` is
+//! initialized with the client's own capabilities; it is checked as a regression.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Gateway, LATEST, Reply, Session, SseReader};
+
+/// Upstream timeout of these tests: a call that hangs until it is easy to tell apart.
+const UPSTREAM_TIMEOUT: &str = "timeout = \"30s\"";
+/// Longest wait for a tool call's response; well below [`UPSTREAM_TIMEOUT`].
+const CALL_WAIT: Duration = Duration::from_secs(15);
+
+/// Everything the gateway sent for one `tools/call`.
+#[derive(Debug)]
+struct Exchange {
+    /// Messages before the response (requests and notifications).
+    before: Vec<Value>,
+    response: Value,
+}
+
+impl Exchange {
+    /// The error message or the `isError` result's text; panics on a successful result.
+    fn failure_text(&self) -> String {
+        let response = &self.response;
+        if let Some(message) = response["error"]["message"].as_str() {
+            return message.to_owned();
+        }
+        assert_eq!(
+            response["result"]["isError"],
+            json!(true),
+            "the call did not fail: {self:#?}"
+        );
+        response["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The successful result's first text.
+    fn result_text(&self) -> &str {
+        self.response["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no text result: {self:#?}"))
+    }
+}
+
+/// Calls `tool` and reads everything the gateway sends until the call's response, posting the
+/// answer `answer` gives for each server-to-client message (`None`: no answer). Panics if the
+/// response does not arrive within [`CALL_WAIT`].
+async fn call(
+    gw: &Gateway,
+    session: &Session,
+    tool: &str,
+    arguments: Value,
+    answer: impl Fn(&Value) -> Option<Value>,
+) -> Exchange {
+    let id = gw.next_id();
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}});
+    let response = gw.post_stream(Some(session), &body).await;
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        let response = Reply::read(response).await.json();
+        return Exchange {
+            before: Vec::new(),
+            response,
+        };
+    }
+    let mut stream = SseReader::new(response);
+    let deadline = Instant::now() + CALL_WAIT;
+    let mut before = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(event) = stream.next_event(left).await else {
+            panic!(
+                "no response to {tool} within {CALL_WAIT:?} (stream ended: {}); got {before:#?}",
+                stream.ended
+            );
+        };
+        if event.data.as_deref().is_none_or(str::is_empty) {
+            continue;
+        }
+        let message = event.json();
+        if message["id"] == json!(id) && message.get("method").is_none() {
+            return Exchange {
+                before,
+                response: message,
+            };
+        }
+        if let Some(reply) = answer(&message) {
+            let posted = gw.post_json(Some(session), &reply).await;
+            assert_eq!(posted.status, StatusCode::ACCEPTED, "answer: {posted:?}");
+        }
+        before.push(message);
+    }
+}
+
+/// Fails the test at once if a message with `method` reaches the client.
+fn forbid(method: &'static str) -> impl Fn(&Value) -> Option<Value> {
+    move |message| {
+        assert_ne!(
+            message["method"],
+            json!(method),
+            "the client received a request it declared no capability for: {message}"
+        );
+        None
+    }
+}
+
+/// Answers `sampling/createMessage` with the text "sampled".
+fn sample(message: &Value) -> Option<Value> {
+    (message["method"] == json!("sampling/createMessage")).then(|| {
+        json!({"jsonrpc": "2.0", "id": message["id"], "result": {
+            "role": "assistant", "content": {"type": "text", "text": "sampled"},
+            "model": "test", "stopReason": "endTurn"}})
+    })
+}
+
+/// Declines `elicitation/create`.
+fn decline(message: &Value) -> Option<Value> {
+    (message["method"] == json!("elicitation/create"))
+        .then(|| json!({"jsonrpc": "2.0", "id": message["id"], "result": {"action": "decline"}}))
+}
+
+/// Whether a message with `method` is among `messages`.
+fn has_method(messages: &[Value], method: &str) -> bool {
+    messages.iter().any(|m| m["method"] == json!(method))
+}
+
+async fn gateway_with_remote() -> Gateway {
+    Gateway::builder()
+        .local(UPSTREAM_TIMEOUT)
+        .remote_line(UPSTREAM_TIMEOUT)
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn a_client_without_sampling_is_not_asked_to_sample_by_the_shared_stdio_child() {
+    let gw = gateway_with_remote().await;
+    let session = gw.initialize_with(LATEST, json!({})).await;
+    let exchange = call(
+        &gw,
+        &session,
+        "local__test_sampling",
+        json!({"prompt": "hello"}),
+        forbid("sampling/createMessage"),
+    )
+    .await;
+    let failure = exchange.failure_text();
+    assert!(
+        failure.contains("did not declare the `sampling` capability"),
+        "the upstream's reaction does not carry the gateway's refusal: {exchange:#?}"
+    );
+    assert!(
+        !failure.contains("did not answer within"),
+        "the call hung until the upstream timeout: {exchange:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_without_sampling_is_not_asked_to_sample_by_an_http_upstream() {
+    let gw = gateway_with_remote().await;
+    let session = gw.initialize_with(LATEST, json!({})).await;
+    let exchange = call(
+        &gw,
+        &session,
+        "remote__test_sampling",
+        json!({"prompt": "hello"}),
+        forbid("sampling/createMessage"),
+    )
+    .await;
+    let failure = exchange.failure_text();
+    assert!(
+        failure.contains("sampling") && !failure.contains("did not answer within"),
+        "{exchange:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_declared_sampling_still_samples_through_both_upstreams() {
+    let gw = gateway_with_remote().await;
+    let session = gw.initialize_with(LATEST, json!({"sampling": {}})).await;
+    for tool in ["local__test_sampling", "remote__test_sampling"] {
+        let exchange = call(&gw, &session, tool, json!({"prompt": "hello"}), sample).await;
+        assert!(
+            has_method(&exchange.before, "sampling/createMessage"),
+            "{tool}: {exchange:#?}"
+        );
+        assert_eq!(
+            exchange.result_text(),
+            "LLM response: sampled",
+            "{tool}: {exchange:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_form_elicitation_is_refused_to_a_client_that_declared_url_mode_only() {
+    let gw = gateway_with_remote().await;
+    let session = gw
+        .initialize_with(LATEST, json!({"elicitation": {"url": {}}}))
+        .await;
+    let exchange = call(
+        &gw,
+        &session,
+        "local__test_elicitation",
+        json!({"message": "who are you?"}),
+        forbid("elicitation/create"),
+    )
+    .await;
+    assert!(
+        exchange
+            .failure_text()
+            .contains("did not declare the `elicitation.form` capability"),
+        "{exchange:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_elicitation_capability_means_form_mode_in_2025_06_18() {
+    let gw = gateway_with_remote().await;
+    let session = gw
+        .initialize_with("2025-06-18", json!({"elicitation": {}}))
+        .await;
+    let exchange = call(
+        &gw,
+        &session,
+        "local__test_elicitation",
+        json!({"message": "who are you?"}),
+        decline,
+    )
+    .await;
+    assert!(
+        has_method(&exchange.before, "elicitation/create"),
+        "{exchange:#?}"
+    );
+    assert!(
+        exchange.result_text().contains("action=decline"),
+        "{exchange:#?}"
+    );
+}
