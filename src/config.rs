@@ -231,6 +231,22 @@ pub struct UpstreamConfig {
     pub url: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
+    /// http: who keeps the upstream's standalone GET stream of a session open (default `hold`).
+    pub standalone: Option<StandaloneMode>,
+}
+
+/// How an HTTP upstream's standalone GET stream (its messages outside any request) is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StandaloneMode {
+    /// One replica of the fleet holds it from `initialize` until the session ends, and logs
+    /// what it carries for the client's next GET: nothing the upstream sends is lost, even by
+    /// an upstream that keeps no events. Costs one upstream connection per session.
+    #[default]
+    Hold,
+    /// Open only while the client has its own GET stream open, resumed from the last upstream
+    /// event relayed. Lossless only for upstreams that keep their events for replay.
+    Follow,
 }
 
 fn default_upstream_timeout() -> Duration {
@@ -519,6 +535,12 @@ fn validate_stdio(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigErro
             "url and headers belong to transport = \"http\"",
         ));
     }
+    if upstream.standalone.is_some() {
+        return Err(invalid(
+            format!("{key}.standalone"),
+            "standalone belongs to transport = \"http\"",
+        ));
+    }
     Ok(())
 }
 
@@ -593,6 +615,14 @@ mod tests {
             (
                 "[[upstreams]]\nname = \"a b\"\ntransport = \"http\"\nurl = \"http://x\"",
                 "upstreams[0].name",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\nstandalone = \"hold\"",
+                "upstreams[0].standalone",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x\"\nstandalone = \"always\"",
+                "standalone",
             ),
             (
                 "[session]\nidle_ttl = \"2d\"\nmax_lifetime = \"1d\"",

@@ -178,8 +178,9 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
 }
 
 /// On SIGTERM or SIGINT: readiness turns false, open SSE streams end with a `retry` hint (their
-/// clients reconnect, to another replica behind a load balancer), requests in flight finish
-/// (for at most [`DRAIN_LIMIT`]), then the listeners stop.
+/// clients reconnect, to another replica behind a load balancer), held upstream streams are
+/// released for another replica to take, requests in flight finish (for at most
+/// [`DRAIN_LIMIT`]), then the listeners stop.
 async fn drain_on_signal(
     admin: Arc<admin::AdminState>,
     server: ServerHandle,
@@ -197,7 +198,10 @@ async fn drain_on_signal(
     admin.draining.store(true, Ordering::Relaxed);
     admin.gateway.hub.drain();
     let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-    while admin.gateway.hub.requests_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+    let hub = &admin.gateway.hub;
+    while (hub.requests_in_flight() > 0 || hub.streams_held() > 0)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop(true).await;

@@ -439,6 +439,8 @@ mod tests {
             upstream: "remote".into(),
             session: Some(session.clone()),
             message,
+            event_id: None,
+            logged: None,
         };
         let sampling = || request("sampling/createMessage", json!({"messages": []}));
         let progress = || notification("notifications/progress");

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::capabilities::ClientCapabilities;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
+use crate::config::StandaloneMode;
 use crate::jsonrpc::{Message, Notification, Request, RequestId};
 use crate::session::{RecordChange, SessionId};
 use crate::upstream::{CallContext, Upstream, UpstreamError};
@@ -86,6 +87,9 @@ impl Gateway {
             upstream_session,
         };
         self.restore_log_level(session, upstream, &ctx).await;
+        if upstream.standalone == StandaloneMode::Hold {
+            self.hold_stream(upstream.clone(), ctx.clone()).await;
+        }
         Ok(ctx)
     }
 

@@ -25,6 +25,9 @@ struct Presence {
     standalone_owner: Option<CancellationToken>,
     /// SSE responses of this session open on this replica.
     open_streams: usize,
+    /// Upstreams whose standalone stream of this session this replica holds: the upstream
+    /// session held, and the token that stops its holder.
+    holding: HashMap<String, (Option<String>, CancellationToken)>,
     last_used: Instant,
 }
 
@@ -36,6 +39,7 @@ impl Default for Presence {
             subscriptions: BTreeSet::new(),
             standalone_owner: None,
             open_streams: 0,
+            holding: HashMap::new(),
             last_used: Instant::now(),
         }
     }
@@ -44,7 +48,10 @@ impl Default for Presence {
 impl Presence {
     /// Nothing of the session is open on this replica.
     fn is_idle_since(&self, cutoff: Instant) -> bool {
-        self.in_flight.is_empty() && self.open_streams == 0 && self.last_used <= cutoff
+        self.in_flight.is_empty()
+            && self.open_streams == 0
+            && self.holding.is_empty()
+            && self.last_used <= cutoff
     }
 }
 
@@ -98,6 +105,42 @@ impl Hub {
         if let Some(presence) = self.lock().get_mut(id) {
             presence.open_streams = presence.open_streams.saturating_sub(1);
             presence.last_used = Instant::now();
+        }
+    }
+
+    /// Records that this replica now holds the session's standalone stream of `upstream` for
+    /// the upstream session `held`; returns the token that stops the holder (also cancelled
+    /// when the session ends here), or `None` when it holds that one already. A holder of an
+    /// older upstream session (the upstream was re-initialized) is stopped.
+    pub fn start_holding(
+        &self,
+        id: &SessionId,
+        upstream: &str,
+        held: Option<&str>,
+    ) -> Option<CancellationToken> {
+        let mut sessions = self.lock();
+        let presence = sessions.entry(id.clone()).or_default();
+        if let Some((current, stop)) = presence.holding.get(upstream) {
+            if current.as_deref() == held {
+                return None;
+            }
+            stop.cancel();
+        }
+        let stop = presence.closed.child_token();
+        let entry = (held.map(str::to_owned), stop.clone());
+        presence.holding.insert(upstream.to_owned(), entry);
+        Some(stop)
+    }
+
+    /// Forgets a holder, unless a holder of a newer upstream session replaced it.
+    pub fn stop_holding(&self, id: &SessionId, upstream: &str, held: Option<&str>) {
+        if let Some(presence) = self.lock().get_mut(id)
+            && presence
+                .holding
+                .get(upstream)
+                .is_some_and(|(current, _)| current.as_deref() == held)
+        {
+            presence.holding.remove(upstream);
         }
     }
 
@@ -176,6 +219,11 @@ impl Hub {
     /// Requests this replica is working on.
     pub fn requests_in_flight(&self) -> usize {
         self.lock().values().map(|p| p.in_flight.len()).sum()
+    }
+
+    /// Upstream streams this replica holds for sessions.
+    pub fn streams_held(&self) -> usize {
+        self.lock().values().map(|p| p.holding.len()).sum()
     }
 
     /// Ends a session on this replica: closes its streams and cancels its requests.

@@ -59,6 +59,9 @@ impl Gateway {
         self.store.create(&id, &record).await?;
         self.hub.attach(&id, &record);
         self.metrics.sessions_created.inc();
+        let session = super::Session { id, record };
+        self.hold_streams(&session).await;
+        let id = session.id;
         Ok((id, initialize_result(version, &answered, some_missing)))
     }
 

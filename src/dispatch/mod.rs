@@ -8,6 +8,7 @@ mod ending;
 mod exchange;
 mod fanout;
 mod forward;
+mod holder;
 mod hub;
 mod initialize;
 mod methods;
@@ -23,6 +24,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::catalog::ResourceRoutes;
+use crate::config::StandaloneMode;
 use crate::events::EventLog;
 use crate::jsonrpc::{Notification, Request, RequestId, Response, error_data, error_value};
 use crate::session::{Lookup, SessionId, SessionRecord, SessionStore, StoreError};
@@ -156,6 +158,8 @@ impl Settings {
 
 /// The shared state behind every request.
 pub struct Gateway {
+    /// This gateway, for the tasks it starts (they end when it is gone).
+    me: std::sync::Weak<Gateway>,
     pub store: Arc<dyn SessionStore>,
     pub events: Arc<dyn EventLog>,
     pub upstreams: Upstreams,
@@ -179,11 +183,13 @@ impl Gateway {
     ) -> Result<Arc<Self>, UpstreamError> {
         let (sink, unsolicited) = mpsc::unbounded_channel();
         let expiry_events = backends.expiry_events;
-        let gateway = Arc::new(Self {
+        let upstreams = upstreams(sink)?;
+        let gateway = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             store: backends.store,
             events: backends.events,
             bus: backends.bus,
-            upstreams: upstreams(sink)?,
+            upstreams,
             hub: Hub::default(),
             metrics,
             routes: ResourceRoutes::default(),
@@ -211,6 +217,7 @@ impl Gateway {
                     self.metrics.sessions_revived.inc();
                     let restore = self.restore_on_revival(&session);
                     let _ = tokio::time::timeout(restore::REVIVAL_RESTORE_LIMIT, restore).await;
+                    self.hold_streams(&session).await;
                     LookupOutcome::Revived
                 } else {
                     LookupOutcome::Hit
@@ -385,13 +392,22 @@ impl Gateway {
         }
     }
 
-    /// Opens the GET streams of the session's HTTP upstreams, for as long as the client's own
-    /// GET stream (on this replica) keeps the returned listeners.
-    pub fn listen_upstreams(&self, session: &Session) -> Vec<UpstreamListener> {
-        self.upstreams
-            .iter()
-            .filter_map(|upstream| upstream.listen(&self.context_for(session, &upstream.name)))
-            .collect()
+    /// Makes sure the session's upstream standalone streams are open while the client's own GET
+    /// stream (on this replica) is: held ones are taken if no replica holds them; `follow` ones
+    /// are opened for as long as the client's stream keeps the returned listeners, resumed
+    /// after the last upstream event logged.
+    pub async fn listen_upstreams(&self, session: &Session) -> Vec<UpstreamListener> {
+        self.hold_streams(session).await;
+        let mut listeners = Vec::new();
+        for upstream in self.upstreams.iter() {
+            if upstream.standalone != StandaloneMode::Follow {
+                continue;
+            }
+            let ctx = self.context_for(session, &upstream.name);
+            let resume_after = self.upstream_position(&session.id, &upstream.name).await;
+            listeners.extend(upstream.listen(&ctx, resume_after));
+        }
+        listeners
     }
 
     /// The call context for an upstream of a session (its upstream session may be empty).

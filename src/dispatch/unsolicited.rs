@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::Gateway;
-use crate::events::{StreamId, StreamKey};
+use crate::events::{Origin, StreamId, StreamKey};
 use crate::jsonrpc::Message;
 use crate::session::SessionId;
 use crate::upstream::Unsolicited;
@@ -27,24 +27,47 @@ pub(super) async fn relay(
 }
 
 impl Gateway {
-    async fn deliver_unsolicited(self: &Arc<Self>, unsolicited: Unsolicited) {
+    /// Logs an upstream message for every session that should see it, and tells a waiting
+    /// sender whether that worked.
+    async fn deliver_unsolicited(self: &Arc<Self>, mut unsolicited: Unsolicited) {
+        let logged = unsolicited.logged.take();
+        let ok = self.log_unsolicited(unsolicited).await;
+        if let Some(logged) = logged {
+            let _ = logged.send(ok);
+        }
+    }
+
+    /// Appends the message to the standalone stream of its audience; `false` when an append
+    /// failed (the event log is unavailable). A message refused for a session counts as done.
+    async fn log_unsolicited(self: &Arc<Self>, unsolicited: Unsolicited) -> bool {
         let uri = resource_uri(&unsolicited.message);
         let audience: Vec<SessionId> = match &unsolicited.session {
-            Some(session) if !self.admits_unsolicited(session, &unsolicited).await => return,
+            Some(session) if !self.admits_unsolicited(session, &unsolicited).await => return true,
             Some(session) => vec![session.clone()],
-            None if matches!(unsolicited.message, Message::Request(_)) => return,
+            None if matches!(unsolicited.message, Message::Request(_)) => return true,
             None => self.hub.audience(uri.as_deref()),
         };
+        let mut all_logged = true;
+        let origin = unsolicited.event_id.map(|event_id| Origin {
+            upstream: unsolicited.upstream.clone(),
+            event_id,
+        });
         for session in audience {
             let value = self.relayed(&session, &unsolicited.upstream, unsolicited.message.clone());
             let key = StreamKey {
                 session,
                 stream: StreamId::standalone(),
             };
-            if let Err(error) = self.events.append(&key, value.to_string()).await {
+            let appended = self
+                .events
+                .append_from(&key, value.to_string(), origin.as_ref())
+                .await;
+            if let Err(error) = appended {
                 tracing::warn!(%error, "could not queue an unsolicited message");
+                all_logged = false;
             }
         }
+        all_logged
     }
 }
 

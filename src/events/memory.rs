@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{Batch, Event, EventLog, EventLogError, StreamKey};
+use super::{Batch, Event, EventLog, EventLogError, Origin, Positions, StreamKey};
 use crate::session::SessionId;
 
 struct StreamLog {
@@ -18,6 +18,7 @@ struct StreamLog {
     delivered: u64,
     touched: Instant,
     last_seq: watch::Sender<u64>,
+    positions: Positions,
 }
 
 impl StreamLog {
@@ -29,6 +30,7 @@ impl StreamLog {
             delivered: 0,
             touched: Instant::now(),
             last_seq: watch::Sender::new(0),
+            positions: Positions::new(),
         }
     }
 
@@ -81,11 +83,20 @@ impl EventLog for MemoryEventLog {
         Ok(())
     }
 
-    async fn append(&self, key: &StreamKey, data: String) -> Result<u64, EventLogError> {
+    async fn append_from(
+        &self,
+        key: &StreamKey,
+        data: String,
+        origin: Option<&Origin>,
+    ) -> Result<u64, EventLogError> {
         let now = Instant::now();
         let mut streams = self.lock();
         self.prune(&mut streams, now);
         let log = streams.entry(key.clone()).or_insert_with(StreamLog::new);
+        if let Some(origin) = origin {
+            let position = origin.event_id.clone();
+            log.positions.insert(origin.upstream.clone(), position);
+        }
         let seq = log.next_seq;
         log.next_seq += 1;
         log.touched = now;
@@ -134,6 +145,14 @@ impl EventLog for MemoryEventLog {
             events: log.after(after),
             closed: log.closed,
         })
+    }
+
+    async fn positions(&self, key: &StreamKey) -> Result<Positions, EventLogError> {
+        Ok(self
+            .lock()
+            .get(key)
+            .map(|log| log.positions.clone())
+            .unwrap_or_default())
     }
 
     async fn delivered(&self, key: &StreamKey) -> Result<u64, EventLogError> {

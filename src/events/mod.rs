@@ -80,6 +80,17 @@ pub struct Event {
     pub data: Arc<str>,
 }
 
+/// Where a relayed event came from: an upstream and that upstream's own SSE event id, kept
+/// so that whichever replica reopens the upstream's stream resumes it after this event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub upstream: String,
+    pub event_id: String,
+}
+
+/// The last upstream event id logged on a stream, by upstream name.
+pub type Positions = std::collections::BTreeMap<String, String>;
+
 /// What a read returns.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -105,7 +116,20 @@ pub trait EventLog: Send + Sync {
     async fn open(&self, key: &StreamKey) -> Result<(), EventLogError>;
     /// Appends one message; returns its sequence number (the first is 1). An empty message is a
     /// pause marker: the client should resume with `Last-Event-ID` (SEP-1699 polling).
-    async fn append(&self, key: &StreamKey, data: String) -> Result<u64, EventLogError>;
+    async fn append(&self, key: &StreamKey, data: String) -> Result<u64, EventLogError> {
+        self.append_from(key, data, None).await
+    }
+    /// Appends one message relayed from an upstream, recording in the same write the upstream
+    /// event it came from (see [`EventLog::positions`]).
+    async fn append_from(
+        &self,
+        key: &StreamKey,
+        data: String,
+        origin: Option<&Origin>,
+    ) -> Result<u64, EventLogError>;
+    /// The last upstream event id appended to a stream, per upstream; empty for an unknown
+    /// stream.
+    async fn positions(&self, key: &StreamKey) -> Result<Positions, EventLogError>;
     /// Marks a stream finished: readers stop after its last event.
     async fn close(&self, key: &StreamKey) -> Result<(), EventLogError>;
     /// Events after `after`, waiting up to `wait` for one to arrive if there are none yet.

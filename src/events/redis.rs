@@ -7,7 +7,7 @@
 //! | key | holds |
 //! |---|---|
 //! | `mcpgate:{<sid>}:e:<stream>` | Redis Stream of the events: entry id `<seq>-0`, field `d` = data (empty for a pause marker); `XADD … MAXLEN ~ replay_max_events` |
-//! | `mcpgate:{<sid>}:em:<stream>` | hash: `seq` (last sequence issued; its presence means the stream is open), `closed` (`1` once closed), `delivered` |
+//! | `mcpgate:{<sid>}:em:<stream>` | hash: `seq` (last sequence issued; its presence means the stream is open), `closed` (`1` once closed), `delivered`, `up:<upstream>` (the upstream event id of the last event relayed from it) |
 //! | `mcpgate:{<sid>}:es` | set of the session's stream names, for [`EventLog::remove_session`] without SCAN |
 //!
 //! Every key's TTL is `replay_window`, refreshed by each write to the stream (open, append,
@@ -29,7 +29,7 @@ use ::redis::streams::StreamRangeReply;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Batch, Event, EventLog, EventLogError, StreamKey};
+use super::{Batch, Event, EventLog, EventLogError, Origin, Positions, StreamKey};
 use crate::redis_pool::RedisPool;
 use crate::redis_pubsub::{Notification, Subscriber, Subscription, session_channel};
 use crate::session::SessionId;
@@ -52,10 +52,15 @@ end
 return 1
 ";
 
-/// Issues the next sequence number, stores the event, refreshes every TTL, wakes readers.
-/// KEYS: events, meta, names. ARGV: data, max events, ttl ms, stream name, channel, payload.
+/// Issues the next sequence number, stores the event, refreshes every TTL, wakes readers; with
+/// ARGV[7] and ARGV[8], also records the upstream position the event came from.
+/// KEYS: events, meta, names. ARGV: data, max events, ttl ms, stream name, channel, payload,
+/// [position field, upstream event id].
 const APPEND_SCRIPT: &str = r"
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+if ARGV[7] then
+  redis.call('HSET', KEYS[2], ARGV[7], ARGV[8])
+end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'd', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -134,6 +139,13 @@ fn prefix(session: &SessionId) -> String {
 /// `mcpgate:{<sid>}:es`, the set of a session's stream names.
 fn names_key(prefix: &str) -> String {
     format!("{prefix}es")
+}
+
+/// Meta hash fields holding upstream positions.
+const POSITION_PREFIX: &str = "up:";
+
+fn position_field(upstream: &str) -> String {
+    format!("{POSITION_PREFIX}{upstream}")
 }
 
 /// The wake-up payload for a stream, published on its session's channel.
@@ -263,7 +275,12 @@ impl EventLog for RedisEventLog {
         self.touch(key, false).await
     }
 
-    async fn append(&self, key: &StreamKey, data: String) -> Result<u64, EventLogError> {
+    async fn append_from(
+        &self,
+        key: &StreamKey,
+        data: String,
+        origin: Option<&Origin>,
+    ) -> Result<u64, EventLogError> {
         let keys = Keys::new(key);
         let mut invocation = self.append.prepare_invoke();
         invocation
@@ -276,6 +293,11 @@ impl EventLog for RedisEventLog {
             .arg(key.stream.as_str())
             .arg(session_channel(&key.session))
             .arg(wake_up(key));
+        if let Some(origin) = origin {
+            invocation
+                .arg(position_field(&origin.upstream))
+                .arg(&origin.event_id);
+        }
         self.run("events_append", |mut conn| async move {
             invocation.invoke_async(&mut conn).await
         })
@@ -304,6 +326,22 @@ impl EventLog for RedisEventLog {
         wait_for_wake_up(&mut subscription, &wake_up(key), deadline).await;
         drop(subscription);
         self.batch(key, after).await
+    }
+
+    async fn positions(&self, key: &StreamKey) -> Result<Positions, EventLogError> {
+        let meta = Keys::new(key).meta;
+        let fields: std::collections::HashMap<String, String> = self
+            .run("events_positions", |mut conn| async move {
+                ::redis::cmd("HGETALL")
+                    .arg(&meta)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(fields
+            .into_iter()
+            .filter_map(|(field, id)| Some((field.strip_prefix(POSITION_PREFIX)?.to_owned(), id)))
+            .collect())
     }
 
     async fn delivered(&self, key: &StreamKey) -> Result<u64, EventLogError> {

@@ -67,7 +67,7 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
     let (closed, upstream_listeners) = if standalone {
         (
             gateway.hub.claim_standalone(&id),
-            gateway.listen_upstreams(&session),
+            gateway.listen_upstreams(&session).await,
         )
     } else {
         (gateway.hub.attach(&id, &session.record).0, Vec::new())
@@ -80,6 +80,7 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
         track_delivery: standalone,
         honour_pauses: false,
         _upstream_listeners: upstream_listeners,
+        holds_for: standalone.then_some(session),
         retry: state.settings.sse_retry,
     };
     Ok(sse::response(gateway.clone(), tail))

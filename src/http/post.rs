@@ -297,6 +297,7 @@ async fn stream(
         track_delivery: false,
         honour_pauses: true,
         _upstream_listeners: Vec::new(),
+        holds_for: None,
         retry: state.settings.sse_retry,
     };
     Ok(sse::response(gateway.clone(), tail))

@@ -10,7 +10,8 @@
 //! TTL), so a stream of a session that expired or was deleted elsewhere ends within
 //! [`KEEPALIVE`] even where Redis keyspace notifications are off. An event log that cannot be
 //! read (a Redis outage) does not end the stream: it keeps the connection with keep-alives and
-//! reads again after [`OUTAGE_RETRY`].
+//! reads again after [`OUTAGE_RETRY`]. A standalone stream also makes sure, at every
+//! keep-alive, that some replica holds its session's upstream streams.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use actix_web::web::Bytes;
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::Gateway;
+use crate::dispatch::{Gateway, Session};
 use crate::events::{Batch, Event, EventId, EventLogError, StreamKey};
 use crate::upstream::UpstreamListener;
 
@@ -45,6 +46,10 @@ pub struct Tail {
     pub honour_pauses: bool,
     /// Upstream GET streams feeding this (standalone) stream, held only to close with it.
     pub _upstream_listeners: Vec<UpstreamListener>,
+    /// The session whose held upstream streams this (standalone) stream makes sure some
+    /// replica holds, at every keep-alive: a holder that died without releasing its lease is
+    /// replaced once the lease ran out.
+    pub holds_for: Option<Session>,
     pub retry: Duration,
 }
 
@@ -140,6 +145,9 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
 async fn keep_alive(state: &State) -> Option<Bytes> {
     if !state.gateway.still_live(&state.tail.key.session).await {
         return None;
+    }
+    if let Some(session) = &state.tail.holds_for {
+        state.gateway.hold_streams(session).await;
     }
     Some(Bytes::from_static(b": keep-alive\n\n"))
 }

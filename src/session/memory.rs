@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Lookup, Orphans, RecordChange, SessionId, SessionRecord, SessionStore, StoreError};
+use super::{
+    Hold, Lookup, Orphans, RecordChange, SessionId, SessionRecord, SessionStore, StoreError,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tombstone {
@@ -38,6 +40,8 @@ struct State {
     record_deadlines: Deadlines,
     tombs: HashMap<SessionId, Tomb>,
     tomb_deadlines: Deadlines,
+    /// Hold leases by session and upstream: holder and deadline. Dropped with their record.
+    leases: HashMap<(SessionId, String), (String, Instant)>,
 }
 
 /// Sessions held in this process only.
@@ -83,6 +87,7 @@ impl State {
             }
             self.record_deadlines.pop_first();
             self.records.remove(&id);
+            self.leases.retain(|(session, _), _| *session != id);
         }
         while let Some((deadline, id)) = self.tomb_deadlines.first().cloned() {
             if deadline > now {
@@ -190,6 +195,7 @@ impl SessionStore for MemoryStore {
         let tomb_deadline = self.tomb_deadline(Instant::now());
         let mut state = self.lock();
         let removed = state.records.remove(id);
+        state.leases.retain(|(session, _), _| session != id);
         if let Some((_, deadline)) = &removed {
             state.record_deadlines.remove(&(*deadline, id.clone()));
         }
@@ -210,6 +216,47 @@ impl SessionStore for MemoryStore {
             return Ok(None);
         }
         Ok(Some(state.classify_gone(id)))
+    }
+
+    async fn hold(
+        &self,
+        id: &SessionId,
+        upstream: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Hold, StoreError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if !state.records.contains_key(id) {
+            return Ok(Hold::SessionGone);
+        }
+        let entry = state
+            .leases
+            .entry((id.clone(), upstream.to_owned()))
+            .or_insert_with(|| (holder.to_owned(), now));
+        if entry.0 != holder && entry.1 > now {
+            return Ok(Hold::HeldElsewhere);
+        }
+        *entry = (holder.to_owned(), now + lease);
+        Ok(Hold::Held)
+    }
+
+    async fn release(
+        &self,
+        id: &SessionId,
+        upstream: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let key = (id.clone(), upstream.to_owned());
+        if state
+            .leases
+            .get(&key)
+            .is_some_and(|(owner, _)| owner == holder)
+        {
+            state.leases.remove(&key);
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -92,6 +92,17 @@ pub enum StoreError {
     NewerSchema { found: u32, supported: u32 },
 }
 
+/// The answer to [`SessionStore::hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The caller holds it (again) for the lease's time.
+    Held,
+    /// Another replica holds it.
+    HeldElsewhere,
+    /// The session is gone.
+    SessionGone,
+}
+
 /// Where session records live.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -109,6 +120,18 @@ pub trait SessionStore: Send + Sync {
     /// would (see [`Lookup::Expired`]); `None` when the record is there after all. Never
     /// touches a live record.
     async fn notice_gone(&self, id: &SessionId) -> Result<Option<Lookup>, StoreError>;
+    /// Takes, or renews, the lease by which one replica (`holder`) holds a session's stream of
+    /// `upstream`, for `lease`; a replica that stops renewing loses it when the lease runs out.
+    async fn hold(
+        &self,
+        id: &SessionId,
+        upstream: &str,
+        holder: &str,
+        lease: std::time::Duration,
+    ) -> Result<Hold, StoreError>;
+    /// Gives up a lease `holder` has.
+    async fn release(&self, id: &SessionId, upstream: &str, holder: &str)
+    -> Result<(), StoreError>;
     /// Checks that the store answers and accepts the writes that serving sessions needs
     /// (sliding TTLs); a store that only refuses new data (out of memory) passes.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `mcpgate:{<sid>}:s` | the record, a hash: `schema`, `core` (JSON: version, client info and capabilities, times), `log` (level), `sub:<uri>` (upstream) | `min(idle_ttl, time left to the absolute cap)`, slid by every load |
 //! | `mcpgate:{<sid>}:u` | the upstream sessions, a hash: `<upstream>` → JSON | `tombstone_ttl`, slid by every load |
+//! | `mcpgate:{<sid>}:h:<upstream>` | the replica holding the session's standalone stream of that upstream | the lease, renewed by its holder |
 //! | `mcpgate:{<sid>}:t` | tombstone: `live`, `expired` or `deleted` | `tombstone_ttl` (2 × `idle_ttl`, at least `idle_ttl` + 1 min), slid by every load |
 //!
 //! Every change is one field, written atomically and only while the record exists (a script),
@@ -41,7 +42,7 @@ use ::redis::{ExistenceCheck, Expiry, Pipeline, Script, SetExpiry, SetOptions};
 use async_trait::async_trait;
 
 use super::{
-    Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore, SessionId, SessionRecord,
+    Hold, Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore, SessionId, SessionRecord,
     SessionStore, StoreError, UpstreamSession,
 };
 use crate::redis_pool::RedisPool;
@@ -84,6 +85,32 @@ end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if ARGV[3] ~= '0' then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return 1
+";
+
+/// Takes or renews a hold lease. KEYS: record, lease. ARGV: holder, lease ms.
+/// Returns -1 when the session is gone, 1 when held by the caller, 0 when held by another.
+const HOLD_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+local owner = redis.call('GET', KEYS[2])
+if not owner then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Deletes a hold lease if the caller has it. KEYS: lease. ARGV: holder.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
 end
 return 1
 ";
@@ -184,6 +211,12 @@ impl Keys {
             tombstone: format!("mcpgate:{{{id}}}:t"),
         }
     }
+
+    /// The lease of the replica holding the session's standalone stream of `upstream`.
+    fn lease(&self, upstream: &str) -> String {
+        let prefix = self.record.trim_end_matches(":s");
+        format!("{prefix}:h:{upstream}")
+    }
 }
 
 /// What the load pipeline read.
@@ -205,6 +238,8 @@ pub struct RedisStore {
     expire: Script,
     set_field: Script,
     upgrade: Script,
+    hold: Script,
+    release: Script,
 }
 
 impl RedisStore {
@@ -218,6 +253,8 @@ impl RedisStore {
             expire: Script::new(EXPIRE_SCRIPT),
             set_field: Script::new(SET_FIELD_SCRIPT),
             upgrade: Script::new(UPGRADE_SCRIPT),
+            hold: Script::new(HOLD_SCRIPT),
+            release: Script::new(RELEASE_SCRIPT),
         }
     }
 
@@ -526,6 +563,46 @@ impl SessionStore for RedisStore {
 
     async fn notice_gone(&self, id: &SessionId) -> Result<Option<Lookup>, StoreError> {
         self.run_expire(&Keys::new(id), ExpireMode::Notice).await
+    }
+
+    async fn hold(
+        &self,
+        id: &SessionId,
+        upstream: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Hold, StoreError> {
+        let keys = Keys::new(id);
+        let mut invocation = self.hold.prepare_invoke();
+        invocation
+            .key(&keys.record)
+            .key(keys.lease(upstream))
+            .arg(holder)
+            .arg(millis(lease));
+        let answer: i64 = self
+            .run("session_hold", |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(match answer {
+            1 => Hold::Held,
+            0 => Hold::HeldElsewhere,
+            _ => Hold::SessionGone,
+        })
+    }
+
+    async fn release(
+        &self,
+        id: &SessionId,
+        upstream: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.release.prepare_invoke();
+        invocation.key(Keys::new(id).lease(upstream)).arg(holder);
+        self.run("session_release", |mut conn| async move {
+            invocation.invoke_async::<()>(&mut conn).await
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{
@@ -36,6 +36,8 @@ const LAST_EVENT_HEADER: &str = "last-event-id";
 const MAX_RESUMES: usize = 10;
 /// Pause before resuming when the upstream gave no `retry` hint.
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
+/// Pause before reopening a standalone stream whose event could not be logged.
+const UNLOGGED_RETRY: Duration = Duration::from_secs(1);
 /// Pause before the first health probe of an upstream found down; it doubles after each failure.
 const FIRST_PROBE: Duration = Duration::from_secs(1);
 /// Longest pause between two health probes.
@@ -168,13 +170,21 @@ impl HttpUpstream {
         self.inner.end_session(&ctx.upstream_session).await;
     }
 
-    /// Opens the upstream's GET stream for one session until the returned task is aborted.
-    pub fn listen(&self, ctx: &CallContext) -> JoinHandle<()> {
-        tokio::spawn(
-            self.inner
-                .clone()
-                .listen(ctx.session.clone(), ctx.upstream_session.clone()),
-        )
+    /// Opens the upstream's GET stream for one session until the returned task is aborted or
+    /// the upstream refuses the stream; the receiver says whether the upstream accepted it.
+    pub fn listen(
+        &self,
+        ctx: &CallContext,
+        resume_after: Option<String>,
+    ) -> (JoinHandle<()>, oneshot::Receiver<bool>) {
+        let (accepted, answer) = oneshot::channel();
+        let stream = StandaloneStream {
+            session: ctx.session.clone(),
+            upstream_session: ctx.upstream_session.clone(),
+            resume_after,
+            accepted: Some(accepted),
+        };
+        (tokio::spawn(self.inner.clone().listen(stream)), answer)
     }
 }
 
@@ -392,7 +402,7 @@ impl Inner {
         tx: &mpsc::Sender<UpstreamEvent>,
     ) {
         let mut cursor = SseCursor::default();
-        if cursor.relay(&self.name, response, tx).await {
+        if cursor.relay(self, response, tx).await {
             return;
         }
         for _ in 0..MAX_RESUMES {
@@ -414,7 +424,7 @@ impl Inner {
             else {
                 return;
             };
-            if cursor.relay(&self.name, response, tx).await {
+            if cursor.relay(self, response, tx).await {
                 return;
             }
         }
@@ -429,46 +439,111 @@ impl Inner {
         )
     }
 
-    /// The standalone GET stream of one session, resumed while the upstream keeps it.
-    async fn listen(self: Arc<Self>, session: SessionId, upstream_session: UpstreamSession) {
-        let (tx, mut rx) = mpsc::channel(super::REQUEST_CHANNEL);
-        let sink = self.sink.clone();
-        let (name, target) = (self.name.clone(), session.clone());
-        let forward = tokio::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                let _ = sink.send(Unsolicited {
-                    upstream: name.clone(),
-                    session: Some(target.clone()),
-                    message,
-                });
-            }
-        });
-        let mut cursor = SseCursor::default();
+    /// The standalone GET stream of one session, for as long as the upstream accepts it. Each
+    /// event is logged before the next is read; when one cannot be logged (the event log is
+    /// down), the stream is reopened after the last event logged, so an upstream that keeps
+    /// its events sends the rest again.
+    async fn listen(self: Arc<Self>, mut stream: StandaloneStream) {
+        let mut logged = stream.resume_after.take();
         loop {
-            let mut request = self.get_stream(&upstream_session);
-            if let Some(id) = &cursor.last_event_id {
+            let mut request = self.get_stream(&stream.upstream_session);
+            if let Some(id) = &logged {
                 request = request.header(LAST_EVENT_HEADER, id);
             }
-            match request.send().await.map(|r| (r.status().as_u16(), r)) {
+            let retry = match request.send().await.map(|r| (r.status().as_u16(), r)) {
                 Ok((200, response)) => {
-                    cursor.relay(&self.name, response, &tx).await;
+                    stream.answer(true);
+                    self.relay_standalone(response, &stream.session, &mut logged)
+                        .await
                 }
                 Ok((status, _)) => {
                     tracing::debug!(upstream = %self.name, status, "upstream offers no GET stream");
-                    break;
+                    stream.answer(false);
+                    return;
                 }
                 Err(error) => {
-                    tracing::debug!(upstream = %self.name, error = %error.without_url(), "GET stream failed")
+                    tracing::debug!(upstream = %self.name, error = %error.without_url(), "GET stream failed");
+                    DEFAULT_RETRY
                 }
-            }
-            tokio::time::sleep(cursor.retry.max(DEFAULT_RETRY)).await;
+            };
+            tokio::time::sleep(retry.max(DEFAULT_RETRY)).await;
         }
-        drop(tx);
-        let _ = forward.await;
+    }
+
+    /// Relays one standalone SSE body, an event at a time, updating `logged`; returns the
+    /// pause before reconnecting (the upstream's `retry`, or [`UNLOGGED_RETRY`] when an event
+    /// could not be logged).
+    async fn relay_standalone(
+        &self,
+        response: reqwest::Response,
+        session: &SessionId,
+        logged: &mut Option<String>,
+    ) -> Duration {
+        let resumed_after = logged.clone();
+        let mut retry = DEFAULT_RETRY;
+        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        while let Some(Ok(event)) = events.next().await {
+            if let Some(hint) = event.retry {
+                retry = Duration::from_millis(hint);
+            }
+            if event.id.is_some() && event.id == resumed_after {
+                continue;
+            }
+            let Some(message) = event.data.as_deref().and_then(|d| self.parse_event(d)) else {
+                continue;
+            };
+            let (ack, acked) = oneshot::channel();
+            let unsolicited = Unsolicited {
+                upstream: self.name.clone(),
+                session: Some(session.clone()),
+                message,
+                event_id: event.id.clone(),
+                logged: Some(ack),
+            };
+            if self.sink.send(unsolicited).is_err() || !acked.await.unwrap_or(false) {
+                return UNLOGGED_RETRY;
+            }
+            if event.id.is_some() {
+                *logged = event.id;
+            }
+        }
+        retry
+    }
+
+    /// One SSE event's data as a JSON-RPC message; `None` for a priming event or garbage.
+    fn parse_event(&self, data: &str) -> Option<Message> {
+        if data.trim().is_empty() {
+            return None;
+        }
+        let parsed = serde_json::from_str(data)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Message::from_value(v).map_err(|e| e.to_string()));
+        parsed
+            .inspect_err(|reason| {
+                tracing::warn!(upstream = %self.name, %reason, "ignoring a malformed SSE event")
+            })
+            .ok()
     }
 }
 
-/// Where an SSE stream from an upstream stands.
+/// One session's standalone stream, as [`Inner::listen`] keeps it.
+struct StandaloneStream {
+    session: SessionId,
+    upstream_session: UpstreamSession,
+    resume_after: Option<String>,
+    /// Told once whether the upstream accepted the stream.
+    accepted: Option<oneshot::Sender<bool>>,
+}
+
+impl StandaloneStream {
+    fn answer(&mut self, accepted: bool) {
+        if let Some(sender) = self.accepted.take() {
+            let _ = sender.send(accepted);
+        }
+    }
+}
+
+/// Where an SSE response stream from an upstream stands.
 struct SseCursor {
     last_event_id: Option<String>,
     retry: Duration,
@@ -485,33 +560,27 @@ impl Default for SseCursor {
 
 impl SseCursor {
     /// Relays one SSE body. Returns true when a response went through (the stream is done).
-    async fn relay<T: From<Message>>(
+    async fn relay(
         &mut self,
-        upstream: &str,
+        upstream: &Inner,
         response: reqwest::Response,
-        tx: &mpsc::Sender<T>,
+        tx: &mpsc::Sender<UpstreamEvent>,
     ) -> bool {
+        let resumed_after = self.last_event_id.clone();
         let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
         while let Some(event) = events.next().await {
             let Ok(event) = event else { return false };
+            if event.id.is_some() && event.id == resumed_after {
+                continue;
+            }
             if let Some(id) = event.id {
                 self.last_event_id = Some(id);
             }
             if let Some(retry) = event.retry {
                 self.retry = Duration::from_millis(retry);
             }
-            let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+            let Some(message) = event.data.as_deref().and_then(|d| upstream.parse_event(d)) else {
                 continue;
-            };
-            let message = match serde_json::from_str(&data)
-                .map_err(|e| e.to_string())
-                .and_then(|v| Message::from_value(v).map_err(|e| e.to_string()))
-            {
-                Ok(message) => message,
-                Err(reason) => {
-                    tracing::warn!(upstream, %reason, "ignoring a malformed SSE event");
-                    continue;
-                }
             };
             let is_response = matches!(message, Message::Response(_));
             if tx.send(message.into()).await.is_err() || is_response {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::config::{TransportKind, UpstreamConfig};
+use crate::config::{StandaloneMode, TransportKind, UpstreamConfig};
 use crate::jsonrpc::{Message, Notification, Request, RequestId};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 
@@ -59,6 +59,11 @@ pub struct Unsolicited {
     /// The session it is for; `None` means every session of this replica that may see it.
     pub session: Option<SessionId>,
     pub message: Message,
+    /// The upstream's SSE event id for it, where the upstream gave one (HTTP GET streams).
+    pub event_id: Option<String>,
+    /// Told whether the message was logged for its session, where the sender waits to know
+    /// (an HTTP upstream's standalone stream reads its next event only after that).
+    pub logged: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 /// Where unsolicited messages go.
@@ -89,11 +94,31 @@ pub enum UpstreamError {
 }
 
 /// An upstream GET stream kept open for one session; dropping it closes the stream.
-pub struct UpstreamListener(tokio::task::JoinHandle<()>);
+pub struct UpstreamListener {
+    task: tokio::task::JoinHandle<()>,
+    /// Answers once: whether the upstream accepted the stream.
+    accepted: Option<tokio::sync::oneshot::Receiver<bool>>,
+}
+
+impl UpstreamListener {
+    /// Waits, at most `limit`, until the upstream accepted the stream (`true`) or refused it.
+    pub async fn accepted(&mut self, limit: Duration) -> bool {
+        let Some(accepted) = self.accepted.take() else {
+            return !self.task.is_finished();
+        };
+        matches!(tokio::time::timeout(limit, accepted).await, Ok(Ok(true)))
+    }
+
+    /// Resolves when the stream ended for good: the upstream refused it (its session is gone,
+    /// or it offers no GET stream).
+    pub async fn ended(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
 
 impl Drop for UpstreamListener {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -109,6 +134,8 @@ pub struct Upstream {
     pub prefix: String,
     pub filter: ToolFilter,
     pub timeout: Duration,
+    /// Who keeps a session's standalone GET stream open (HTTP upstreams).
+    pub standalone: StandaloneMode,
     pub transport: Transport,
 }
 
@@ -124,6 +151,7 @@ impl Upstream {
             prefix: config.effective_prefix().to_owned(),
             filter: ToolFilter::new(&config.allow, &config.deny),
             timeout: config.timeout,
+            standalone: config.standalone.unwrap_or_default(),
             transport,
         })
     }
@@ -194,11 +222,20 @@ impl Upstream {
     }
 
     /// Opens the upstream's GET stream for a session's unsolicited messages, for HTTP upstreams
-    /// holding an upstream session; it closes when the returned listener is dropped.
-    pub fn listen(&self, ctx: &CallContext) -> Option<UpstreamListener> {
+    /// holding an upstream session, resuming after the upstream event `resume_after` when
+    /// given; it closes when the returned listener is dropped.
+    pub fn listen(
+        &self,
+        ctx: &CallContext,
+        resume_after: Option<String>,
+    ) -> Option<UpstreamListener> {
         match &self.transport {
             Transport::Http(http) if ctx.upstream_session.session_id.is_some() => {
-                Some(UpstreamListener(http.listen(ctx)))
+                let (task, accepted) = http.listen(ctx, resume_after);
+                Some(UpstreamListener {
+                    task,
+                    accepted: Some(accepted),
+                })
             }
             _ => None,
         }
@@ -270,6 +307,8 @@ fn announce_recovery(sink: &UnsolicitedSink, upstream: &str, init: &InitInfo) {
             upstream: upstream.to_owned(),
             session: None,
             message,
+            event_id: None,
+            logged: None,
         });
     }
 }

@@ -411,6 +411,8 @@ async fn route_notification(
                 upstream: shared.name.clone(),
                 session: None,
                 message,
+                event_id: None,
+                logged: None,
             });
         }
         None => {

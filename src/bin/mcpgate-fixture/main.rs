@@ -16,6 +16,7 @@ mod prompts;
 mod reconnect;
 mod resources;
 mod server;
+mod standalone;
 mod tools;
 
 use std::net::SocketAddr;

@@ -42,11 +42,60 @@ const RESUME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Header carrying the session id on Streamable HTTP requests.
 const SESSION_HEADER: &str = "mcp-session-id";
 
-/// rmcp's in-memory session manager plus control over `test_reconnection` streams.
+/// rmcp's in-memory session manager plus control over `test_reconnection` streams, and a
+/// count of each session's open standalone (GET) streams.
 #[derive(Default)]
 pub struct ReconnectingSessions {
     local: LocalSessionManager,
     closable: Mutex<HashMap<(SessionId, RequestId), ClosableStream>>,
+    standalone: Arc<Mutex<HashMap<SessionId, usize>>>,
+}
+
+/// Counts one open standalone stream for as long as it lives.
+struct StandaloneOpen {
+    counts: Arc<Mutex<HashMap<SessionId, usize>>>,
+    session: SessionId,
+}
+
+impl StandaloneOpen {
+    fn new(counts: &Arc<Mutex<HashMap<SessionId, usize>>>, session: &SessionId) -> Self {
+        *lock_counts(counts).entry(session.clone()).or_default() += 1;
+        Self {
+            counts: counts.clone(),
+            session: session.clone(),
+        }
+    }
+}
+
+impl Drop for StandaloneOpen {
+    fn drop(&mut self) {
+        let mut counts = lock_counts(&self.counts);
+        if let Some(count) = counts.get_mut(&self.session) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.session);
+            }
+        }
+    }
+}
+
+fn lock_counts(
+    counts: &Mutex<HashMap<SessionId, usize>>,
+) -> std::sync::MutexGuard<'_, HashMap<SessionId, usize>> {
+    counts.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Keeps `open` alive exactly as long as `stream`.
+fn tracked<S: Stream + Send + Sync + 'static>(
+    stream: S,
+    open: impl Into<Option<StandaloneOpen>>,
+) -> impl Stream<Item = S::Item> + Send + Sync + 'static {
+    use futures::StreamExt as _;
+    let open = open.into();
+    stream.map(move |item| {
+        let _ = &open;
+        item
+    })
 }
 
 /// The POST stream carrying one `test_reconnection` call.
@@ -142,6 +191,11 @@ impl ReconnectingSessions {
     pub async fn open_sessions(&self) -> usize {
         self.local.sessions.read().await.len()
     }
+
+    /// Whether the session has a standalone (GET) stream open right now.
+    pub fn standalone_open(&self, session: &SessionId) -> bool {
+        lock_counts(&self.standalone).contains_key(session)
+    }
 }
 
 impl SessionManager for ReconnectingSessions {
@@ -211,7 +265,8 @@ impl SessionManager for ReconnectingSessions {
         &self,
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        self.local.create_standalone_stream(id).await
+        let stream = self.local.create_standalone_stream(id).await?;
+        Ok(tracked(stream, StandaloneOpen::new(&self.standalone, id)))
     }
 
     async fn resume(
@@ -221,7 +276,10 @@ impl SessionManager for ReconnectingSessions {
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let stream = self.local.resume(id, last_event_id.clone()).await?;
         self.note_resume(id, &last_event_id);
-        Ok(stream)
+        // Standalone event ids are a bare index; request streams' are `<index>/<request>`.
+        let standalone =
+            (!last_event_id.contains('/')).then(|| StandaloneOpen::new(&self.standalone, id));
+        Ok(tracked(stream, standalone))
     }
 }
 
@@ -249,7 +307,7 @@ pub async fn run_tool(
 }
 
 /// The session id of the HTTP request that carried this call.
-fn session_id(context: &RequestContext<RoleServer>) -> Option<SessionId> {
+pub fn session_id(context: &RequestContext<RoleServer>) -> Option<SessionId> {
     let parts = context.extensions.get::<hyper::http::request::Parts>()?;
     let value = parts.headers.get(SESSION_HEADER)?.to_str().ok()?;
     Some(value.into())

@@ -13,7 +13,7 @@ use rmcp::{
 };
 use serde_json::{Value, json};
 
-use crate::{interactive, media, reconnect, server::Fixture};
+use crate::{interactive, media, reconnect, server::Fixture, standalone};
 
 /// Name of the tool that closes its own SSE stream mid-call (SEP-1699).
 pub const RECONNECTION_TOOL: &str = "test_reconnection";
@@ -87,6 +87,16 @@ pub fn catalog() -> Vec<Tool> {
         ),
         Tool::new("whoami", "Returns this server's --name.", none()),
         Tool::new(
+            "sample_on_standalone",
+            "Asks the client to sample on the standalone stream; dropped when none is open.",
+            string_schema("prompt", "Prompt sent to the client's LLM"),
+        ),
+        Tool::new(
+            "notify_later",
+            "Sends `count` numbered log messages after `delay_ms`, outside any request.",
+            notify_later_schema(),
+        ),
+        Tool::new(
             "slow",
             "Sleeps `ms` milliseconds (cancellable), then returns \"done\".",
             slow_schema(),
@@ -127,6 +137,10 @@ pub async fn call(
         }
         "echo" => Ok(text(string_arg(&args, "text")?)),
         "whoami" => Ok(text(fixture.name.as_ref())),
+        "sample_on_standalone" => {
+            standalone::sample(fixture, &context, string_arg(&args, "prompt")?).await
+        }
+        "notify_later" => Ok(standalone::notify_later(fixture, &context, &args)),
         "slow" => slow(&args, &context).await,
         other => Err(McpError::invalid_params(
             format!("Unknown tool: {other}"),
@@ -211,6 +225,16 @@ fn string_schema(name: &str, description: &str) -> JsonObject {
 }
 
 /// Input schema of `slow`.
+fn notify_later_schema() -> JsonObject {
+    object_schema(
+        json!({
+            "count": {"type": "integer", "minimum": 0, "maximum": 100},
+            "delay_ms": {"type": "integer", "minimum": 0}
+        }),
+        &["count"],
+    )
+}
+
 fn slow_schema() -> JsonObject {
     object_schema(
         json!({"ms": {"type": "integer", "minimum": 0, "description": "Milliseconds to sleep"}}),

@@ -1,0 +1,182 @@
+//! Holding HTTP upstreams' standalone GET streams for sessions (`standalone = "hold"`, the
+//! default): one replica of the fleet keeps each such stream open from `initialize` until the
+//! session ends, and logs what it carries to the session's standalone event stream, where the
+//! client's GET picks it up on any replica. An upstream's server-to-client request sent outside
+//! any request therefore always finds its stream open, whatever order the client's own
+//! connections take, and nothing is lost while the client is away.
+//!
+//! Which replica holds a stream is a lease in the store ([`SessionStore::hold`]), renewed every
+//! [`RENEW_EVERY`] and lost [`LEASE`] after its holder stops renewing (it died), or at once
+//! when it drains. A replica takes a free lease when it creates a session, revives one, opens
+//! a client's GET stream, and at each keep-alive of such a stream (so a holder that died is
+//! replaced within [`LEASE`] + 15 s while the client listens); it resumes the upstream stream after the last upstream event
+//! logged ([`EventLog::positions`](crate::events::EventLog::positions)), so an upstream that
+//! keeps events loses nothing across the handover either.
+//!
+//! [`SessionStore::hold`]: crate::session::SessionStore::hold
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Gateway, Session};
+use crate::config::StandaloneMode;
+use crate::events::{StreamId, StreamKey};
+use crate::session::{Hold, SessionId};
+use crate::upstream::{CallContext, Upstream, UpstreamListener};
+
+/// How long a holder's lease lasts without renewal.
+const LEASE: Duration = Duration::from_secs(30);
+/// How often a holder renews its lease (and checks that its session lives).
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// Longest wait for an upstream to accept a stream before the request that opened it goes on.
+const ACCEPT_LIMIT: Duration = Duration::from_secs(5);
+
+impl Gateway {
+    /// Holds the standalone streams of the session's hold-mode upstreams that no replica holds,
+    /// waiting (boundedly) until the upstreams accepted them.
+    pub async fn hold_streams(&self, session: &Session) {
+        let held = self
+            .upstreams
+            .iter()
+            .filter(|u| u.standalone == StandaloneMode::Hold)
+            .filter_map(|u| {
+                let upstream_session = session.record.upstreams.get(&u.name)?;
+                upstream_session.session_id.as_ref()?;
+                let ctx = CallContext {
+                    session: session.id.clone(),
+                    upstream_session: upstream_session.clone(),
+                };
+                Some(self.hold_stream(u.clone(), ctx))
+            });
+        futures::future::join_all(held).await;
+    }
+
+    /// Takes the lease of one upstream's stream of a session, if free, and holds the stream.
+    pub(super) async fn hold_stream(&self, upstream: Arc<Upstream>, ctx: CallContext) {
+        let held = ctx.upstream_session.session_id.clone();
+        let Some(stop) = self
+            .hub
+            .start_holding(&ctx.session, &upstream.name, held.as_deref())
+        else {
+            return;
+        };
+        let holder = Holder {
+            gateway: self.me.clone(),
+            session: ctx.session.clone(),
+            upstream: upstream.name.clone(),
+            held,
+            stop,
+        };
+        let lease = self
+            .store
+            .hold(&ctx.session, &upstream.name, self.signer.replica(), LEASE);
+        if !matches!(lease.await, Ok(Hold::Held)) {
+            return holder.give_up(self).await;
+        }
+        let resume_after = self.upstream_position(&ctx.session, &upstream.name).await;
+        let Some(mut listener) = upstream.listen(&ctx, resume_after) else {
+            return holder.give_up(self).await;
+        };
+        if !listener.accepted(ACCEPT_LIMIT).await {
+            tracing::debug!(upstream = %upstream.name, "upstream did not accept a held stream in time");
+        }
+        tokio::spawn(holder.keep(listener, self.hub.draining()));
+    }
+
+    /// The upstream event id after which its standalone stream of a session resumes.
+    pub(super) async fn upstream_position(
+        &self,
+        session: &SessionId,
+        upstream: &str,
+    ) -> Option<String> {
+        let key = StreamKey {
+            session: session.clone(),
+            stream: StreamId::standalone(),
+        };
+        match self.events.positions(&key).await {
+            Ok(mut positions) => positions.remove(upstream),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read where an upstream stream stands; resuming from its start");
+                None
+            }
+        }
+    }
+}
+
+/// One held stream, on the replica holding it.
+struct Holder {
+    gateway: Weak<Gateway>,
+    session: SessionId,
+    upstream: String,
+    /// The upstream session whose stream it holds.
+    held: Option<String>,
+    /// Cancelled when the session ended on this replica, or a newer holder replaced this one.
+    stop: CancellationToken,
+}
+
+impl Holder {
+    /// Keeps the stream and renews the lease until the session ends, the lease goes to another
+    /// replica, the upstream refuses the stream, or this replica drains.
+    async fn keep(self, mut listener: UpstreamListener, draining: CancellationToken) {
+        let mut renew = tokio::time::interval(RENEW_EVERY);
+        renew.reset();
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                () = draining.cancelled() => break,
+                () = listener.ended() => break,
+                _ = renew.tick() => {
+                    if !self.renew().await {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        if let Some(gateway) = self.gateway.upgrade() {
+            self.give_up(&gateway).await;
+        }
+    }
+
+    /// Renews the lease; `false` when this replica should stop holding. A store failure keeps
+    /// the stream: an outage must not cost what the upstream sends meanwhile.
+    async fn renew(&self) -> bool {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return false;
+        };
+        let lease = gateway
+            .store
+            .hold(
+                &self.session,
+                &self.upstream,
+                gateway.signer.replica(),
+                LEASE,
+            )
+            .await;
+        match lease {
+            Ok(Hold::Held) | Err(_) => true,
+            Ok(Hold::HeldElsewhere) => false,
+            Ok(Hold::SessionGone) => {
+                gateway.still_live(&self.session).await;
+                false
+            }
+        }
+    }
+
+    /// Frees the lease for another replica, then stops holding here (a draining replica waits
+    /// for the latter, so the lease is free before it exits).
+    async fn give_up(&self, gateway: &Gateway) {
+        let released = gateway
+            .store
+            .release(&self.session, &self.upstream, gateway.signer.replica())
+            .await;
+        if let Err(error) = released {
+            tracing::debug!(%error, "could not release a stream lease; it runs out by itself");
+        }
+        gateway
+            .hub
+            .stop_holding(&self.session, &self.upstream, self.held.as_deref());
+    }
+}

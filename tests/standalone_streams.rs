@@ -1,0 +1,224 @@
+//! HTTP upstreams' standalone streams (issue 6, parts 1 and 2), with real replicas, a real
+//! redis-server and the real fixture: a server-to-client request an upstream sends on its
+//! standalone stream right after the client opened its own GET is never lost, on one replica
+//! or across two; and numbered notifications an upstream sends while every replica is
+//! replaced all reach the client exactly once, in order.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::redis::RedisServer;
+use support::{Fixture, Gateway, GatewayBuilder, SseEvent, SseReader, toml_str};
+
+const HMAC_KEY: &str = "standalone-test-key-0123456789abcdefghijklmnopqrstuvwxyz";
+const ROUNDS: usize = 50;
+/// Longest a round may take; the upstream timeout (10 s) is what a lost request would cost.
+const ROUND_LIMIT: Duration = Duration::from_secs(5);
+
+/// A replica sharing `redis`, with the HTTP upstream `remote` at `fixture`.
+fn replica(redis: &RedisServer, fixture: &Fixture) -> GatewayBuilder {
+    Gateway::builder()
+        .without_local()
+        .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
+        .toml(&format!(
+            "[session]\nstore = \"redis\"\n[redis]\nurl = {}\ntimeout = \"500ms\"\n\
+             [[upstreams]]\nname = \"remote\"\ntransport = \"http\"\nurl = {}\ntimeout = \"10s\"",
+            toml_str(&redis.url()),
+            toml_str(&fixture.url)
+        ))
+}
+
+fn is_sampling_request(event: &SseEvent) -> bool {
+    event
+        .data
+        .as_deref()
+        .is_some_and(|d| d.contains("\"sampling/createMessage\""))
+}
+
+/// One round with a new session: the client opens its GET stream on `listen` and at the same
+/// moment calls the tool on `call`, then answers the sampling request that arrives on its GET
+/// stream. The call must succeed with that answer, well before the upstream timeout.
+async fn race_round(listen: &Gateway, call: &Gateway, round: usize) {
+    let session = call
+        .initialize_with(support::LATEST, json!({"sampling": {}}))
+        .await;
+    let started = Instant::now();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "remote__sample_on_standalone", "arguments": {"prompt": "hi"}}});
+    let answering = async {
+        let mut reader = SseReader::new(listen.get(Some(&session), &[]).await);
+        let events = reader.until(ROUND_LIMIT, is_sampling_request).await;
+        let request = events.last().expect("the sampling request").json();
+        let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": {
+            "role": "assistant", "content": {"type": "text", "text": format!("round {round}")},
+            "model": "test-model"}});
+        let posted = listen.post(Some(&session), answer.to_string(), &[]).await;
+        assert_eq!(
+            posted.status,
+            StatusCode::ACCEPTED,
+            "round {round}: {posted:?}"
+        );
+        reader
+    };
+    let (reply, _reader) =
+        tokio::join!(call.post(Some(&session), body.to_string(), &[]), answering);
+    assert_eq!(reply.status, StatusCode::OK, "round {round}: {reply:?}");
+    let text = reply.json()["result"]["content"][0]["text"].clone();
+    assert_eq!(
+        text,
+        json!(format!("LLM response: round {round}")),
+        "round {round}: {reply:?}"
+    );
+    assert!(
+        started.elapsed() < ROUND_LIMIT,
+        "round {round} took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Part 2 on one replica: the upstream's standalone request is never lost to the order in
+/// which the gateway's own upstream connections open.
+#[tokio::test]
+async fn a_standalone_request_sent_at_once_is_never_lost_on_one_replica() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gw = replica(&redis, &fixture).start().await;
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        race_round(&gw, &gw, round).await;
+    }
+    println!("{ROUNDS} rounds on one replica in {:?}", started.elapsed());
+}
+
+/// Part 2 across replicas: GET on one, the call on another (as a round-robin balancer does).
+#[tokio::test]
+async fn a_standalone_request_sent_at_once_is_never_lost_across_replicas() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let a = replica(&redis, &fixture).start().await;
+    let b = replica(&redis, &fixture).start().await;
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        let (listen, call) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        race_round(listen, call, round).await;
+    }
+    println!(
+        "{ROUNDS} rounds across two replicas in {:?}",
+        started.elapsed()
+    );
+}
+
+/// The numbers `n` of the fixture's numbered log messages among `events`, in arrival order.
+fn numbered(events: &[SseEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| e.data.as_deref())
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|m| m["method"] == "notifications/message")
+        .filter_map(|m| m["params"]["data"]["n"].as_u64())
+        .collect()
+}
+
+/// Stops a replica the way Kubernetes does (SIGTERM: it drains), and waits until it exited.
+async fn terminate(replica: Gateway) {
+    let pid = replica.pid();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.split_whitespace().nth(2) == Some("Z"));
+        if zombie {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(replica);
+}
+
+/// Part 1: an upstream's notifications, sent while the replica holding its stream is replaced
+/// and the client's GET stream is down, all reach the client once, in order, on the new
+/// replica, which resumes the upstream's stream after the last event relayed.
+#[tokio::test]
+async fn upstream_notifications_survive_replacing_the_replica() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let first = replica(&redis, &fixture).start().await;
+    let session = first.initialize().await;
+    let mut reader = SseReader::new(first.get(Some(&session), &[]).await);
+    let call = |count: u64, delay: u64| json!({"name": "remote__notify_later", "arguments": {"count": count, "delay_ms": delay}});
+    first.request(&session, "tools/call", call(3, 0)).await;
+    let before = reader
+        .until(Duration::from_secs(5), |e| {
+            numbered(std::slice::from_ref(e)) == [3]
+        })
+        .await;
+    assert_eq!(numbered(&before), [1, 2, 3]);
+    let last_seen = before.last().and_then(|e| e.id.clone()).expect("event id");
+
+    first.request(&session, "tools/call", call(10, 1500)).await;
+    drop(reader);
+    terminate(first).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+
+    let second = replica(&redis, &fixture).start().await;
+    let resumed = second
+        .get(Some(&session), &[("last-event-id", &last_seen)])
+        .await;
+    let mut reader = SseReader::new(resumed);
+    let after = reader
+        .until(Duration::from_secs(10), |e| {
+            numbered(std::slice::from_ref(e)) == [10]
+        })
+        .await;
+    let numbers = numbered(&after);
+    println!("after every replica was replaced the client got {numbers:?}");
+    assert_eq!(numbers, (1..=10).collect::<Vec<_>>());
+    let echo = second
+        .call_tool(&session, "remote__echo", json!({"text": "still here"}))
+        .await;
+    assert_eq!(echo["result"]["content"][0]["text"], "still here");
+}
+
+/// Part 1, Redis outage: the client's GET stream stays open while Redis is down, and the
+/// notifications the upstream sends meanwhile (which cannot be logged then) reach it once
+/// Redis is back: the holder reopens the upstream stream after the last event it logged.
+#[tokio::test]
+async fn upstream_notifications_survive_a_redis_restart() {
+    let mut redis = RedisServer::start_persistent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gw = replica(&redis, &fixture).start().await;
+    let session = gw.initialize().await;
+    let mut reader = SseReader::new(gw.get(Some(&session), &[]).await);
+    let call = |count: u64, delay: u64| json!({"name": "remote__notify_later", "arguments": {"count": count, "delay_ms": delay}});
+    gw.request(&session, "tools/call", call(3, 0)).await;
+    let before = reader
+        .until(Duration::from_secs(5), |e| {
+            numbered(std::slice::from_ref(e)) == [3]
+        })
+        .await;
+    assert_eq!(numbered(&before), [1, 2, 3]);
+
+    gw.request(&session, "tools/call", call(8, 500)).await;
+    redis.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.restart().await;
+    let after = reader
+        .until(Duration::from_secs(15), |e| {
+            numbered(std::slice::from_ref(e)) == [8]
+        })
+        .await;
+    let numbers = numbered(&after);
+    println!("across a Redis restart the client got {numbers:?} on the same GET stream");
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+}
