@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every fleet test: the Python SDK fleet tests (pytest, each test starts its own fleet), the
+# Every fleet test: the Python SDK fleet tests and the SIGSTOP drill with Python and TypeScript
+# clients (pytest, each test starts its own fleet), the
 # TypeScript SDK fleet test (once per upstream transport, under `fleet.py run`), and the
 # conformance suite against the fleet. Runs all of them, then exits non-zero if any failed.
 # Needs: tests/tools/install.sh and `cargo build --bins` done.
@@ -26,6 +27,8 @@ step() {
 
 step "Python SDK (pytest tests/e2e/python/test_fleet.py)" \
   timeout 300 "$venv/bin/python" -m pytest -v -s tests/e2e/python/test_fleet.py
+step "drill: frozen Python and TypeScript clients (pytest tests/e2e/python/test_drill.py)" \
+  timeout 400 "$venv/bin/python" -m pytest -v -s tests/e2e/python/test_drill.py
 for kind in stdio http; do
   step "TypeScript SDK, fixture over $kind" \
     timeout 120 python3 tests/fleet/fleet.py run --replicas 3 --upstreams "$kind" -- \

@@ -12,5 +12,6 @@ export const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
 export const { StreamableHTTPClientTransport } = require('@modelcontextprotocol/sdk/client/streamableHttp.js');
 export const {
   CreateMessageRequestSchema,
+  LoggingMessageNotificationSchema,
   ResourceUpdatedNotificationSchema,
 } = require('@modelcontextprotocol/sdk/types.js');

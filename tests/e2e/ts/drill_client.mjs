@@ -1,0 +1,79 @@
+// The TypeScript SDK's Client in a process of its own, for the drill in
+// tests/e2e/python/test_drill.py (which freezes it with SIGSTOP). Same line protocol as
+// tests/e2e/python/drill_client.py: it connects to the URL given as its argument, prints
+// {"ready": "<session id>"}, then answers one JSON line per command read from stdin:
+//   call <tool> <json arguments>  -> {"texts": [...], "is_error": bool}
+//   numbers <count> <seconds>     -> {"numbers": [...]} (the `n` of each numbered log message)
+//   wire                          -> {"initializes": k, "sessions": [...], "statuses": [...]}
+import { createInterface } from 'node:readline';
+
+import { Client, LoggingMessageNotificationSchema, StreamableHTTPClientTransport } from './sdk.mjs';
+
+const say = (value) => process.stdout.write(`${JSON.stringify(value)}\n`);
+const REQUEST = { timeout: 15_000 };
+
+/** A fetch that notes the initializes, session ids and statuses it carried. */
+function recorder() {
+  const wire = { initializes: 0, sessions: new Set(), statuses: new Set() };
+  const recordingFetch = async (url, init = {}) => {
+    const headers = new Headers(init.headers);
+    const body = typeof init.body === 'string' ? init.body : '';
+    if (body.includes('"method":"initialize"')) wire.initializes += 1;
+    else if (headers.get('mcp-session-id')) wire.sessions.add(headers.get('mcp-session-id'));
+    const response = await fetch(url, init);
+    wire.statuses.add(response.status);
+    return response;
+  };
+  return { wire, fetch: recordingFetch };
+}
+
+const numbers = [];
+let wake = () => {};
+const client = new Client({ name: 'mcpgate-drill-ts', version: '0.0.0' }, { capabilities: {} });
+client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
+  if (Number.isInteger(n.params.data?.n)) {
+    numbers.push(n.params.data.n);
+    wake();
+  }
+});
+const { wire, fetch: recordingFetch } = recorder();
+const transport = new StreamableHTTPClientTransport(new URL(process.argv[2]), { fetch: recordingFetch });
+await client.connect(transport, REQUEST);
+say({ ready: transport.sessionId });
+
+const commands = {
+  async call(rest) {
+    const space = rest.indexOf(' ');
+    const name = space < 0 ? rest : rest.slice(0, space);
+    const args = space < 0 ? {} : JSON.parse(rest.slice(space + 1));
+    const result = await client.callTool({ name, arguments: args }, undefined, REQUEST);
+    const texts = result.content.filter((c) => c.type === 'text').map((c) => c.text);
+    return { texts, is_error: Boolean(result.isError) };
+  },
+  async numbers(rest) {
+    const [count, seconds] = rest.split(' ').map(Number);
+    const deadline = performance.now() + seconds * 1000;
+    while (numbers.length < count && performance.now() < deadline) {
+      await new Promise((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 200);
+      });
+    }
+    return { numbers };
+  },
+  async wire() {
+    return {
+      initializes: wire.initializes,
+      sessions: [...wire.sessions].sort(),
+      statuses: [...wire.statuses].sort((a, b) => a - b),
+    };
+  },
+};
+
+for await (const line of createInterface({ input: process.stdin })) {
+  const trimmed = line.trim();
+  const space = trimmed.indexOf(' ');
+  const [command, rest] = space < 0 ? [trimmed, ''] : [trimmed.slice(0, space), trimmed.slice(space + 1)];
+  say(await commands[command](rest));
+}
+await client.close();
