@@ -28,17 +28,6 @@ fn replica_with_idle_ttl(redis: &RedisServer, idle_ttl: &str) -> GatewayBuilder 
         ))
 }
 
-/// The value of one metric line, e.g. `mcpgate_sessions_revived_total`.
-async fn metric(gw: &Gateway, line_prefix: &str) -> f64 {
-    let text = gw.admin("/metrics").await.text();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(line_prefix)
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 /// Whether an SSE event's data contains `text`.
 fn has_data(event: &support::SseEvent, text: &str) -> bool {
     event.data.as_deref().is_some_and(|d| d.contains(text))
@@ -66,12 +55,13 @@ async fn a_session_created_on_one_replica_is_served_by_another() {
     b.assert_echo(&session, "on the replica that did not create it")
         .await;
     a.assert_echo(&session, "back on the first replica").await;
-    assert_eq!(metric(&b, "mcpgate_sessions_revived_total").await, 1.0);
+    assert_eq!(b.metric("mcpgate_sessions_revived_total").await, 1.0);
     assert_eq!(
-        metric(&b, "mcpgate_session_lookups_total{outcome=\"revived\"}").await,
+        b.metric("mcpgate_session_lookups_total{outcome=\"revived\"}")
+            .await,
         1.0
     );
-    assert_eq!(metric(&a, "mcpgate_sessions_revived_total").await, 0.0);
+    assert_eq!(a.metric("mcpgate_sessions_revived_total").await, 0.0);
 }
 
 #[tokio::test]
@@ -157,8 +147,8 @@ async fn an_expired_session_is_404_everywhere_and_counted_once() {
         let reply = gw.request(&session, "ping", json!({})).await;
         reply.assert_error(404, support::SESSION_NOT_FOUND, &["Session not found"]);
     }
-    let expired = metric(&a, "mcpgate_sessions_expired_total").await
-        + metric(&b, "mcpgate_sessions_expired_total").await;
+    let expired = a.metric("mcpgate_sessions_expired_total").await
+        + b.metric("mcpgate_sessions_expired_total").await;
     assert_eq!(
         expired, 1.0,
         "an expiry must be counted once across the fleet"
@@ -172,8 +162,8 @@ async fn expiries_reported_by_redis_are_counted_once_without_a_client_returning(
     let (a, b) = (short_lived().start().await, short_lived().start().await);
     let session = a.initialize().await;
     let counted = || async {
-        metric(&a, "mcpgate_sessions_expired_total").await
-            + metric(&b, "mcpgate_sessions_expired_total").await
+        a.metric("mcpgate_sessions_expired_total").await
+            + b.metric("mcpgate_sessions_expired_total").await
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while counted().await < 1.0 {

@@ -74,43 +74,6 @@ fn upstream_change(name: &str, upstream_session: &str) -> RecordChange {
     }
 }
 
-/// Fills Redis with junk, then lowers `maxmemory` below what it uses: with `noeviction`,
-/// Redis now refuses every write that needs memory, and keeps doing so.
-async fn fill_until_full(redis: &RedisServer) {
-    let mut client = redis.client().await;
-    let junk = "x".repeat(16 * 1024);
-    for i in 0..128 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("junk:{i}"))
-            .arg(&junk)
-            .query_async(&mut client)
-            .await
-            .unwrap();
-    }
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut client)
-        .await
-        .unwrap();
-    let used: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("used_memory");
-    let _: () = redis::cmd("CONFIG")
-        .arg(&["SET", "maxmemory", &(used - 1024 * 1024).to_string()])
-        .query_async(&mut client)
-        .await
-        .unwrap();
-    let refused: redis::RedisResult<()> = redis::cmd("SET")
-        .arg("one-more")
-        .arg("x")
-        .query_async(&mut client)
-        .await;
-    let error = refused.expect_err("Redis accepted a write over maxmemory");
-    assert!(error.to_string().contains("OOM"), "{error}");
-}
-
 async fn get(server: &RedisServer, key: &str) -> Option<String> {
     server.client().await.get(key).await.expect("GET")
 }
@@ -598,7 +561,7 @@ async fn a_full_redis_still_serves_existing_sessions() {
     let store = store(&server, Duration::from_secs(30));
     let id = SessionId::generate();
     store.create(&id, &record(HOUR)).await.unwrap();
-    fill_until_full(&server).await;
+    server.fill_past_maxmemory().await;
 
     let loaded = live(store.load(&id).await.unwrap());
     assert_eq!(loaded.client_info["name"], "test-client");

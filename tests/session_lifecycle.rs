@@ -56,17 +56,6 @@ async fn until_upstream_sessions(fixture: &Fixture, want: u64, limit: Duration) 
     }
 }
 
-/// The value of one metric line.
-async fn metric(gw: &Gateway, line_prefix: &str) -> f64 {
-    let text = gw.admin("/metrics").await.text();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(line_prefix)
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 /// Reads a stream until it ends; returns how long that took.
 async fn until_stream_ends(stream: reqwest::Response, limit: Duration) -> Duration {
     let started = Instant::now();
@@ -96,8 +85,8 @@ async fn an_expiry_ends_streams_everywhere_and_closes_upstream_sessions() {
     println!("the GET stream on the other replica ended {took:?} after it opened (idle TTL 2 s)");
     let closed = until_upstream_sessions(&fixture, 0, Duration::from_secs(5)).await;
     println!("the upstream session was closed {closed:?} later");
-    let expired = metric(&a, "mcpgate_sessions_expired_total").await
-        + metric(&b, "mcpgate_sessions_expired_total").await;
+    let expired = a.metric("mcpgate_sessions_expired_total").await
+        + b.metric("mcpgate_sessions_expired_total").await;
     assert_eq!(expired, 1.0, "the expiry is counted once across the fleet");
     let reply = a.request(&session, "ping", json!({})).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
@@ -119,7 +108,7 @@ async fn without_notifications_a_stream_notices_its_expiry_at_the_next_keep_aliv
     let took = until_stream_ends(stream, Duration::from_secs(20)).await;
     println!("the GET stream ended {took:?} after it opened (idle TTL 2 s, keep-alive 15 s)");
     until_upstream_sessions(fixture, 0, Duration::from_secs(5)).await;
-    assert_eq!(metric(&gw, "mcpgate_sessions_expired_total").await, 1.0);
+    assert_eq!(gw.metric("mcpgate_sessions_expired_total").await, 1.0);
 }
 
 /// Two `resources/subscribe` in one 2025-03-26 batch both stay in the record.
@@ -148,43 +137,6 @@ async fn two_subscriptions_in_one_batch_both_survive() {
     );
 }
 
-/// Fills Redis with junk, then lowers `maxmemory` below what it uses: with `noeviction`,
-/// Redis now refuses every write that needs memory, and keeps doing so.
-async fn fill_until_full(redis: &RedisServer) {
-    let mut client = redis.client().await;
-    let junk = "x".repeat(16 * 1024);
-    for i in 0..128 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("junk:{i}"))
-            .arg(&junk)
-            .query_async(&mut client)
-            .await
-            .unwrap();
-    }
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut client)
-        .await
-        .unwrap();
-    let used: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("used_memory");
-    let _: () = redis::cmd("CONFIG")
-        .arg(&["SET", "maxmemory", &(used - 1024 * 1024).to_string()])
-        .query_async(&mut client)
-        .await
-        .unwrap();
-    let refused: redis::RedisResult<()> = redis::cmd("SET")
-        .arg("one-more")
-        .arg("x")
-        .query_async(&mut client)
-        .await;
-    let error = refused.expect_err("Redis accepted a write over maxmemory");
-    assert!(error.to_string().contains("OOM"), "{error}");
-}
-
 /// `maxmemory` reached with `noeviction`: existing sessions keep calling tools, new sessions
 /// get 503 with Retry-After, and the replica stays ready.
 #[tokio::test]
@@ -192,7 +144,7 @@ async fn a_full_redis_keeps_existing_sessions_working() {
     let redis = RedisServer::start_args(false, &["--maxmemory-policy", "noeviction"]).await;
     let gw = replica(&redis, "1h").start().await;
     let session = gw.initialize().await;
-    fill_until_full(&redis).await;
+    redis.fill_past_maxmemory().await;
 
     for round in 0..3 {
         gw.assert_echo(&session, &format!("with Redis full, round {round}"))
@@ -280,11 +232,11 @@ async fn a_replica_frees_sessions_that_ended_elsewhere() {
     }
     let served = Instant::now();
     assert_eq!(
-        metric(&b, "mcpgate_sessions_revived_total").await,
+        b.metric("mcpgate_sessions_revived_total").await,
         SESSIONS as f64
     );
     let gauge = "mcpgate_sessions_held ";
-    while metric(&b, gauge).await < SESSIONS as f64 {
+    while b.metric(gauge).await < SESSIONS as f64 {
         assert!(
             served.elapsed() < Duration::from_secs(6),
             "the gauge never showed them"
@@ -298,11 +250,11 @@ async fn a_replica_frees_sessions_that_ended_elsewhere() {
             StatusCode::NO_CONTENT
         );
     }
-    while metric(&b, gauge).await > 0.0 {
+    while b.metric(gauge).await > 0.0 {
         assert!(
             served.elapsed() < Duration::from_secs(20),
             "replica b still holds {} sessions",
-            metric(&b, gauge).await
+            b.metric(gauge).await
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -257,35 +257,18 @@ mod tests {
 
     use serde_json::json;
 
-    use super::super::{Backends, IdSigner, Settings};
     use super::*;
-    use crate::events::MemoryEventLog;
     use crate::jsonrpc::{Notification, Request};
     use crate::protocol::ProtocolVersion;
-    use crate::session::{MemoryStore, SessionRecord};
-    use crate::telemetry::Metrics;
-    use crate::upstream::Upstreams;
+    use crate::session::SessionRecord;
 
     /// A gateway whose one upstream, `remote`, is an HTTP upstream nobody listens for.
     fn gateway() -> Arc<Gateway> {
-        let backends = Backends {
-            store: Arc::new(MemoryStore::new(Duration::from_secs(60))),
-            events: Arc::new(MemoryEventLog::new(Duration::from_secs(60), 10)),
-            bus: None,
-            expiry_events: None,
-        };
         let remote = serde_json::from_value(json!({
             "name": "remote", "transport": "http", "url": "http://127.0.0.1:9/mcp"
         }))
         .unwrap();
-        Gateway::start(
-            backends,
-            |sink| Upstreams::start(&[remote], sink),
-            IdSigner::random(),
-            Arc::new(Metrics::new().unwrap()),
-            Settings::new(Duration::from_secs(60), Duration::from_secs(3600)),
-        )
-        .unwrap()
+        super::super::test_gateway(&[remote])
     }
 
     /// A live session whose client declared `capabilities`.

@@ -138,34 +138,15 @@ pub(super) fn upstream_failure(error: &UpstreamError) -> Value {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use serde_json::json;
 
-    use super::super::{Backends, Gateway, IdSigner, Settings};
-    use crate::events::MemoryEventLog;
+    use super::super::Gateway;
     use crate::jsonrpc::{Message, Notification, RequestId};
-    use crate::session::{MemoryStore, SessionId};
-    use crate::telemetry::Metrics;
-    use crate::upstream::Upstreams;
+    use crate::session::SessionId;
 
     fn gateway() -> Arc<Gateway> {
-        let backends = Backends {
-            store: Arc::new(MemoryStore::new(Duration::from_secs(60))),
-            events: Arc::new(MemoryEventLog::new(Duration::from_secs(60), 10)),
-            bus: None,
-            expiry_events: None,
-        };
-        let settings = Settings::new(Duration::from_secs(60), Duration::from_secs(3600));
-        let metrics = Arc::new(Metrics::new().unwrap());
-        Gateway::start(
-            backends,
-            |sink| Upstreams::start(&[], sink),
-            IdSigner::random(),
-            metrics,
-            settings,
-        )
-        .unwrap()
+        super::super::test_gateway(&[])
     }
 
     #[tokio::test]

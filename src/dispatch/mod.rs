@@ -432,6 +432,28 @@ impl Gateway {
     }
 }
 
+/// A gateway on the memory store with the given upstreams, for unit tests.
+#[cfg(test)]
+fn test_gateway(upstreams: &[crate::config::UpstreamConfig]) -> Arc<Gateway> {
+    let backends = Backends {
+        store: Arc::new(crate::session::MemoryStore::new(Duration::from_secs(60))),
+        events: Arc::new(crate::events::MemoryEventLog::new(
+            Duration::from_secs(60),
+            10,
+        )),
+        bus: None,
+        expiry_events: None,
+    };
+    Gateway::start(
+        backends,
+        |sink| Upstreams::start(upstreams, sink),
+        IdSigner::random(),
+        Arc::new(Metrics::new().expect("metrics")),
+        Settings::new(Duration::from_secs(60), Duration::from_secs(3600)),
+    )
+    .expect("gateway")
+}
+
 /// The JSON-RPC response for an outcome.
 pub fn response_value(id: &RequestId, outcome: Outcome) -> Value {
     match outcome {

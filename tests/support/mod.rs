@@ -625,6 +625,18 @@ impl Gateway {
         Reply::read(request.send().await.expect("request to /mcp failed")).await
     }
 
+    /// The value of the first `/metrics` line starting with `line_prefix` (e.g.
+    /// `mcpgate_sessions_revived_total`), 0 when there is none.
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let text = self.admin("/metrics").await.text();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(line_prefix)
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
     /// GET on the admin listener.
     pub async fn admin(&self, path: &str) -> Reply {
         let request = self

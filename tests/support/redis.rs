@@ -27,6 +27,43 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Fills the server with junk, then lowers `maxmemory` below what it uses: with
+    /// `noeviction`, it now refuses every write that needs memory, and keeps doing so.
+    pub async fn fill_past_maxmemory(&self) {
+        let mut client = self.client().await;
+        let junk = "x".repeat(16 * 1024);
+        for i in 0..128 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("junk:{i}"))
+                .arg(&junk)
+                .query_async(&mut client)
+                .await
+                .expect("SET junk");
+        }
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut client)
+            .await
+            .expect("INFO");
+        let used: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory");
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "maxmemory", &(used - 1024 * 1024).to_string()])
+            .query_async(&mut client)
+            .await
+            .expect("CONFIG SET maxmemory");
+        let refused: redis::RedisResult<()> = redis::cmd("SET")
+            .arg("one-more")
+            .arg("x")
+            .query_async(&mut client)
+            .await;
+        let error = refused.expect_err("Redis accepted a write over maxmemory");
+        assert!(error.to_string().contains("OOM"), "{error}");
+    }
+
     /// Starts a server without persistence.
     pub async fn start() -> RedisServer {
         RedisServer::start_with(false).await

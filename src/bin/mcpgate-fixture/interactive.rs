@@ -15,8 +15,8 @@ use rmcp::{
     ErrorData as McpError, RoleServer,
     model::{
         CallToolResult, ClientCapabilities, ContentBlock, CreateMessageRequestParams,
-        ElicitRequestParams, ElicitResult, LoggingLevel, ProgressNotificationParam,
-        SamplingMessage,
+        CreateMessageResult, ElicitRequestParams, ElicitResult, LoggingLevel,
+        ProgressNotificationParam, SamplingMessage,
     },
     service::{RequestContext, ServiceError},
 };
@@ -85,6 +85,11 @@ pub async fn sampling(
         .create_message(params)
         .await
         .map_err(peer_error)?;
+    Ok(sampled(reply))
+}
+
+/// The tool result reporting what the client's LLM answered.
+pub fn sampled(reply: CreateMessageResult) -> CallToolResult {
     let answer: Vec<String> = reply
         .message
         .content
@@ -92,7 +97,7 @@ pub async fn sampling(
         .iter()
         .filter_map(|block| block.as_text().map(|t| t.text.clone()))
         .collect();
-    Ok(text(format!("LLM response: {}", answer.join("\n"))))
+    text(format!("LLM response: {}", answer.join("\n")))
 }
 
 /// Asks the user for a username and email.

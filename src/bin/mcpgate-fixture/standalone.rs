@@ -23,7 +23,7 @@ use rmcp::{
 };
 use serde_json::json;
 
-use crate::{reconnect, server::Fixture, tools::text};
+use crate::{interactive, reconnect, server::Fixture, tools::text};
 
 /// Pause between two of `notify_later`'s messages.
 const NOTIFY_INTERVAL: Duration = Duration::from_millis(20);
@@ -53,14 +53,7 @@ pub async fn sample(
         .await
         .map_err(|e| McpError::internal_error(e.to_string(), None))?
         .map_err(|e| McpError::internal_error(format!("sampling failed: {e}"), None))?;
-    let answer: Vec<String> = reply
-        .message
-        .content
-        .into_vec()
-        .iter()
-        .filter_map(|block| block.as_text().map(|t| t.text.clone()))
-        .collect();
-    Ok(text(format!("LLM response: {}", answer.join("\n"))))
+    Ok(interactive::sampled(reply))
 }
 
 /// Body of `notify_later`.
