@@ -222,3 +222,107 @@ async fn upstream_notifications_survive_a_redis_restart() {
     println!("across a Redis restart the client got {numbers:?} on the same GET stream");
     assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
 }
+
+/// Part 1, a call in flight: the replica relaying a call's response stream is killed; the
+/// client resumes the stream on another replica, which (once the dead writer's lease ran out,
+/// 6 s) resumes the upstream's response stream after the last event logged and relays the
+/// answer. The call lasts 12 s: rmcp resumes a response stream only while its call runs.
+#[tokio::test]
+async fn a_call_in_flight_is_finished_by_another_replica() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let a = replica(&redis, &fixture).start().await;
+    let b = replica(&redis, &fixture).start().await;
+    let session = a.initialize().await;
+    let call = json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {
+        "name": "remote__slow", "arguments": {"ms": 12000}, "_meta": {"progressToken": "p"}}});
+    let mut reader = SseReader::new(a.post_stream(Some(&session), &call).await);
+    let progress = reader
+        .until(Duration::from_secs(5), |e| {
+            e.data
+                .as_deref()
+                .is_some_and(|d| d.contains("notifications/progress"))
+        })
+        .await;
+    let last_seen = progress
+        .last()
+        .and_then(|e| e.id.clone())
+        .expect("event id");
+    drop(reader);
+    drop(a);
+    let killed = Instant::now();
+
+    let mut reader = SseReader::new(
+        b.get(Some(&session), &[("last-event-id", &last_seen)])
+            .await,
+    );
+    let events = reader
+        .until(Duration::from_secs(20), |e| {
+            e.data.as_deref().is_some_and(|d| d.contains("\"id\":42"))
+        })
+        .await;
+    let response = events.last().expect("the response").json();
+    println!(
+        "the call's response reached the client {:?} after its replica was killed",
+        killed.elapsed()
+    );
+    assert_eq!(
+        response["result"]["content"][0]["text"], "done",
+        "{response}"
+    );
+}
+
+/// The other side of part 1: a call whose upstream cannot be resumed (a stdio child dies with
+/// its replica) is answered with an error by the replica the client resumes on, instead of
+/// leaving the client waiting forever.
+#[tokio::test]
+async fn a_call_that_cannot_be_resumed_fails_instead_of_hanging() {
+    let redis = RedisServer::start().await;
+    let with_local = || {
+        Gateway::builder()
+            .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
+            .toml(&format!(
+                "[session]\nstore = \"redis\"\n[redis]\nurl = {}\ntimeout = \"500ms\"",
+                toml_str(&redis.url())
+            ))
+    };
+    let a = with_local().start().await;
+    let b = with_local().start().await;
+    let session = a.initialize().await;
+    let call = json!({"jsonrpc": "2.0", "id": 43, "method": "tools/call", "params": {
+        "name": "local__slow", "arguments": {"ms": 30000}, "_meta": {"progressToken": "p"}}});
+    let mut reader = SseReader::new(a.post_stream(Some(&session), &call).await);
+    let progress = reader
+        .until(Duration::from_secs(5), |e| {
+            e.data
+                .as_deref()
+                .is_some_and(|d| d.contains("notifications/progress"))
+        })
+        .await;
+    let last_seen = progress
+        .last()
+        .and_then(|e| e.id.clone())
+        .expect("event id");
+    drop(reader);
+    drop(a);
+    let killed = Instant::now();
+
+    let mut reader = SseReader::new(
+        b.get(Some(&session), &[("last-event-id", &last_seen)])
+            .await,
+    );
+    let events = reader
+        .until(Duration::from_secs(15), |e| {
+            e.data.as_deref().is_some_and(|d| d.contains("\"id\":43"))
+        })
+        .await;
+    let response = events.last().expect("the response").json();
+    println!(
+        "the call failed {:?} after its replica was killed",
+        killed.elapsed()
+    );
+    assert_eq!(response["error"]["code"], -32603, "{response}");
+    reader.until_end(Duration::from_secs(5)).await;
+    assert!(reader.ended, "the stream ends after the error");
+}

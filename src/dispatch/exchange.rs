@@ -18,6 +18,7 @@ use super::bus::{BusListener, BusMessage};
 use super::capabilities::{ClientCapabilities, refuse};
 use super::forward::upstream_failure;
 use super::{Gateway, Outbox, Outcome, Outgoing};
+use crate::events::Origin;
 use crate::jsonrpc::{Message, RequestId, Response};
 use crate::upstream::{CallContext, Upstream, UpstreamError, UpstreamEvent};
 
@@ -121,6 +122,10 @@ impl Gateway {
                     Outgoing::Message(self.relayed(&ctx.session, &upstream.name, other))
                 }
                 UpstreamEvent::Paused => Outgoing::Pause,
+                UpstreamEvent::Position(event_id) => Outgoing::Position(Origin {
+                    upstream: upstream.name.clone(),
+                    event_id,
+                }),
             };
             let _ = outbox.send(outgoing).await;
         }

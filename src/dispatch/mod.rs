@@ -12,6 +12,7 @@ mod holder;
 mod hub;
 mod initialize;
 mod methods;
+mod response_stream;
 mod restore;
 mod signing;
 mod unsolicited;
@@ -45,6 +46,9 @@ pub enum Outgoing {
     Message(Value),
     /// End the client's stream here; it resumes with `Last-Event-ID` (SEP-1699 polling).
     Pause,
+    /// Where the upstream's own stream stands after the message that follows: logged with it,
+    /// so another replica can resume the upstream stream if this one dies.
+    Position(crate::events::Origin),
 }
 
 /// Where a request's task sends what the client must receive.

@@ -19,6 +19,7 @@ struct StreamLog {
     touched: Instant,
     last_seq: watch::Sender<u64>,
     positions: Positions,
+    request: Option<String>,
 }
 
 impl StreamLog {
@@ -31,6 +32,7 @@ impl StreamLog {
             touched: Instant::now(),
             last_seq: watch::Sender::new(0),
             positions: Positions::new(),
+            request: None,
         }
     }
 
@@ -153,6 +155,17 @@ impl EventLog for MemoryEventLog {
             .get(key)
             .map(|log| log.positions.clone())
             .unwrap_or_default())
+    }
+
+    async fn note_request(&self, key: &StreamKey, id: &str) -> Result<(), EventLogError> {
+        if let Some(log) = self.lock().get_mut(key) {
+            log.request = Some(id.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn noted_request(&self, key: &StreamKey) -> Result<Option<String>, EventLogError> {
+        Ok(self.lock().get(key).and_then(|log| log.request.clone()))
     }
 
     async fn delivered(&self, key: &StreamKey) -> Result<u64, EventLogError> {

@@ -130,6 +130,10 @@ pub trait EventLog: Send + Sync {
     /// The last upstream event id appended to a stream, per upstream; empty for an unknown
     /// stream.
     async fn positions(&self, key: &StreamKey) -> Result<Positions, EventLogError>;
+    /// Notes the JSON-RPC id (as JSON) of the one request whose response stream this is.
+    async fn note_request(&self, key: &StreamKey, id: &str) -> Result<(), EventLogError>;
+    /// The request id noted for a stream, if any.
+    async fn noted_request(&self, key: &StreamKey) -> Result<Option<String>, EventLogError>;
     /// Marks a stream finished: readers stop after its last event.
     async fn close(&self, key: &StreamKey) -> Result<(), EventLogError>;
     /// Events after `after`, waiting up to `wait` for one to arrive if there are none yet.

@@ -141,6 +141,9 @@ fn names_key(prefix: &str) -> String {
     format!("{prefix}es")
 }
 
+/// Meta hash field holding the id of the request a response stream answers.
+const REQUEST_FIELD: &str = "rq";
+
 /// Meta hash fields holding upstream positions.
 const POSITION_PREFIX: &str = "up:";
 
@@ -342,6 +345,31 @@ impl EventLog for RedisEventLog {
             .into_iter()
             .filter_map(|(field, id)| Some((field.strip_prefix(POSITION_PREFIX)?.to_owned(), id)))
             .collect())
+    }
+
+    async fn note_request(&self, key: &StreamKey, id: &str) -> Result<(), EventLogError> {
+        let meta = Keys::new(key).meta;
+        self.run("events_note_request", |mut conn| async move {
+            ::redis::cmd("HSET")
+                .arg(&meta)
+                .arg(REQUEST_FIELD)
+                .arg(id)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn noted_request(&self, key: &StreamKey) -> Result<Option<String>, EventLogError> {
+        let meta = Keys::new(key).meta;
+        self.run("events_noted_request", |mut conn| async move {
+            ::redis::cmd("HGET")
+                .arg(&meta)
+                .arg(REQUEST_FIELD)
+                .query_async(&mut conn)
+                .await
+        })
+        .await
     }
 
     async fn delivered(&self, key: &StreamKey) -> Result<u64, EventLogError> {

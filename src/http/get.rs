@@ -64,6 +64,12 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
             .sse_events_replayed
             .inc_by(backlog.events.len() as u64);
     }
+    if !standalone && !backlog.closed {
+        let takeover = gateway
+            .clone()
+            .take_over_response_stream(session.clone(), key.clone());
+        tokio::spawn(takeover);
+    }
     let (closed, upstream_listeners) = if standalone {
         (
             gateway.hub.claim_standalone(&id),

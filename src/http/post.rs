@@ -194,11 +194,27 @@ async fn answer(
     if accepted.is_empty() {
         return Ok(json_response(Value::Array(responses)));
     }
+    let only_request = (accepted.len() == 1).then(|| accepted[0].id.clone());
     let mut outgoing = merge(gateway, &session, accepted)?;
+    let mut position = None;
     while let Some(next) = outgoing.recv().await {
         match next {
             Outgoing::Message(message) if is_response(&message) => responses.push(message),
-            other => return stream(gateway, &session, responses, other, outgoing, state).await,
+            Outgoing::Position(origin) => position = Some(Outgoing::Position(origin)),
+            other => {
+                let first = responses
+                    .drain(..)
+                    .map(Outgoing::Message)
+                    .chain(position)
+                    .chain(std::iter::once(other))
+                    .collect();
+                let opened = Opened {
+                    request: only_request,
+                    first,
+                    rest: outgoing,
+                };
+                return stream(gateway, &session, opened, state).await;
+            }
         }
         if responses.len() == expected {
             break;
@@ -256,13 +272,20 @@ fn merge(
     Ok(rx)
 }
 
+/// What a request's response stream starts with.
+struct Opened {
+    /// The request's id, when the body held exactly one request.
+    request: Option<crate::jsonrpc::RequestId>,
+    /// What came before the switch to SSE, in order.
+    first: Vec<Outgoing>,
+    rest: mpsc::Receiver<Outgoing>,
+}
+
 /// Switches to SSE: everything from now on goes through the event log of a new stream.
 async fn stream(
     gateway: &Arc<Gateway>,
     session: &Session,
-    earlier: Vec<Value>,
-    first: Outgoing,
-    mut rest: mpsc::Receiver<Outgoing>,
+    opened: Opened,
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
     let key = StreamKey {
@@ -275,19 +298,13 @@ async fn stream(
             "Service Unavailable: the event log cannot be reached; retry shortly".into(),
         )
     })?;
-    let (writer, writer_key) = (gateway.clone(), key.clone());
-    tokio::spawn(async move {
-        let earlier = earlier.into_iter().map(Outgoing::Message);
-        for next in earlier.chain(std::iter::once(first)) {
-            append(&writer, &writer_key, next).await;
-        }
-        while let Some(next) = rest.recv().await {
-            append(&writer, &writer_key, next).await;
-        }
-        if let Err(error) = writer.events.close(&writer_key).await {
-            tracing::warn!(%error, "could not close an SSE stream in the event log");
-        }
-    });
+    let writer = gateway.clone().write_response_stream(
+        key.clone(),
+        opened.request,
+        opened.first,
+        opened.rest,
+    );
+    tokio::spawn(writer);
     let (closed, _) = gateway.hub.attach(&session.id, &session.record);
     let tail = Tail {
         key,
@@ -301,15 +318,4 @@ async fn stream(
         retry: state.settings.sse_retry,
     };
     Ok(sse::response(gateway.clone(), tail))
-}
-
-/// Appends a message, or a pause marker (an event without data).
-async fn append(gateway: &Gateway, key: &StreamKey, next: Outgoing) {
-    let data = match next {
-        Outgoing::Message(message) => message.to_string(),
-        Outgoing::Pause => String::new(),
-    };
-    if let Err(error) = gateway.events.append(key, data).await {
-        tracing::warn!(%error, "could not append to an SSE stream");
-    }
 }

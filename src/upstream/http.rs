@@ -165,6 +165,24 @@ impl HttpUpstream {
         }
     }
 
+    /// Resumes a request's response stream after the upstream event `last_event_id`.
+    pub fn resume_response(
+        &self,
+        ctx: &CallContext,
+        last_event_id: String,
+    ) -> mpsc::Receiver<UpstreamEvent> {
+        let (tx, rx) = request_channel();
+        let (inner, session) = (self.inner.clone(), ctx.upstream_session.clone());
+        tokio::spawn(async move {
+            let cursor = SseCursor {
+                last_event_id: Some(last_event_id),
+                retry: Duration::ZERO,
+            };
+            inner.resume_response_stream(cursor, session, &tx).await;
+        });
+        rx
+    }
+
     /// Ends the upstream session (best effort).
     pub async fn close_session(&self, ctx: &CallContext) {
         self.inner.end_session(&ctx.upstream_session).await;
@@ -405,26 +423,43 @@ impl Inner {
         if cursor.relay(self, response, tx).await {
             return;
         }
+        if tx.send(UpstreamEvent::Paused).await.is_err() {
+            return;
+        }
+        self.resume_response_stream(cursor, session, tx).await;
+    }
+
+    /// Resumes a response stream with `Last-Event-ID` (after `cursor.retry`) until the response
+    /// arrives, at most [`MAX_RESUMES`] times.
+    async fn resume_response_stream(
+        &self,
+        mut cursor: SseCursor,
+        session: UpstreamSession,
+        tx: &mpsc::Sender<UpstreamEvent>,
+    ) {
         for _ in 0..MAX_RESUMES {
             let Some(last_event_id) = cursor.last_event_id.clone() else {
                 return;
             };
-            if tx.send(UpstreamEvent::Paused).await.is_err() {
-                return;
-            }
             tokio::time::sleep(cursor.retry).await;
             let request = self
                 .get_stream(&session)
                 .header(LAST_EVENT_HEADER, last_event_id);
-            let Ok(response) = request
+            let response = match request
                 .send()
                 .await
                 .map_err(|e| self.transport(e))
                 .and_then(|r| self.check_status(r))
-            else {
-                return;
+            {
+                Ok(response) => response,
+                Err(error) => {
+                    return tracing::debug!(%error, "could not resume an upstream response stream");
+                }
             };
             if cursor.relay(self, response, tx).await {
+                return;
+            }
+            if tx.send(UpstreamEvent::Paused).await.is_err() {
                 return;
             }
         }
@@ -573,6 +608,7 @@ impl SseCursor {
             if event.id.is_some() && event.id == resumed_after {
                 continue;
             }
+            let position = event.id.clone();
             if let Some(id) = event.id {
                 self.last_event_id = Some(id);
             }
@@ -582,6 +618,11 @@ impl SseCursor {
             let Some(message) = event.data.as_deref().and_then(|d| upstream.parse_event(d)) else {
                 continue;
             };
+            if let Some(id) = position
+                && tx.send(UpstreamEvent::Position(id)).await.is_err()
+            {
+                return true;
+            }
             let is_response = matches!(message, Message::Response(_));
             if tx.send(message.into()).await.is_err() || is_response {
                 return true;

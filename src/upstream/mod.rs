@@ -35,6 +35,9 @@ pub enum UpstreamEvent {
     /// The upstream closed its SSE stream before answering (SEP-1699 polling). mcpgate resumes
     /// the upstream stream itself; the client is asked to poll too.
     Paused,
+    /// The upstream's SSE event id of the message that follows: where another replica resumes
+    /// this response stream if the one relaying it dies.
+    Position(String),
 }
 
 impl From<Message> for UpstreamEvent {
@@ -238,6 +241,19 @@ impl Upstream {
                 })
             }
             _ => None,
+        }
+    }
+
+    /// Resumes, after the upstream event `last_event_id`, the response stream of a request
+    /// that another replica was relaying (HTTP upstreams); `None` for other transports.
+    pub fn resume_response(
+        &self,
+        ctx: &CallContext,
+        last_event_id: String,
+    ) -> Option<mpsc::Receiver<UpstreamEvent>> {
+        match &self.transport {
+            Transport::Http(http) => Some(http.resume_response(ctx, last_event_id)),
+            Transport::Stdio(_) => None,
         }
     }
 

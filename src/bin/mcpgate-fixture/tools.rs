@@ -7,7 +7,8 @@ use std::time::Duration;
 use rmcp::{
     ErrorData as McpError, RoleServer,
     model::{
-        CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, ResourceContents, Tool,
+        CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, ProgressNotificationParam,
+        ResourceContents, Tool,
     },
     service::RequestContext,
 };
@@ -98,7 +99,7 @@ pub fn catalog() -> Vec<Tool> {
         ),
         Tool::new(
             "slow",
-            "Sleeps `ms` milliseconds (cancellable), then returns \"done\".",
+            "Sleeps `ms` milliseconds (cancellable; progress 0 first when asked), then returns \"done\".",
             slow_schema(),
         ),
     ]
@@ -199,6 +200,12 @@ async fn slow(
     let ms = args.get("ms").and_then(Value::as_u64).ok_or_else(|| {
         McpError::invalid_params("argument `ms` must be a non-negative integer", None)
     })?;
+    if let Some(token) = context.meta.get_progress_token() {
+        let started = ProgressNotificationParam::new(token, 0.0).with_total(ms as f64);
+        if let Err(error) = context.peer.notify_progress(started).await {
+            tracing::debug!(%error, "could not report the start of `slow`");
+        }
+    }
     tokio::select! {
         () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(text("done")),
         () = context.ct.cancelled() => Err(McpError::internal_error("request cancelled", None)),
