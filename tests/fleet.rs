@@ -14,18 +14,7 @@ const HMAC_KEY: &str = "fleet-test-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// A replica configured for the shared Redis.
 fn replica(redis: &RedisServer) -> GatewayBuilder {
-    replica_with_idle_ttl(redis, "1h")
-}
-
-/// A replica whose sessions expire after `idle_ttl` without a request.
-fn replica_with_idle_ttl(redis: &RedisServer, idle_ttl: &str) -> GatewayBuilder {
-    Gateway::builder()
-        .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
-        .toml(&format!(
-            "[session]\nstore = \"redis\"\nidle_ttl = {}\n[redis]\nurl = {}\ntimeout = \"500ms\"",
-            toml_str(idle_ttl),
-            toml_str(&redis.url())
-        ))
+    redis.replica("1h")
 }
 
 /// Whether an SSE event's data contains `text`.
@@ -139,7 +128,7 @@ async fn delete_on_one_replica_closes_open_streams_on_the_others() {
 #[tokio::test]
 async fn an_expired_session_is_404_everywhere_and_counted_once() {
     let redis = RedisServer::start().await;
-    let short_lived = || replica_with_idle_ttl(&redis, "1s");
+    let short_lived = || redis.replica("1s");
     let (a, b) = (short_lived().start().await, short_lived().start().await);
     let session = a.initialize().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -158,7 +147,7 @@ async fn an_expired_session_is_404_everywhere_and_counted_once() {
 #[tokio::test]
 async fn expiries_reported_by_redis_are_counted_once_without_a_client_returning() {
     let redis = RedisServer::start_args(false, &["--notify-keyspace-events", "Ex"]).await;
-    let short_lived = || replica_with_idle_ttl(&redis, "1s");
+    let short_lived = || redis.replica("1s");
     let (a, b) = (short_lived().start().await, short_lived().start().await);
     let session = a.initialize().await;
     let counted = || async {

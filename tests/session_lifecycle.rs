@@ -12,19 +12,6 @@ use serde_json::{Value, json};
 use support::redis::RedisServer;
 use support::{Fixture, Gateway, GatewayBuilder, Session, SseReader, toml_str};
 
-const HMAC_KEY: &str = "lifecycle-test-key-0123456789abcdefghijklmnopqrstuvwxyz";
-
-/// A replica of a fleet sharing `redis`, whose sessions expire after `idle_ttl`.
-fn replica(redis: &RedisServer, idle_ttl: &str) -> GatewayBuilder {
-    Gateway::builder()
-        .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
-        .toml(&format!(
-            "[session]\nstore = \"redis\"\nidle_ttl = {}\n[redis]\nurl = {}\ntimeout = \"500ms\"",
-            toml_str(idle_ttl),
-            toml_str(&redis.url())
-        ))
-}
-
 /// Adds the HTTP upstream `remote` at `fixture`.
 fn with_remote(builder: GatewayBuilder, fixture: &Fixture) -> GatewayBuilder {
     builder.toml(&format!(
@@ -73,8 +60,8 @@ async fn an_expiry_ends_streams_everywhere_and_closes_upstream_sessions() {
     let redis = RedisServer::start_args(false, &["--notify-keyspace-events", "Ex"]).await;
     let dir = tempfile::tempdir().unwrap();
     let fixture = Fixture::start_http("remote", dir.path()).await;
-    let a = with_remote(replica(&redis, "2s"), &fixture).start().await;
-    let b = with_remote(replica(&redis, "2s"), &fixture).start().await;
+    let a = with_remote(redis.replica("2s"), &fixture).start().await;
+    let b = with_remote(redis.replica("2s"), &fixture).start().await;
     let session = a.initialize().await;
     b.call_tool(&session, "remote__whoami", json!({})).await;
     assert_eq!(open_upstream_sessions(&fixture).await, 1);
@@ -115,7 +102,7 @@ async fn without_notifications_a_stream_notices_its_expiry_at_the_next_keep_aliv
 #[tokio::test]
 async fn two_subscriptions_in_one_batch_both_survive() {
     let redis = RedisServer::start().await;
-    let gw = replica(&redis, "1h").start().await;
+    let gw = redis.replica("1h").start().await;
     let session = gw.initialize_with("2025-03-26", json!({})).await;
     let batch = json!([
         {"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": "test://static-text"}},
@@ -142,7 +129,7 @@ async fn two_subscriptions_in_one_batch_both_survive() {
 #[tokio::test]
 async fn a_full_redis_keeps_existing_sessions_working() {
     let redis = RedisServer::start_args(false, &["--maxmemory-policy", "noeviction"]).await;
-    let gw = replica(&redis, "1h").start().await;
+    let gw = redis.replica("1h").start().await;
     let session = gw.initialize().await;
     redis.fill_past_maxmemory().await;
 
@@ -163,7 +150,7 @@ async fn a_full_redis_keeps_existing_sessions_working() {
 #[tokio::test]
 async fn readiness_follows_a_redis_that_refuses_writes() {
     let redis = RedisServer::start().await;
-    let gw = replica(&redis, "1h").start().await;
+    let gw = redis.replica("1h").start().await;
     assert_eq!(gw.admin("/readyz").await.status, StatusCode::OK);
     let _: () = redis::cmd("CLIENT")
         .arg(&["PAUSE", "4000", "WRITE"])
@@ -182,8 +169,8 @@ async fn readiness_follows_a_redis_that_refuses_writes() {
 async fn a_revival_restores_the_log_level() {
     let redis = RedisServer::start().await;
     let (a, b) = (
-        replica(&redis, "1h").start().await,
-        replica(&redis, "1h").start().await,
+        redis.replica("1h").start().await,
+        redis.replica("1h").start().await,
     );
     let session = a.initialize().await;
     let reply = a
@@ -219,8 +206,8 @@ async fn a_replica_frees_sessions_that_ended_elsewhere() {
     const SESSIONS: usize = 120;
     let redis = RedisServer::start().await;
     let (a, b) = (
-        replica(&redis, "8s").start().await,
-        replica(&redis, "8s").start().await,
+        redis.replica("8s").start().await,
+        redis.replica("8s").start().await,
     );
     let baseline = rss_kb(b.pid());
     let mut sessions: Vec<Session> = Vec::new();

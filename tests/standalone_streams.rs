@@ -11,24 +11,18 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::redis::RedisServer;
-use support::{Fixture, Gateway, GatewayBuilder, SseEvent, SseReader, toml_str};
+use support::{Fixture, Gateway, GatewayBuilder, Session, SseEvent, SseReader, toml_str};
 
-const HMAC_KEY: &str = "standalone-test-key-0123456789abcdefghijklmnopqrstuvwxyz";
 const ROUNDS: usize = 50;
 /// Longest a round may take; the upstream timeout (10 s) is what a lost request would cost.
 const ROUND_LIMIT: Duration = Duration::from_secs(5);
 
 /// A replica sharing `redis`, with the HTTP upstream `remote` at `fixture`.
 fn replica(redis: &RedisServer, fixture: &Fixture) -> GatewayBuilder {
-    Gateway::builder()
-        .without_local()
-        .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
-        .toml(&format!(
-            "[session]\nstore = \"redis\"\n[redis]\nurl = {}\ntimeout = \"500ms\"\n\
-             [[upstreams]]\nname = \"remote\"\ntransport = \"http\"\nurl = {}\ntimeout = \"10s\"",
-            toml_str(&redis.url()),
-            toml_str(&fixture.url)
-        ))
+    redis.replica("1h").without_local().toml(&format!(
+        "[[upstreams]]\nname = \"remote\"\ntransport = \"http\"\nurl = {}\ntimeout = \"10s\"",
+        toml_str(&fixture.url)
+    ))
 }
 
 fn is_sampling_request(event: &SseEvent) -> bool {
@@ -223,6 +217,51 @@ async fn upstream_notifications_survive_a_redis_restart() {
     assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
 }
 
+/// Starts `tool` (a `slow` call asking for progress) as request `id` on `first`, reads the
+/// stream up to the progress event, then kills `first` (SIGKILL) and resumes the stream on
+/// `second`. Returns the resumed stream's events up to the response to `id`, and how long that
+/// took from the kill.
+async fn kill_mid_call_and_resume(
+    first: Gateway,
+    second: &Gateway,
+    session: &Session,
+    (id, tool, ms): (u64, &str, u64),
+    wait: Duration,
+) -> (Value, Duration) {
+    let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+        "name": tool, "arguments": {"ms": ms}, "_meta": {"progressToken": "p"}}});
+    let mut reader = SseReader::new(first.post_stream(Some(session), &call).await);
+    let progress = reader
+        .until(Duration::from_secs(5), |e| {
+            e.data
+                .as_deref()
+                .is_some_and(|d| d.contains("notifications/progress"))
+        })
+        .await;
+    let last_seen = progress
+        .last()
+        .and_then(|e| e.id.clone())
+        .expect("event id");
+    drop(reader);
+    drop(first);
+    let killed = Instant::now();
+
+    let resumed = second
+        .get(Some(session), &[("last-event-id", &last_seen)])
+        .await;
+    let mut reader = SseReader::new(resumed);
+    let answer = format!("\"id\":{id}");
+    let events = reader
+        .until(wait, |e| {
+            e.data.as_deref().is_some_and(|d| d.contains(&answer))
+        })
+        .await;
+    let response = events.last().expect("the response").json();
+    reader.until_end(Duration::from_secs(5)).await;
+    assert!(reader.ended, "the stream ends after the response");
+    (response, killed.elapsed())
+}
+
 /// Part 1, a call in flight: the replica relaying a call's response stream is killed; the
 /// client resumes the stream on another replica, which (once the dead writer's lease ran out,
 /// 6 s) resumes the upstream's response stream after the last event logged and relays the
@@ -235,38 +274,10 @@ async fn a_call_in_flight_is_finished_by_another_replica() {
     let a = replica(&redis, &fixture).start().await;
     let b = replica(&redis, &fixture).start().await;
     let session = a.initialize().await;
-    let call = json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {
-        "name": "remote__slow", "arguments": {"ms": 12000}, "_meta": {"progressToken": "p"}}});
-    let mut reader = SseReader::new(a.post_stream(Some(&session), &call).await);
-    let progress = reader
-        .until(Duration::from_secs(5), |e| {
-            e.data
-                .as_deref()
-                .is_some_and(|d| d.contains("notifications/progress"))
-        })
-        .await;
-    let last_seen = progress
-        .last()
-        .and_then(|e| e.id.clone())
-        .expect("event id");
-    drop(reader);
-    drop(a);
-    let killed = Instant::now();
-
-    let mut reader = SseReader::new(
-        b.get(Some(&session), &[("last-event-id", &last_seen)])
-            .await,
-    );
-    let events = reader
-        .until(Duration::from_secs(20), |e| {
-            e.data.as_deref().is_some_and(|d| d.contains("\"id\":42"))
-        })
-        .await;
-    let response = events.last().expect("the response").json();
-    println!(
-        "the call's response reached the client {:?} after its replica was killed",
-        killed.elapsed()
-    );
+    let call = (42, "remote__slow", 12_000);
+    let (response, took) =
+        kill_mid_call_and_resume(a, &b, &session, call, Duration::from_secs(20)).await;
+    println!("the call's response reached the client {took:?} after its replica was killed");
     assert_eq!(
         response["result"]["content"][0]["text"], "done",
         "{response}"
@@ -279,50 +290,12 @@ async fn a_call_in_flight_is_finished_by_another_replica() {
 #[tokio::test]
 async fn a_call_that_cannot_be_resumed_fails_instead_of_hanging() {
     let redis = RedisServer::start().await;
-    let with_local = || {
-        Gateway::builder()
-            .server(&format!("hmac_key = {}", toml_str(HMAC_KEY)))
-            .toml(&format!(
-                "[session]\nstore = \"redis\"\n[redis]\nurl = {}\ntimeout = \"500ms\"",
-                toml_str(&redis.url())
-            ))
-    };
-    let a = with_local().start().await;
-    let b = with_local().start().await;
+    let a = redis.replica("1h").start().await;
+    let b = redis.replica("1h").start().await;
     let session = a.initialize().await;
-    let call = json!({"jsonrpc": "2.0", "id": 43, "method": "tools/call", "params": {
-        "name": "local__slow", "arguments": {"ms": 30000}, "_meta": {"progressToken": "p"}}});
-    let mut reader = SseReader::new(a.post_stream(Some(&session), &call).await);
-    let progress = reader
-        .until(Duration::from_secs(5), |e| {
-            e.data
-                .as_deref()
-                .is_some_and(|d| d.contains("notifications/progress"))
-        })
-        .await;
-    let last_seen = progress
-        .last()
-        .and_then(|e| e.id.clone())
-        .expect("event id");
-    drop(reader);
-    drop(a);
-    let killed = Instant::now();
-
-    let mut reader = SseReader::new(
-        b.get(Some(&session), &[("last-event-id", &last_seen)])
-            .await,
-    );
-    let events = reader
-        .until(Duration::from_secs(15), |e| {
-            e.data.as_deref().is_some_and(|d| d.contains("\"id\":43"))
-        })
-        .await;
-    let response = events.last().expect("the response").json();
-    println!(
-        "the call failed {:?} after its replica was killed",
-        killed.elapsed()
-    );
+    let call = (43, "local__slow", 30_000);
+    let (response, took) =
+        kill_mid_call_and_resume(a, &b, &session, call, Duration::from_secs(15)).await;
+    println!("the call failed {took:?} after its replica was killed");
     assert_eq!(response["error"]["code"], -32603, "{response}");
-    reader.until_end(Duration::from_secs(5)).await;
-    assert!(reader.ended, "the stream ends after the error");
 }

@@ -88,7 +88,9 @@ impl Gateway {
         };
         self.restore_log_level(session, upstream, &ctx).await;
         if upstream.standalone == StandaloneMode::Hold {
-            self.hold_stream(upstream.clone(), ctx.clone()).await;
+            let resume = super::Resume::FromStart;
+            self.hold_stream(upstream.clone(), ctx.clone(), resume)
+                .await;
         }
         Ok(ctx)
     }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Gateway, Session};
 use crate::config::StandaloneMode;
-use crate::events::{StreamId, StreamKey};
+use crate::events::{Positions, StreamId, StreamKey};
 use crate::session::{Hold, SessionId};
 use crate::upstream::{CallContext, Upstream, UpstreamListener};
 
@@ -33,10 +33,20 @@ const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// Longest wait for an upstream to accept a stream before the request that opened it goes on.
 const ACCEPT_LIMIT: Duration = Duration::from_secs(5);
 
+/// Where a newly held stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// At the upstream session's start: it is new (`initialize`, re-initialization), so no
+    /// position logged for the upstream can be its own.
+    FromStart,
+    /// After the last upstream event logged for the session.
+    AfterLastLogged,
+}
+
 impl Gateway {
     /// Holds the standalone streams of the session's hold-mode upstreams that no replica holds,
     /// waiting (boundedly) until the upstreams accepted them.
-    pub async fn hold_streams(&self, session: &Session) {
+    pub async fn hold_streams(&self, session: &Session, resume: Resume) {
         let held = self
             .upstreams
             .iter()
@@ -48,13 +58,18 @@ impl Gateway {
                     session: session.id.clone(),
                     upstream_session: upstream_session.clone(),
                 };
-                Some(self.hold_stream(u.clone(), ctx))
+                Some(self.hold_stream(u.clone(), ctx, resume))
             });
         futures::future::join_all(held).await;
     }
 
     /// Takes the lease of one upstream's stream of a session, if free, and holds the stream.
-    pub(super) async fn hold_stream(&self, upstream: Arc<Upstream>, ctx: CallContext) {
+    pub(super) async fn hold_stream(
+        &self,
+        upstream: Arc<Upstream>,
+        ctx: CallContext,
+        resume: Resume,
+    ) {
         let held = ctx.upstream_session.session_id.clone();
         let Some(stop) = self
             .hub
@@ -73,9 +88,12 @@ impl Gateway {
             .store
             .hold(&ctx.session, &upstream.name, self.signer.replica(), LEASE);
         if !matches!(lease.await, Ok(Hold::Held)) {
-            return holder.give_up(self).await;
+            return holder.forget(self);
         }
-        let resume_after = self.upstream_position(&ctx.session, &upstream.name).await;
+        let resume_after = match resume {
+            Resume::FromStart => None,
+            Resume::AfterLastLogged => self.upstream_position(&ctx.session, &upstream.name).await,
+        };
         let Some(mut listener) = upstream.listen(&ctx, resume_after) else {
             return holder.give_up(self).await;
         };
@@ -86,22 +104,21 @@ impl Gateway {
     }
 
     /// The upstream event id after which its standalone stream of a session resumes.
-    pub(super) async fn upstream_position(
-        &self,
-        session: &SessionId,
-        upstream: &str,
-    ) -> Option<String> {
+    async fn upstream_position(&self, session: &SessionId, upstream: &str) -> Option<String> {
+        self.upstream_positions(session).await.remove(upstream)
+    }
+
+    /// Where each upstream's standalone stream of a session stands, by upstream name; empty
+    /// (every stream resumes from its start) when the event log cannot tell.
+    pub(super) async fn upstream_positions(&self, session: &SessionId) -> Positions {
         let key = StreamKey {
             session: session.clone(),
             stream: StreamId::standalone(),
         };
-        match self.events.positions(&key).await {
-            Ok(mut positions) => positions.remove(upstream),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read where an upstream stream stands; resuming from its start");
-                None
-            }
-        }
+        self.events.positions(&key).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read where upstream streams stand; resuming from their start");
+            Positions::new()
+        })
     }
 }
 
@@ -175,6 +192,11 @@ impl Holder {
         if let Err(error) = released {
             tracing::debug!(%error, "could not release a stream lease; it runs out by itself");
         }
+        self.forget(gateway);
+    }
+
+    /// Stops holding here, without a lease to free (another replica has it).
+    fn forget(&self, gateway: &Gateway) {
         gateway
             .hub
             .stop_holding(&self.session, &self.upstream, self.held.as_deref());

@@ -60,7 +60,7 @@ impl Gateway {
         self.hub.attach(&id, &record);
         self.metrics.sessions_created.inc();
         let session = super::Session { id, record };
-        self.hold_streams(&session).await;
+        self.hold_streams(&session, super::Resume::FromStart).await;
         let id = session.id;
         Ok((id, initialize_result(version, &answered, some_missing)))
     }

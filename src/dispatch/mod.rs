@@ -35,6 +35,7 @@ use crate::upstream::{CallContext, UnsolicitedSink, UpstreamError, UpstreamListe
 pub use bus::Bus;
 use bus::BusMessage;
 pub use ending::ExpiryEvents;
+pub use holder::Resume;
 pub use hub::Hub;
 pub use initialize::InitializeError;
 pub use signing::IdSigner;
@@ -221,7 +222,7 @@ impl Gateway {
                     self.metrics.sessions_revived.inc();
                     let restore = self.restore_on_revival(&session);
                     let _ = tokio::time::timeout(restore::REVIVAL_RESTORE_LIMIT, restore).await;
-                    self.hold_streams(&session).await;
+                    self.hold_streams(&session, Resume::AfterLastLogged).await;
                     LookupOutcome::Revived
                 } else {
                     LookupOutcome::Hit
@@ -401,17 +402,22 @@ impl Gateway {
     /// are opened for as long as the client's stream keeps the returned listeners, resumed
     /// after the last upstream event logged.
     pub async fn listen_upstreams(&self, session: &Session) -> Vec<UpstreamListener> {
-        self.hold_streams(session).await;
-        let mut listeners = Vec::new();
-        for upstream in self.upstreams.iter() {
-            if upstream.standalone != StandaloneMode::Follow {
-                continue;
-            }
-            let ctx = self.context_for(session, &upstream.name);
-            let resume_after = self.upstream_position(&session.id, &upstream.name).await;
-            listeners.extend(upstream.listen(&ctx, resume_after));
+        self.hold_streams(session, Resume::AfterLastLogged).await;
+        let mut followed = self
+            .upstreams
+            .iter()
+            .filter(|u| u.standalone == StandaloneMode::Follow)
+            .peekable();
+        if followed.peek().is_none() {
+            return Vec::new();
         }
-        listeners
+        let mut positions = self.upstream_positions(&session.id).await;
+        followed
+            .filter_map(|upstream| {
+                let ctx = self.context_for(session, &upstream.name);
+                upstream.listen(&ctx, positions.remove(&upstream.name))
+            })
+            .collect()
     }
 
     /// The call context for an upstream of a session (its upstream session may be empty).

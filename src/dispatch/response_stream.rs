@@ -24,7 +24,7 @@ use super::{Gateway, Outgoing, Session, error_response};
 use crate::events::{EventLogError, Origin, StreamKey};
 use crate::jsonrpc::{Message, RequestId};
 use crate::session::Hold;
-use crate::upstream::{CallContext, UpstreamEvent};
+use crate::upstream::UpstreamEvent;
 
 /// How long a writer's lease lasts without renewal.
 const WRITER_LEASE: Duration = Duration::from_secs(6);
@@ -158,7 +158,7 @@ impl Gateway {
         let Some(upstream) = self.upstreams.by_name(&from.upstream).cloned() else {
             return false;
         };
-        let ctx: CallContext = self.context_for(session, &upstream.name);
+        let ctx = self.context_for(session, &upstream.name);
         let Some(mut events) = upstream.resume_response(&ctx, from.event_id) else {
             return false;
         };

@@ -275,7 +275,7 @@ fn merge(
 /// What a request's response stream starts with.
 struct Opened {
     /// The request's id, when the body held exactly one request.
-    request: Option<crate::jsonrpc::RequestId>,
+    request: Option<RequestId>,
     /// What came before the switch to SSE, in order.
     first: Vec<Outgoing>,
     rest: mpsc::Receiver<Outgoing>,

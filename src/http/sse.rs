@@ -22,7 +22,7 @@ use actix_web::web::Bytes;
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::{Gateway, Session};
+use crate::dispatch::{Gateway, Resume, Session};
 use crate::events::{Batch, Event, EventId, EventLogError, StreamKey};
 use crate::upstream::UpstreamListener;
 
@@ -147,7 +147,8 @@ async fn keep_alive(state: &State) -> Option<Bytes> {
         return None;
     }
     if let Some(session) = &state.tail.holds_for {
-        state.gateway.hold_streams(session).await;
+        let resume = Resume::AfterLastLogged;
+        state.gateway.hold_streams(session, resume).await;
     }
     Some(Bytes::from_static(b": keep-alive\n\n"))
 }

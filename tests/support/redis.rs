@@ -26,7 +26,22 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
+/// The HMAC key the test replicas of one fleet share.
+const FLEET_HMAC_KEY: &str = "fleet-test-key-0123456789abcdefghijklmnopqrstuvwxyz";
+
 impl RedisServer {
+    /// A gateway replica keeping its sessions in this server, whose sessions expire after
+    /// `idle_ttl` without a request; every replica built here shares the HMAC key.
+    pub fn replica(&self, idle_ttl: &str) -> super::GatewayBuilder {
+        super::Gateway::builder()
+            .server(&format!("hmac_key = {}", super::toml_str(FLEET_HMAC_KEY)))
+            .toml(&format!(
+                "[session]\nstore = \"redis\"\nidle_ttl = {}\n[redis]\nurl = {}\ntimeout = \"500ms\"",
+                super::toml_str(idle_ttl),
+                super::toml_str(&self.url())
+            ))
+    }
+
     /// Fills the server with junk, then lowers `maxmemory` below what it uses: with
     /// `noeviction`, it now refuses every write that needs memory, and keeps doing so.
     pub async fn fill_past_maxmemory(&self) {
