@@ -5,15 +5,21 @@
 //! Session state lives behind [`session::SessionStore`]; SSE events behind [`events::EventLog`].
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod dispatch;
 pub mod events;
+pub mod glob_filter;
 pub mod http;
 pub mod jsonrpc;
+pub mod limits;
+pub mod policy;
+pub mod process_limits;
 pub mod protocol;
 pub mod redis_pool;
 pub mod redis_pubsub;
 pub mod session;
+pub mod sync;
 pub mod telemetry;
 pub mod upstream;

@@ -1,5 +1,5 @@
 //! The `mcpgate` command: `serve` runs the gateway, `check-config` validates a configuration
-//! and prints it with secrets redacted.
+//! and prints it with secrets redacted, `hash-key` hashes (or makes) an API key.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -14,10 +14,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
+use mcpgate::auth::Authenticator;
+use mcpgate::config::auth::AuthMode;
 use mcpgate::config::{Config, RedisMode, StoreKind};
 use mcpgate::dispatch::{Backends, Bus, ExpiryEvents, Gateway, IdSigner, Settings};
 use mcpgate::events::{MemoryEventLog, RedisEventLog};
 use mcpgate::http::{self, HttpSettings, admin};
+use mcpgate::limits::{LimitSettings, Limits};
+use mcpgate::policy::Policy;
 use mcpgate::redis_pool::{self, RedisPool};
 use mcpgate::redis_pubsub::Subscriber;
 use mcpgate::session::{MemoryStore, RedisStore};
@@ -57,6 +61,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print the `sha256:<hex>` hash of the API key read from stdin, for `[server.auth]`.
+    HashKey {
+        /// Make a new random key instead, and print it with its hash.
+        #[arg(long)]
+        generate: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +82,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig { config } => check_config(config),
+        Command::HashKey { generate } => hash_key(generate),
         Command::Serve { config, json_logs } => {
             telemetry::init_logging(json_logs);
             let config = Config::load(config.as_deref())?;
@@ -87,8 +98,28 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads the key from stdin (so it stays out of the shell history and the process list).
+fn hash_key(generate: bool) -> anyhow::Result<()> {
+    if generate {
+        let key = mcpgate::auth::api_keys::generate_key();
+        println!("key:  {key}\nhash: {}", mcpgate::auth::hash_key(&key));
+        return Ok(());
+    }
+    let mut key = String::new();
+    std::io::stdin()
+        .read_line(&mut key)
+        .context("cannot read the key from stdin")?;
+    let key = key.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!key.is_empty(), "no key on stdin");
+    println!("{}", mcpgate::auth::hash_key(key));
+    Ok(())
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let auth = Authenticator::start(&config.server)
+        .await
+        .context("cannot start authentication")?;
     let backends = backends(&config, &metrics)?;
     let signer = match &config.server.hmac_key {
         Some(key) => IdSigner::new(key.expose().as_bytes()),
@@ -100,7 +131,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             IdSigner::random()
         }
     };
-    let settings = Settings::new(config.session.idle_ttl, config.session.max_lifetime);
+    let settings = Settings::new(config.session.idle_ttl, config.session.max_lifetime)
+        .with_policy(Policy::new(&config.policy));
     let upstream_configs = config.upstreams.clone();
     let gateway = Gateway::start(
         backends,
@@ -120,9 +152,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .server
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    mcpgate::process_limits::raise_fd_limit((workers * config.server.max_connections) as u64);
     let server = http::serve(
         listener.try_clone()?,
         gateway.clone(),
+        auth,
         HttpSettings::from_config(&config.server),
         workers,
     )?;
@@ -144,6 +178,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// The session store, event log and cross-replica bus the configuration asks for.
 fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends> {
     let session = &config.session;
+    let authenticated = config.server.auth.mode != AuthMode::None;
+    let limits = LimitSettings::new(&config.limits, authenticated, session.idle_ttl);
     if session.store == StoreKind::Memory {
         return Ok(Backends {
             store: Arc::new(MemoryStore::new(session.idle_ttl)),
@@ -153,6 +189,7 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
             )),
             bus: None,
             expiry_events: None,
+            limits: Limits::memory(limits, metrics.clone()),
         });
     }
     let pool = RedisPool::new(&config.redis, metrics.clone()).context("cannot configure Redis")?;
@@ -172,6 +209,7 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
     Ok(Backends {
         store,
         events: Arc::new(events),
+        limits: Limits::redis(limits, pool.clone(), metrics.clone()),
         bus: Some(Bus::new(pool, subscriber)),
         expiry_events,
     })

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::redis::RedisServer;
 use support::{Fixture, Gateway, GatewayBuilder, Session, SseReader, toml_str};
 
@@ -20,18 +20,11 @@ fn with_remote(builder: GatewayBuilder, fixture: &Fixture) -> GatewayBuilder {
     ))
 }
 
-/// The fixture's count of open MCP sessions.
-async fn open_upstream_sessions(fixture: &Fixture) -> u64 {
-    let url = fixture.url.replace("/mcp", "/sessions");
-    let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-    body["open"].as_u64().expect("open count")
-}
-
 /// Waits until the fixture's open session count is `want`; returns how long it took.
 async fn until_upstream_sessions(fixture: &Fixture, want: u64, limit: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        let open = open_upstream_sessions(fixture).await;
+        let open = fixture.open_sessions().await;
         if open == want {
             return started.elapsed();
         }
@@ -64,7 +57,7 @@ async fn an_expiry_ends_streams_everywhere_and_closes_upstream_sessions() {
     let b = with_remote(redis.replica("2s"), &fixture).start().await;
     let session = a.initialize().await;
     b.call_tool(&session, "remote__whoami", json!({})).await;
-    assert_eq!(open_upstream_sessions(&fixture).await, 1);
+    assert_eq!(fixture.open_sessions().await, 1);
 
     let stream = b.get(Some(&session), &[]).await;
     assert_eq!(stream.status(), StatusCode::OK);
@@ -90,7 +83,7 @@ async fn without_notifications_a_stream_notices_its_expiry_at_the_next_keep_aliv
         .start()
         .await;
     let session = gw.initialize().await;
-    assert_eq!(open_upstream_sessions(fixture).await, 1);
+    assert_eq!(fixture.open_sessions().await, 1);
     let stream = gw.get(Some(&session), &[]).await;
     let took = until_stream_ends(stream, Duration::from_secs(20)).await;
     println!("the GET stream ended {took:?} after it opened (idle TTL 2 s, keep-alive 15 s)");

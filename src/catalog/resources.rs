@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::sync::lock;
+
 /// A per-replica cache of resource owners.
 #[derive(Default)]
 pub struct ResourceRoutes {
@@ -38,12 +40,6 @@ impl ResourceRoutes {
             .find(|(prefix, _)| !prefix.is_empty() && uri.starts_with(prefix.as_str()))
             .map(|(_, upstream)| upstream.clone())
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

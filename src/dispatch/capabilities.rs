@@ -234,7 +234,7 @@ impl Gateway {
         let Some(upstream) = self.upstreams.by_name(&unsolicited.upstream) else {
             return false;
         };
-        let session = match self.lookup(session).await {
+        let session = match self.lookup(session, super::Caller::Gateway).await {
             Ok(session) => session,
             Err(error) => {
                 tracing::debug!(%error, "dropping a message for a session that cannot be served");

@@ -1,7 +1,8 @@
 //! How sessions end on this replica, whoever noticed: a client coming back with an expired id,
 //! an open stream finding its session gone, a Redis keyspace event, or a DELETE. Ending a
-//! session closes its streams and requests here, and (for the one notice per expiry that
-//! [`Lookup::Expired`] grants) closes its upstream sessions and counts it.
+//! session closes its streams and requests here, frees an expired session's slot in its
+//! owner's session count (when the owner is known here), and (for the one notice per expiry
+//! that [`Lookup::Expired`] grants) closes its upstream sessions and counts it.
 //!
 //! Nothing scans the store. Three things bound how long an ended session lingers here:
 //! - with Redis keyspace notifications for expired keys (`notify-keyspace-events` with `Ex`),
@@ -15,7 +16,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::Gateway;
+use super::{Caller, Gateway};
 use crate::redis_pubsub::{Notification, Subscriber};
 use crate::session::{Lookup, Orphans, RedisStore, SessionId, StoreError};
 use crate::upstream::CallContext;
@@ -48,15 +49,19 @@ impl Gateway {
         match self.store.notice_gone(id).await? {
             None => Ok(false),
             Some(lookup) => {
-                self.ended(id, lookup);
+                self.ended(id, lookup, Caller::Gateway);
                 Ok(true)
             }
         }
     }
 
-    /// Ends a session that a lookup found gone: streams and requests here stop; the first
-    /// notice of an expiry is counted and closes the upstream sessions.
-    pub(super) fn ended(&self, id: &SessionId, lookup: Lookup) {
+    /// Ends a session that a lookup (for `caller`) found gone: streams and requests here
+    /// stop, an expired session's slot in its owner's session count is freed; the first notice
+    /// of an expiry is counted and closes the upstream sessions.
+    pub(super) fn ended(&self, id: &SessionId, lookup: Lookup, caller: Caller<'_>) {
+        if matches!(lookup, Lookup::Expired { .. }) {
+            self.free_expired_slot(id, caller);
+        }
         if let Lookup::Expired {
             first_notice: true,
             orphans,
@@ -66,6 +71,7 @@ impl Gateway {
             self.close_orphans(id, orphans);
         }
         self.hub.close(id);
+        self.upstreams.session_ended(id);
     }
 
     /// Ends upstream sessions that outlived their session, in the background.

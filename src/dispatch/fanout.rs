@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::catalog::{ListCursor, ListKind, namespaced};
 use crate::jsonrpc::Request;
+use crate::policy::TeamPolicy;
 use crate::upstream::Upstream;
 
 /// The upstreams one list call asks, each with its own cursor (none for a first page).
@@ -27,11 +28,11 @@ impl Gateway {
         let cursor = request.params.as_ref().and_then(|p| p.get("cursor"));
         let targets: PageTargets = match cursor {
             None | Some(Value::Null) => self
-                .upstreams_with(kind.capability())
+                .upstreams_with(session, kind.capability())
                 .into_iter()
                 .map(|u| (u, None))
                 .collect(),
-            Some(Value::String(text)) => self.cursor_targets(text)?,
+            Some(Value::String(text)) => self.cursor_targets(session, text)?,
             Some(_) => {
                 return Err(error_object(
                     ErrorCode::INVALID_PARAMS,
@@ -55,7 +56,7 @@ impl Gateway {
         for ((upstream, _), page) in targets.iter().zip(pages) {
             match page {
                 Ok(page) => {
-                    let adopted = self.adopt(kind, upstream, &page, &mut seen_uris);
+                    let adopted = self.adopt(session, kind, upstream, &page, &mut seen_uris);
                     items.extend(adopted);
                     if let Some(c) = page.get("nextCursor").and_then(Value::as_str) {
                         next.pending.insert(upstream.name.clone(), c.to_owned());
@@ -74,7 +75,10 @@ impl Gateway {
         Ok(Value::Object(result))
     }
 
-    fn cursor_targets(&self, text: &str) -> Result<PageTargets, Value> {
+    /// The upstreams a cursor names, each with its own cursor; a cursor naming an upstream the
+    /// team may not use is not one this gateway issued to it.
+    fn cursor_targets(&self, session: &Session, text: &str) -> Result<PageTargets, Value> {
+        let policy = self.policy(session);
         let invalid = || {
             error_object(
                 ErrorCode::INVALID_PARAMS,
@@ -88,16 +92,19 @@ impl Gateway {
             .map(|(name, c)| {
                 self.upstreams
                     .by_name(&name)
+                    .filter(|u| policy.allows_upstream(&u.name))
                     .map(|u| (u.clone(), Some(c)))
                     .ok_or_else(invalid)
             })
             .collect()
     }
 
-    /// One upstream's items as the client sees them. A resource URI already listed by an
-    /// upstream earlier in the configuration is left out: that one serves it.
+    /// One upstream's items as the client sees them: what the tool filter and the team's
+    /// policy let through. A resource URI already listed by an upstream earlier in the
+    /// configuration is left out: that one serves it.
     fn adopt(
         &self,
+        session: &Session,
         kind: ListKind,
         upstream: &Upstream,
         page: &Value,
@@ -108,20 +115,18 @@ impl Gateway {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        let policy = self.policy(session);
         items
             .into_iter()
             .filter_map(|mut item| {
                 match kind {
                     ListKind::Tools | ListKind::Prompts => {
-                        let own = item.get("name").and_then(Value::as_str)?.to_owned();
-                        if kind == ListKind::Tools && !upstream.filter.allows(&own) {
-                            return None;
-                        }
-                        item["name"] = json!(namespaced(&upstream.prefix, &own));
+                        let own = item.get("name").and_then(Value::as_str)?;
+                        item["name"] = json!(visible_name(policy, kind, upstream, own)?);
                     }
                     ListKind::Resources => {
                         let uri = item.get("uri").and_then(Value::as_str)?;
-                        if !seen_uris.insert(uri.to_owned()) {
+                        if !policy.allows_resource(uri) || !seen_uris.insert(uri.to_owned()) {
                             return None;
                         }
                         self.routes.learn_resource(uri, &upstream.name);
@@ -135,4 +140,21 @@ impl Gateway {
             })
             .collect()
     }
+}
+
+/// The name a tool or prompt of `upstream` has for the client, when the upstream's tool filter
+/// and the team's policy let it through.
+fn visible_name(
+    policy: &TeamPolicy,
+    kind: ListKind,
+    upstream: &Upstream,
+    own: &str,
+) -> Option<String> {
+    let name = namespaced(&upstream.prefix, own);
+    let allowed = if kind == ListKind::Tools {
+        upstream.filter.allows(own) && policy.allows_tool(&upstream.name, &name)
+    } else {
+        policy.allows_prompt(&upstream.name, &name)
+    };
+    allowed.then_some(name)
 }

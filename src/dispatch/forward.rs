@@ -66,13 +66,14 @@ impl Gateway {
     }
 
     /// Opens a new upstream session with the stored client info and saves it in the record.
+    /// An isolated stdio child restores the session's state by itself when it starts.
     async fn reopen(
         &self,
         session: &Session,
         upstream: &Arc<Upstream>,
     ) -> Result<CallContext, Value> {
         let (upstream_session, _) = upstream
-            .open_session(&session.record)
+            .open_session(&session.id, &session.record)
             .await
             .map_err(|e| upstream_failure(&e))?;
         let change = RecordChange::Upstream {
@@ -86,6 +87,9 @@ impl Gateway {
             session: session.id.clone(),
             upstream_session,
         };
+        if !upstream.has_upstream_sessions() {
+            return Ok(ctx);
+        }
         self.restore_log_level(session, upstream, &ctx).await;
         if upstream.standalone == StandaloneMode::Hold {
             let resume = super::Resume::FromStart;
@@ -131,10 +135,15 @@ impl Gateway {
     }
 }
 
-/// The error a client sees when an upstream fails: it names the upstream and the reason.
+/// The error a client sees when an upstream fails: it names the upstream and says how, while
+/// the details (paths, addresses, the upstream's own words) go to the log only.
 pub(super) fn upstream_failure(error: &UpstreamError) -> Value {
     tracing::warn!(%error, "upstream call failed");
-    error_object(ErrorCode::INTERNAL_ERROR, error.to_string())
+    let code = match error {
+        UpstreamError::TooManyChildren { .. } => crate::limits::LimitExceeded::CODE,
+        _ => ErrorCode::INTERNAL_ERROR,
+    };
+    error_object(code, error.client_message())
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! What this replica knows about the sessions it serves right now: requests in flight (for
-//! cancellation and duplicate-id checks), resource subscriptions (for routing updates), the
-//! owner of the standalone GET stream, and a token that closes every open stream on DELETE.
+//! cancellation, duplicate-id checks and their cap), resource subscriptions (for routing
+//! updates), the owner of the standalone GET stream, the GET streams open (for their cap), when
+//! this replica last refreshed the session's slot in the per-principal session count, and a
+//! token that closes every open stream on DELETE.
 //!
 //! All of it is a cache: a replica that never saw a session rebuilds its entry on first use.
 //! So that a long-lived replica does not keep the entries of sessions that ended elsewhere
@@ -25,6 +27,12 @@ struct Presence {
     standalone_owner: Option<CancellationToken>,
     /// SSE responses of this session open on this replica.
     open_streams: usize,
+    /// Of those, the ones opened with GET (see [`Hub::open_get_stream`]).
+    get_streams: usize,
+    /// The owner tag of the session's record, once seen here.
+    owner: Option<String>,
+    /// When this replica last refreshed the session's slot (see [`Hub::slot_refresh_due`]).
+    slot_refreshed: Option<Instant>,
     /// Upstreams whose standalone stream of this session this replica holds: the upstream
     /// session held, and the token that stops its holder.
     holding: HashMap<String, (Option<String>, CancellationToken)>,
@@ -39,6 +47,9 @@ impl Default for Presence {
             subscriptions: BTreeSet::new(),
             standalone_owner: None,
             open_streams: 0,
+            get_streams: 0,
+            owner: None,
+            slot_refreshed: None,
             holding: HashMap::new(),
             last_used: Instant::now(),
         }
@@ -50,9 +61,19 @@ impl Presence {
     fn is_idle_since(&self, cutoff: Instant) -> bool {
         self.in_flight.is_empty()
             && self.open_streams == 0
+            && self.get_streams == 0
             && self.holding.is_empty()
             && self.last_used <= cutoff
     }
+}
+
+/// Why [`Hub::begin`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotBegun {
+    /// The session has a request with this id in flight.
+    DuplicateId,
+    /// The session has as many requests in flight here as allowed.
+    AtCap,
 }
 
 /// What [`Hub::prune`] left for the caller to decide.
@@ -87,6 +108,9 @@ impl Hub {
         let presence = sessions.entry(id.clone()).or_default();
         if fresh {
             presence.subscriptions = record.subscriptions.keys().cloned().collect();
+        }
+        if presence.owner.is_none() {
+            presence.owner = Some(record.owner.clone());
         }
         presence.last_used = Instant::now();
         (presence.closed.clone(), fresh)
@@ -177,17 +201,76 @@ impl Hub {
         self.lock().len()
     }
 
-    /// Marks a request in flight; `None` when the session already has one with this id.
-    pub fn begin(&self, id: &SessionId, request: &RequestId) -> Option<CancellationToken> {
+    /// Marks a request in flight, unless the session has one with this id already or `cap`
+    /// requests in flight here.
+    pub fn begin(
+        &self,
+        id: &SessionId,
+        request: &RequestId,
+        cap: usize,
+    ) -> Result<CancellationToken, NotBegun> {
         let mut sessions = self.lock();
         let presence = sessions.entry(id.clone()).or_default();
         if presence.in_flight.contains_key(request) {
-            return None;
+            return Err(NotBegun::DuplicateId);
+        }
+        if presence.in_flight.len() >= cap {
+            return Err(NotBegun::AtCap);
         }
         presence.last_used = Instant::now();
         let token = presence.closed.child_token();
         presence.in_flight.insert(request.clone(), token.clone());
-        Some(token)
+        Ok(token)
+    }
+
+    /// Counts a GET stream of the session opening here, unless `cap` are open already; one
+    /// that takes the standalone stream over from a live one (which then ends) is always let
+    /// through. Pair with [`Hub::get_stream_closed`].
+    pub fn open_get_stream(&self, id: &SessionId, cap: usize, standalone: bool) -> bool {
+        let mut sessions = self.lock();
+        let presence = sessions.entry(id.clone()).or_default();
+        let takes_over = standalone
+            && presence
+                .standalone_owner
+                .as_ref()
+                .is_some_and(|owner| !owner.is_cancelled());
+        if presence.get_streams >= cap && !takes_over {
+            return false;
+        }
+        presence.get_streams += 1;
+        presence.last_used = Instant::now();
+        true
+    }
+
+    pub fn get_stream_closed(&self, id: &SessionId) {
+        if let Some(presence) = self.lock().get_mut(id) {
+            presence.get_streams = presence.get_streams.saturating_sub(1);
+        }
+    }
+
+    /// Whether this replica should refresh the session's slot now: it has not for `every`
+    /// (or ever). Records the refresh as done.
+    pub fn slot_refresh_due(&self, id: &SessionId, every: Duration) -> bool {
+        let mut sessions = self.lock();
+        let presence = sessions.entry(id.clone()).or_default();
+        let due = presence
+            .slot_refreshed
+            .is_none_or(|at| at.elapsed() >= every);
+        if due {
+            presence.slot_refreshed = Some(Instant::now());
+        }
+        due
+    }
+
+    /// Records that the session's slot was just taken or refreshed.
+    pub fn slot_refreshed(&self, id: &SessionId) {
+        let mut sessions = self.lock();
+        sessions.entry(id.clone()).or_default().slot_refreshed = Some(Instant::now());
+    }
+
+    /// The owner tag of a session this replica has seen.
+    pub fn owner(&self, id: &SessionId) -> Option<String> {
+        self.lock().get(id).and_then(|p| p.owner.clone())
     }
 
     pub fn end(&self, id: &SessionId, request: &RequestId) {
@@ -283,13 +366,57 @@ mod tests {
         );
         let (closed, fresh) = hub.attach(&id, &record);
         assert!(fresh);
-        let token = hub.begin(&id, &RequestId::Number(1)).unwrap();
-        assert!(hub.begin(&id, &RequestId::Number(1)).is_none());
+        let token = hub.begin(&id, &RequestId::Number(1), 8).unwrap();
+        assert_eq!(
+            hub.begin(&id, &RequestId::Number(1), 8).unwrap_err(),
+            NotBegun::DuplicateId
+        );
         assert!(hub.cancel(&id, &RequestId::Number(1)));
         assert!(token.is_cancelled());
-        let other = hub.begin(&id, &RequestId::Number(2)).unwrap();
+        let other = hub.begin(&id, &RequestId::Number(2), 8).unwrap();
         hub.close(&id);
         assert!(closed.is_cancelled() && other.is_cancelled());
+    }
+
+    #[test]
+    fn caps_requests_in_flight_and_get_streams() {
+        let hub = Hub::default();
+        let id = SessionId::generate();
+        hub.begin(&id, &RequestId::Number(1), 2).unwrap();
+        hub.begin(&id, &RequestId::Number(2), 2).unwrap();
+        assert_eq!(
+            hub.begin(&id, &RequestId::Number(3), 2).unwrap_err(),
+            NotBegun::AtCap
+        );
+        hub.end(&id, &RequestId::Number(1));
+        hub.begin(&id, &RequestId::Number(3), 2).unwrap();
+
+        assert!(hub.open_get_stream(&id, 1, false));
+        assert!(!hub.open_get_stream(&id, 1, false));
+        assert!(
+            !hub.open_get_stream(&id, 1, true),
+            "no live standalone stream to take over"
+        );
+        hub.claim_standalone(&id);
+        assert!(
+            hub.open_get_stream(&id, 1, true),
+            "a takeover is let through"
+        );
+        hub.get_stream_closed(&id);
+        hub.get_stream_closed(&id);
+        assert!(hub.open_get_stream(&id, 1, false));
+    }
+
+    #[test]
+    fn a_slot_refresh_is_due_once_per_period() {
+        let hub = Hub::default();
+        let id = SessionId::generate();
+        assert!(hub.slot_refresh_due(&id, Duration::from_secs(60)));
+        assert!(!hub.slot_refresh_due(&id, Duration::from_secs(60)));
+        assert!(hub.slot_refresh_due(&id, Duration::ZERO));
+        let other = SessionId::generate();
+        hub.slot_refreshed(&other);
+        assert!(!hub.slot_refresh_due(&other, Duration::from_secs(60)));
     }
 
     #[test]
@@ -318,7 +445,7 @@ mod tests {
             hub.attach(id, &record);
         }
         hub.stream_opened(&streaming);
-        hub.begin(&working, &RequestId::Number(1)).unwrap();
+        hub.begin(&working, &RequestId::Number(1), 8).unwrap();
         hub.set_subscribed(&subscribed, "file:///a", true);
         std::thread::sleep(Duration::from_millis(20));
         let pruned = hub.prune(Duration::from_millis(10));

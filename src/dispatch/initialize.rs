@@ -1,13 +1,16 @@
-//! `initialize`: a new session, upstream sessions opened on the client's behalf, and the
-//! merged capabilities of every upstream that answered.
+//! `initialize`: a new session (with a slot in its principal's session count), upstream
+//! sessions opened on the client's behalf, and the merged capabilities of every upstream that
+//! answered.
 
 use futures::future::join_all;
 use rmcp::model::{ErrorCode, ErrorData};
 use serde_json::{Map, Value, json};
 
 use super::Gateway;
+use crate::auth::Principal;
 use crate::catalog::namespaced;
 use crate::jsonrpc::{Request, error_data};
+use crate::limits::LimitExceeded;
 use crate::protocol::ProtocolVersion;
 use crate::session::{SessionId, SessionRecord, StoreError};
 use crate::upstream::InitInfo;
@@ -19,13 +22,19 @@ pub enum InitializeError {
     Invalid(ErrorData),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The principal holds as many sessions as it may.
+    #[error(transparent)]
+    Limited(#[from] LimitExceeded),
 }
 
 impl Gateway {
-    /// Creates a session; returns its id and the `initialize` result.
+    /// Creates a session owned by `principal`; returns its id and the `initialize` result.
+    /// `max_metadata_bytes` bounds the client metadata the session record keeps.
     pub async fn initialize(
         &self,
         request: &Request,
+        principal: &Principal,
+        max_metadata_bytes: usize,
     ) -> Result<(SessionId, Value), InitializeError> {
         let params = request.params.as_ref().and_then(Value::as_object);
         let requested = params
@@ -46,6 +55,7 @@ impl Gateway {
                 message,
             )));
         };
+        check_metadata_size(client_info, capabilities, max_metadata_bytes)?;
         let version = ProtocolVersion::negotiate(requested);
         let id = SessionId::generate();
         let mut record = SessionRecord::new(
@@ -53,11 +63,25 @@ impl Gateway {
             client_info.clone(),
             capabilities.clone(),
             self.settings.max_lifetime,
+        )
+        .owned_by(
+            self.signer.owner_tag(principal),
+            principal.team().map(str::to_owned),
         );
-        let answered = self.open_upstream_sessions(&mut record).await;
-        let some_missing = answered.len() < self.upstreams.iter().count();
-        self.store.create(&id, &record).await?;
+        self.take_session_slot(&id, &record).await?;
+        let answered = self.open_upstream_sessions(&id, &mut record).await;
+        let policy = self.settings.policy.for_team(record.team.as_deref());
+        let permitted = self
+            .upstreams
+            .iter()
+            .filter(|u| policy.allows_upstream(&u.name));
+        let some_missing = answered.len() < permitted.count();
+        if let Err(error) = self.store.create(&id, &record).await {
+            self.free_session_slot(&id, &record).await;
+            return Err(error.into());
+        }
         self.hub.attach(&id, &record);
+        self.hub.slot_refreshed(&id);
         self.metrics.sessions_created.inc();
         let session = super::Session { id, record };
         self.hold_streams(&session, super::Resume::FromStart).await;
@@ -65,14 +89,23 @@ impl Gateway {
         Ok((id, initialize_result(version, &answered, some_missing)))
     }
 
-    /// Opens every healthy upstream for the session in parallel; failures leave that upstream
-    /// out. An upstream left out is opened when the session first uses it, once it is back.
-    async fn open_upstream_sessions(&self, record: &mut SessionRecord) -> Vec<Answered> {
+    /// Opens every healthy upstream the session's team may use, in parallel (starting the
+    /// session's own child of an isolated stdio upstream); failures leave that upstream out. An
+    /// upstream left out is opened when the session first uses it, once it is back.
+    async fn open_upstream_sessions(
+        &self,
+        id: &SessionId,
+        record: &mut SessionRecord,
+    ) -> Vec<Answered> {
         let snapshot = &*record;
-        let healthy = self.upstreams.iter().filter(|u| u.is_healthy());
+        let policy = self.settings.policy.for_team(record.team.as_deref());
+        let healthy = self
+            .upstreams
+            .iter()
+            .filter(|u| u.is_healthy() && policy.allows_upstream(&u.name));
         let attempts = join_all(healthy.map(|upstream| async move {
             let opened =
-                tokio::time::timeout(upstream.timeout, upstream.open_session(snapshot)).await;
+                tokio::time::timeout(upstream.timeout, upstream.open_session(id, snapshot)).await;
             (upstream, opened)
         }))
         .await;
@@ -97,6 +130,30 @@ impl Gateway {
         record.upstreams.extend(opened_sessions);
         answered
     }
+}
+
+/// Refuses client metadata of more than `limit` bytes serialized: the session record keeps it
+/// for the session's whole life, so its size is the client's to choose only within a bound.
+fn check_metadata_size(
+    client_info: &Value,
+    capabilities: &Value,
+    limit: usize,
+) -> Result<(), InitializeError> {
+    let size = serialized_len(client_info) + serialized_len(capabilities);
+    if size <= limit {
+        return Ok(());
+    }
+    let message = format!(
+        "params.clientInfo and params.capabilities take {size} bytes; the limit is {limit} bytes (server.max_client_metadata_bytes)"
+    );
+    Err(InitializeError::Invalid(error_data(
+        ErrorCode::INVALID_PARAMS,
+        message,
+    )))
+}
+
+fn serialized_len(value: &Value) -> usize {
+    serde_json::to_vec(value).map_or(0, |bytes| bytes.len())
 }
 
 /// What one upstream answered when a session was opened.
@@ -239,6 +296,18 @@ mod tests {
              ## search\n\nThis server's tools and prompts are named `<name>` here.\n\n\
              Search first."
         );
+    }
+
+    #[test]
+    fn bounds_client_metadata_by_its_serialized_size() {
+        let info = json!({"name": "c", "version": "1"});
+        let size = serialized_len(&info) + serialized_len(&json!({}));
+        assert!(check_metadata_size(&info, &json!({}), size).is_ok());
+        let error = check_metadata_size(&info, &json!({}), size - 1).unwrap_err();
+        assert!(error.to_string().contains(&format!(
+            "take {size} bytes; the limit is {} bytes (server.max_client_metadata_bytes)",
+            size - 1
+        )));
     }
 
     #[test]

@@ -44,7 +44,8 @@ impl Gateway {
         }
     }
 
-    /// `tools/call` and `prompts/get`: strip the namespace, check the tool filter, forward.
+    /// `tools/call` and `prompts/get`: strip the namespace, check the tool filter and the
+    /// team's policy, forward. A forbidden name gets the same answer as an unknown one.
     async fn call_named(
         &self,
         session: &Session,
@@ -54,8 +55,16 @@ impl Gateway {
     ) -> Outcome {
         let what = if is_tool { "tool" } else { "prompt" };
         let name = string_param(&request, "name")?;
+        let policy = self.policy(session);
         let (upstream, own_name) = catalog::resolve(&self.upstreams, &name)
             .filter(|(u, own)| !is_tool || u.filter.allows(own))
+            .filter(|(u, _)| {
+                if is_tool {
+                    policy.allows_tool(&u.name, &name)
+                } else {
+                    policy.allows_prompt(&u.name, &name)
+                }
+            })
             .ok_or_else(|| {
                 error_object(ErrorCode::INVALID_PARAMS, format!("Unknown {what}: {name}"))
             })?;
@@ -65,13 +74,17 @@ impl Gateway {
     }
 
     /// `resources/read`: to the upstream that listed the URI, or the first that can read it.
+    /// A URI the team may not read is not found.
     async fn call_by_uri(&self, session: &Session, request: Request, outbox: &Outbox) -> Outcome {
         let uri = string_param(&request, "uri")?;
-        if let Some(upstream) = self.resource_owner(&uri) {
+        if !self.policy(session).allows_resource(&uri) {
+            return Err(resource_not_found(&uri));
+        }
+        if let Some(upstream) = self.resource_owner(session, &uri) {
             return self.forward(session, &upstream, request, outbox).await;
         }
         let mut last_error = None;
-        for upstream in self.upstreams_with("resources") {
+        for upstream in self.upstreams_with(session, "resources") {
             match self
                 .forward(session, &upstream, request.clone(), outbox)
                 .await
@@ -90,6 +103,9 @@ impl Gateway {
     async fn subscription(&self, session: &Session, request: Request, outbox: &Outbox) -> Outcome {
         let uri = string_param(&request, "uri")?;
         let subscribe = request.method == "resources/subscribe";
+        if subscribe {
+            check_subscription_room(session, &uri)?;
+        }
         let upstream = self.locate_resource(session, &uri, outbox).await?;
         let result = self.forward(session, &upstream, request, outbox).await?;
         self.hub.set_subscribed(&session.id, &uri, subscribe);
@@ -125,8 +141,9 @@ impl Gateway {
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(invalid)?;
-                let (upstream, own) =
-                    catalog::resolve(&self.upstreams, name).ok_or_else(invalid)?;
+                let (upstream, own) = catalog::resolve(&self.upstreams, name)
+                    .filter(|(u, _)| self.policy(session).allows_prompt(&u.name, name))
+                    .ok_or_else(invalid)?;
                 let (upstream, own) = (upstream.clone(), own.to_owned());
                 if let Some(params) = request.params.as_mut() {
                     params["ref"]["name"] = json!(own);
@@ -164,7 +181,7 @@ impl Gateway {
                 format!("unknown log level {level:?}"),
             ));
         }
-        for upstream in self.upstreams_with("logging") {
+        for upstream in self.upstreams_with(session, "logging") {
             if let Err(error) = self
                 .forward(session, &upstream, request.clone(), outbox)
                 .await
@@ -191,17 +208,21 @@ impl Gateway {
     }
 
     /// The upstream serving `uri`: known from a listing, the only one with resources, or the
-    /// first that can read it (a URI never listed on this replica, e.g. after a revival).
+    /// first that can read it (a URI never listed on this replica, e.g. after a revival). Only
+    /// among what the session's team may use.
     async fn locate_resource(
         &self,
         session: &Session,
         uri: &str,
         outbox: &Outbox,
     ) -> Result<Arc<Upstream>, Value> {
-        if let Some(upstream) = self.resource_owner(uri) {
+        if !self.policy(session).allows_resource(uri) {
+            return Err(resource_not_found(uri));
+        }
+        if let Some(upstream) = self.resource_owner(session, uri) {
             return Ok(upstream);
         }
-        let candidates = self.upstreams_with("resources");
+        let candidates = self.upstreams_with(session, "resources");
         if let [only] = candidates.as_slice() {
             return Ok(only.clone());
         }
@@ -223,17 +244,24 @@ impl Gateway {
         Err(resource_not_found(uri))
     }
 
-    pub(super) fn resource_owner(&self, uri: &str) -> Option<Arc<Upstream>> {
+    /// The upstream that listed `uri`, when the session's team may use it.
+    pub(super) fn resource_owner(&self, session: &Session, uri: &str) -> Option<Arc<Upstream>> {
         let name = self.routes.owner(uri)?;
-        self.upstreams.by_name(&name).cloned()
+        let upstream = self.upstreams.by_name(&name)?;
+        self.policy(session)
+            .allows_upstream(&upstream.name)
+            .then(|| upstream.clone())
     }
 
-    /// Healthy upstreams whose last known capabilities include `capability`. A session lists
-    /// an upstream that came up after it started too: forwarding opens its upstream session.
-    pub(super) fn upstreams_with(&self, capability: &str) -> Vec<Arc<Upstream>> {
+    /// Healthy upstreams whose last known capabilities include `capability`, among those the
+    /// session's team may use. A session lists an upstream that came up after it started too:
+    /// forwarding opens its upstream session.
+    pub(super) fn upstreams_with(&self, session: &Session, capability: &str) -> Vec<Arc<Upstream>> {
+        let policy = self.policy(session);
         self.upstreams
             .iter()
             .filter(|u| u.is_healthy() && u.has_capability(capability))
+            .filter(|u| policy.allows_upstream(&u.name))
             .cloned()
             .collect()
     }
@@ -251,6 +279,27 @@ pub(super) fn required_params(method: &str) -> Option<&'static [&'static str]> {
         "logging/setLevel" => Some(&["level"]),
         _ => None,
     }
+}
+
+/// Most resources one session may be subscribed to: each is kept in its record for the
+/// session's whole life.
+const MAX_SUBSCRIPTIONS: usize = 256;
+/// Longest resource URI a session may subscribe to, in bytes.
+const MAX_SUBSCRIBED_URI_BYTES: usize = 2048;
+
+/// Refuses a subscription the record would have to keep beyond its bounds.
+fn check_subscription_room(session: &Session, uri: &str) -> Result<(), Value> {
+    let subscriptions = &session.record.subscriptions;
+    let refusal = if uri.len() > MAX_SUBSCRIBED_URI_BYTES {
+        format!("resources/subscribe: a URI may take at most {MAX_SUBSCRIBED_URI_BYTES} bytes")
+    } else if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(uri) {
+        format!(
+            "resources/subscribe: a session may hold at most {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe from one first"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(error_object(ErrorCode::INVALID_PARAMS, refusal))
 }
 
 fn resource_not_found(uri: &str) -> Value {

@@ -11,6 +11,7 @@ mod forward;
 mod holder;
 mod hub;
 mod initialize;
+mod limited;
 mod methods;
 mod response_stream;
 mod restore;
@@ -24,10 +25,13 @@ use rmcp::model::ErrorCode;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::auth::Principal;
 use crate::catalog::ResourceRoutes;
 use crate::config::StandaloneMode;
 use crate::events::EventLog;
 use crate::jsonrpc::{Notification, Request, RequestId, Response, error_data, error_value};
+use crate::limits::{LimitExceeded, Limits};
+use crate::policy::{Policy, TeamPolicy};
 use crate::session::{Lookup, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::telemetry::{LookupOutcome, Metrics};
 use crate::upstream::{CallContext, UnsolicitedSink, UpstreamError, UpstreamListener, Upstreams};
@@ -38,6 +42,7 @@ pub use ending::ExpiryEvents;
 pub use holder::Resume;
 pub use hub::Hub;
 pub use initialize::InitializeError;
+pub use limited::StreamSlot;
 pub use signing::IdSigner;
 
 /// What the client must receive about one request.
@@ -64,6 +69,15 @@ const REQUEST_CANCELLED: ErrorCode = ErrorCode(-32800);
 
 /// Buffer of the per-request outgoing channel.
 const OUTBOX_CAPACITY: usize = 64;
+
+/// Who a session is looked up for.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// A client request, authenticated as this principal: only the session's owner may use it.
+    Client(&'a Principal),
+    /// The gateway itself (relaying an upstream's message to the session's client).
+    Gateway,
+}
 
 /// A live session, as loaded for one HTTP request.
 #[derive(Debug, Clone)]
@@ -100,6 +114,8 @@ pub enum MessageRejected {
         method: String,
         reason: String,
     },
+    #[error("{limit}")]
+    Limited { id: RequestId, limit: LimitExceeded },
 }
 
 impl MessageRejected {
@@ -108,7 +124,8 @@ impl MessageRejected {
         match self {
             MessageRejected::DuplicateId(id) | MessageRejected::UnknownResponse(id) => id,
             MessageRejected::UnknownMethod { id, .. }
-            | MessageRejected::InvalidParams { id, .. } => id,
+            | MessageRejected::InvalidParams { id, .. }
+            | MessageRejected::Limited { id, .. } => id,
         }
     }
 
@@ -117,6 +134,7 @@ impl MessageRejected {
         match self {
             MessageRejected::UnknownMethod { .. } => ErrorCode::METHOD_NOT_FOUND,
             MessageRejected::InvalidParams { .. } => ErrorCode::INVALID_PARAMS,
+            MessageRejected::Limited { .. } => LimitExceeded::CODE,
             MessageRejected::DuplicateId(_) | MessageRejected::UnknownResponse(_) => {
                 ErrorCode::INVALID_REQUEST
             }
@@ -137,6 +155,8 @@ pub struct Backends {
     pub bus: Option<Bus>,
     /// Redis keyspace events for expired records, where the deployment can publish them.
     pub expiry_events: Option<ExpiryEvents>,
+    /// What principals and sessions may use, kept where the sessions are.
+    pub limits: Limits,
 }
 
 /// Gateway-wide settings dispatch needs.
@@ -146,6 +166,8 @@ pub struct Settings {
     /// How long this replica keeps its in-memory entry of a session it is not using (see
     /// [`Hub::prune`]); the entry is rebuilt from the record when the session comes back.
     pub hub_idle: Duration,
+    /// What each team may see and call.
+    pub policy: Arc<Policy>,
 }
 
 impl Settings {
@@ -157,6 +179,15 @@ impl Settings {
         Self {
             max_lifetime,
             hub_idle: idle_ttl.min(Self::MAX_HUB_IDLE),
+            policy: Arc::new(Policy::default()),
+        }
+    }
+
+    /// The same settings with `policy` instead of letting everyone use everything.
+    pub fn with_policy(self, policy: Policy) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            ..self
         }
     }
 }
@@ -175,6 +206,7 @@ pub struct Gateway {
     /// Cross-replica routing of answers and cancellations; `None` for a single replica.
     bus: Option<Bus>,
     settings: Settings,
+    limits: Limits,
 }
 
 impl Gateway {
@@ -186,7 +218,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Result<Arc<Self>, UpstreamError> {
-        let (sink, unsolicited) = mpsc::unbounded_channel();
+        let (sink, unsolicited) = crate::upstream::unsolicited_queue(metrics.clone());
         let expiry_events = backends.expiry_events;
         let upstreams = upstreams(sink)?;
         let gateway = Arc::new_cyclic(|me| Self {
@@ -200,6 +232,7 @@ impl Gateway {
             routes: ResourceRoutes::default(),
             signer,
             settings,
+            limits: backends.limits,
         });
         tokio::spawn(unsolicited::relay(Arc::downgrade(&gateway), unsolicited));
         tokio::spawn(ending::keep_house(Arc::downgrade(&gateway)));
@@ -210,14 +243,22 @@ impl Gateway {
     }
 
     /// Loads a session for a request, sliding its TTL.
-    pub async fn lookup(self: &Arc<Self>, id: &SessionId) -> Result<Session, SessionError> {
+    pub async fn lookup(
+        self: &Arc<Self>,
+        id: &SessionId,
+        caller: Caller<'_>,
+    ) -> Result<Session, SessionError> {
         let (outcome, result) = match self.store.load(id).await {
+            Ok(Lookup::Live(record)) if !self.serves(caller, &record) => {
+                (LookupOutcome::Foreign, Err(SessionError::Unknown))
+            }
             Ok(Lookup::Live(record)) => {
                 let session = Session {
                     id: id.clone(),
                     record: *record,
                 };
                 let (_, fresh_here) = self.hub.attach(id, &session.record);
+                self.refresh_session_slot(&session);
                 let outcome = if fresh_here {
                     self.metrics.sessions_revived.inc();
                     let restore = self.restore_on_revival(&session);
@@ -230,10 +271,13 @@ impl Gateway {
                 (outcome, Ok(session))
             }
             Ok(lookup @ Lookup::Expired { .. }) => {
-                self.ended(id, lookup);
+                self.ended(id, lookup, caller);
                 (LookupOutcome::Expired, Err(SessionError::Expired))
             }
-            Ok(Lookup::Deleted) => (LookupOutcome::Deleted, Err(SessionError::Deleted)),
+            Ok(Lookup::Deleted) => {
+                self.upstreams.session_ended(id);
+                (LookupOutcome::Deleted, Err(SessionError::Deleted))
+            }
             Ok(Lookup::Unknown) => (LookupOutcome::Unknown, Err(SessionError::Unknown)),
             Err(error) => (LookupOutcome::StoreError, Err(SessionError::Store(error))),
         };
@@ -241,11 +285,28 @@ impl Gateway {
         result
     }
 
+    /// The rules of `session`'s team.
+    pub(super) fn policy(&self, session: &Session) -> &TeamPolicy {
+        self.settings
+            .policy
+            .for_team(session.record.team.as_deref())
+    }
+
+    /// Whether `caller` may use a session with this record: its owner, or the gateway.
+    fn serves(&self, caller: Caller<'_>, record: &SessionRecord) -> bool {
+        match caller {
+            Caller::Client(principal) => self.signer.owns(principal, &record.owner),
+            Caller::Gateway => true,
+        }
+    }
+
     /// Ends a session: record gone, tombstone set, streams closed, upstream sessions ended.
     pub async fn delete(&self, session: &Session) -> Result<(), StoreError> {
         self.store.delete(&session.id).await?;
+        self.free_session_slot(&session.id, &session.record).await;
         self.metrics.sessions_deleted.inc();
         self.hub.close(&session.id);
+        self.upstreams.session_ended(&session.id);
         if let Err(error) = self.events.remove_session(&session.id).await {
             tracing::warn!(%error, "could not drop the event log of a deleted session");
         }
@@ -263,10 +324,7 @@ impl Gateway {
         session: Session,
         request: Request,
     ) -> Result<mpsc::Receiver<Outgoing>, MessageRejected> {
-        let cancel = self
-            .hub
-            .begin(&session.id, &request.id)
-            .ok_or_else(|| MessageRejected::DuplicateId(request.id.clone()))?;
+        let cancel = self.begin_request(&session.id, &request.id)?;
         let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         let gateway = self.clone();
         tokio::spawn(async move {
@@ -453,6 +511,10 @@ fn test_gateway(upstreams: &[crate::config::UpstreamConfig]) -> Arc<Gateway> {
         )),
         bus: None,
         expiry_events: None,
+        limits: Limits::memory(
+            crate::limits::LimitSettings::new(&Default::default(), false, Duration::from_secs(60)),
+            Arc::new(Metrics::new().expect("metrics")),
+        ),
     };
     Gateway::start(
         backends,

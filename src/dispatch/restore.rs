@@ -2,7 +2,8 @@
 //! resource subscriptions and log level of a session revived on this replica (whose stdio
 //! children never heard of it), and the log level of an upstream session re-initialized after
 //! the upstream forgot it. HTTP upstreams keep subscriptions and levels in their own session,
-//! so a revival leaves them alone.
+//! so a revival leaves them alone. An isolated stdio upstream starts the revived session's own
+//! child on this replica, which is initialized and restored from the record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +21,11 @@ impl Gateway {
     /// Restores a revived session's subscriptions and log level on this replica's stdio
     /// children.
     pub(super) async fn restore_on_revival(&self, session: &Session) {
+        self.start_isolated_children(session).await;
         let children = self
             .upstreams
             .iter()
-            .filter(|u| !u.has_upstream_sessions())
+            .filter(|u| !u.has_upstream_sessions() && !u.is_isolated())
             .cloned();
         for upstream in children {
             let ctx = self.context_for(session, &upstream.name);
@@ -37,6 +39,21 @@ impl Gateway {
                 let params = json!({"uri": uri});
                 self.quietly(&upstream, &ctx, "resources/subscribe", params)
                     .await;
+            }
+        }
+    }
+
+    /// Starts (or joins) the revived session's children of the isolated upstreams it used.
+    async fn start_isolated_children(&self, session: &Session) {
+        let used = self
+            .upstreams
+            .iter()
+            .filter(|u| u.is_isolated() && session.record.upstreams.contains_key(&u.name))
+            .filter(|u| self.policy(session).allows_upstream(&u.name));
+        let opened = used.map(|upstream| upstream.open_session(&session.id, &session.record));
+        for outcome in futures::future::join_all(opened).await {
+            if let Err(error) = outcome {
+                tracing::warn!(%error, "could not start a revived session's isolated child");
             }
         }
     }

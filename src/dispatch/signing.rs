@@ -1,4 +1,5 @@
-//! Unforgeable ids for server-to-client requests.
+//! Keyed tags with the fleet's shared key: unforgeable ids for server-to-client requests, and
+//! the owner tag that binds a session to its principal.
 //!
 //! When an upstream asks the client something (sampling, elicitation, roots), the client sees
 //! `mcpgate.<payload>.<mac>`: the payload names the upstream, its own request id and the
@@ -12,10 +13,13 @@ use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng;
 use sha2::Sha256;
 
+use crate::auth::Principal;
 use crate::jsonrpc::RequestId;
 use crate::session::SessionId;
 
 const PREFIX: &str = "mcpgate.";
+/// Domain separation: an owner tag can never equal a request id's MAC.
+const OWNER_DOMAIN: &[u8] = b"mcpgate owner v1\0";
 
 /// Signs and verifies gateway-issued request ids.
 #[derive(Clone)]
@@ -80,6 +84,35 @@ impl IdSigner {
             id,
             replica,
         })
+    }
+
+    /// The keyed hash of a principal and its team, as a session record stores its owner. Only
+    /// a replica with the fleet's key can compute it, so a record reveals nobody's identity.
+    pub fn owner_tag(&self, principal: &Principal) -> String {
+        URL_SAFE_NO_PAD.encode(self.owner_mac(principal).finalize().into_bytes())
+    }
+
+    /// Whether `principal` owns a record tagged `owner`. Records written before sessions had
+    /// owners carry no tag and belong to the anonymous principal (no authentication then).
+    pub fn owns(&self, principal: &Principal, owner: &str) -> bool {
+        if owner.is_empty() {
+            return *principal == Principal::anonymous();
+        }
+        let mac = self.owner_mac(principal);
+        URL_SAFE_NO_PAD
+            .decode(owner)
+            .is_ok_and(|tag| mac.verify_slice(&tag).is_ok())
+    }
+
+    fn owner_mac(&self, principal: &Principal) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
+        mac.update(OWNER_DOMAIN);
+        let id = principal.id().as_bytes();
+        mac.update(&(id.len() as u64).to_be_bytes());
+        mac.update(id);
+        mac.update(principal.team().unwrap_or_default().as_bytes());
+        mac
     }
 
     fn mac_checker(&self, session: &SessionId, payload: &[u8]) -> Hmac<Sha256> {

@@ -1,23 +1,21 @@
 //! Messages upstreams send outside any request: list changes, resource updates, and anything
-//! an HTTP upstream sends on its GET stream. They are appended to the standalone stream of
-//! every session that should see them, where an open GET delivers them, or they wait.
+//! an HTTP upstream sends on its GET stream. They come through the bounded queue of
+//! `upstream/outlet.rs` (which merges list changes, applies each upstream's rate and says what
+//! happens when the queue is full) and are appended to the standalone stream of every session
+//! that should see them, where an open GET delivers them, or they wait.
 
 use std::sync::{Arc, Weak};
 
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::Gateway;
 use crate::events::{Origin, StreamId, StreamKey};
 use crate::jsonrpc::Message;
 use crate::session::SessionId;
-use crate::upstream::Unsolicited;
+use crate::upstream::{Unsolicited, UnsolicitedQueue};
 
 /// Runs until every upstream is gone.
-pub(super) async fn relay(
-    gateway: Weak<Gateway>,
-    mut messages: mpsc::UnboundedReceiver<Unsolicited>,
-) {
+pub(super) async fn relay(gateway: Weak<Gateway>, mut messages: UnsolicitedQueue) {
     while let Some(unsolicited) = messages.recv().await {
         let Some(gateway) = gateway.upgrade() else {
             return;

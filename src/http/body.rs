@@ -1,13 +1,16 @@
-//! Reading and parsing a POST body: size limit (413), UTF-8 and JSON syntax (400 parse error),
-//! and the JSON-RPC shape of every message (400 invalid request).
+//! Reading and parsing a POST body: size limit (413), read timeout (408), UTF-8 and JSON syntax
+//! (400 parse error), batch length and the JSON-RPC shape of every message (400 invalid request).
 
 use std::collections::HashSet;
+use std::fmt;
 
 use actix_web::web::{BytesMut, Payload};
 use futures::StreamExt;
 use rmcp::model::ErrorCode;
+use serde::de::{Deserializer as _, IgnoredAny, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::HttpSettings;
 use super::error::HttpError;
 use crate::jsonrpc::{Message, RequestId};
 
@@ -18,15 +21,24 @@ pub struct Incoming {
     pub batch: bool,
 }
 
-/// Reads the body, refusing anything over `limit` bytes.
+/// Reads the body, refusing one over `max_body_bytes` or not whole within `body_read_timeout`:
+/// a connection trickling its body is answered and closed rather than held.
 pub async fn read(
-    mut payload: Payload,
+    payload: Payload,
     declared_length: Option<usize>,
-    limit: usize,
+    settings: &HttpSettings,
 ) -> Result<BytesMut, HttpError> {
+    let limit = settings.max_body_bytes;
     if declared_length.is_some_and(|n| n > limit) {
         return Err(HttpError::PayloadTooLarge(limit));
     }
+    let timeout = settings.body_read_timeout;
+    tokio::time::timeout(timeout, read_limited(payload, limit))
+        .await
+        .map_err(|_| HttpError::RequestTimeout(timeout))?
+}
+
+async fn read_limited(mut payload: Payload, limit: usize) -> Result<BytesMut, HttpError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
@@ -40,10 +52,14 @@ pub async fn read(
     Ok(body)
 }
 
-/// Parses a body into JSON-RPC messages.
-pub fn parse(body: &[u8]) -> Result<Incoming, HttpError> {
+/// Parses a body into JSON-RPC messages; a batch longer than `max_batch_len` is refused whole.
+pub fn parse(body: &[u8], max_batch_len: usize) -> Result<Incoming, HttpError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| HttpError::Parse(format!("body is not valid UTF-8 ({e})")))?;
+    if longer_than(text, max_batch_len) {
+        let message = format!("Invalid Request: a batch may hold at most {max_batch_len} messages");
+        return Err(invalid(None, &message));
+    }
     let value: Value = serde_json::from_str(text).map_err(|e| HttpError::Parse(e.to_string()))?;
     let (values, batch) = match value {
         Value::Array(items) if items.is_empty() => {
@@ -61,6 +77,41 @@ pub fn parse(body: &[u8]) -> Result<Incoming, HttpError> {
         .collect::<Result<Vec<_>, _>>()?;
     check_unique_ids(&messages)?;
     Ok(Incoming { messages, batch })
+}
+
+/// Whether `text` is a JSON array of more than `max` entries. Only the first `max + 1` entries
+/// are scanned, so refusing a long batch costs no more than reading an allowed one; a syntax
+/// error is left for the full parse to report.
+fn longer_than(text: &str, max: usize) -> bool {
+    if !text.trim_start().starts_with('[') {
+        return false;
+    }
+    let mut counter = EntryCounter { max, seen: 0 };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    // Stopping after `max + 1` entries makes the scan fail; only the count matters here.
+    let _ = deserializer.deserialize_seq(&mut counter);
+    counter.seen > max
+}
+
+/// Counts the entries of a JSON array, up to one past `max`.
+struct EntryCounter {
+    max: usize,
+    seen: usize,
+}
+
+impl<'de> Visitor<'de> for &mut EntryCounter {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+        while self.seen <= self.max && entries.next_element::<IgnoredAny>()?.is_some() {
+            self.seen += 1;
+        }
+        Ok(())
+    }
 }
 
 fn invalid(id: Option<RequestId>, message: &str) -> HttpError {
@@ -91,8 +142,10 @@ fn check_unique_ids(messages: &[Message]) -> Result<(), HttpError> {
 mod tests {
     use super::*;
 
+    const MAX_BATCH: usize = 64;
+
     fn refusal(body: &[u8]) -> String {
-        match parse(body) {
+        match parse(body, MAX_BATCH) {
             Ok(_) => panic!("{} was accepted", String::from_utf8_lossy(body)),
             Err(error) => error.to_string(),
         }
@@ -111,15 +164,24 @@ mod tests {
             refusal(br#"{"jsonrpc":"2.0","id":1,"method":5}"#)
                 .contains("\"method\" must be a string")
         );
+        let long = format!(
+            "[{}]",
+            vec![r#"{"jsonrpc":"2.0","method":"a"}"#; 65].join(",")
+        );
+        assert!(refusal(long.as_bytes()).contains("at most 64 messages"));
+        let long_and_broken = format!("{} {{broken", &long[..long.len() - 1]);
+        assert!(refusal(long_and_broken.as_bytes()).contains("at most 64 messages"));
     }
 
     #[test]
     fn accepts_single_messages_and_batches() {
-        let one = parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
+        let one = parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, MAX_BATCH).unwrap();
         assert!(!one.batch && one.messages.len() == 1);
-        let two =
-            parse(br#"[{"jsonrpc":"2.0","method":"a"},{"jsonrpc":"2.0","id":2,"method":"b"}]"#)
-                .unwrap();
+        let two = parse(
+            br#"[{"jsonrpc":"2.0","method":"a"},{"jsonrpc":"2.0","id":2,"method":"b"}]"#,
+            2,
+        )
+        .unwrap();
         assert!(two.batch && two.messages.len() == 2);
     }
 }

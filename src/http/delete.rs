@@ -4,8 +4,9 @@ use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::error::HttpError;
-use super::guard;
 use super::{AppState, session_error, store_unavailable};
+use super::{authn, guard, throttle};
+use crate::dispatch::Caller;
 
 pub async fn handle(
     request: HttpRequest,
@@ -19,9 +20,15 @@ pub async fn handle(
 
 async fn end_session(request: &HttpRequest, state: &AppState) -> Result<HttpResponse, HttpError> {
     guard::check_origin_and_host(request, &state.settings)?;
+    let principal = authn::principal(request, state).await?;
+    throttle::admit(state, &principal).await?;
     guard::protocol_version(request)?;
     let id = guard::session_id(request)?;
-    let session = state.gateway.lookup(&id).await.map_err(session_error)?;
+    let session = state
+        .gateway
+        .lookup(&id, Caller::Client(&principal))
+        .await
+        .map_err(session_error)?;
     state
         .gateway
         .delete(&session)

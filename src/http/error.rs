@@ -2,7 +2,7 @@
 //! exactly what was wrong. A store failure is 503 with `Retry-After`, never 404.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderName, RETRY_AFTER};
+use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderName, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 use rmcp::model::ErrorCode;
 
@@ -31,16 +31,30 @@ pub enum HttpError {
     Forbidden(String),
     #[error("Session not found")]
     SessionNotFound,
+    /// Authentication failed (401) or the token lacks a scope (403). The answer says no
+    /// more than that and the `WWW-Authenticate` `challenge`.
+    #[error("{}", .refusal.public_message())]
+    Unauthenticated {
+        #[source]
+        refusal: crate::auth::AuthError,
+        challenge: String,
+    },
     #[error("{0}")]
     MethodNotAllowed(&'static str),
     #[error("{0}")]
     NotAcceptable(&'static str),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body did not arrive whole within the body read timeout.
+    #[error("Request Timeout: the request body did not arrive within {} ms", .0.as_millis())]
+    RequestTimeout(std::time::Duration),
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
     #[error("{0}")]
     Unavailable(String),
+    /// A limit refused the request (429; see `throttle.rs`).
+    #[error(transparent)]
+    Limited(#[from] crate::limits::LimitExceeded),
     /// Any other refusal, answering the one request whose id the body held.
     #[error("{error}")]
     Answering {
@@ -69,6 +83,7 @@ impl HttpError {
             HttpError::Rejected { code, .. } => *code,
             HttpError::SessionNotFound => SESSION_NOT_FOUND,
             HttpError::Unavailable(_) => ErrorCode::INTERNAL_ERROR,
+            HttpError::Limited(_) => crate::limits::LimitExceeded::CODE,
             _ => ErrorCode::INVALID_REQUEST,
         }
     }
@@ -100,11 +115,17 @@ impl ResponseError for HttpError {
             }
             HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::SessionNotFound => StatusCode::NOT_FOUND,
+            HttpError::Unauthenticated { refusal, .. } if refusal.is_forbidden() => {
+                StatusCode::FORBIDDEN
+            }
+            HttpError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Answering { error, .. } => error.status_code(),
         }
     }
@@ -113,8 +134,14 @@ impl ResponseError for HttpError {
         let body = error_response(self.id(), self.code(), self.to_string());
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((CONTENT_TYPE, "application/json"));
+        if let HttpError::Unauthenticated { challenge, .. } = self {
+            response.insert_header((WWW_AUTHENTICATE, challenge.as_str()));
+        }
         if let Some(header) = self.advice_header() {
             response.insert_header(header);
+        }
+        if let Some(seconds) = super::throttle::retry_after(self) {
+            response.insert_header((RETRY_AFTER, seconds));
         }
         response.body(body.to_string())
     }

@@ -9,9 +9,10 @@ use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::error::HttpError;
-use super::guard;
 use super::sse::{self, Tail};
 use super::{AppState, session_error};
+use super::{authn, guard, throttle};
+use crate::dispatch::Caller;
 use std::time::Duration;
 
 use crate::events::{EventId, EventLogError, StreamId, StreamKey};
@@ -28,10 +29,17 @@ pub async fn handle(
 
 async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResponse, HttpError> {
     guard::check_origin_and_host(request, &state.settings)?;
+    let principal = authn::principal(request, state).await?;
+    throttle::admit(state, &principal).await?;
+    guard::check_no_body(request)?;
     guard::check_get_accept(request)?;
     guard::protocol_version(request)?;
     let id = guard::session_id(request)?;
-    let session = state.gateway.lookup(&id).await.map_err(session_error)?;
+    let session = state
+        .gateway
+        .lookup(&id, Caller::Client(&principal))
+        .await
+        .map_err(session_error)?;
     let resume = resume_point(request)?;
     let gateway = &state.gateway;
     let stream = resume
@@ -42,6 +50,7 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
         stream,
     };
     let standalone = key.stream == StreamId::standalone();
+    let slot = gateway.open_get_stream(&id, standalone)?;
     if standalone {
         gateway.events.open(&key).await.map_err(event_log_error)?;
     }
@@ -86,6 +95,7 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
         track_delivery: standalone,
         honour_pauses: false,
         _upstream_listeners: upstream_listeners,
+        _get_stream: Some(slot),
         holds_for: standalone.then_some(session),
         retry: state.settings.sse_retry,
     };

@@ -1,8 +1,11 @@
 //! Header checks shared by POST, GET and DELETE: Origin and Host (DNS rebinding), Accept,
-//! Content-Type, `MCP-Protocol-Version`, and the session id.
+//! Content-Type, `MCP-Protocol-Version`, the session id, and WebSocket upgrades. A header that
+//! carries one value (all of these but Accept) is refused when it comes more than once.
 
 use actix_web::HttpRequest;
-use actix_web::http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
+use actix_web::http::header::{
+    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, ORIGIN, TRANSFER_ENCODING, UPGRADE,
+};
 
 use super::HttpSettings;
 use super::error::HttpError;
@@ -17,12 +20,30 @@ fn header(request: &HttpRequest, name: impl actix_web::http::header::AsHeaderNam
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The value of a header that carries one value; twice is 400, since acting on either value
+/// would be a guess at what the client meant.
+fn single<'r>(request: &'r HttpRequest, name: &str) -> Result<Option<&'r HeaderValue>, HttpError> {
+    let mut values = request.headers().get_all(name);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(HttpError::BadRequest(format!(
+            "Bad Request: the {name} header must appear at most once"
+        )));
+    }
+    Ok(first)
+}
+
+/// [`single`] as text; a value that is not visible ASCII counts as absent.
+fn single_text<'r>(request: &'r HttpRequest, name: &str) -> Result<Option<&'r str>, HttpError> {
+    Ok(single(request, name)?.and_then(|v| v.to_str().ok()))
+}
+
 /// Refuses requests whose Origin or Host is not allowed (403).
 pub fn check_origin_and_host(
     request: &HttpRequest,
     settings: &HttpSettings,
 ) -> Result<(), HttpError> {
-    if let Some(origin) = request.headers().get(ORIGIN) {
+    if let Some(origin) = single(request, ORIGIN.as_str())? {
         let origin = origin.to_str().unwrap_or_default();
         if !origin_allowed(origin, &settings.allowed_origins) {
             return Err(HttpError::Forbidden(format!(
@@ -30,7 +51,7 @@ pub fn check_origin_and_host(
             )));
         }
     }
-    let host = header(request, HOST).unwrap_or_default();
+    let host = single_text(request, HOST.as_str())?.unwrap_or_default();
     let allowed = if !settings.allowed_hosts.is_empty() {
         settings
             .allowed_hosts
@@ -113,6 +134,21 @@ pub fn check_post_accept(request: &HttpRequest) -> Result<(), HttpError> {
     }
 }
 
+/// A GET carries no body (400 otherwise): its answer is a stream that outlives the request, and
+/// a body failing to arrive whole under way would end the connection without an answer.
+pub fn check_no_body(request: &HttpRequest) -> Result<(), HttpError> {
+    let headers = request.headers();
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() != b"0");
+    if declared || headers.contains_key(TRANSFER_ENCODING) {
+        return Err(HttpError::BadRequest(
+            "Bad Request: a GET request carries no body".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// GET needs `text/event-stream` (406 otherwise).
 pub fn check_get_accept(request: &HttpRequest) -> Result<(), HttpError> {
     if accepts(&accepted(request), "text/event-stream") {
@@ -126,7 +162,7 @@ pub fn check_get_accept(request: &HttpRequest) -> Result<(), HttpError> {
 
 /// POST bodies must be `application/json` (415 otherwise).
 pub fn check_content_type(request: &HttpRequest) -> Result<(), HttpError> {
-    let media = header(request, CONTENT_TYPE)
+    let media = single_text(request, CONTENT_TYPE.as_str())?
         .unwrap_or_default()
         .split(';')
         .next()
@@ -143,7 +179,7 @@ pub fn check_content_type(request: &HttpRequest) -> Result<(), HttpError> {
 
 /// The `MCP-Protocol-Version` header: absent is fine, unknown is 400.
 pub fn protocol_version(request: &HttpRequest) -> Result<Option<ProtocolVersion>, HttpError> {
-    let Some(value) = request.headers().get(VERSION_HEADER) else {
+    let Some(value) = single(request, VERSION_HEADER)? else {
         return Ok(None);
     };
     let text = value.to_str().unwrap_or_default();
@@ -156,12 +192,34 @@ pub fn protocol_version(request: &HttpRequest) -> Result<Option<ProtocolVersion>
     })
 }
 
-/// The session id header: missing is 400; one we could never have issued is 404.
+/// The session id header: missing or repeated is 400; one we could never have issued is 404.
 pub fn session_id(request: &HttpRequest) -> Result<SessionId, HttpError> {
-    let value = header(request, SESSION_HEADER).ok_or_else(|| {
+    let value = single_text(request, SESSION_HEADER)?.ok_or_else(|| {
         HttpError::BadRequest("Bad Request: Mcp-Session-Id header is required".into())
     })?;
     SessionId::parse(value).ok_or(HttpError::SessionNotFound)
+}
+
+/// A POST asking to switch to WebSocket is refused (400) before its body is read: we do not
+/// speak WebSocket, and actix-web reads the body of such a request until the connection ends.
+/// Other `Upgrade` offers (such as `h2c`) are ignored, as HTTP allows.
+pub fn check_no_websocket_upgrade(request: &HttpRequest) -> Result<(), HttpError> {
+    let websocket = request
+        .headers()
+        .get_all(UPGRADE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|protocol| {
+            let name = protocol.split('/').next().unwrap_or_default();
+            name.trim().eq_ignore_ascii_case("websocket")
+        });
+    if websocket {
+        Err(HttpError::BadRequest(
+            "Bad Request: this endpoint does not speak WebSocket; POST without Upgrade".into(),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 pub fn last_event_id(request: &HttpRequest) -> Option<&str> {

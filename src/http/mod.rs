@@ -5,14 +5,17 @@
 //! replica can serve any session. The admin listener lives in [`admin`].
 
 pub mod admin;
+mod authn;
 mod body;
 mod cors;
 mod delete;
 mod error;
 mod get;
 mod guard;
+mod oauth_metadata;
 mod post;
 mod sse;
+mod throttle;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
+use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::dispatch::{Gateway, SessionError};
 use crate::session::StoreError;
@@ -35,7 +39,25 @@ pub struct HttpSettings {
     /// Only localhost Host names are accepted (listening on loopback, no `allowed_hosts`).
     pub loopback_only: bool,
     pub max_body_bytes: usize,
+    /// Largest serialized `clientInfo` + `capabilities` an `initialize` may bring.
+    pub max_client_metadata_bytes: usize,
+    /// Most entries in one JSON-RPC batch.
+    pub max_batch_len: usize,
+    /// Longest wait for a whole POST body.
+    pub body_read_timeout: Duration,
     pub sse_retry: Duration,
+    pub connections: ConnectionSettings,
+}
+
+/// How the listener treats connections, from [`ServerConfig`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSettings {
+    /// Longest wait for a request's headers (actix's client request timeout).
+    pub header_read_timeout: Duration,
+    /// Idle time allowed between two requests of a connection.
+    pub keep_alive: Duration,
+    /// Most connections one worker holds open.
+    pub max_connections: usize,
 }
 
 impl HttpSettings {
@@ -45,7 +67,15 @@ impl HttpSettings {
             allowed_hosts: config.allowed_hosts.clone(),
             loopback_only: config.listen.ip().is_loopback(),
             max_body_bytes: config.max_body_bytes,
+            max_client_metadata_bytes: config.max_client_metadata_bytes,
+            max_batch_len: config.max_batch_len,
+            body_read_timeout: config.body_read_timeout,
             sse_retry: config.sse_retry,
+            connections: ConnectionSettings {
+                header_read_timeout: config.header_read_timeout,
+                keep_alive: config.keep_alive,
+                max_connections: config.max_connections,
+            },
         }
     }
 }
@@ -53,6 +83,7 @@ impl HttpSettings {
 /// What every handler gets.
 pub struct AppState {
     pub gateway: Arc<Gateway>,
+    pub auth: Authenticator,
     pub settings: HttpSettings,
 }
 
@@ -60,21 +91,34 @@ pub struct AppState {
 pub fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    auth: Authenticator,
     settings: HttpSettings,
     workers: usize,
 ) -> std::io::Result<Server> {
-    let state = web::Data::new(AppState { gateway, settings });
+    let connections = settings.connections;
+    let state = web::Data::new(AppState {
+        gateway,
+        auth,
+        settings,
+    });
     let server = HttpServer::new(move || {
         let cors = cors::layer(state.settings.allowed_origins.clone());
-        App::new().app_data(state.clone()).wrap(cors).service(
-            web::resource("/mcp")
-                .route(web::post().to(post::handle))
-                .route(web::get().to(get::handle))
-                .route(web::delete().to(delete::handle))
-                .default_service(web::to(method_not_allowed)),
-        )
+        App::new()
+            .app_data(state.clone())
+            .wrap(cors)
+            .configure(oauth_metadata::routes)
+            .service(
+                web::resource("/mcp")
+                    .route(web::post().to(post::handle))
+                    .route(web::get().to(get::handle))
+                    .route(web::delete().to(delete::handle))
+                    .default_service(web::to(method_not_allowed)),
+            )
     })
     .workers(workers)
+    .client_request_timeout(connections.header_read_timeout)
+    .keep_alive(connections.keep_alive)
+    .max_connections(connections.max_connections)
     .shutdown_timeout(30)
     .disable_signals()
     .listen(listener)?
@@ -105,7 +149,8 @@ fn store_unavailable(error: &StoreError) -> HttpError {
     )
 }
 
-/// Counts a finished request.
+/// Counts a finished request. A refusal is the client's mistake (the 5xx ones were logged
+/// where they happened), so it is logged at DEBUG only, its reason escaped.
 fn observe(
     state: &AppState,
     method: &str,
@@ -116,6 +161,9 @@ fn observe(
         Ok(response) => response.status().as_u16(),
         Err(error) => actix_web::ResponseError::status_code(error).as_u16(),
     };
+    if let Err(error) = result {
+        tracing::debug!(method = ?method, status, reason = ?error.to_string(), "request refused");
+    }
     state
         .gateway
         .metrics

@@ -18,7 +18,9 @@ use super::error::HttpError;
 use super::guard::{self, SESSION_HEADER};
 use super::sse::{self, Tail};
 use super::{AppState, session_error};
-use crate::dispatch::{Gateway, InitializeError, MessageRejected, Outgoing, Session};
+use super::{authn, throttle};
+use crate::auth::Principal;
+use crate::dispatch::{Caller, Gateway, InitializeError, MessageRejected, Outgoing, Session};
 use crate::events::{Batch, StreamId, StreamKey};
 use crate::jsonrpc::{Message, Request, RequestId};
 
@@ -40,13 +42,13 @@ async fn handle_post(
     payload: Payload,
     state: &AppState,
 ) -> (String, Result<HttpResponse, HttpError>) {
-    let incoming = match read_incoming(request, payload, state).await {
-        Ok(incoming) => incoming,
+    let (principal, incoming) = match read_incoming(request, payload, state).await {
+        Ok(read) => read,
         Err(error) => return ("other".into(), Err(error)),
     };
     let method = metric_label(&incoming);
     let id = single_request_id(&incoming);
-    let result = dispatch(request, incoming, state).await;
+    let result = dispatch(request, &principal, incoming, state).await;
     (method, result.map_err(|error| error.answering(id.as_ref())))
 }
 
@@ -58,12 +60,15 @@ fn single_request_id(incoming: &Incoming) -> Option<RequestId> {
     }
 }
 
+/// The caller and its parsed body; nothing of the body is read before the caller is known.
 async fn read_incoming(
     request: &HttpRequest,
     payload: Payload,
     state: &AppState,
-) -> Result<Incoming, HttpError> {
+) -> Result<(Principal, Incoming), HttpError> {
     guard::check_origin_and_host(request, &state.settings)?;
+    let principal = authn::principal(request, state).await?;
+    let admitted = throttle::admit(state, &principal).await;
     guard::check_content_type(request)?;
     guard::check_post_accept(request)?;
     let declared = request
@@ -71,8 +76,11 @@ async fn read_incoming(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let bytes = body::read(payload, declared, state.settings.max_body_bytes).await?;
-    body::parse(&bytes)
+    guard::check_no_websocket_upgrade(request)?;
+    let bytes = body::read(payload, declared, &state.settings).await?;
+    let incoming = body::parse(&bytes, state.settings.max_batch_len)?;
+    admitted.map_err(|refusal| refusal.answering(single_request_id(&incoming).as_ref()))?;
+    Ok((principal, incoming))
 }
 
 fn metric_label(incoming: &Incoming) -> String {
@@ -86,15 +94,20 @@ fn metric_label(incoming: &Incoming) -> String {
 
 async fn dispatch(
     request: &HttpRequest,
+    principal: &Principal,
     incoming: Incoming,
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
     guard::protocol_version(request)?;
     if let Some(first) = first_session_less(&incoming)? {
-        return initialize(first, state).await;
+        return initialize(first, principal, state).await;
     }
     let id = guard::session_id(request)?;
-    let session = state.gateway.lookup(&id).await.map_err(session_error)?;
+    let session = state
+        .gateway
+        .lookup(&id, Caller::Client(principal))
+        .await
+        .map_err(session_error)?;
     if incoming.batch && !session.record.version().allows_batches() {
         let message = format!(
             "Bad Request: JSON-RPC batches are not supported in protocol version {}",
@@ -138,7 +151,11 @@ fn first_session_less(incoming: &Incoming) -> Result<Option<&Request>, HttpError
     Ok(Some(request))
 }
 
-async fn initialize(request: &Request, state: &AppState) -> Result<HttpResponse, HttpError> {
+async fn initialize(
+    request: &Request,
+    principal: &Principal,
+    state: &AppState,
+) -> Result<HttpResponse, HttpError> {
     if request.method == "server/discover" {
         return Err(HttpError::Rejected {
             id: Some(request.id.clone()),
@@ -148,7 +165,7 @@ async fn initialize(request: &Request, state: &AppState) -> Result<HttpResponse,
     }
     let (id, result) = state
         .gateway
-        .initialize(request)
+        .initialize(request, principal, state.settings.max_client_metadata_bytes)
         .await
         .map_err(|error| match error {
             InitializeError::Invalid(data) => HttpError::Rejected {
@@ -157,6 +174,7 @@ async fn initialize(request: &Request, state: &AppState) -> Result<HttpResponse,
                 message: data.message.into_owned(),
             },
             InitializeError::Store(error) => super::store_unavailable(&error),
+            InitializeError::Limited(limit) => throttle::limited(&request.id, limit),
         })?;
     let body = crate::jsonrpc::result_value(&request.id, result);
     Ok(HttpResponse::Ok()
@@ -166,10 +184,13 @@ async fn initialize(request: &Request, state: &AppState) -> Result<HttpResponse,
 }
 
 fn rejected(error: MessageRejected) -> HttpError {
-    HttpError::Rejected {
-        id: Some(error.id().clone()),
-        code: error.code(),
-        message: error.to_string(),
+    match error {
+        MessageRejected::Limited { id, limit } => throttle::limited(&id, limit),
+        error => HttpError::Rejected {
+            id: Some(error.id().clone()),
+            code: error.code(),
+            message: error.to_string(),
+        },
     }
 }
 
@@ -195,7 +216,11 @@ async fn answer(
         return Ok(json_response(Value::Array(responses)));
     }
     let only_request = (accepted.len() == 1).then(|| accepted[0].id.clone());
-    let mut outgoing = merge(gateway, &session, accepted)?;
+    let (outgoing, limited) = merge(gateway, &session, accepted, batch)?;
+    responses.extend(limited);
+    let Some(mut outgoing) = outgoing else {
+        return Ok(json_response(Value::Array(responses)));
+    };
     let mut position = None;
     while let Some(next) = outgoing.recv().await {
         match next {
@@ -242,22 +267,34 @@ fn is_response(message: &Value) -> bool {
         && (message.get("result").is_some() || message.get("error").is_some())
 }
 
-/// One channel for every request of the body.
+/// One channel for every request of the body that started (none when none did) and, in a
+/// batch, the error entries of the requests a limit refused.
 fn merge(
     gateway: &Arc<Gateway>,
     session: &Session,
     requests: Vec<Request>,
-) -> Result<mpsc::Receiver<Outgoing>, HttpError> {
+    batch: bool,
+) -> Result<(Option<mpsc::Receiver<Outgoing>>, Vec<Value>), HttpError> {
     let mut receivers = Vec::new();
+    let mut limited = Vec::new();
     for request in requests {
-        let receiver = gateway
-            .handle_request(session.clone(), request)
-            .map_err(rejected)?;
-        receivers.push(receiver);
+        match gateway.handle_request(session.clone(), request) {
+            Ok(receiver) => receivers.push(receiver),
+            Err(refusal @ MessageRejected::Limited { .. }) if batch => {
+                limited.push(refusal.response());
+            }
+            Err(refusal) => return Err(rejected(refusal)),
+        }
     }
-    if receivers.len() == 1 {
-        return Ok(receivers.remove(0));
-    }
+    let merged = match receivers.len() {
+        0 | 1 => receivers.pop(),
+        _ => Some(funnel(receivers)),
+    };
+    Ok((merged, limited))
+}
+
+/// One channel carrying what every receiver carries.
+fn funnel(receivers: Vec<mpsc::Receiver<Outgoing>>) -> mpsc::Receiver<Outgoing> {
     let (tx, rx) = mpsc::channel(64);
     for mut receiver in receivers {
         let tx = tx.clone();
@@ -269,7 +306,7 @@ fn merge(
             }
         });
     }
-    Ok(rx)
+    rx
 }
 
 /// What a request's response stream starts with.
@@ -314,6 +351,7 @@ async fn stream(
         track_delivery: false,
         honour_pauses: true,
         _upstream_listeners: Vec::new(),
+        _get_stream: None,
         holds_for: None,
         retry: state.settings.sse_retry,
     };

@@ -22,7 +22,7 @@ use actix_web::web::Bytes;
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::{Gateway, Resume, Session};
+use crate::dispatch::{Gateway, Resume, Session, StreamSlot};
 use crate::events::{Batch, Event, EventId, EventLogError, StreamKey};
 use crate::upstream::UpstreamListener;
 
@@ -46,6 +46,9 @@ pub struct Tail {
     pub honour_pauses: bool,
     /// Upstream GET streams feeding this (standalone) stream, held only to close with it.
     pub _upstream_listeners: Vec<UpstreamListener>,
+    /// A GET stream's place among its session's streams open here, held only to free it with
+    /// the stream (see `limits.streams_per_session`).
+    pub _get_stream: Option<StreamSlot>,
     /// The session whose held upstream streams this (standalone) stream makes sure some
     /// replica holds, at every keep-alive: a holder that died without releasing its lease is
     /// replaced once the lease ran out.

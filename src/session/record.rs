@@ -38,6 +38,13 @@ pub struct SessionRecord {
     /// Resource URIs the client subscribed to, with the upstream serving each.
     #[serde(default)]
     pub subscriptions: BTreeMap<String, String>,
+    /// Keyed hash of the principal (and team) that created the session; empty in records
+    /// written before sessions had owners, which only the anonymous principal may use.
+    #[serde(default)]
+    pub owner: String,
+    /// The owner's team, which selects the session's policy.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 /// What an upstream issued for this session.
@@ -57,6 +64,10 @@ pub struct RecordCore {
     pub client_capabilities: Value,
     pub created_at: u64,
     pub expires_at: u64,
+    #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 /// One change to a live session's record. Stores apply each atomically and only to a record
@@ -113,6 +124,17 @@ impl SessionRecord {
             upstreams: BTreeMap::new(),
             log_level: None,
             subscriptions: BTreeMap::new(),
+            owner: String::new(),
+            team: None,
+        }
+    }
+
+    /// The same record, owned by the principal `owner` tags, of `team`.
+    pub fn owned_by(self, owner: String, team: Option<String>) -> Self {
+        Self {
+            owner,
+            team,
+            ..self
         }
     }
 
@@ -128,6 +150,8 @@ impl SessionRecord {
             upstreams: BTreeMap::new(),
             log_level: None,
             subscriptions: BTreeMap::new(),
+            owner: core.owner,
+            team: core.team,
         }
     }
 
@@ -139,6 +163,8 @@ impl SessionRecord {
             client_capabilities: self.client_capabilities.clone(),
             created_at: self.created_at,
             expires_at: self.expires_at,
+            owner: self.owner.clone(),
+            team: self.team.clone(),
         }
     }
 

@@ -2,8 +2,8 @@
 //! method names are folded to a fixed list, upstream names come from the configuration.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Outcomes of looking a session up.
@@ -15,6 +15,8 @@ pub enum LookupOutcome {
     Expired,
     Deleted,
     Unknown,
+    /// A live session asked for by a principal other than its owner (answered as unknown).
+    Foreign,
     StoreError,
 }
 
@@ -26,6 +28,7 @@ impl LookupOutcome {
             LookupOutcome::Expired => "expired",
             LookupOutcome::Deleted => "deleted",
             LookupOutcome::Unknown => "unknown",
+            LookupOutcome::Foreign => "foreign",
             LookupOutcome::StoreError => "store_error",
         }
     }
@@ -74,11 +77,20 @@ pub struct Metrics {
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     upstream_reinitializations: IntCounterVec,
+    upstream_messages_dropped: IntCounterVec,
+    upstream_messages_coalesced: IntCounterVec,
+    isolated_children: IntGaugeVec,
+    isolated_children_started: IntCounterVec,
+    isolated_children_stopped: IntCounterVec,
+    isolated_children_refused: IntCounterVec,
     pub sse_streams_open: IntGauge,
     pub sessions_held: IntGauge,
     pub sse_events_replayed: IntCounter,
     store_duration: HistogramVec,
     store_errors: IntCounterVec,
+    limited: IntCounterVec,
+    limits_unchecked: IntCounterVec,
+    auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -111,7 +123,31 @@ impl Metrics {
             "Sessions this replica keeps in-memory state for (updated every 5 s)",
         )?;
         registry.register(Box::new(sessions_held.clone()))?;
+        let isolated_children = IntGaugeVec::new(
+            Opts::new(
+                "isolated_children",
+                "Isolated stdio children running on this replica, by upstream",
+            ),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(isolated_children.clone()))?;
         Ok(Self {
+            isolated_children,
+            isolated_children_started: counter_vec(
+                "isolated_children_started_total",
+                "Isolated stdio children started, by upstream",
+                &["upstream"],
+            )?,
+            isolated_children_stopped: counter_vec(
+                "isolated_children_stopped_total",
+                "Isolated stdio children stopped, by upstream and reason (idle, session_ended, exited)",
+                &["upstream", "reason"],
+            )?,
+            isolated_children_refused: counter_vec(
+                "isolated_children_refused_total",
+                "Isolated stdio children not started because max_children were running, by upstream",
+                &["upstream"],
+            )?,
             sessions_created: counter("sessions_created_total", "Sessions created by initialize")?,
             sessions_deleted: counter("sessions_deleted_total", "Sessions ended by DELETE")?,
             sessions_expired: counter("sessions_expired_total", "Sessions found expired")?,
@@ -122,6 +158,16 @@ impl Metrics {
             upstream_reinitializations: counter_vec(
                 "upstream_reinitializations_total",
                 "Upstream sessions re-initialized after the upstream forgot them",
+                &["upstream"],
+            )?,
+            upstream_messages_dropped: counter_vec(
+                "upstream_messages_dropped_total",
+                "Upstream messages dropped by a bound, by upstream and reason",
+                &["upstream", "reason"],
+            )?,
+            upstream_messages_coalesced: counter_vec(
+                "upstream_messages_coalesced_total",
+                "Upstream list changes merged into one already waiting for delivery",
                 &["upstream"],
             )?,
             session_lookups: counter_vec(
@@ -155,6 +201,21 @@ impl Metrics {
                 "op",
             )?,
             store_errors: counter_vec("store_errors_total", "Failed Redis operations", &["op"])?,
+            limited: counter_vec(
+                "limited_total",
+                "Requests refused by a limit (429), by limit",
+                &["limit"],
+            )?,
+            limits_unchecked: counter_vec(
+                "limits_unchecked_total",
+                "Requests admitted without a limit check because its store failed, by limit",
+                &["limit"],
+            )?,
+            auth_failures: counter_vec(
+                "auth_failures_total",
+                "Requests refused by authentication (401/403), by reason",
+                &["reason"],
+            )?,
             sse_events_replayed: counter(
                 "sse_events_replayed_total",
                 "SSE events replayed after Last-Event-ID",
@@ -199,6 +260,43 @@ impl Metrics {
             .inc();
     }
 
+    /// `upstream` is a configured name, `reason` one of [`crate::upstream::DropReason`]'s labels.
+    pub fn upstream_message_dropped(&self, upstream: &str, reason: &'static str) {
+        self.upstream_messages_dropped
+            .with_label_values(&[upstream, reason])
+            .inc();
+    }
+
+    /// `upstream` is a configured name.
+    pub fn upstream_message_coalesced(&self, upstream: &str) {
+        self.upstream_messages_coalesced
+            .with_label_values(&[upstream])
+            .inc();
+    }
+
+    /// An isolated child of `upstream` (a configured name) started.
+    pub fn isolated_child_started(&self, upstream: &str) {
+        self.isolated_children_started
+            .with_label_values(&[upstream])
+            .inc();
+        self.isolated_children.with_label_values(&[upstream]).inc();
+    }
+
+    /// An isolated child of `upstream` stopped; `reason` is one of a fixed set.
+    pub fn isolated_child_stopped(&self, upstream: &str, reason: &'static str) {
+        self.isolated_children_stopped
+            .with_label_values(&[upstream, reason])
+            .inc();
+        self.isolated_children.with_label_values(&[upstream]).dec();
+    }
+
+    /// An isolated child of `upstream` was not started: `max_children` were running.
+    pub fn isolated_child_refused(&self, upstream: &str) {
+        self.isolated_children_refused
+            .with_label_values(&[upstream])
+            .inc();
+    }
+
     /// `op` is one of the store's fixed operation names.
     pub fn store_operation(&self, op: &str, ok: bool, seconds: f64) {
         self.store_duration
@@ -207,6 +305,21 @@ impl Metrics {
         if !ok {
             self.store_errors.with_label_values(&[op]).inc();
         }
+    }
+
+    /// A refused request; `reason` is one of [`crate::auth::AuthError::reason`]'s labels.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures.with_label_values(&[reason]).inc();
+    }
+
+    /// A request refused by `limit` (a [`crate::limits::Limit`] label).
+    pub fn limited(&self, limit: &'static str) {
+        self.limited.with_label_values(&[limit]).inc();
+    }
+
+    /// A request admitted without checking `limit` (a [`crate::limits::Limit`] label).
+    pub fn limit_unchecked(&self, limit: &'static str) {
+        self.limits_unchecked.with_label_values(&[limit]).inc();
     }
 
     /// The text exposition format.

@@ -9,25 +9,32 @@
 //! merged lists. One task per upstream then probes it with `initialize` (on the gateway's own
 //! behalf, the probe session deleted at once), backing off from 1 s to 30 s, until it answers;
 //! then it is healthy again and its recovery is announced once to every session.
+//!
+//! Bodies are read within the upstream's `max_message_bytes`: a JSON answer, or one SSE event
+//! (counted as it arrives, before `sse-stream` gathers it), over the bound is abandoned, and the
+//! call it answered fails. A standalone stream that brings one is reopened after the last event
+//! logged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{
-    CallContext, InitInfo, Unsolicited, UnsolicitedSink, UpstreamError, UpstreamEvent,
-    request_channel,
-};
+use super::framing::EventBound;
+use super::outlet::{DropReason, Outlet};
+use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::UpstreamConfig;
 use crate::jsonrpc::{Message, Request, RequestId, notification_value, request_value};
 use crate::protocol::ProtocolVersion;
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
+use crate::sync::lock;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -53,7 +60,9 @@ struct Inner {
     url: String,
     client: reqwest::Client,
     last_init: Mutex<Option<InitInfo>>,
-    sink: UnsolicitedSink,
+    outlet: Outlet,
+    /// Longest JSON answer or SSE event read from the upstream.
+    max_message_bytes: usize,
     health: Health,
     /// Longest wait for one health probe.
     probe_timeout: Duration,
@@ -76,7 +85,7 @@ impl Health {
 }
 
 impl HttpUpstream {
-    pub fn new(config: &UpstreamConfig, sink: UnsolicitedSink) -> Result<Self, UpstreamError> {
+    pub fn new(config: &UpstreamConfig, outlet: Outlet) -> Result<Self, UpstreamError> {
         let name = config.name.clone();
         let mut headers = HeaderMap::new();
         for (key, value) in &config.headers {
@@ -97,13 +106,18 @@ impl HttpUpstream {
                 upstream: name.clone(),
                 reason: e.without_url().to_string(),
             })?;
-        let url = config.url.clone().unwrap_or_default();
+        let url = config
+            .url
+            .as_ref()
+            .map(|url| url.expose().to_owned())
+            .unwrap_or_default();
         let inner = Inner {
             name,
             url,
             client,
             last_init: Mutex::new(None),
-            sink,
+            outlet,
+            max_message_bytes: config.max_message_bytes,
             health: Health::default(),
             probe_timeout: config.timeout,
         };
@@ -147,7 +161,7 @@ impl HttpUpstream {
         Ok(self
             .inner
             .clone()
-            .read_messages(response, ctx.upstream_session.clone()))
+            .read_messages(response, ctx.upstream_session.clone(), request.id))
     }
 
     pub async fn send(&self, ctx: &CallContext, message: Message) -> Result<(), UpstreamError> {
@@ -177,6 +191,7 @@ impl HttpUpstream {
             let cursor = SseCursor {
                 last_event_id: Some(last_event_id),
                 retry: Duration::ZERO,
+                answers: None,
             };
             inner.resume_response_stream(cursor, session, &tx).await;
         });
@@ -212,16 +227,13 @@ impl Inner {
         self: &Arc<Self>,
         params: &Value,
     ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
-        let message = request_value(
-            &RequestId::String("mcpgate-initialize".into()),
-            "initialize",
-            Some(params),
-        );
+        let id = RequestId::String("mcpgate-initialize".into());
+        let message = request_value(&id, "initialize", Some(params));
         let response = self.post(&message, &UpstreamSession::default()).await?;
         let session_id = header_text(response.headers(), SESSION_HEADER);
         let mut messages = self
             .clone()
-            .read_messages(response, UpstreamSession::default());
+            .read_messages(response, UpstreamSession::default(), id);
         let result = loop {
             match messages.recv().await {
                 Some(UpstreamEvent::Message(Message::Response(r))) => {
@@ -303,7 +315,7 @@ impl Inner {
     fn recovered(&self, init: InitInfo) {
         *lock(&self.last_init) = Some(init.clone());
         self.health.down.store(false, Ordering::Release);
-        super::announce_recovery(&self.sink, &self.name, &init);
+        super::announce_recovery(&self.outlet, &self.name, &init);
     }
 
     fn protocol(&self, reason: String) -> UpstreamError {
@@ -374,23 +386,75 @@ impl Inner {
         }
     }
 
-    /// Turns a POST answer (JSON, SSE or 202) into a channel of messages.
+    /// Turns a POST answer (JSON, SSE or 202) to request `answers` into a channel of messages.
     fn read_messages(
         self: Arc<Self>,
         response: reqwest::Response,
         session: UpstreamSession,
+        answers: RequestId,
     ) -> mpsc::Receiver<UpstreamEvent> {
         let (tx, rx) = request_channel();
         tokio::spawn(async move {
             let is_sse = header_text(response.headers(), CONTENT_TYPE.as_str())
                 .is_some_and(|ct| ct.starts_with("text/event-stream"));
             if is_sse {
-                self.relay_response_stream(response, session, &tx).await;
-            } else if let Ok(body) = response.bytes().await {
-                self.relay_json(&body, &tx).await;
+                self.relay_response_stream(response, session, answers, &tx)
+                    .await;
+                return;
+            }
+            match self.read_body(response).await {
+                Ok(body) => self.relay_json(&body, &tx).await,
+                Err(ReadError::TooLarge) => {
+                    let _ = tx.send(self.too_large().response(answers).into()).await;
+                }
+                Err(error) => {
+                    tracing::debug!(upstream = %self.name, %error, "could not read an answer")
+                }
             }
         });
         rx
+    }
+
+    /// A whole body, if it is within `max_message_bytes`.
+    async fn read_body(&self, response: reqwest::Response) -> Result<Bytes, ReadError> {
+        let body = Limited::new(reqwest::Body::from(response), self.max_message_bytes);
+        match body.collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(error) if error.is::<LengthLimitError>() => Err(ReadError::TooLarge),
+            Err(error) => Err(ReadError::Body(match error.downcast::<reqwest::Error>() {
+                Ok(error) => error.without_url().to_string(),
+                Err(error) => error.to_string(),
+            })),
+        }
+    }
+
+    /// The SSE events of a body, failing with [`ReadError::TooLarge`] inside one over
+    /// `max_message_bytes`, before it is gathered.
+    fn events(
+        &self,
+        response: reqwest::Response,
+    ) -> impl Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Unpin + use<> {
+        let mut bound = EventBound::new(self.max_message_bytes);
+        let bytes = response.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(|e| ReadError::Body(e.without_url().to_string()))?;
+            if bound.fits(&chunk) {
+                Ok(chunk)
+            } else {
+                Err(ReadError::TooLarge)
+            }
+        });
+        sse_stream::SseStream::from_bytes_stream(bytes)
+    }
+
+    /// Logs and counts a message over `max_message_bytes`; the error of the call it answered.
+    fn too_large(&self) -> UpstreamError {
+        let error = UpstreamError::TooLarge {
+            upstream: self.name.clone(),
+            limit: self.max_message_bytes,
+        };
+        tracing::warn!(upstream = %self.name, %error, "abandoned an oversized message from an HTTP upstream");
+        self.outlet.dropped(DropReason::TooLarge);
+        error
     }
 
     async fn relay_json(&self, body: &[u8], tx: &mpsc::Sender<UpstreamEvent>) {
@@ -417,9 +481,14 @@ impl Inner {
         &self,
         response: reqwest::Response,
         session: UpstreamSession,
+        answers: RequestId,
         tx: &mpsc::Sender<UpstreamEvent>,
     ) {
-        let mut cursor = SseCursor::default();
+        let mut cursor = SseCursor {
+            last_event_id: None,
+            retry: DEFAULT_RETRY,
+            answers: Some(answers),
+        };
         if cursor.relay(self, response, tx).await {
             return;
         }
@@ -516,26 +585,32 @@ impl Inner {
     ) -> Duration {
         let resumed_after = logged.clone();
         let mut retry = DEFAULT_RETRY;
-        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
-        while let Some(Ok(event)) = events.next().await {
+        let mut events = self.events(response);
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(error) if is_too_large(&error) => {
+                    self.too_large();
+                    break;
+                }
+                Err(_) => break,
+            };
             if let Some(hint) = event.retry {
                 retry = Duration::from_millis(hint);
             }
             if event.id.is_some() && event.id == resumed_after {
                 continue;
             }
-            let Some(message) = event.data.as_deref().and_then(|d| self.parse_event(d)) else {
+            let data = event.data.as_deref().unwrap_or_default();
+            let Some(message) = self.parse_event(data) else {
                 continue;
             };
-            let (ack, acked) = oneshot::channel();
-            let unsolicited = Unsolicited {
-                upstream: self.name.clone(),
-                session: Some(session.clone()),
-                message,
-                event_id: event.id.clone(),
-                logged: Some(ack),
-            };
-            if self.sink.send(unsolicited).is_err() || !acked.await.unwrap_or(false) {
+            let (id, bytes) = (event.id.clone(), data.len());
+            if !self
+                .outlet
+                .deliver(session.clone(), message, id, bytes)
+                .await
+            {
                 return UNLOGGED_RETRY;
             }
             if event.id.is_some() {
@@ -578,22 +653,47 @@ impl StandaloneStream {
     }
 }
 
+/// Why an upstream's body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("a message is over max_message_bytes")]
+    TooLarge,
+    #[error("cannot read the body: {0}")]
+    Body(String),
+}
+
+/// Whether an SSE stream failed on an event over `max_message_bytes`.
+fn is_too_large(error: &sse_stream::Error) -> bool {
+    let sse_stream::Error::Body(inner) = error else {
+        return false;
+    };
+    matches!(inner.downcast_ref(), Some(ReadError::TooLarge))
+}
+
 /// Where an SSE response stream from an upstream stands.
 struct SseCursor {
     last_event_id: Option<String>,
     retry: Duration,
-}
-
-impl Default for SseCursor {
-    fn default() -> Self {
-        Self {
-            last_event_id: None,
-            retry: DEFAULT_RETRY,
-        }
-    }
+    /// The request whose answer this stream carries, when known: an event over
+    /// `max_message_bytes` answers it with an error.
+    answers: Option<RequestId>,
 }
 
 impl SseCursor {
+    /// An event over `max_message_bytes` ends the stream: the call fails with an error when its
+    /// id is known, or by the stream's end otherwise.
+    async fn refuse_too_large(
+        &mut self,
+        upstream: &Inner,
+        tx: &mpsc::Sender<UpstreamEvent>,
+    ) -> bool {
+        let error = upstream.too_large();
+        if let Some(id) = self.answers.take() {
+            let _ = tx.send(error.response(id).into()).await;
+        }
+        true
+    }
+
     /// Relays one SSE body. Returns true when a response went through (the stream is done).
     async fn relay(
         &mut self,
@@ -602,9 +702,15 @@ impl SseCursor {
         tx: &mpsc::Sender<UpstreamEvent>,
     ) -> bool {
         let resumed_after = self.last_event_id.clone();
-        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        let mut events = upstream.events(response);
         while let Some(event) = events.next().await {
-            let Ok(event) = event else { return false };
+            let event = match event {
+                Ok(event) => event,
+                Err(error) if is_too_large(&error) => {
+                    return self.refuse_too_large(upstream, tx).await;
+                }
+                Err(_) => return false,
+            };
             if event.id.is_some() && event.id == resumed_after {
                 continue;
             }
@@ -637,10 +743,4 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

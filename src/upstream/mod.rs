@@ -2,12 +2,20 @@
 //!
 //! An upstream turns one forwarded request into a channel of [`Message`]s: notifications and
 //! server-to-client requests that belong to that request, then the final response. Messages
-//! that belong to no request (list changes, resource updates) go to the [`Unsolicited`] sink,
-//! and so do the list changes an upstream's recovery implies (a stdio child restarted, an HTTP
-//! upstream that answers its health probe again).
+//! that belong to no request (list changes, resource updates) go to the bounded queue of
+//! [`Unsolicited`] messages through the upstream's outlet (`outlet.rs`, which also applies the
+//! upstream's `unsolicited_per_second`), and so do the list changes an upstream's recovery
+//! implies (a stdio child restarted, an HTTP upstream that answers its health probe again).
+//! No message longer than the upstream's `max_message_bytes` is read whole (`framing.rs`).
+//!
+//! stdio upstreams run one child per replica shared by every session (`stdio.rs`), or one per
+//! team or per session (`isolated.rs`); `child.rs` is one child's connection either way.
 
-mod filter;
+mod child;
+mod framing;
 mod http;
+mod isolated;
+mod outlet;
 mod stdio;
 
 use std::sync::Arc;
@@ -16,13 +24,18 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::config::isolation::Isolation;
 use crate::config::{StandaloneMode, TransportKind, UpstreamConfig};
-use crate::jsonrpc::{Message, Notification, Request, RequestId};
+use crate::glob_filter::GlobFilter;
+use crate::jsonrpc::{Message, Notification, Request, RequestId, Response};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 
-pub use filter::ToolFilter;
 pub use http::HttpUpstream;
+pub use isolated::IsolatedStdio;
+pub use outlet::{DropReason, UnsolicitedQueue, UnsolicitedSink, unsolicited_queue};
 pub use stdio::StdioUpstream;
+
+use outlet::Outlet;
 
 /// Buffer of one request's message channel.
 const REQUEST_CHANNEL: usize = 64;
@@ -69,9 +82,6 @@ pub struct Unsolicited {
     pub logged: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
-/// Where unsolicited messages go.
-pub type UnsolicitedSink = mpsc::UnboundedSender<Unsolicited>;
-
 /// The session-specific facts a call needs.
 #[derive(Debug, Clone)]
 pub struct CallContext {
@@ -79,7 +89,8 @@ pub struct CallContext {
     pub upstream_session: UpstreamSession,
 }
 
-/// Why an upstream could not serve a call. Every variant names the upstream.
+/// Why an upstream could not serve a call. Every variant names the upstream; the details are
+/// for the log only (see [`UpstreamError::client_message`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream {upstream} is unavailable: {reason}")]
@@ -94,6 +105,41 @@ pub enum UpstreamError {
     SessionGone { upstream: String },
     #[error("upstream {upstream} sent an invalid message: {reason}")]
     Protocol { upstream: String, reason: String },
+    #[error("upstream {upstream} sent a message over the {limit}-byte limit")]
+    TooLarge { upstream: String, limit: usize },
+    #[error(
+        "upstream {upstream} already runs {limit} processes on this replica (max_children); try again later"
+    )]
+    TooManyChildren { upstream: String, limit: usize },
+}
+
+impl UpstreamError {
+    /// What a client is told: which upstream failed and how, without the details (a path, an
+    /// address, the upstream's own words), which only the log gets.
+    pub fn client_message(&self) -> String {
+        match self {
+            UpstreamError::Unavailable { upstream, .. } => {
+                format!("upstream {upstream} is unavailable")
+            }
+            UpstreamError::Transport { upstream, .. }
+            | UpstreamError::Status { upstream, .. }
+            | UpstreamError::Protocol { upstream, .. } => format!("upstream {upstream} failed"),
+            UpstreamError::Timeout { .. }
+            | UpstreamError::SessionGone { .. }
+            | UpstreamError::TooLarge { .. }
+            | UpstreamError::TooManyChildren { .. } => self.to_string(),
+        }
+    }
+
+    /// The JSON-RPC error response a client gets for request `id`, from the upstream's side.
+    fn response(&self, id: RequestId) -> Message {
+        let error = crate::jsonrpc::error_data(
+            rmcp::model::ErrorCode::INTERNAL_ERROR,
+            self.client_message(),
+        );
+        let outcome = Err(serde_json::to_value(error).unwrap_or_default());
+        Message::Response(Response { id, outcome })
+    }
 }
 
 /// An upstream GET stream kept open for one session; dropping it closes the stream.
@@ -128,6 +174,8 @@ impl Drop for UpstreamListener {
 /// One configured upstream, whatever its transport.
 pub enum Transport {
     Stdio(StdioUpstream),
+    /// A stdio upstream with a child per team or per session.
+    Isolated(IsolatedStdio),
     Http(HttpUpstream),
 }
 
@@ -135,7 +183,7 @@ pub enum Transport {
 pub struct Upstream {
     pub name: String,
     pub prefix: String,
-    pub filter: ToolFilter,
+    pub filter: GlobFilter,
     pub timeout: Duration,
     /// Who keeps a session's standalone GET stream open (HTTP upstreams).
     pub standalone: StandaloneMode,
@@ -144,28 +192,37 @@ pub struct Upstream {
 
 impl Upstream {
     /// Builds an upstream from its configuration; stdio children start in the background.
-    pub fn start(config: &UpstreamConfig, sink: UnsolicitedSink) -> Result<Self, UpstreamError> {
-        let transport = match config.transport {
-            TransportKind::Stdio => Transport::Stdio(StdioUpstream::start(config, sink)),
-            TransportKind::Http => Transport::Http(HttpUpstream::new(config, sink)?),
+    pub fn start(config: &UpstreamConfig, sink: &UnsolicitedSink) -> Result<Self, UpstreamError> {
+        let outlet = || sink.outlet(&config.name, config.unsolicited_per_second);
+        let transport = match (config.transport, config.isolation()) {
+            (TransportKind::Stdio, Isolation::Shared) => {
+                Transport::Stdio(StdioUpstream::start(config, outlet()))
+            }
+            (TransportKind::Stdio, _) => {
+                Transport::Isolated(IsolatedStdio::start(config, sink.clone()))
+            }
+            (TransportKind::Http, _) => Transport::Http(HttpUpstream::new(config, outlet())?),
         };
         Ok(Self {
             name: config.name.clone(),
             prefix: config.effective_prefix().to_owned(),
-            filter: ToolFilter::new(&config.allow, &config.deny),
+            filter: GlobFilter::new(&config.allow, &config.deny),
             timeout: config.timeout,
             standalone: config.standalone.unwrap_or_default(),
             transport,
         })
     }
 
-    /// Prepares this upstream for a session; HTTP upstreams initialize an upstream session.
+    /// Prepares this upstream for a session; HTTP upstreams initialize an upstream session,
+    /// isolated stdio upstreams start (or join) the session's child on this replica.
     pub async fn open_session(
         &self,
+        session: &SessionId,
         record: &SessionRecord,
     ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.open_session().await,
+            Transport::Isolated(pool) => pool.open_session(session, record).await,
             Transport::Http(http) => http.open_session(record).await,
         }
     }
@@ -174,6 +231,7 @@ impl Upstream {
     pub fn has_capability(&self, name: &str) -> bool {
         let init = match &self.transport {
             Transport::Stdio(stdio) => stdio.last_init(),
+            Transport::Isolated(pool) => pool.last_init(),
             Transport::Http(http) => http.last_init(),
         };
         init.lock()
@@ -183,10 +241,12 @@ impl Upstream {
     }
 
     /// Whether the upstream answers now, as far as this replica knows: a stdio child that is up,
-    /// an HTTP upstream whose last connection attempt did not fail.
+    /// an HTTP upstream whose last connection attempt did not fail; isolated children start on
+    /// demand, so they are always worth a try.
     pub fn is_healthy(&self) -> bool {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.is_up(),
+            Transport::Isolated(_) => true,
             Transport::Http(http) => http.is_healthy(),
         }
     }
@@ -194,6 +254,12 @@ impl Upstream {
     /// Whether this upstream needs a per-session upstream session (HTTP) or not (stdio).
     pub fn has_upstream_sessions(&self) -> bool {
         matches!(self.transport, Transport::Http(_))
+    }
+
+    /// Whether sessions get children of their own (per team or per session), which restore
+    /// a session's state from its record when they start.
+    pub fn is_isolated(&self) -> bool {
+        matches!(self.transport, Transport::Isolated(_))
     }
 
     /// Forwards a request; the channel yields related messages and then the response.
@@ -204,6 +270,7 @@ impl Upstream {
     ) -> Result<mpsc::Receiver<UpstreamEvent>, UpstreamError> {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.request(ctx, request).await,
+            Transport::Isolated(pool) => pool.request(ctx, request).await,
             Transport::Http(http) => http.request(ctx, request).await,
         }
     }
@@ -212,6 +279,7 @@ impl Upstream {
     pub async fn send(&self, ctx: &CallContext, message: Message) -> Result<(), UpstreamError> {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.send(message).await,
+            Transport::Isolated(pool) => pool.send(ctx, message).await,
             Transport::Http(http) => http.send(ctx, message).await,
         }
     }
@@ -220,6 +288,7 @@ impl Upstream {
     pub async fn cancel(&self, ctx: &CallContext, request: &RequestId, reason: &str) {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.cancel(&ctx.session, request, reason).await,
+            Transport::Isolated(pool) => pool.cancel(&ctx.session, request, reason).await,
             Transport::Http(http) => http.cancel(ctx, request, reason).await,
         }
     }
@@ -253,7 +322,7 @@ impl Upstream {
     ) -> Option<mpsc::Receiver<UpstreamEvent>> {
         match &self.transport {
             Transport::Http(http) => Some(http.resume_response(ctx, last_event_id)),
-            Transport::Stdio(_) => None,
+            Transport::Stdio(_) | Transport::Isolated(_) => None,
         }
     }
 
@@ -274,7 +343,7 @@ impl Upstreams {
     pub fn start(configs: &[UpstreamConfig], sink: UnsolicitedSink) -> Result<Self, UpstreamError> {
         let list = configs
             .iter()
-            .map(|c| Upstream::start(c, sink.clone()).map(Arc::new))
+            .map(|c| Upstream::start(c, &sink).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Self { list })
     }
@@ -285,6 +354,16 @@ impl Upstreams {
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.list.iter().find(|u| u.name == name)
+    }
+
+    /// A session ended (however this replica learnt it): the isolated children it used here
+    /// stop once no other session uses them.
+    pub fn session_ended(&self, session: &SessionId) {
+        for upstream in &self.list {
+            if let Transport::Isolated(pool) = &upstream.transport {
+                pool.session_ended(session);
+            }
+        }
     }
 
     /// Waits, at most `limit`, for stdio children to finish their first start attempt.
@@ -306,7 +385,7 @@ const LISTS: [&str; 3] = ["tools", "prompts", "resources"];
 /// An upstream came (back) up: its lists may differ from what sessions saw while it was down,
 /// so every session of this replica is told, as if the upstream had sent
 /// `notifications/<list>/list_changed` for each list capability it declared.
-fn announce_recovery(sink: &UnsolicitedSink, upstream: &str, init: &InitInfo) {
+fn announce_recovery(outlet: &Outlet, upstream: &str, init: &InitInfo) {
     tracing::info!(
         upstream,
         "upstream recovered; announcing its lists to the sessions"
@@ -319,13 +398,7 @@ fn announce_recovery(sink: &UnsolicitedSink, upstream: &str, init: &InitInfo) {
             method: format!("notifications/{list}/list_changed"),
             params: None,
         });
-        let _ = sink.send(Unsolicited {
-            upstream: upstream.to_owned(),
-            session: None,
-            message,
-            event_id: None,
-            logged: None,
-        });
+        outlet.broadcast(message, 0);
     }
 }
 

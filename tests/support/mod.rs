@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod redis;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,19 @@ fn fixture_bin() -> &'static str {
 pub fn toml_str(text: &str) -> String {
     // JSON string escaping is valid TOML basic-string escaping for everything we write.
     Value::String(text.to_owned()).to_string()
+}
+
+/// The `Authorization` header value for API key `key`.
+pub fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+/// A `[[server.auth.api_keys]]` entry admitting `key` as `principal` of `team`.
+pub fn api_key_entry(key: &str, principal: &str, team: &str) -> String {
+    format!(
+        "[[server.auth.api_keys]]\nhash = \"{}\"\nprincipal = \"{principal}\"\nteam = \"{team}\"\n",
+        mcpgate::auth::hash_key(key)
+    )
 }
 
 /// What to start. Lines are raw TOML `key = value` lines added to the named table.
@@ -301,6 +315,13 @@ impl Fixture {
             .to_owned()
     }
 
+    /// The fixture's count of open MCP sessions.
+    pub async fn open_sessions(&self) -> u64 {
+        let url = self.url.replace("/mcp", "/sessions");
+        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        body["open"].as_u64().expect("open count")
+    }
+
     /// Stops the process and waits for it to exit.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
@@ -443,6 +464,25 @@ impl Gateway {
             StatusCode::ACCEPTED,
             "notifications/initialized: {reply:?}"
         );
+        session
+    }
+
+    /// Initializes a session as the caller with API key `key` (see [`api_key_entry`]).
+    pub async fn initialize_as(&self, key: &str) -> Session {
+        let authorization = bearer(key);
+        let body = json!({"jsonrpc": "2.0", "id": self.next_id(), "method": "initialize", "params": {
+            "protocolVersion": LATEST, "capabilities": {},
+            "clientInfo": {"name": "mcpgate-tests", "version": "0"}}});
+        let headers = [("authorization", authorization.as_str())];
+        let reply = self.post(None, body.to_string(), &headers).await;
+        assert_eq!(reply.status, StatusCode::OK, "initialize failed: {reply:?}");
+        let session = Session {
+            id: reply.header("mcp-session-id").expect("a session id"),
+            version: LATEST.into(),
+        };
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let reply = self.post(Some(&session), note.to_string(), &headers).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
         session
     }
 

@@ -3,11 +3,13 @@
 //! It implements the server surface expected by the official conformance suite
 //! (`@modelcontextprotocol/conformance` 0.1.16: every `test_*` tool, resource and
 //! prompt, completion, logging, subscriptions, sampling, elicitation, progress,
-//! SSE polling) plus a few gateway-oriented tools (`echo`, `whoami`, `slow`).
+//! SSE polling) plus a few gateway-oriented tools (`echo`, `whoami`, `slow`) and
+//! some that misbehave on purpose (`hostile.rs`).
 //!
 //! This file owns the command line and process setup; each concern lives in its
 //! own module.
 
+mod hostile;
 mod http;
 mod interactive;
 mod logging;

@@ -1,6 +1,7 @@
 //! The tool catalog (`tools/list`) and `tools/call` dispatch, plus the tools
 //! whose result is fixed content (text, image, audio, embedded resources, errors)
-//! and the gateway helpers `echo`, `whoami` and `slow`.
+//! and the gateway helpers `echo`, `whoami` and `slow`. The tools that misbehave on purpose
+//! live in `hostile.rs`.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use rmcp::{
 };
 use serde_json::{Value, json};
 
-use crate::{interactive, media, reconnect, server::Fixture, standalone};
+use crate::{hostile, interactive, media, reconnect, server::Fixture, standalone};
 
 /// Name of the tool that closes its own SSE stream mid-call (SEP-1699).
 pub const RECONNECTION_TOOL: &str = "test_reconnection";
@@ -88,6 +89,11 @@ pub fn catalog() -> Vec<Tool> {
         ),
         Tool::new("whoami", "Returns this server's --name.", none()),
         Tool::new(
+            "client_info",
+            "Returns the clientInfo, capabilities and protocolVersion this server was initialized with, as JSON.",
+            none(),
+        ),
+        Tool::new(
             "sample_on_standalone",
             "Asks the client to sample on the standalone stream; dropped when none is open.",
             string_schema("prompt", "Prompt sent to the client's LLM"),
@@ -96,6 +102,24 @@ pub fn catalog() -> Vec<Tool> {
             "notify_later",
             "Sends `count` numbered log messages after `delay_ms`, outside any request.",
             notify_later_schema(),
+        ),
+        Tool::new(
+            "environment",
+            "Returns the names of the environment variables this server sees, as a JSON array.",
+            none(),
+        ),
+        Tool::new(
+            "huge_line",
+            "Answers with about `bytes` bytes of text (over stdio: one raw line, then a second answer).",
+            object_schema(
+                json!({"bytes": {"type": "integer", "minimum": 0}}),
+                &["bytes"],
+            ),
+        ),
+        Tool::new(
+            "flood_notifications",
+            "Sends `count` notifications (`method`) of about `bytes` each, outside any request.",
+            flood_schema(),
         ),
         Tool::new(
             "slow",
@@ -138,16 +162,35 @@ pub async fn call(
         }
         "echo" => Ok(text(string_arg(&args, "text")?)),
         "whoami" => Ok(text(fixture.name.as_ref())),
+        "client_info" => Ok(client_info(&context)),
         "sample_on_standalone" => {
             standalone::sample(fixture, &context, string_arg(&args, "prompt")?).await
         }
         "notify_later" => Ok(standalone::notify_later(fixture, &context, &args)),
         "slow" => slow(&args, &context).await,
+        "environment" => Ok(hostile::environment()),
+        "huge_line" => hostile::huge_line(fixture, &context, &args).await,
+        "flood_notifications" => Ok(hostile::flood_notifications(fixture, &context, &args)),
         other => Err(McpError::invalid_params(
             format!("Unknown tool: {other}"),
             None,
         )),
     }
+}
+
+/// Body of `client_info`: what the client sent in `initialize`, and this process's id (which
+/// tells two children apart).
+fn client_info(context: &RequestContext<RoleServer>) -> CallToolResult {
+    let initialized = context.peer.peer_info().map(|info| {
+        json!({
+            "clientInfo": info.client_info,
+            "capabilities": info.capabilities,
+            "protocolVersion": info.protocol_version,
+        })
+    });
+    let mut report = initialized.unwrap_or_else(|| json!({}));
+    report["pid"] = json!(std::process::id());
+    text(report.to_string())
 }
 
 /// A successful result holding one text block.
@@ -231,7 +274,7 @@ fn string_schema(name: &str, description: &str) -> JsonObject {
     )
 }
 
-/// Input schema of `slow`.
+/// Input schema of `notify_later`.
 fn notify_later_schema() -> JsonObject {
     object_schema(
         json!({
@@ -242,6 +285,19 @@ fn notify_later_schema() -> JsonObject {
     )
 }
 
+/// Input schema of `flood_notifications`.
+fn flood_schema() -> JsonObject {
+    object_schema(
+        json!({
+            "count": {"type": "integer", "minimum": 0},
+            "bytes": {"type": "integer", "minimum": 0},
+            "method": {"type": "string"}
+        }),
+        &["count"],
+    )
+}
+
+/// Input schema of `slow`.
 fn slow_schema() -> JsonObject {
     object_schema(
         json!({"ms": {"type": "integer", "minimum": 0, "description": "Milliseconds to sleep"}}),

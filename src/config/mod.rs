@@ -7,10 +7,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
+
+pub mod auth;
+pub mod isolation;
+pub mod limits;
+pub mod policy;
 
 /// Everything mcpgate reads at start.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -26,6 +32,12 @@ pub struct Config {
     pub redis: RedisConfig,
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Per-principal and per-session limits.
+    #[serde(default)]
+    pub limits: limits::LimitsConfig,
+    /// What each team may see and call.
+    #[serde(default)]
+    pub policy: policy::PolicyConfig,
 }
 
 /// The downstream MCP endpoint.
@@ -41,6 +53,22 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Largest accepted POST body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest `clientInfo` plus `capabilities` of an `initialize`, serialized, in bytes: what
+    /// a session record keeps of the client for its whole life.
+    pub max_client_metadata_bytes: usize,
+    /// Most entries in one JSON-RPC batch (protocol 2025-03-26).
+    pub max_batch_len: usize,
+    /// Longest wait for a whole POST body once its headers arrived; then 408.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Longest wait for a request's headers on a new connection; then 408.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long an idle connection is kept open between requests.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Most connections one worker holds open; beyond it new connections wait to be accepted.
+    pub max_connections: usize,
     /// The `retry` hint sent on SSE streams.
     #[serde(with = "humantime_serde")]
     pub sse_retry: Duration,
@@ -49,6 +77,8 @@ pub struct ServerConfig {
     pub hmac_key: Option<Secret>,
     /// actix-web worker threads; the number of cores when unset.
     pub workers: Option<usize>,
+    /// Who may call `/mcp`.
+    pub auth: auth::AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -58,9 +88,16 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             max_body_bytes: 4 * 1024 * 1024,
+            max_client_metadata_bytes: 16 * 1024,
+            max_batch_len: 64,
+            body_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(75),
+            max_connections: 8192,
             sse_retry: Duration::from_secs(2),
             hmac_key: None,
             workers: None,
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -228,11 +265,92 @@ pub struct UpstreamConfig {
     pub env: BTreeMap<String, Secret>,
     pub cwd: Option<PathBuf>,
     /// http: the Streamable HTTP endpoint.
-    pub url: Option<String>,
+    pub url: Option<UpstreamUrl>,
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
     /// http: who keeps the upstream's standalone GET stream of a session open (default `hold`).
     pub standalone: Option<StandaloneMode>,
+    /// Largest message read from this upstream, in bytes: a stdio line, an HTTP JSON answer or
+    /// one SSE event. A longer one is abandoned as it arrives, never read whole, and the call
+    /// it answered fails with a JSON-RPC error.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Messages a second this upstream may send outside any request (in bursts of as many).
+    /// Beyond it a list change is put off and merged with the next, anything else dropped.
+    #[serde(default = "default_unsolicited_per_second")]
+    pub unsolicited_per_second: NonZeroU32,
+    /// stdio: who shares a child process (`shared`, `team`, `session`; see `isolation.rs`).
+    pub isolation: Option<isolation::Isolation>,
+    /// stdio, isolated: a child without requests in flight for this long is stopped.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// stdio, isolated: most children of this upstream running on one replica.
+    pub max_children: Option<usize>,
+    /// stdio, isolated: the environment of a team's children, instead of `env`.
+    #[serde(default)]
+    pub team_env: isolation::TeamEnv,
+}
+
+/// An upstream's URL. It may carry credentials (userinfo, a `?token=` query), so it prints
+/// redacted, in `Debug` and in `check-config` output alike; [`UpstreamUrl::expose`] gives it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct UpstreamUrl(String);
+
+impl UpstreamUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password, every query value and any fragment replaced by
+    /// `<redacted>`; only `<redacted>` when it does not parse.
+    pub fn redacted(&self) -> String {
+        let Ok(url) = url::Url::parse(&self.0) else {
+            return REDACTED.to_owned();
+        };
+        let mut text = url[..url::Position::AfterUsername].to_owned();
+        if url.password().is_some() {
+            text.push(':');
+            text.push_str(REDACTED);
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            text.push('@');
+        }
+        text.push_str(&url[url::Position::BeforeHost..url::Position::AfterPath]);
+        if let Some(query) = url.query() {
+            let pairs: Vec<String> = query.split('&').map(redacted_pair).collect();
+            text.push('?');
+            text.push_str(&pairs.join("&"));
+        }
+        if url.fragment().is_some() {
+            text.push('#');
+            text.push_str(REDACTED);
+        }
+        text
+    }
+}
+
+/// What stands for a value that is not printed.
+const REDACTED: &str = "<redacted>";
+
+/// `key=<redacted>`, or `<redacted>` for a query part without a key.
+fn redacted_pair(pair: &str) -> String {
+    match pair.split_once('=') {
+        Some((key, _)) => format!("{key}={REDACTED}"),
+        None => REDACTED.to_owned(),
+    }
+}
+
+impl fmt::Debug for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for UpstreamUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
 }
 
 /// How an HTTP upstream's standalone GET stream (its messages outside any request) is kept.
@@ -251,6 +369,19 @@ pub enum StandaloneMode {
 
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(60)
+}
+
+/// Bounds of `max_message_bytes`: room for an `initialize` answer, and far below what a
+/// replica can hold.
+const MESSAGE_BYTES_RANGE: std::ops::RangeInclusive<usize> = 4096..=1 << 30;
+
+fn default_max_message_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+fn default_unsolicited_per_second() -> NonZeroU32 {
+    const DEFAULT: NonZeroU32 = NonZeroU32::new(100).unwrap();
+    DEFAULT
 }
 
 impl UpstreamConfig {
@@ -366,6 +497,9 @@ impl Config {
             .with_list_parse_key("server.allowed_hosts")
             .with_list_parse_key("redis.nodes")
             .with_list_parse_key("redis.sentinels")
+            .with_list_parse_key("server.auth.authorization_servers")
+            .with_list_parse_key("server.auth.scopes_supported")
+            .with_list_parse_key("server.auth.required_scopes")
             .try_parsing(true)
             .source(Some(override_variables(std::env::vars())));
         let config: Config = builder
@@ -379,9 +513,7 @@ impl Config {
 
     /// Checks what serde cannot: cross-field rules, names, globs and URLs.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server.max_body_bytes == 0 {
-            return Err(invalid("server.max_body_bytes", "must be greater than 0"));
-        }
+        self.validate_server()?;
         if self.session.idle_ttl.is_zero() {
             return Err(invalid("session.idle_ttl", "must be greater than 0"));
         }
@@ -392,10 +524,42 @@ impl Config {
             ));
         }
         self.validate_redis()?;
+        self.server.auth.validate()?;
         if matches!(&self.server.hmac_key, Some(k) if k.expose().len() < 32) {
             return Err(invalid("server.hmac_key", "must be at least 32 characters"));
         }
-        self.validate_upstreams()
+        self.validate_upstreams()?;
+        self.limits.validate()?;
+        self.policy.validate()
+    }
+
+    /// Every size, count and timeout of `[server]` must be greater than 0.
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        let counts = [
+            ("max_body_bytes", server.max_body_bytes),
+            (
+                "max_client_metadata_bytes",
+                server.max_client_metadata_bytes,
+            ),
+            ("max_batch_len", server.max_batch_len),
+            ("max_connections", server.max_connections),
+        ];
+        let timeouts = [
+            ("body_read_timeout", server.body_read_timeout),
+            ("header_read_timeout", server.header_read_timeout),
+            ("keep_alive", server.keep_alive),
+        ];
+        let zero_counts = counts.into_iter().filter(|(_, n)| *n == 0);
+        let zero_timeouts = timeouts.into_iter().filter(|(_, d)| d.is_zero());
+        let first_zero = zero_counts
+            .map(|(key, _)| key)
+            .chain(zero_timeouts.map(|(key, _)| key))
+            .next();
+        match first_zero {
+            Some(key) => Err(invalid(format!("server.{key}"), "must be greater than 0")),
+            None => Ok(()),
+        }
     }
 
     fn validate_redis(&self) -> Result<(), ConfigError> {
@@ -506,6 +670,14 @@ fn validate_upstream(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigE
     if upstream.timeout.is_zero() {
         return Err(invalid(format!("{key}.timeout"), "must be greater than 0"));
     }
+    if !MESSAGE_BYTES_RANGE.contains(&upstream.max_message_bytes) {
+        let reason = format!(
+            "must be between {} and {}",
+            MESSAGE_BYTES_RANGE.start(),
+            MESSAGE_BYTES_RANGE.end()
+        );
+        return Err(invalid(format!("{key}.max_message_bytes"), reason));
+    }
     for (field, globs) in [("allow", &upstream.allow), ("deny", &upstream.deny)] {
         for glob in globs {
             globset::Glob::new(glob).map_err(|e| {
@@ -513,6 +685,7 @@ fn validate_upstream(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigE
             })?;
         }
     }
+    isolation::validate(key, upstream)?;
     match upstream.transport {
         TransportKind::Stdio => validate_stdio(key, upstream),
         TransportKind::Http => validate_http(key, upstream),
@@ -551,7 +724,8 @@ fn validate_http(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError
             "required for transport = \"http\"",
         ));
     };
-    let url = url::Url::parse(raw).map_err(|e| invalid(format!("{key}.url"), e.to_string()))?;
+    let url =
+        url::Url::parse(raw.expose()).map_err(|e| invalid(format!("{key}.url"), e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid(
             format!("{key}.url"),
@@ -587,6 +761,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let example = include_str!("../../deploy/mcpgate.example.toml");
+        let config = load_str(example).expect("deploy/mcpgate.example.toml is valid");
+        assert!(!config.upstreams.is_empty());
+    }
+
+    #[test]
     fn defaults_are_sensible() {
         let config = load_str("").unwrap();
         assert_eq!(config.session.idle_ttl, Duration::from_secs(7 * 24 * 3600));
@@ -599,6 +780,11 @@ mod tests {
         let cases = [
             ("[server]\nlisten = \"nope\"", "server.listen"),
             ("[server]\nbogus = 1", "bogus"),
+            ("[server]\nmax_batch_len = 0", "server.max_batch_len"),
+            (
+                "[server]\nbody_read_timeout = \"0s\"",
+                "server.body_read_timeout",
+            ),
             (
                 "[[upstreams]]\nname = \"a\"\ntransport = \"stdio\"",
                 "upstreams[0].command",
@@ -708,6 +894,39 @@ mod tests {
             kept.keys().collect::<Vec<_>>(),
             vec!["MCPGATE_SERVER__LISTEN"]
         );
+    }
+
+    #[test]
+    fn upstream_limits_have_defaults_and_are_checked() {
+        let http = "[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x\"\n";
+        let config = load_str(http).unwrap();
+        assert_eq!(config.upstreams[0].max_message_bytes, 8 * 1024 * 1024);
+        assert_eq!(config.upstreams[0].unsolicited_per_second.get(), 100);
+        for (line, key) in [
+            ("max_message_bytes = 100", "upstreams[0].max_message_bytes"),
+            (
+                "max_message_bytes = 2147483648",
+                "upstreams[0].max_message_bytes",
+            ),
+            ("unsolicited_per_second = 0", "unsolicited_per_second"),
+        ] {
+            let error = load_str(&format!("{http}{line}")).unwrap_err().to_string();
+            assert!(error.contains(key), "{line:?} gave {error:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_urls_print_without_credentials() {
+        let printed = |raw: &str| UpstreamUrl(raw.to_owned()).redacted();
+        assert_eq!(
+            printed("https://u:pw@h:8443/mcp?token=t&flag&a=b#frag"),
+            "https://u:<redacted>@h:8443/mcp?token=<redacted>&<redacted>&a=<redacted>#<redacted>"
+        );
+        assert_eq!(printed("http://h/mcp"), "http://h/mcp");
+        assert_eq!(printed("http://u@[::1]:1/"), "http://u@[::1]:1/");
+        assert_eq!(printed("not a url with a secret"), "<redacted>");
+        let url = UpstreamUrl("http://h/?token=t".into());
+        assert_eq!(format!("{url:?}"), "http://h/?token=<redacted>");
     }
 
     #[test]

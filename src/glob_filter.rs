@@ -1,14 +1,17 @@
-//! Per-upstream allow and deny lists of tool names, as globs.
+//! Allow and deny lists of names, as globs: an upstream's tool filter, and each rule of a
+//! team's policy.
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-/// Decides which of an upstream's tools are exposed.
-pub struct ToolFilter {
+/// Decides which names pass: those matching an allow glob (any, when there are none) and no
+/// deny glob.
+#[derive(Debug)]
+pub struct GlobFilter {
     allow: Option<GlobSet>,
     deny: Option<GlobSet>,
 }
 
-impl ToolFilter {
+impl GlobFilter {
     /// Builds the filter; the globs were checked when the configuration was validated, and an
     /// invalid one is skipped rather than exposing or hiding everything.
     pub fn new(allow: &[String], deny: &[String]) -> Self {
@@ -18,10 +21,10 @@ impl ToolFilter {
         }
     }
 
-    /// Whether a tool (by its upstream name) is exposed.
-    pub fn allows(&self, tool: &str) -> bool {
-        let allowed = self.allow.as_ref().is_none_or(|set| set.is_match(tool));
-        let denied = self.deny.as_ref().is_some_and(|set| set.is_match(tool));
+    /// Whether `name` passes.
+    pub fn allows(&self, name: &str) -> bool {
+        let allowed = self.allow.as_ref().is_none_or(|set| set.is_match(name));
+        let denied = self.deny.as_ref().is_some_and(|set| set.is_match(name));
         allowed && !denied
     }
 }
@@ -47,11 +50,11 @@ mod tests {
 
     #[test]
     fn allow_then_deny() {
-        let filter = ToolFilter::new(&strings(&["test_*", "echo"]), &strings(&["test_error*"]));
+        let filter = GlobFilter::new(&strings(&["test_*", "echo"]), &strings(&["test_error*"]));
         assert!(filter.allows("test_simple_text"));
         assert!(filter.allows("echo"));
         assert!(!filter.allows("test_error_handling"));
         assert!(!filter.allows("slow"));
-        assert!(ToolFilter::new(&[], &[]).allows("anything"));
+        assert!(GlobFilter::new(&[], &[]).allows("anything"));
     }
 }
