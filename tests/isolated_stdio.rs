@@ -348,7 +348,7 @@ async fn the_child_bound_is_a_clear_error_and_a_deleted_session_frees_its_child(
     wait_until_gone(&pid).await;
     let stopped =
         "mcpgate_isolated_children_stopped_total{reason=\"session_ended\",upstream=\"local\"}";
-    assert_eq!(gw.metric(stopped).await, 1.0);
+    assert_eq!(gw.metric_reaching(stopped, 1.0, WAIT).await, 1.0);
     assert_eq!(second.child().await["clientInfo"]["name"], "second");
 }
 
@@ -360,7 +360,7 @@ async fn an_idle_child_stops_and_the_next_use_starts_one_from_the_record() {
     let pid = client.child().await["pid"].clone();
     wait_until_gone(&pid).await;
     let stopped = "mcpgate_isolated_children_stopped_total{reason=\"idle\",upstream=\"local\"}";
-    assert_eq!(gw.metric(stopped).await, 1.0);
+    assert_eq!(gw.metric_reaching(stopped, 1.0, WAIT).await, 1.0);
     let child = client.child().await;
     assert_ne!(child["pid"], pid);
     assert_eq!(child["clientInfo"]["name"], "sleepy", "{child}");

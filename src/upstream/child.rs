@@ -17,11 +17,14 @@
 //! longer than the upstream's `max_message_bytes` is discarded unread (`framing.rs`) and the
 //! request it answered fails.
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::time::timeout;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -43,6 +46,8 @@ use crate::sync::lock;
 
 /// Longest wait for a child's `initialize` answer.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stopping child gets to exit after its input is closed, and again after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The variables of the gateway's environment a child inherits (when set), besides its own
 /// environment: what programs need to find other programs, a home, temporary files, a locale
@@ -78,7 +83,8 @@ struct Pending {
 
 /// One running child's connection.
 pub(super) struct Connection {
-    stdin: tokio::sync::Mutex<ChildStdin>,
+    /// `None` once closed, which tells the child to exit.
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     next_id: AtomicI64,
     pending: Mutex<HashMap<i64, Pending>>,
     /// Server-to-client requests by the child's id, to the session they were sent to.
@@ -98,6 +104,22 @@ pub(super) struct Process {
 
 impl Process {
     /// The child exited or was killed: stop reading, and fail every request it held.
+    /// Stops the child as the stdio transport asks: its input is closed, then it gets
+    /// SIGTERM, then SIGKILL, each after [`STOP_GRACE`] without exiting.
+    pub async fn stop(&mut self) {
+        self.connection.close_input().await;
+        if timeout(STOP_GRACE, self.child.wait()).await.is_ok() {
+            return;
+        }
+        if let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            if timeout(STOP_GRACE, self.child.wait()).await.is_ok() {
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+    }
+
     pub fn finish(self, wire: &Wire) {
         self.reader.abort();
         fail_pending(wire, &self.connection);
@@ -140,7 +162,7 @@ pub(super) async fn start(
 impl Connection {
     fn new(stdin: ChildStdin) -> Self {
         Self {
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin: tokio::sync::Mutex::new(Some(stdin)),
             next_id: AtomicI64::new(1),
             pending: Mutex::new(HashMap::new()),
             server_requests: Mutex::new(HashMap::new()),
@@ -226,8 +248,16 @@ impl Connection {
         let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut stdin = self.stdin.lock().await;
+        let stdin = stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
         stdin.write_all(&line).await?;
         stdin.flush().await
+    }
+
+    /// Closes the child's input: the first step of a stdio server's shutdown.
+    async fn close_input(&self) {
+        self.stdin.lock().await.take();
     }
 }
 

@@ -297,7 +297,7 @@ impl Pool {
         let reason = tokio::select! {
             _ = process.child.wait() => StopReason::Exited,
             reason = stopped => {
-                let _ = process.child.kill().await;
+                process.stop().await;
                 reason.unwrap_or(StopReason::Exited)
             }
         };

@@ -677,6 +677,19 @@ impl Gateway {
             .unwrap_or(0.0)
     }
 
+    /// Waits, at most `limit`, until the metric `line_prefix` reaches `want`; returns its last
+    /// value (counters move a moment after the event they count).
+    pub async fn metric_reaching(&self, line_prefix: &str, want: f64, limit: Duration) -> f64 {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let value = self.metric(line_prefix).await;
+            if value >= want || tokio::time::Instant::now() >= deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// GET on the admin listener.
     pub async fn admin(&self, path: &str) -> Reply {
         let request = self
