@@ -93,6 +93,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
+    let unrunnable = config.unrunnable_commands();
+    if !unrunnable.is_empty() {
+        let list: Vec<String> = unrunnable.iter().map(ToString::to_string).collect();
+        anyhow::bail!("{}", list.join("\n"));
+    }
     let text = toml::to_string_pretty(&config).context("cannot print the configuration")?;
     println!("# configuration is valid; effective values (secrets redacted):\n{text}");
     Ok(())
@@ -121,16 +126,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot start authentication")?;
     let backends = backends(&config, &metrics)?;
-    let signer = match &config.server.hmac_key {
-        Some(key) => IdSigner::new(key.expose().as_bytes()),
-        None => {
-            tracing::warn!(
-                "server.hmac_key is not set: using a random key, valid for this process only; \
-                 replicas sharing sessions must share a key"
-            );
-            IdSigner::random()
-        }
-    };
+    let signer = signer(&config);
+    report_upstream_problems(&config);
     let settings = Settings::new(config.session.idle_ttl, config.session.max_lifetime)
         .with_policy(Policy::new(&config.policy));
     let upstream_configs = config.upstreams.clone();
@@ -173,6 +170,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     announce(&listener, &admin_listener)?;
     tokio::try_join!(server, admin_server).context("server failed")?;
     Ok(())
+}
+
+/// The key signing ids and owner tags: the fleet's, or a random one. A random key is only a
+/// problem where replicas share sessions (the Redis store), so only there is it a warning.
+fn signer(config: &Config) -> IdSigner {
+    if let Some(key) = &config.server.hmac_key {
+        return IdSigner::new(key.expose().as_bytes());
+    }
+    if config.session.store == StoreKind::Redis {
+        tracing::warn!(
+            "server.hmac_key is not set: using a random key, valid for this process only; \
+             replicas sharing sessions must share a key"
+        );
+    } else {
+        tracing::info!("server.hmac_key is not set: using a random key (fine for one replica)");
+    }
+    IdSigner::random()
+}
+
+/// Says at start what will leave the gateway without tools: no upstreams at all, or stdio
+/// upstreams whose program cannot be found (they stay down; the rest serve).
+fn report_upstream_problems(config: &Config) {
+    if config.upstreams.is_empty() {
+        tracing::warn!(
+            "no upstreams are configured: clients will see no tools (pass --config with [[upstreams]])"
+        );
+    }
+    for problem in config.unrunnable_commands() {
+        tracing::error!(%problem, "an upstream cannot start");
+    }
 }
 
 /// The session store, event log and cross-replica bus the configuration asks for.

@@ -1131,6 +1131,10 @@ async fn bad_configs_fail_naming_the_key() {
             "[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x\"\ndeny = [\"[\"]\n",
             "upstreams[0].deny",
         ),
+        (
+            "[[upstreams]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"bin/missing-server\"\n",
+            "upstreams[0].command",
+        ),
     ];
     for (config, key) in cases {
         let (ok, stdout, stderr) = check_config(config).await;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub mod auth;
 pub mod isolation;
 pub mod limits;
+mod paths;
 pub mod policy;
 
 /// Everything mcpgate reads at start.
@@ -502,11 +503,14 @@ impl Config {
             .with_list_parse_key("server.auth.required_scopes")
             .try_parsing(true)
             .source(Some(override_variables(std::env::vars())));
-        let config: Config = builder
+        let mut config: Config = builder
             .add_source(environment)
             .build()
             .and_then(config::Config::try_deserialize)
             .map_err(ConfigError::Load)?;
+        if let Some(folder) = path.and_then(Path::parent) {
+            config.resolve_paths_from(folder);
+        }
         config.validate()?;
         Ok(config)
     }

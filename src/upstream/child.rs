@@ -36,6 +36,7 @@ use tokio_util::codec::FramedRead;
 
 use super::framing::{BoundedLines, Frame, Oversized};
 use super::outlet::{DropReason, Outlet};
+use super::stderr;
 use super::{InitInfo, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::{Secret, UpstreamConfig};
 use crate::jsonrpc::{
@@ -141,6 +142,9 @@ pub(super) async fn start(
     })?;
     let stdin = child.stdin.take().ok_or("child has no stdin")?;
     let stdout = child.stdout.take().ok_or("child has no stdout")?;
+    if let Some(stderr) = child.stderr.take() {
+        stderr::relay(wire.name.clone(), stderr);
+    }
     let connection = Arc::new(Connection::new(stdin));
     let (init_tx, init_rx) = oneshot::channel();
     let reader = tokio::spawn(read_loop(wire.clone(), connection.clone(), stdout, init_tx));
@@ -279,7 +283,7 @@ fn spawn(config: &UpstreamConfig, env: &BTreeMap<String, Secret>) -> std::io::Re
         .envs(env.iter().map(|(k, v)| (k, v.expose())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     if let Some(cwd) = &config.cwd {
         command.current_dir(cwd);

@@ -16,6 +16,7 @@ mod framing;
 mod http;
 mod isolated;
 mod outlet;
+mod stderr;
 mod stdio;
 
 use std::sync::Arc;

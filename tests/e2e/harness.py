@@ -32,9 +32,17 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN_DIR = Path(os.environ.get("MCPGATE_BIN_DIR") or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "debug")
+BIN_DIR = Path(os.environ.get("MCPGATE_BIN_DIR") or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "debug").resolve()
 GATEWAY_BIN = BIN_DIR / "mcpgate"
 FIXTURE_BIN = BIN_DIR / "mcpgate-fixture"
+
+
+def missing_binary(binary: Path) -> str:
+    """What to do when a binary the harness runs is not built."""
+    return (
+        f"{binary} not found: run `cargo build --bins` first, or point MCPGATE_BIN_DIR at "
+        "another build (e.g. MCPGATE_BIN_DIR=target/release after `cargo build --release --bins`)"
+    )
 
 UPSTREAM_NAMES = {"stdio": "local", "http": "remote"}
 START_TIMEOUT = 20.0  # seconds for a process to print its "listening on" line
@@ -193,7 +201,7 @@ class Stack:
     def start(self) -> None:
         for binary in (GATEWAY_BIN, FIXTURE_BIN):
             if not binary.is_file():
-                raise HarnessError(f"{binary} not found: run `cargo build --bins` first")
+                raise HarnessError(missing_binary(binary))
         tables = []
         for kind in self.kinds:
             name = UPSTREAM_NAMES[kind]

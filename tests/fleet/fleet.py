@@ -69,6 +69,7 @@ from harness import (  # noqa: E402
     Proc,
     interrupt_on_sigterm,
     list_tool_names,
+    missing_binary,
 )
 
 HMAC_KEY = "mcpgate-fleet-shared-hmac-key-0123456789abcdef"
@@ -479,7 +480,7 @@ class Fleet:
     def start(self) -> None:
         for binary in (GATEWAY_BIN, FIXTURE_BIN):
             if not binary.is_file():
-                raise HarnessError(f"{binary} not found: run `cargo build --bins` first")
+                raise HarnessError(missing_binary(binary))
         self.redis.start()
         config = self.logdir / "mcpgate.toml"
         config.write_text(self._gateway_config())

@@ -67,9 +67,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Sends logs to stderr only, so stdout stays clean for JSON-RPC or the URL line.
+/// Sends logs to stderr only, so stdout stays clean for JSON-RPC or the URL line; rmcp's own
+/// INFO lines (whole messages) only when `RUST_LOG` asks for them.
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -19,7 +19,7 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from harness import FIXTURE_BIN, GATEWAY_BIN, HarnessError, Proc
+from harness import FIXTURE_BIN, GATEWAY_BIN, HarnessError, Proc, missing_binary
 from mcp import Client
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
@@ -76,7 +76,7 @@ def auth_server():
 def oauth_gateway(auth_server):
     """(mcp url, admin url) of a gateway that trusts `auth_server`."""
     if not GATEWAY_BIN.is_file():
-        raise HarnessError(f"{GATEWAY_BIN} not found: run `cargo build --bins` first")
+        raise HarnessError(missing_binary(GATEWAY_BIN))
     logdir = Path(tempfile.mkdtemp(prefix="mcpgate-oauth-"))
     config = logdir / "mcpgate.toml"
     config.write_text(gateway_config(free_port(), auth_server.issuer))
