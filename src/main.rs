@@ -28,9 +28,6 @@ use mcpgate::session::{MemoryStore, RedisStore};
 use mcpgate::telemetry::{self, Metrics};
 use mcpgate::upstream::Upstreams;
 
-/// Longest wait for requests in flight when draining.
-const DRAIN_LIMIT: Duration = Duration::from_secs(30);
-
 /// How long `serve` waits for stdio upstreams before it starts listening anyway.
 const UPSTREAM_SETTLE: Duration = Duration::from_secs(10);
 
@@ -163,6 +160,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let admin_server = admin::serve(admin_listener.try_clone()?, admin_state.clone())?;
     tokio::spawn(drain_on_signal(
+        config.server.drain_grace,
         admin_state,
         server.handle(),
         admin_server.handle(),
@@ -244,9 +242,10 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
 
 /// On SIGTERM or SIGINT: readiness turns false, open SSE streams end with a `retry` hint (their
 /// clients reconnect, to another replica behind a load balancer), held upstream streams are
-/// released for another replica to take, requests in flight finish (for at most
-/// [`DRAIN_LIMIT`]), then the listeners stop.
+/// released for another replica to take, requests in flight finish (for at most `grace`,
+/// `server.drain_grace`), then the listeners stop.
 async fn drain_on_signal(
+    grace: Duration,
     admin: Arc<admin::AdminState>,
     server: ServerHandle,
     admin_server: ServerHandle,
@@ -262,7 +261,7 @@ async fn drain_on_signal(
     tracing::info!("draining: not ready, ending SSE streams, finishing requests in flight");
     admin.draining.store(true, Ordering::Relaxed);
     admin.gateway.hub.drain();
-    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    let deadline = tokio::time::Instant::now() + grace;
     let hub = &admin.gateway.hub;
     while (hub.requests_in_flight() > 0 || hub.streams_held() > 0)
         && tokio::time::Instant::now() < deadline

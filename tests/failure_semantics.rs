@@ -320,3 +320,65 @@ async fn sigterm_drains_open_streams_end_with_retry_and_requests_in_flight_finis
         "no id/retry before the end: {rest:?}"
     );
 }
+
+/// `server.drain_grace` bounds the drain: a call still running when it is spent does not keep
+/// the process alive.
+#[tokio::test]
+async fn sigterm_stops_within_the_drain_grace() {
+    let gw = Gateway::builder()
+        .server("drain_grace = \"1s\"")
+        .start()
+        .await;
+    let session = gw.initialize().await;
+    let headers = gw.headers(
+        Some(&session),
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ],
+        &[],
+    );
+    // The call is cut off when the process stops: its outcome does not matter here.
+    let slow = gw
+        .http
+        .post(&gw.mcp_url)
+        .headers(headers)
+        .body(slow_call(4, 20_000).to_string())
+        .send();
+    let terminate = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let signalled = std::time::Instant::now();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &gw.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        while std::path::Path::new(&format!("/proc/{}/stat", gw.pid())).exists()
+            && !is_zombie(gw.pid())
+        {
+            assert!(
+                signalled.elapsed() < Duration::from_secs(10),
+                "still running 10 s after SIGTERM with drain_grace = 1s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        signalled.elapsed()
+    };
+    let (_, stopped_after) = tokio::join!(slow, terminate);
+    println!("stopped {stopped_after:?} after SIGTERM (drain_grace = 1s)");
+    assert!(
+        stopped_after >= Duration::from_millis(900),
+        "{stopped_after:?}"
+    );
+}
+
+/// Whether `pid` exited and waits for its parent to reap it.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit(") ")
+                .next()
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}

@@ -73,6 +73,11 @@ pub struct ServerConfig {
     /// The `retry` hint sent on SSE streams.
     #[serde(with = "humantime_serde")]
     pub sse_retry: Duration,
+    /// On SIGTERM, how long requests in flight get to finish before the process stops (SSE
+    /// streams end at once with a resume hint). Kubernetes' termination grace period must
+    /// cover it, plus any preStop delay.
+    #[serde(with = "humantime_serde")]
+    pub drain_grace: Duration,
     /// Key for signing the ids of server-to-client requests; random per process when unset.
     /// Every replica of a fleet must share it.
     pub hmac_key: Option<Secret>,
@@ -96,6 +101,7 @@ impl Default for ServerConfig {
             keep_alive: Duration::from_secs(75),
             max_connections: 8192,
             sse_retry: Duration::from_secs(2),
+            drain_grace: Duration::from_secs(30),
             hmac_key: None,
             workers: None,
             auth: auth::AuthConfig::default(),

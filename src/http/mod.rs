@@ -31,6 +31,10 @@ use crate::session::StoreError;
 
 pub use error::HttpError;
 
+/// When the listener stops after a drain (`server.drain_grace` already spent waiting for
+/// requests in flight), how long connections still open get to flush what they have.
+const SHUTDOWN_FLUSH_SECONDS: u64 = 1;
+
 /// Endpoint settings, from [`ServerConfig`].
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -119,7 +123,7 @@ pub fn serve(
     .client_request_timeout(connections.header_read_timeout)
     .keep_alive(connections.keep_alive)
     .max_connections(connections.max_connections)
-    .shutdown_timeout(30)
+    .shutdown_timeout(SHUTDOWN_FLUSH_SECONDS)
     .disable_signals()
     .listen(listener)?
     .run();
