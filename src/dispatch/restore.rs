@@ -11,8 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Gateway, Session};
-use crate::jsonrpc::{Message, Request, RequestId};
-use crate::upstream::{CallContext, Upstream, UpstreamEvent};
+use crate::upstream::{CallContext, Upstream, response_succeeded, restore_request};
 
 /// Longest a revival waits for its state to be restored before serving the request anyway.
 pub(super) const REVIVAL_RESTORE_LIMIT: Duration = Duration::from_secs(2);
@@ -84,19 +83,10 @@ impl Gateway {
         method: &str,
         params: serde_json::Value,
     ) {
-        let request = Request {
-            id: RequestId::String(format!("mcpgate-restore-{method}")),
-            method: method.into(),
-            params: Some(params),
-        };
+        let request = restore_request(method, params);
         let answered = async {
-            let mut messages = upstream.request(ctx, request).await.ok()?;
-            loop {
-                if let UpstreamEvent::Message(Message::Response(response)) = messages.recv().await?
-                {
-                    return Some(response.outcome.is_ok());
-                }
-            }
+            let messages = upstream.request(ctx, request).await.ok()?;
+            response_succeeded(messages).await
         };
         let outcome = tokio::time::timeout(upstream.timeout, answered).await;
         if !matches!(outcome, Ok(Some(true))) {

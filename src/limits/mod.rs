@@ -290,6 +290,11 @@ impl Limits {
         (self.settings.idle_ttl / 10).min(MAX_REFRESH_EVERY)
     }
 
+    /// Whether requests are counted at all (no principal key needed otherwise).
+    pub fn counts_requests(&self) -> bool {
+        self.rate.is_some() && self.settings.rate.is_some()
+    }
+
     /// Whether sessions are counted at all (no refreshes needed otherwise).
     pub fn counts_sessions(&self) -> bool {
         self.sessions.is_some()

@@ -30,7 +30,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::child::{self, Audience, Connection, Wire};
 use super::outlet::UnsolicitedSink;
 use super::stdio::upstream_session;
-use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent};
+use super::{
+    CallContext, InitInfo, UpstreamError, UpstreamEvent, response_succeeded, restore_request,
+};
 use crate::config::UpstreamConfig;
 use crate::config::isolation::Isolation;
 use crate::jsonrpc::{Message, Request, RequestId};
@@ -390,19 +392,10 @@ impl Pool {
         method: &str,
         params: serde_json::Value,
     ) {
-        let request = Request {
-            id: RequestId::String(format!("mcpgate-restore-{method}")),
-            method: method.into(),
-            params: Some(params),
-        };
+        let request = restore_request(method, params);
         let answered = async {
-            let mut messages = running.connection.request(session, request).await.ok()?;
-            loop {
-                if let UpstreamEvent::Message(Message::Response(response)) = messages.recv().await?
-                {
-                    return Some(response.outcome.is_ok());
-                }
-            }
+            let messages = running.connection.request(session, request).await.ok()?;
+            response_succeeded(messages).await
         };
         let outcome = tokio::time::timeout(self.config.timeout, answered).await;
         if !matches!(outcome, Ok(Some(true))) {

@@ -403,6 +403,26 @@ fn announce_recovery(outlet: &Outlet, upstream: &str, init: &InitInfo) {
     }
 }
 
+/// A request of mcpgate's own that puts a session's state (log level, subscriptions) back on
+/// an upstream.
+pub fn restore_request(method: &str, params: Value) -> Request {
+    Request {
+        id: RequestId::String(format!("mcpgate-restore-{method}")),
+        method: method.into(),
+        params: Some(params),
+    }
+}
+
+/// Whether the response among `messages` is a success; whatever else the upstream sends
+/// meanwhile is for no client. `None` when the exchange ended without a response.
+pub async fn response_succeeded(mut messages: mpsc::Receiver<UpstreamEvent>) -> Option<bool> {
+    loop {
+        if let UpstreamEvent::Message(Message::Response(response)) = messages.recv().await? {
+            return Some(response.outcome.is_ok());
+        }
+    }
+}
+
 /// Channel for one forwarded request.
 fn request_channel() -> (mpsc::Sender<UpstreamEvent>, mpsc::Receiver<UpstreamEvent>) {
     mpsc::channel(REQUEST_CHANNEL)
