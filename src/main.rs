@@ -24,7 +24,7 @@ use mcpgate::limits::{LimitSettings, Limits};
 use mcpgate::policy::Policy;
 use mcpgate::redis_pool::{self, RedisPool};
 use mcpgate::redis_pubsub::Subscriber;
-use mcpgate::session::{MemoryStore, RedisStore};
+use mcpgate::session::{MemoryStore, RedisStore, TracedStore};
 use mcpgate::telemetry::{self, Metrics};
 use mcpgate::upstream::Upstreams;
 
@@ -81,9 +81,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { config } => check_config(config),
         Command::HashKey { generate } => hash_key(generate),
         Command::Serve { config, json_logs } => {
-            telemetry::init_logging(json_logs);
-            let config = Config::load(config.as_deref())?;
-            actix_web::rt::System::new().block_on(serve(config))
+            let traces = telemetry::init_logging(json_logs)?;
+            let served = Config::load(config.as_deref())
+                .map_err(anyhow::Error::from)
+                .and_then(|config| actix_web::rt::System::new().block_on(serve(config)));
+            // After the drain: the spans of the last requests are sent before the process ends.
+            traces.shutdown();
+            served
         }
     }
 }
@@ -207,7 +211,10 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
     let limits = LimitSettings::new(&config.limits, authenticated, session.idle_ttl);
     if session.store == StoreKind::Memory {
         return Ok(Backends {
-            store: Arc::new(MemoryStore::new(session.idle_ttl)),
+            store: Arc::new(TracedStore::new(
+                MemoryStore::new(session.idle_ttl),
+                "memory",
+            )),
             events: Arc::new(MemoryEventLog::new(
                 session.replay_window,
                 session.replay_max_events,
@@ -226,7 +233,10 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
         session.replay_window,
         session.replay_max_events,
     );
-    let store = Arc::new(RedisStore::new(pool.clone(), session.idle_ttl));
+    let store = Arc::new(TracedStore::new(
+        RedisStore::new(pool.clone(), session.idle_ttl),
+        "redis",
+    ));
     let expiry_events = (config.redis.mode != RedisMode::Cluster).then(|| ExpiryEvents {
         subscriber: subscriber.clone(),
         db: redis_pool::database(&config.redis),

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # THE test command: tooling, format, lints, build, unit/integration tests, Python and
-# TypeScript end-to-end tests, and the MCP conformance suite. Stops at the first failure.
+# TypeScript end-to-end tests, the MCP conformance suite, the fleet, the deploy files (Helm
+# chart, kustomize, alert rules, dashboard) and the container image, built and run for real.
+# Stops at the first failure.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,5 +52,11 @@ step "e2e: Python SDK (pytest)" python_e2e
 step "e2e: TypeScript SDK (node --test)" ts_e2e
 step "MCP conformance suite" timeout 1800 bash tests/conformance/run.sh
 step "fleet: Redis + 3 replicas behind round-robin haproxy" timeout 900 bash tests/fleet/run-all.sh
+
+step "deploy: Helm chart, kustomize base, alert rules, dashboard on a scraped fleet" \
+  timeout 600 "$venv/bin/python" -m pytest -v tests/deploy
+step "image: base images and build (buildah)" timeout 1500 bash tests/image/build.sh
+step "image: run as the chart runs it, and a rolling update of 3 replicas (podman)" \
+  timeout 900 "$venv/bin/python" -m pytest -v -s tests/image
 
 printf '\nall CI steps passed\n'

@@ -295,14 +295,18 @@ async fn sigterm_drains_open_streams_end_with_retry_and_requests_in_flight_finis
             .unwrap();
         assert!(sent.success());
         tokio::time::sleep(Duration::from_millis(300)).await;
-        gw.admin("/readyz").await.status
+        (
+            gw.admin("/readyz").await.status,
+            gw.admin("/metrics").await.text(),
+        )
     };
-    let (reply, readiness) = tokio::join!(slow, terminate);
+    let (reply, (readiness, metrics)) = tokio::join!(slow, terminate);
     assert_eq!(
         readiness,
         StatusCode::SERVICE_UNAVAILABLE,
         "a draining replica must not be ready"
     );
+    assert!(metrics.contains("mcpgate_ready 0"), "{metrics}");
     assert_eq!(
         reply.json()["result"]["content"][0]["text"],
         json!("done"),

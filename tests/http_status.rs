@@ -1182,6 +1182,8 @@ async fn admin_port_serves_metrics_health_and_readiness() {
     assert_eq!(health.status, StatusCode::OK, "{health:?}");
     let ready = gw.admin("/readyz").await;
     assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
+    let store = gw.admin("/readyz/store").await;
+    assert_eq!(store.status, StatusCode::OK, "{store:?}");
 
     let metrics = gw.admin("/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK, "{metrics:?}");
@@ -1196,6 +1198,8 @@ async fn admin_port_serves_metrics_health_and_readiness() {
         "mcpgate_requests_total{method=\"tools/call\",status=\"200\"} 1",
         "mcpgate_session_lookups_total{outcome=\"unknown\"} 1",
         "mcpgate_upstream_requests_total{outcome=\"ok\",upstream=\"local\"}",
+        "mcpgate_upstream_up{upstream=\"local\"} 1",
+        "mcpgate_ready 1",
     ] {
         assert!(text.contains(line), "/metrics lacks {line:?}:\n{text}");
     }

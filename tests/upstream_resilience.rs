@@ -100,6 +100,16 @@ async fn a_crashing_stdio_child_is_retried_with_backoff_and_degrades_only_its_to
         message.contains("broken"),
         "the error must name the upstream: {reply:?}"
     );
+    let metrics = gw.admin("/metrics").await.text();
+    for line in [
+        "mcpgate_upstream_up{upstream=\"broken\"} 0",
+        "mcpgate_upstream_up{upstream=\"local\"} 1",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "/metrics lacks {line:?}:\n{metrics}"
+        );
+    }
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let attempts = gw

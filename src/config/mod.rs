@@ -18,6 +18,7 @@ pub mod isolation;
 pub mod limits;
 mod paths;
 pub mod policy;
+mod secret_files;
 
 /// Everything mcpgate reads at start.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -81,6 +82,8 @@ pub struct ServerConfig {
     /// Key for signing the ids of server-to-client requests; random per process when unset.
     /// Every replica of a fleet must share it.
     pub hmac_key: Option<Secret>,
+    /// Read `hmac_key` from this file (e.g. a mounted Kubernetes Secret) when set.
+    pub hmac_key_file: Option<PathBuf>,
     /// actix-web worker threads; the number of cores when unset.
     pub workers: Option<usize>,
     /// Who may call `/mcp`.
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             sse_retry: Duration::from_secs(2),
             drain_grace: Duration::from_secs(30),
             hmac_key: None,
+            hmac_key_file: None,
             workers: None,
             auth: auth::AuthConfig::default(),
         }
@@ -517,6 +521,7 @@ impl Config {
         if let Some(folder) = path.and_then(Path::parent) {
             config.resolve_paths_from(folder);
         }
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
     }

@@ -8,12 +8,14 @@ use std::time::Instant;
 
 use rmcp::model::ErrorCode;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::capabilities::ClientCapabilities;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::config::StandaloneMode;
 use crate::jsonrpc::{Message, Notification, Request, RequestId};
 use crate::session::{RecordChange, SessionId};
+use crate::telemetry::mcp_spans::{self, Side};
 use crate::upstream::{CallContext, Upstream, UpstreamError};
 
 impl Gateway {
@@ -26,9 +28,17 @@ impl Gateway {
         outbox: &Outbox,
     ) -> Outcome {
         let started = Instant::now();
+        let transport = if upstream.has_upstream_sessions() {
+            "tcp"
+        } else {
+            "pipe"
+        };
+        let span = mcp_spans::upstream_span(&upstream.name, transport, &request);
         let outcome = self
             .forward_with_reopen(session, upstream, request, outbox)
+            .instrument(span.clone())
             .await;
+        mcp_spans::record_outcome(&span, Side::Client, &outcome);
         self.metrics.upstream_request(
             &upstream.name,
             outcome.is_ok(),

@@ -24,6 +24,7 @@ use std::time::Duration;
 use rmcp::model::ErrorCode;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::auth::Principal;
 use crate::catalog::ResourceRoutes;
@@ -33,6 +34,7 @@ use crate::jsonrpc::{Notification, Request, RequestId, Response, error_data, err
 use crate::limits::{LimitExceeded, Limits};
 use crate::policy::{Policy, TeamPolicy};
 use crate::session::{Lookup, SessionId, SessionRecord, SessionStore, StoreError};
+use crate::telemetry::mcp_spans::{self, Side};
 use crate::telemetry::{LookupOutcome, Metrics};
 use crate::upstream::{CallContext, UnsolicitedSink, UpstreamError, UpstreamListener, Upstreams};
 
@@ -285,6 +287,11 @@ impl Gateway {
         result
     }
 
+    /// What spans and logs show for a session id (see [`IdSigner::session_tag`]).
+    pub fn session_tag(&self, session: &SessionId) -> String {
+        self.signer.session_tag(session)
+    }
+
     /// The rules of `session`'s team.
     pub(super) fn policy(&self, session: &Session) -> &TeamPolicy {
         self.settings
@@ -327,17 +334,20 @@ impl Gateway {
         let cancel = self.begin_request(&session.id, &request.id)?;
         let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         let gateway = self.clone();
-        tokio::spawn(async move {
+        let span = tracing::Span::current();
+        let work = async move {
             let id = request.id.clone();
             let outcome = tokio::select! {
                 outcome = gateway.run_method(&session, request, &outbox) => outcome,
                 () = cancel.cancelled() => Err(error_object(REQUEST_CANCELLED, "request cancelled")),
             };
+            mcp_spans::record_outcome(&tracing::Span::current(), Side::Server, &outcome);
             gateway.hub.end(&session.id, &id);
             let _ = outbox
                 .send(Outgoing::Message(response_value(&id, outcome)))
                 .await;
-        });
+        };
+        tokio::spawn(work.instrument(span));
         Ok(receiver)
     }
 

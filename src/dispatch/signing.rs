@@ -1,5 +1,6 @@
-//! Keyed tags with the fleet's shared key: unforgeable ids for server-to-client requests, and
-//! the owner tag that binds a session to its principal.
+//! Keyed tags with the fleet's shared key: unforgeable ids for server-to-client requests, the
+//! owner tag that binds a session to its principal, and the short tag that stands for a
+//! session id in spans and logs.
 //!
 //! When an upstream asks the client something (sampling, elicitation, roots), the client sees
 //! `mcpgate.<payload>.<mac>`: the payload names the upstream, its own request id and the
@@ -20,6 +21,10 @@ use crate::session::SessionId;
 const PREFIX: &str = "mcpgate.";
 /// Domain separation: an owner tag can never equal a request id's MAC.
 const OWNER_DOMAIN: &[u8] = b"mcpgate owner v1\0";
+/// Domain separation for session tags.
+const SESSION_TAG_DOMAIN: &[u8] = b"mcpgate session tag v1\0";
+/// Hex digits of a session tag: 48 bits, enough to tell sessions apart in a trace backend.
+const SESSION_TAG_HEX: usize = 12;
 
 /// Signs and verifies gateway-issued request ids.
 #[derive(Clone)]
@@ -104,6 +109,21 @@ impl IdSigner {
             .is_ok_and(|tag| mac.verify_slice(&tag).is_ok())
     }
 
+    /// What spans and logs show instead of a session id: the first 12 hex digits of its
+    /// HMAC-SHA256 under this key. It reveals nothing of the id; replicas compute the same tag
+    /// only when they share `server.hmac_key` (a random key makes it this process's own).
+    pub fn session_tag(&self, session: &SessionId) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
+        mac.update(SESSION_TAG_DOMAIN);
+        mac.update(session.as_str().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        digest[..SESSION_TAG_HEX / 2]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     fn owner_mac(&self, principal: &Principal) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
             .expect("HMAC takes keys of any length");
@@ -160,5 +180,18 @@ mod tests {
         let tampered = RequestId::String(text.replacen("mcpgate.", "mcpgate.x", 1));
         assert_eq!(signer.verify(&a, &tampered), None);
         assert_eq!(signer.verify(&a, &RequestId::Number(7)), None);
+    }
+
+    #[test]
+    fn session_tags_are_short_stable_per_key_and_hide_the_id() {
+        let (fleet, other) = (IdSigner::new(b"fleet key"), IdSigner::new(b"other key"));
+        let session = SessionId::generate();
+        let tag = fleet.session_tag(&session);
+        assert_eq!(tag.len(), 12);
+        assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(IdSigner::new(b"fleet key").session_tag(&session), tag);
+        assert_ne!(other.session_tag(&session), tag);
+        assert_ne!(fleet.session_tag(&SessionId::generate()), tag);
+        assert!(!session.as_str().contains(&tag));
     }
 }

@@ -16,6 +16,7 @@ mod oauth_metadata;
 mod post;
 mod sse;
 mod throttle;
+mod trace_context;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -153,14 +154,14 @@ fn store_unavailable(error: &StoreError) -> HttpError {
     )
 }
 
-/// Counts a finished request. A refusal is the client's mistake (the 5xx ones were logged
-/// where they happened), so it is logged at DEBUG only, its reason escaped.
+/// Counts a finished request and returns its status. A refusal is the client's mistake (the
+/// 5xx ones were logged where they happened), so it is logged at DEBUG only, its reason escaped.
 fn observe(
     state: &AppState,
     method: &str,
     started: Instant,
     result: &Result<HttpResponse, HttpError>,
-) {
+) -> u16 {
     let status = match result {
         Ok(response) => response.status().as_u16(),
         Err(error) => actix_web::ResponseError::status_code(error).as_u16(),
@@ -172,4 +173,5 @@ fn observe(
         .gateway
         .metrics
         .request(method, status, started.elapsed().as_secs_f64());
+    status
 }

@@ -12,17 +12,19 @@ use actix_web::{HttpRequest, HttpResponse};
 use rmcp::model::ErrorCode;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tracing::{Instrument, Span};
 
 use super::body::{self, Incoming};
 use super::error::HttpError;
 use super::guard::{self, SESSION_HEADER};
 use super::sse::{self, Tail};
 use super::{AppState, session_error};
-use super::{authn, throttle};
+use super::{authn, throttle, trace_context};
 use crate::auth::Principal;
 use crate::dispatch::{Caller, Gateway, InitializeError, MessageRejected, Outgoing, Session};
 use crate::events::{Batch, StreamId, StreamKey};
 use crate::jsonrpc::{Message, Request, RequestId};
+use crate::telemetry::mcp_spans;
 
 pub async fn handle(
     request: HttpRequest,
@@ -30,9 +32,17 @@ pub async fn handle(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
     let started = std::time::Instant::now();
-    let result = handle_post(&request, payload, &state).await;
+    let span = trace_context::request_span(&request);
+    let result = handle_post(&request, payload, &state)
+        .instrument(span.clone())
+        .await;
     let (method, result) = result;
-    super::observe(&state, &method, started, &result);
+    let status = span.in_scope(|| {
+        let status = super::observe(&state, &method, started, &result);
+        tracing::debug!(status, "POST /mcp answered");
+        status
+    });
+    mcp_spans::record_status(&span, status);
     result
 }
 
@@ -47,6 +57,7 @@ async fn handle_post(
         Err(error) => return ("other".into(), Err(error)),
     };
     let method = metric_label(&incoming);
+    trace_message(&incoming);
     let id = single_request_id(&incoming);
     let result = dispatch(request, &principal, incoming, state).await;
     (method, result.map_err(|error| error.answering(id.as_ref())))
@@ -83,6 +94,16 @@ async fn read_incoming(
     Ok((principal, incoming))
 }
 
+/// Names the request's span after the body's first message.
+fn trace_message(incoming: &Incoming) {
+    let span = Span::current();
+    match incoming.messages.first() {
+        Some(Message::Request(request)) => mcp_spans::record_request(&span, request),
+        Some(Message::Notification(note)) => mcp_spans::record_notification(&span, &note.method),
+        Some(Message::Response(_)) | None => {}
+    }
+}
+
 fn metric_label(incoming: &Incoming) -> String {
     match incoming.messages.first() {
         Some(Message::Request(r)) => r.method.clone(),
@@ -108,6 +129,8 @@ async fn dispatch(
         .lookup(&id, Caller::Client(principal))
         .await
         .map_err(session_error)?;
+    let tag = state.gateway.session_tag(&id);
+    mcp_spans::record_session(&Span::current(), &tag, &session.record.protocol_version);
     if incoming.batch && !session.record.version().allows_batches() {
         let message = format!(
             "Bad Request: JSON-RPC batches are not supported in protocol version {}",
@@ -176,6 +199,9 @@ async fn initialize(
             InitializeError::Store(error) => super::store_unavailable(&error),
             InitializeError::Limited(limit) => throttle::limited(&request.id, limit),
         })?;
+    let version = result.get("protocolVersion").and_then(Value::as_str);
+    let tag = state.gateway.session_tag(&id);
+    mcp_spans::record_session(&Span::current(), &tag, version.unwrap_or_default());
     let body = crate::jsonrpc::result_value(&request.id, result);
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "application/json"))

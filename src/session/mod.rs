@@ -6,6 +6,7 @@
 mod memory;
 mod record;
 mod redis;
+mod traced;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -16,6 +17,7 @@ pub use record::{
     RECORD_SCHEMA, RecordChange, RecordCore, SessionRecord, UpstreamSession, unix_now,
 };
 pub use redis::RedisStore;
+pub use traced::TracedStore;
 
 /// A session id: 256 bits from the thread-local CSPRNG, base64url without padding.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -80,6 +80,8 @@ pub struct Metrics {
     upstream_messages_dropped: IntCounterVec,
     upstream_messages_coalesced: IntCounterVec,
     isolated_children: IntGaugeVec,
+    upstream_up: IntGaugeVec,
+    ready: IntGauge,
     isolated_children_started: IntCounterVec,
     isolated_children_stopped: IntCounterVec,
     isolated_children_refused: IntCounterVec,
@@ -131,8 +133,24 @@ impl Metrics {
             &["upstream"],
         )?;
         registry.register(Box::new(isolated_children.clone()))?;
+        let upstream_up = IntGaugeVec::new(
+            Opts::new(
+                "upstream_up",
+                "1 while this replica can reach the upstream (its stdio child runs, or its HTTP \
+                 server answered the last connection), 0 otherwise; read at each scrape",
+            ),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(upstream_up.clone()))?;
+        let ready = IntGauge::new(
+            "ready",
+            "1 while this replica is ready (/readyz: started and not draining), 0 when draining",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
         Ok(Self {
             isolated_children,
+            upstream_up,
+            ready,
             isolated_children_started: counter_vec(
                 "isolated_children_started_total",
                 "Isolated stdio children started, by upstream",
@@ -320,6 +338,18 @@ impl Metrics {
     /// A request admitted without checking `limit` (a [`crate::limits::Limit`] label).
     pub fn limit_unchecked(&self, limit: &'static str) {
         self.limits_unchecked.with_label_values(&[limit]).inc();
+    }
+
+    /// Whether `upstream` is reachable from this replica now.
+    pub fn upstream_health(&self, upstream: &str, up: bool) {
+        self.upstream_up
+            .with_label_values(&[upstream])
+            .set(i64::from(up));
+    }
+
+    /// Whether this replica is ready (not draining).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// The text exposition format.

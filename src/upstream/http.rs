@@ -347,7 +347,7 @@ impl Inner {
         request
     }
 
-    /// POSTs one message and checks the status.
+    /// POSTs one message, in the current trace (`traceparent`), and checks the status.
     async fn post(
         &self,
         message: &Value,
@@ -356,6 +356,7 @@ impl Inner {
         let request = self
             .client
             .post(&self.url)
+            .headers(crate::telemetry::propagation::outgoing_headers())
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .json(message);

@@ -73,7 +73,7 @@ class Proc:
     The first stdout line must be ``listening on http://127.0.0.1:PORT/mcp``.
     """
 
-    def __init__(self, name: str, argv: list[str], logdir: Path):
+    def __init__(self, name: str, argv: list[str], logdir: Path, env: dict | None = None):
         self.name = name
         self.stdout_log = logdir / f"{name}.stdout.log"
         self.stderr_log = logdir / f"{name}.stderr.log"
@@ -84,6 +84,7 @@ class Proc:
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             start_new_session=True,  # own process group: stop() also reaches its children
+            env=None if env is None else {**os.environ, **env},
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -173,12 +174,15 @@ def gateway_config(upstreams: list[dict]) -> str:
 class Stack:
     """The gateway plus its fixture upstreams. ``url`` is the gateway's /mcp endpoint."""
 
-    def __init__(self, upstreams=("stdio", "http"), prefix: str | None = None):
+    def __init__(self, upstreams=("stdio", "http"), prefix: str | None = None, env: dict | None = None, gateway_args: tuple = ()):
+        """``env`` is added to the gateway's environment, ``gateway_args`` to its command line."""
         unknown = set(upstreams) - set(UPSTREAM_NAMES)
         if unknown or not upstreams:
             raise HarnessError(f"upstreams must be a non-empty subset of {sorted(UPSTREAM_NAMES)}")
         self.kinds = list(upstreams)
         self.prefix = prefix
+        self.env = env
+        self.gateway_args = list(gateway_args)
         self.procs: list[Proc] = []
         self.url = ""
         self.logdir = Path(tempfile.mkdtemp(prefix="mcpgate-e2e-"))
@@ -218,12 +222,12 @@ class Stack:
 
         config = self.logdir / "mcpgate.toml"
         config.write_text(gateway_config(tables))
-        gateway = self._spawn("mcpgate", [str(GATEWAY_BIN), "serve", "--config", str(config)])
+        gateway = self._spawn("mcpgate", [str(GATEWAY_BIN), "serve", "--config", str(config), *self.gateway_args], self.env)
         self.url = gateway.wait_listening()
         self._wait_ready(gateway)
 
-    def _spawn(self, name: str, argv: list[str]) -> Proc:
-        proc = Proc(name, argv, self.logdir)
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> Proc:
+        proc = Proc(name, argv, self.logdir, env)
         self.procs.append(proc)
         return proc
 

@@ -32,8 +32,9 @@ What runs, all on 127.0.0.1 with free ports, in a temp dir that keeps every log:
   (``retry-on conn-failure``: the request never reached a replica, so nothing is duplicated)
   and redispatches those to another replica. A request a replica accepted and then lost (it was
   killed) is answered 502 by haproxy and never replayed. Health checks use the replicas'
-  ``/healthz`` (liveness), not ``/readyz``: during a Redis outage every replica is unready, and
-  a client must still see the gateway's own 503 + Retry-After, not haproxy's. Timeouts are long
+  ``/readyz``, as a Kubernetes Service follows readiness: a draining replica leaves the pool.
+  ``/readyz`` ignores Redis, so during a Redis outage every replica stays in and a client sees
+  the gateway's own 503 + Retry-After, not haproxy's. Timeouts are long
   so that SSE streams stay open. The runtime API (a unix socket in the temp dir) points a
   server slot at a restarted replica's new ports.
 
@@ -344,8 +345,9 @@ frontend mcp
 
 backend {BACKEND}
     balance roundrobin
-    # Liveness, not readiness: during a Redis outage the replicas' own 503 must reach clients.
-    option httpchk GET /healthz
+    # Readiness, as a Kubernetes Service follows it: a draining replica leaves the pool.
+    # /readyz ignores Redis, so during an outage the replicas' own 503 still reaches clients.
+    option httpchk GET /readyz
     http-check expect status 200
     default-server inter 500ms fastinter 250ms downinter 250ms fall 2 rise 1
 {servers}

@@ -5,7 +5,8 @@
 #   target/tools/node/   Node 22 (npm package `node`), @modelcontextprotocol/conformance,
 #                        @modelcontextprotocol/sdk  -- pinned by tests/tools/package-lock.json
 #   target/tools/venv/   Python venv with mcp + pytest -- pinned by tests/tools/requirements.txt
-#   redis-server, haproxy  Debian packages, when missing (apt-get, as root)
+#   Debian packages, when missing (apt-get, as root): redis-server, haproxy, openssl;
+#   prometheus (promtool); podman, buildah, runc, debootstrap (building and running the image)
 #
 # Needs: npm (any Node >= 18 to bootstrap), python3 >= 3.10 with venv.
 set -euo pipefail
@@ -74,15 +75,23 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v podman >/dev/null || missing+=(podman)
+command -v buildah >/dev/null || missing+=(buildah)
+command -v runc >/dev/null || missing+=(runc)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 if ((${#missing[@]})); then
   command -v apt-get >/dev/null || { echo "install.sh: need ${missing[*]} and apt-get is missing" >&2; exit 1; }
   say "installing ${missing[*]} with apt-get"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # The packages start system services; the tests never use them.
-  if command -v service >/dev/null; then service redis-server stop >/dev/null 2>&1 || true; fi
+  if command -v service >/dev/null; then
+    service redis-server stop >/dev/null 2>&1 || true
+    service prometheus stop >/dev/null 2>&1 || true
+  fi
 else
-  say "redis-server and haproxy present ($(redis-server --version | cut -d' ' -f3))"
+  say "Debian packages present (redis-server $(redis-server --version | cut -d" " -f3))"
 fi
 
 say "done"

@@ -1,8 +1,12 @@
 //! Streamable HTTP mode: rmcp's `StreamableHttpService` (sessions, SSE priming
 //! and resumption, Host/Origin checks) behind a plain hyper HTTP/1.1 server,
-//! answering at [`MCP_PATH`], plus [`SESSIONS_PATH`] for tests: `{"open": N}`,
-//! the number of MCP sessions open right now.
+//! answering at [`MCP_PATH`], plus, for tests, [`SESSIONS_PATH`]: `{"open": N}`,
+//! the number of MCP sessions open right now, and [`TRACEPARENTS_PATH`]:
+//! `{"seen": [...]}`, the `traceparent` headers of the last [`TRACEPARENTS_KEPT`]
+//! requests to [`MCP_PATH`] that had one, oldest first.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::{io::Write as _, net::SocketAddr, sync::Arc};
 
 use std::convert::Infallible;
@@ -24,6 +28,13 @@ use crate::{reconnect::ReconnectingSessions, server::Fixture};
 const MCP_PATH: &str = "/mcp";
 /// How many sessions are open (GET).
 const SESSIONS_PATH: &str = "/sessions";
+/// The `traceparent` headers received (GET).
+const TRACEPARENTS_PATH: &str = "/traceparents";
+/// How many `traceparent` headers are kept.
+const TRACEPARENTS_KEPT: usize = 256;
+
+/// The `traceparent` headers of the latest requests to [`MCP_PATH`].
+type TraceParents = Arc<Mutex<VecDeque<String>>>;
 
 /// Browser origins accepted besides requests without `Origin`.
 const LOCAL_ORIGINS: [&str; 3] = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
@@ -44,7 +55,7 @@ pub async fn serve(listen: SocketAddr, name: String) -> anyhow::Result<()> {
     let sessions = Arc::new(ReconnectingSessions::default());
     let service = mcp_service(name.into(), sessions.clone(), shutdown.child_token());
     tokio::select! {
-        () = accept_loop(listener, service, sessions) => Ok(()),
+        () = accept_loop(listener, service, sessions, TraceParents::default()) => Ok(()),
         signal = tokio::signal::ctrl_c() => {
             shutdown.cancel();
             signal.context("cannot wait for Ctrl-C")
@@ -81,6 +92,7 @@ async fn accept_loop(
     listener: TcpListener,
     service: McpService,
     sessions: Arc<ReconnectingSessions>,
+    traceparents: TraceParents,
 ) {
     loop {
         match listener.accept().await {
@@ -89,7 +101,13 @@ async fn accept_loop(
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "cannot set TCP_NODELAY");
                 }
-                tokio::spawn(serve_connection(stream, service.clone(), sessions.clone()));
+                let (service, sessions) = (service.clone(), sessions.clone());
+                tokio::spawn(serve_connection(
+                    stream,
+                    service,
+                    sessions,
+                    traceparents.clone(),
+                ));
             }
             Err(error) => tracing::warn!(%error, "accept failed"),
         }
@@ -101,13 +119,19 @@ async fn serve_connection(
     stream: TcpStream,
     service: McpService,
     sessions: Arc<ReconnectingSessions>,
+    traceparents: TraceParents,
 ) {
     let handler = service_fn(move |request: Request<Incoming>| {
         let (service, sessions) = (service.clone(), sessions.clone());
+        let traceparents = traceparents.clone();
         async move {
             let response = match request.uri().path() {
-                MCP_PATH => service.handle(request).await,
+                MCP_PATH => {
+                    remember_traceparent(&traceparents, &request);
+                    service.handle(request).await
+                }
                 SESSIONS_PATH => session_count(&sessions).await,
+                TRACEPARENTS_PATH => seen_traceparents(&traceparents),
                 _ => not_found(),
             };
             Ok::<_, std::convert::Infallible>(response)
@@ -124,6 +148,34 @@ async fn serve_connection(
 /// `{"open": N}`.
 async fn session_count(sessions: &ReconnectingSessions) -> Response<BoxBody<Bytes, Infallible>> {
     let body = serde_json::json!({"open": sessions.open_sessions().await}).to_string();
+    Response::new(Full::new(Bytes::from(body)).boxed())
+}
+
+/// Keeps the request's `traceparent`, if any, dropping the oldest beyond the bound.
+fn remember_traceparent(traceparents: &TraceParents, request: &Request<Incoming>) {
+    let Some(value) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let mut seen = traceparents.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.len() == TRACEPARENTS_KEPT {
+        seen.pop_front();
+    }
+    seen.push_back(value.to_owned());
+}
+
+/// `{"seen": [...]}`.
+fn seen_traceparents(traceparents: &TraceParents) -> Response<BoxBody<Bytes, Infallible>> {
+    let seen: Vec<String> = traceparents
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    let body = serde_json::json!({ "seen": seen }).to_string();
     Response::new(Full::new(Bytes::from(body)).boxed())
 }
 

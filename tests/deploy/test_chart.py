@@ -1,0 +1,623 @@
+"""The Helm chart helm/mcpgate, rendered by the real Helm v4 engine (helm-python-sdk).
+
+Every object of every scenario is validated strictly against the Kubernetes schemas (CRDs
+structurally, see conftest.py); every rendered mcpgate.toml must pass the real
+`mcpgate check-config`; the `helm test` script runs against a real gateway.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+import chart
+from chart import config_toml, find, find_all, render
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+MCPGATE = REPO / "target" / "debug" / "mcpgate"
+FIXTURE = REPO / "target" / "debug" / "mcpgate-fixture"
+
+SCENARIOS = {
+    "defaults": None,
+    "everything": yaml.safe_load((HERE / "values" / "everything.yaml").read_text()),
+    "sentinel": yaml.safe_load((HERE / "values" / "sentinel.yaml").read_text()),
+    "cluster": yaml.safe_load((HERE / "values" / "cluster.yaml").read_text()),
+}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    return {name: render(values) for name, values in SCENARIOS.items()}
+
+
+def deployment(objects):
+    return find(objects, "Deployment")
+
+
+def container(objects):
+    return deployment(objects)["spec"]["template"]["spec"]["containers"][0]
+
+
+# --- the engine's own checks ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_lint_is_clean(scenario):
+    report = chart.lint(SCENARIOS[scenario], strict=True)
+    assert report["errors"] == []
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == [], problems
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_object_is_valid_kubernetes(rendered, scenario, k8s_validate):
+    objects = rendered[scenario]
+    assert objects
+    for obj in objects:
+        k8s_validate(obj)
+        assert obj["metadata"].get("namespace", "default") == "default"
+
+
+def test_scenarios_render_the_expected_objects(rendered):
+    kinds = lambda objs: sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objs)
+    assert kinds(rendered["defaults"]) == [
+        "ConfigMap/mcpgate", "Deployment/mcpgate", "Pod/mcpgate-test-session",
+        "PodDisruptionBudget/mcpgate", "Service/mcpgate", "ServiceAccount/mcpgate",
+    ]
+    assert kinds(rendered["everything"]) == [
+        "ConfigMap/mcpgate", "ConfigMap/mcpgate-dashboard", "Deployment/mcpgate",
+        "HTTPRoute/mcpgate", "HorizontalPodAutoscaler/mcpgate", "Ingress/mcpgate",
+        "Pod/mcpgate-test-session", "PodDisruptionBudget/mcpgate", "PrometheusRule/mcpgate",
+        "Secret/mcpgate", "Service/mcpgate", "Service/mcpgate-redis", "ServiceAccount/mcpgate",
+        "ServiceMonitor/mcpgate", "StatefulSet/mcpgate-redis",
+    ]
+    # existing Secrets only: the chart makes none
+    assert find_all(rendered["cluster"], "Secret") == []
+
+
+def test_release_name_and_namespace_are_used():
+    objects = render({"fullnameOverride": ""}, release="prod", namespace="gateways")
+    assert find(objects, "Deployment")["metadata"]["name"] == "prod-mcpgate"
+    assert {o["metadata"]["namespace"] for o in objects} == {"gateways"}
+    pod = find(objects, "Pod")
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["MCP_URL"] == "http://prod-mcpgate.gateways.svc:8080/mcp"
+
+
+# --- the Deployment -------------------------------------------------------------------------
+
+
+def test_defaults_deployment(rendered):
+    objects = rendered["defaults"]
+    dep = deployment(objects)
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    pod = spec["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 5 + 30 + 10
+    assert pod["serviceAccountName"] == "mcpgate"
+    assert pod["automountServiceAccountToken"] is False
+    c = container(objects)
+    assert c["image"] == "mcpgate:0.1.0"
+    assert c["args"] == ["serve", "--config", "/etc/mcpgate/mcpgate.toml", "--json-logs"]
+    assert "command" not in c  # the image's ENTRYPOINT ["mcpgate"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "admin": 9090}
+    assert c["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert "env" not in c  # no OTEL_* without otel.endpoint
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/etc/mcpgate/mcpgate.toml"]["subPath"] == "mcpgate.toml"
+    assert mounts["/etc/mcpgate/mcpgate.toml"]["readOnly"] is True
+    assert "/etc/mcpgate/secrets" not in mounts  # nothing secret configured
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "64Mi"}
+    assert mounts["/tmp"]["name"] == "tmp"
+    assert volumes["config"]["configMap"]["name"] == "mcpgate"
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_security_context_is_restricted(rendered, scenario):
+    objects = rendered[scenario]
+    pod = deployment(objects)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(objects)["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    # the other workloads (in-chart Redis, the test Pod) are restricted too
+    for kind in ("StatefulSet", "Pod"):
+        for obj in find_all(objects, kind):
+            spec = obj["spec"]["template"]["spec"] if kind == "StatefulSet" else obj["spec"]
+            assert spec["securityContext"]["runAsNonRoot"] is True
+            for c in spec["containers"]:
+                assert c["securityContext"]["allowPrivilegeEscalation"] is False
+                assert c["securityContext"]["readOnlyRootFilesystem"] is True
+                assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_topology_spread_defaults(rendered):
+    constraints = deployment(rendered["defaults"])["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in constraints] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    for c in constraints:
+        assert c["whenUnsatisfiable"] == "ScheduleAnyway"
+        assert c["labelSelector"]["matchLabels"] == deployment(rendered["defaults"])["spec"]["selector"]["matchLabels"]
+    off = render({"topologySpread": {"enabled": False}})
+    assert "topologySpreadConstraints" not in deployment(off)["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("pre_stop", "drain", "margin"), [(5, 30, 5), (0, 30, 5), (15, 120, 2), (1, 1, 0)]
+)
+def test_termination_grace_is_prestop_plus_drain_plus_margin(pre_stop, drain, margin):
+    objects = render({"preStopSeconds": pre_stop, "drainGraceSeconds": drain, "terminationGraceMarginSeconds": margin})
+    pod = deployment(objects)["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == pre_stop + drain + margin
+    assert f'drain_grace = "{drain}s"' in config_toml(objects)
+    c = pod["containers"][0]
+    if pre_stop:
+        assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": pre_stop}}
+    else:
+        assert "lifecycle" not in c
+
+
+def test_prestop_exec_for_older_clusters(rendered):
+    assert container(rendered["cluster"])["lifecycle"]["preStop"] == {"exec": {"command": ["/bin/sleep", "5"]}}
+
+
+def test_readiness_can_include_the_store(rendered):
+    assert container(rendered["sentinel"])["readinessProbe"]["httpGet"]["path"] == "/readyz/store"
+    assert container(rendered["defaults"])["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_otel_environment(rendered):
+    env = {e["name"]: e["value"] for e in container(rendered["everything"])["env"]}
+    assert env == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability.svc:4318",
+        "OTEL_SERVICE_NAME": "mcpgate",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+    }
+
+
+def test_hpa_replaces_replicas(rendered):
+    objects = rendered["everything"]
+    assert "replicas" not in deployment(objects)["spec"]
+    hpa = find(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "mcpgate"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    targets = {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]}
+    assert targets == {"cpu": 60, "memory": 80}
+    for name in ("defaults", "sentinel", "cluster"):
+        assert find_all(rendered[name], "HorizontalPodAutoscaler") == []
+        assert "replicas" in deployment(rendered[name])["spec"]
+
+
+def test_pdb(rendered):
+    assert find(rendered["defaults"], "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    pdb = find(rendered["everything"], "PodDisruptionBudget")["spec"]
+    assert pdb["minAvailable"] == 2 and "maxUnavailable" not in pdb
+    assert pdb["selector"]["matchLabels"] == deployment(rendered["everything"])["spec"]["selector"]["matchLabels"]
+
+
+# --- configuration and its checksum ---------------------------------------------------------
+
+
+def test_checksum_follows_the_configuration():
+    def checksums(values):
+        annotations = deployment(render(values))["spec"]["template"]["metadata"]["annotations"]
+        return annotations["checksum/config"], annotations["checksum/secret"]
+
+    base = checksums(None)
+    assert checksums(None) == base  # deterministic: no rollout without a change
+    assert checksums({"config": {"session": {"idle_ttl": "1d"}}})[0] != base[0]
+    assert checksums({"drainGraceSeconds": 31})[0] != base[0]
+    assert checksums({"podLabels": {"a": "b"}})[0] == base[0]
+    key = "k" * 32
+    with_key = checksums({"hmacKey": {"value": key}})
+    assert with_key[1] != base[1]
+    assert checksums({"hmacKey": {"value": key + "x"}})[1] != with_key[1]
+    assert checksums({"hmacKey": {"existingSecret": "a"}})[1] != checksums({"hmacKey": {"existingSecret": "b"}})[1]
+
+
+def test_config_is_deep_merged_and_numbers_stay_integers(rendered):
+    text = config_toml(rendered["everything"])
+    import tomllib
+
+    config = tomllib.loads(text)
+    assert config["server"]["listen"] == "0.0.0.0:8080"
+    assert config["admin"]["listen"] == "0.0.0.0:9090"
+    assert config["server"]["drain_grace"] == "45s"
+    assert config["server"]["max_body_bytes"] == 8388608 and isinstance(config["server"]["max_body_bytes"], int)
+    assert config["server"]["hmac_key_file"] == "/etc/mcpgate/secrets/hmac-key"
+    assert config["session"] == {"idle_ttl": "1d", "max_lifetime": "7d", "replay_max_events": 500, "store": "redis"}
+    assert config["redis"]["password_file"] == "/etc/mcpgate/secrets/redis-password"
+    assert config["redis"]["url"] == "redis://mcpgate-redis.default.svc:6379"
+    assert config["server"]["auth"]["api_keys_dir"] == "/etc/mcpgate/api-keys"
+    assert [u["name"] for u in config["upstreams"]] == ["files", "search"]
+    assert config["upstreams"][0]["env"] == {"FILES_ROOT": "/srv/files"}
+    for name, objects in rendered.items():
+        assert not re.search(r"=\s*-?[0-9]+\.0\s*$", config_toml(objects), re.M), name
+    # a null removes a key; a real fraction stays a float
+    config = tomllib.loads(config_toml(render({"config": {"server": {"workers": None}, "x": {"f": 0.5}}})))
+    assert "workers" not in config["server"] and config["x"]["f"] == 0.5
+
+
+def _check_config(text: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Runs `mcpgate check-config` on a rendered mcpgate.toml, with its /etc/mcpgate files
+    (secrets, API keys) made in a temporary folder and the paths rewritten to it."""
+    root = tmp_path / "etc-mcpgate"
+    (root / "secrets").mkdir(parents=True)
+    (root / "secrets" / "hmac-key").write_text("h" * 48 + "\n")
+    (root / "secrets" / "redis-password").write_text("pw\n")
+    (root / "api-keys").mkdir()
+    digest = hashlib.sha256(b"test-key").hexdigest()
+    (root / "api-keys" / "keys.toml").write_text(f'api_keys = [{{ hash = "sha256:{digest}", principal = "p" }}]\n')
+    path = root / "mcpgate.toml"
+    path.write_text(text.replace("/etc/mcpgate/", f"{root}/"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGATE_")}
+    return subprocess.run([str(MCPGATE), "check-config", "--config", str(path)], capture_output=True, text=True, env=env, timeout=30)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rendered_config_passes_check_config(rendered, scenario, tmp_path):
+    assert MCPGATE.is_file(), f"{MCPGATE} is missing: run `cargo build --bins` first"
+    text = config_toml(rendered[scenario])
+    result = _check_config(text, tmp_path)
+    assert result.returncode == 0, f"check-config refused the {scenario} config:\n{result.stderr}\n{text}"
+    assert "configuration is valid" in result.stdout
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+def _projected(objects):
+    volumes = {v["name"]: v for v in deployment(objects)["spec"]["template"]["spec"]["volumes"]}
+    return [s["secret"] for s in volumes["secrets"]["projected"]["sources"]]
+
+
+def test_secrets_are_files(rendered):
+    # existing Secret for the HMAC key, chart-made Secret for the in-chart Redis password
+    assert _projected(rendered["everything"]) == [
+        {"name": "mcpgate-fleet", "items": [{"key": "hmac", "path": "hmac-key"}]},
+        {"name": "mcpgate", "items": [{"key": "redis-password", "path": "redis-password"}]},
+    ]
+    secret = find(rendered["everything"], "Secret", "mcpgate")
+    assert set(secret["data"]) == {"redis-password"}
+    assert base64.b64decode(secret["data"]["redis-password"]).decode() == "correct-horse-battery-staple"
+    # sentinel: both chart-made
+    secret = find(rendered["sentinel"], "Secret", "mcpgate")
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
+        "hmac-key": SCENARIOS["sentinel"]["hmacKey"]["value"],
+        "redis-password": "s3cret",
+    }
+    # cluster: both existing, with the configured keys
+    assert _projected(rendered["cluster"]) == [
+        {"name": "mcpgate-fleet", "items": [{"key": "hmac-key", "path": "hmac-key"}]},
+        {"name": "redis-cluster-auth", "items": [{"key": "password", "path": "redis-password"}]},
+    ]
+    mounts = {m["name"]: m for m in container(rendered["cluster"])["volumeMounts"]}
+    assert mounts["secrets"] == {"name": "secrets", "mountPath": "/etc/mcpgate/secrets", "readOnly": True}
+    api_keys = {m["name"]: m for m in container(rendered["everything"])["volumeMounts"]}["api-keys"]
+    assert api_keys["mountPath"] == "/etc/mcpgate/api-keys"
+
+
+# --- Service, Ingress, HTTPRoute, monitoring ------------------------------------------------
+
+
+def test_service(rendered):
+    svc = find(rendered["defaults"], "Service", "mcpgate")["spec"]
+    assert svc["type"] == "ClusterIP"
+    assert svc["sessionAffinity"] == "None"
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in svc["ports"]}
+    assert ports == {"http": (8080, "http"), "metrics": (9090, "admin")}
+    assert svc["selector"] == deployment(rendered["defaults"])["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_only_gateway_pods_match_its_selectors(rendered, scenario):
+    """The Service, PDB and spread constraints select the gateway's pods and nothing else (not
+    the test Pod, not the in-chart Redis)."""
+    objects = rendered[scenario]
+    selector = find(objects, "Service", "mcpgate")["spec"]["selector"]
+    gateway_labels = deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    assert all(gateway_labels.get(k) == v for k, v in selector.items())
+    others = [o["metadata"]["labels"] for o in find_all(objects, "Pod")]
+    others += [o["spec"]["template"]["metadata"]["labels"] for o in find_all(objects, "StatefulSet")]
+    assert others
+    for labels in others:
+        assert not all(labels.get(k) == v for k, v in selector.items()), labels
+
+
+def test_ingress_is_sse_ready(rendered):
+    ing = find(rendered["everything"], "Ingress")
+    annotations = ing["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
+    assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    assert ing["spec"]["tls"] == [{"hosts": ["mcp.example.com"], "secretName": "mcp-example-com-tls"}]
+    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+    assert backend == {"service": {"name": "mcpgate", "port": {"name": "http"}}}
+
+
+def test_httproute(rendered):
+    route = find(rendered["everything"], "HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    spec = route["spec"]
+    assert spec["parentRefs"] == [{"name": "public", "namespace": "gateways", "sectionName": "https"}]
+    assert spec["hostnames"] == ["mcp.example.com"]
+    assert spec["rules"][0]["backendRefs"] == [{"name": "mcpgate", "port": 8080}]
+    assert spec["rules"][0]["timeouts"] == {"request": "3600s", "backendRequest": "3600s"}
+
+
+def test_monitoring(rendered):
+    objects = rendered["everything"]
+    sm = find(objects, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    # job="mcpgate" (the rules select up{job="mcpgate"}) whatever the release is called
+    assert sm["spec"]["jobLabel"] == "app.kubernetes.io/name"
+    service_labels = find(objects, "Service", "mcpgate")["metadata"]["labels"]
+    assert all(service_labels[k] == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+    rule = find(objects, "PrometheusRule")
+    shipped = yaml.safe_load((chart.CHART_DIR / "files" / "mcpgate-rules.yaml").read_text())
+    assert rule["spec"]["groups"] == shipped["groups"]
+    dashboard = find(objects, "ConfigMap", "mcpgate-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["mcpgate.json"]) == json.loads((chart.CHART_DIR / "files" / "dashboard.json").read_text())
+
+
+def test_in_chart_redis(rendered):
+    objects = rendered["everything"]
+    sts = find(objects, "StatefulSet", "mcpgate-redis")
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == "redis:7"
+    script = " ".join(c["args"])
+    for setting in ("--appendonly yes", "--notify-keyspace-events Ex", "--maxmemory-policy noeviction", "--maxmemory 256mb"):
+        assert setting in script
+    assert c["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "mcpgate", "key": "redis-password"}
+    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "2Gi" and claim["storageClassName"] == "fast"
+    svc = find(objects, "Service", "mcpgate-redis")["spec"]
+    assert svc["ports"][0]["port"] == 6379
+    assert svc["selector"] == sts["spec"]["selector"]["matchLabels"]
+    # the gateway Service must not select the Redis pod
+    gw = find(objects, "Service", "mcpgate")["spec"]["selector"]
+    redis_labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert not all(redis_labels.get(k) == v for k, v in gw.items())
+
+
+@pytest.mark.parametrize("password", ["correct-horse-battery-staple", None])
+def test_in_chart_redis_command_runs_redis_as_configured(tmp_path, password):
+    """The StatefulSet's shell command and readiness probe, run against a local redis-server."""
+    redis_server = shutil.which("redis-server")
+    if not redis_server or not shutil.which("redis-cli"):
+        pytest.skip("redis-server/redis-cli not installed")
+    values = copy.deepcopy(SCENARIOS["everything"])
+    values["redis"]["password"] = password or ""
+    sts = find(render(values), "StatefulSet")
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    port = _free_port()
+    script = c["args"][0].replace("--dir /data", f"--dir {tmp_path} --port {port} --bind 127.0.0.1 --save ''")
+    env = {"PATH": os.environ["PATH"]}
+    if password:
+        assert c["env"][0]["name"] == "REDISCLI_AUTH"
+        env["REDISCLI_AUTH"] = password
+    else:
+        assert "env" not in c
+    server = subprocess.Popen([*c["command"], script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = lambda *args, **kw: subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args], env=kw.get("env", env), capture_output=True, text=True, timeout=5).stdout.strip()
+    try:
+        probe = c["readinessProbe"]["exec"]["command"]
+        probe = [*probe[:-1], probe[-1].replace("-h 127.0.0.1", f"-h 127.0.0.1 -p {port}")]
+        deadline = time.monotonic() + 10
+        while subprocess.run(probe, env=env).returncode != 0:
+            assert server.poll() is None and time.monotonic() < deadline, "redis did not become ready"
+            time.sleep(0.05)
+        assert cli("config", "get", "appendonly").split() == ["appendonly", "yes"]
+        assert cli("config", "get", "notify-keyspace-events").split()[1] in ("xE", "Ex")
+        assert cli("config", "get", "maxmemory-policy").split() == ["maxmemory-policy", "noeviction"]
+        assert cli("config", "get", "maxmemory").split() == ["maxmemory", str(256 * 1024 * 1024)]
+        without_auth = cli("ping", env={"PATH": os.environ["PATH"]})
+        if password:
+            assert "NOAUTH" in without_auth
+        else:
+            assert without_auth == "PONG"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_notes():
+    notes = chart.render_notes()
+    assert "http://mcpgate.default.svc:8080/mcp" in notes
+    assert "helm test mcpgate" in notes
+    assert "WARNING: sessions are kept in memory" in notes
+    assert "WARNING" not in chart.render_notes(SCENARIOS["everything"])
+
+
+# --- bad values -----------------------------------------------------------------------------
+
+BAD_VALUES = [
+    # refused by values.schema.json
+    ("negative replicas", {"replicaCount": -1}, "replicaCount"),
+    ("unknown top-level key", {"replicas": 3}, "replicas"),
+    ("unknown nested key", {"redis": {"inChart": {"enable": True}}}, "enable"),
+    ("bad redis.mode", {"redis": {"mode": "primary"}}, "mode"),
+    ("non-integer drainGraceSeconds", {"drainGraceSeconds": "30s"}, "drainGraceSeconds"),
+    ("fractional drainGraceSeconds", {"drainGraceSeconds": 2.5}, "drainGraceSeconds"),
+    ("zero drainGraceSeconds", {"drainGraceSeconds": 0}, "drainGraceSeconds"),
+    ("pullPolicy enum", {"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+    ("bad port", {"service": {"port": 70000}}, "port"),
+    ("bad preStopAction", {"preStopAction": "wait"}, "preStopAction"),
+    ("boolean as string", {"probes": {"readinessIncludesStore": "yes"}}, "readinessIncludesStore"),
+    ("redis url scheme", {"redis": {"enabled": True, "url": "http://redis:6379"}}, "url"),
+    ("credentials in a redis url", {"redis": {"url": "redis://u:p@redis:6379"}}, "url"),
+    ("short hmac key", {"hmacKey": {"value": "short"}}, "hmacKey"),
+    ("upstream transport", {"upstreams": [{"name": "a", "transport": "grpc"}]}, "transport"),
+    ("upstream without name", {"upstreams": [{"transport": "http", "url": "http://x"}]}, "name"),
+    ("config not a map", {"config": "x"}, "config"),
+    ("otel endpoint scheme", {"otel": {"endpoint": "collector:4317"}}, "endpoint"),
+    ("strategy percent", {"updateStrategy": {"maxUnavailable": "lots"}}, "maxUnavailable"),
+    # refused by the templates (cross-field rules), with a message saying what to do
+    ("two replicas in memory", {"replicaCount": 2}, "needs the Redis session store"),
+    ("autoscaling in memory", {"autoscaling": {"enabled": True}}, "needs the Redis session store"),
+    ("redis without hmac key", {"redis": {"inChart": {"enabled": True}}}, "hmacKey.value"),
+    ("redis without url", {"redis": {"enabled": True}, "hmacKey": {"value": "k" * 32}}, "redis.url is required"),
+    ("sentinel without master", {"redis": {"enabled": True, "mode": "sentinel", "sentinels": ["redis://s:26379"]}, "hmacKey": {"value": "k" * 32}}, "masterName"),
+    ("cluster with db", {"redis": {"enabled": True, "mode": "cluster", "nodes": ["redis://n:6379"], "db": 1}, "hmacKey": {"value": "k" * 32}}, "redis.db"),
+    ("in-chart sentinel", {"redis": {"inChart": {"enabled": True}, "mode": "sentinel"}, "hmacKey": {"value": "k" * 32}}, "standalone"),
+    ("managed listen", {"config": {"server": {"listen": "0.0.0.0:1"}}}, "config.server.listen"),
+    ("managed store", {"config": {"session": {"store": "redis"}}}, "config.session.store"),
+    ("config.redis", {"config": {"redis": {"url": "redis://x"}}}, "config.redis"),
+    ("pdb both", {"podDisruptionBudget": {"minAvailable": 1}}, "exactly one"),
+    ("api keys with jwt", {"auth": {"apiKeysSecret": "keys"}, "config": {"server": {"auth": {"mode": "jwt"}}}}, "api_key"),
+    ("httproute without parent", {"httpRoute": {"enabled": True}}, "parentRefs"),
+]
+
+
+@pytest.mark.parametrize(("values", "expected"), [(v, e) for _, v, e in BAD_VALUES], ids=[i for i, _, _ in BAD_VALUES])
+def test_bad_values_are_rejected(values, expected):
+    with pytest.raises(chart.RenderError) as error:
+        render(values)
+    assert expected in str(error.value)
+
+
+# --- the `helm test` Pod, run for real ------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_gateway(tmp_path):
+    """A real gateway serving a config rendered by the chart (demo upstream, API keys)."""
+    assert MCPGATE.is_file() and FIXTURE.is_file(), "run `cargo build --bins` first"
+    key = "helm-test-key-0123456789"
+    values = {
+        "upstreams": [{"name": "demo", "transport": "stdio", "command": str(FIXTURE), "args": ["stdio", "--name", "demo"]}],
+        "config": {"server": {"auth": {"mode": "api_key", "api_keys": [
+            {"hash": "sha256:" + hashlib.sha256(key.encode()).hexdigest(), "principal": "helm-test"}]}}},
+        "tests": {"tool": "demo__echo", "arguments": {"text": "hello from helm test"}},
+    }
+    objects = render(values)
+    config = tmp_path / "mcpgate.toml"
+    config.write_text(config_toml(objects))
+    port, admin = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGATE_")}
+    env |= {"MCPGATE_SERVER__LISTEN": f"127.0.0.1:{port}", "MCPGATE_ADMIN__LISTEN": f"127.0.0.1:{admin}"}
+    log = open(tmp_path / "gateway.log", "w")
+    proc = subprocess.Popen([str(MCPGATE), "serve", "--config", str(config)], env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
+            assert time.monotonic() < deadline, "gateway not ready"
+            time.sleep(0.1)
+        yield {"objects": objects, "url": f"http://127.0.0.1:{port}/mcp", "key": key}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _run_test_pod(pod: dict, url: str, token: str | None, workdir: Path, **overrides) -> subprocess.CompletedProcess:
+    c = pod["spec"]["containers"][0]
+    assert c["command"] == ["/bin/sh", "-c"]
+    script = c["args"][0].replace("cd /tmp", f"cd {workdir}")
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    env |= {"MCP_URL": url, "PATH": os.environ["PATH"], **overrides}
+    if token:
+        env["MCP_TOKEN"] = token
+    return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_helm_test_pod_definition(rendered):
+    pod = find(rendered["everything"], "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    c = pod["spec"]["containers"][0]
+    assert c["image"] == "curlimages/curl:8.11.1"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MCP_TOOL"]["value"] == "files__read"
+    assert json.loads(env["MCP_ARGUMENTS"]["value"]) == {"path": "README.md"}
+    assert env["MCP_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "mcpgate-test-key", "key": "token"}
+    assert find_all(render({"tests": {"enabled": False}}), "Pod") == []
+
+
+def test_helm_test_script_against_a_real_gateway(live_gateway, tmp_path):
+    pod = find(live_gateway["objects"], "Pod")
+    ok = _run_test_pod(pod, live_gateway["url"], live_gateway["key"], tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "hello from helm test" in ok.stdout
+    assert "OK: session" in ok.stdout and "demo__echo called" in ok.stdout
+    # and it fails when something is wrong: no credential, an unknown tool
+    no_key = _run_test_pod(pod, live_gateway["url"], None, tmp_path)
+    assert no_key.returncode != 0 and "FAIL: initialize" in no_key.stdout
+    unknown = _run_test_pod(pod, live_gateway["url"], live_gateway["key"], tmp_path, MCP_TOOL="demo__nope")
+    assert unknown.returncode != 0 and "FAIL" in unknown.stdout
+
+
+# --- documentation --------------------------------------------------------------------------
+
+# values whose content is a Kubernetes (or free-form) object, documented as a whole
+WHOLE = {"resources", "podSecurityContext", "securityContext", "redis.inChart.resources", "tests.arguments"}
+
+
+def _leaves(values: dict, prefix: str = ""):
+    for key, value in values.items():
+        path = prefix + key
+        if isinstance(value, dict) and value and path not in WHOLE:
+            yield from _leaves(value, path + ".")
+        else:
+            yield path
+
+
+def test_every_value_is_documented_and_in_the_schema():
+    readme = (chart.CHART_DIR / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", readme, re.M))
+    leaves = set(_leaves(chart.default_values()))
+    assert leaves - documented == set(), "values missing from the README table"
+    assert documented - leaves == set(), "README documents values that do not exist"
+    schema = json.loads((chart.CHART_DIR / "values.schema.json").read_text())
+    for leaf in leaves:
+        node = schema
+        for part in leaf.split("."):
+            assert part in node.get("properties", {}), f"{leaf} is not in values.schema.json"
+            node = node["properties"][part]
