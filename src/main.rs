@@ -22,8 +22,7 @@ use mcpgate::events::{MemoryEventLog, RedisEventLog};
 use mcpgate::http::{self, HttpSettings, admin};
 use mcpgate::limits::{LimitSettings, Limits};
 use mcpgate::policy::Policy;
-use mcpgate::redis_pool::{self, RedisPool};
-use mcpgate::redis_pubsub::Subscriber;
+use mcpgate::redis::{RedisPool, Subscriber, pubsub};
 use mcpgate::session::{MemoryStore, RedisStore, TracedStore};
 use mcpgate::telemetry::{self, Metrics};
 use mcpgate::upstream::Upstreams;
@@ -225,7 +224,7 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
         });
     }
     let pool = RedisPool::new(&config.redis, metrics.clone()).context("cannot configure Redis")?;
-    let target = redis_pool::subscriber_target(&config.redis).context("cannot configure Redis")?;
+    let target = pubsub::subscriber_target(&config.redis).context("cannot configure Redis")?;
     let subscriber = Arc::new(Subscriber::start(target, config.redis.timeout));
     let events = RedisEventLog::new(
         pool.clone(),
@@ -239,7 +238,7 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
     ));
     let expiry_events = (config.redis.mode != RedisMode::Cluster).then(|| ExpiryEvents {
         subscriber: subscriber.clone(),
-        db: redis_pool::database(&config.redis),
+        db: mcpgate::redis::settings::database(&config.redis),
     });
     Ok(Backends {
         store,

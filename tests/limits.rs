@@ -18,7 +18,7 @@ use mcpgate::dispatch::IdSigner;
 use mcpgate::limits::{
     Admission, PrincipalKey, Rate, RateLimiter, RedisRateLimiter, RedisSessionQuota, SessionQuota,
 };
-use mcpgate::redis_pool::RedisPool;
+use mcpgate::redis::RedisPool;
 use mcpgate::session::SessionId;
 use mcpgate::telemetry::Metrics;
 use reqwest::StatusCode;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use mcpgate::config::RedisConfig;
 use mcpgate::events::{Batch, EventLog, EventLogError, RedisEventLog, StreamId, StreamKey};
-use mcpgate::redis_pool::RedisPool;
-use mcpgate::redis_pubsub::{self, Notification, Subscriber, Subscription};
+use mcpgate::redis::pubsub::{self, Notification, Subscriber, Subscription};
+use mcpgate::redis::{RedisPool, keys};
 use mcpgate::session::SessionId;
 use mcpgate::telemetry::Metrics;
 use redis::AsyncCommands;
@@ -317,10 +317,10 @@ async fn subscriptions_share_a_channel_and_the_last_drop_unsubscribes() {
     let subscriber = subscriber(&server);
     wait_connected(&subscriber).await;
     let pool = pool(&server);
-    let channel = redis_pubsub::session_channel(&SessionId::generate());
+    let channel = keys::session_channel(&SessionId::generate());
     let mut first = subscriber.subscribe(&channel).await;
     let mut second = subscriber.subscribe(&channel).await;
-    redis_pubsub::publish(&pool, &channel, "hi")
+    pubsub::publish(&pool, &channel, "hi")
         .await
         .expect("publish");
     for subscription in [&mut first, &mut second] {
@@ -328,7 +328,7 @@ async fn subscriptions_share_a_channel_and_the_last_drop_unsubscribes() {
         assert_eq!(got.ok(), Some(Notification::Message("hi".into())));
     }
     drop(first);
-    redis_pubsub::publish(&pool, &channel, "still")
+    pubsub::publish(&pool, &channel, "still")
         .await
         .expect("publish");
     let got = tokio::time::timeout(PROMPT, second.recv()).await;
@@ -360,7 +360,7 @@ async fn an_outage_is_unavailable_and_wake_ups_resume_after_a_restart() {
     let (b, subscriber_b) = replica(&server, WINDOW, 100).await;
     let key = new_stream();
     a.open(&key).await.expect("open");
-    let channel = redis_pubsub::session_channel(&key.session);
+    let channel = keys::session_channel(&key.session);
     let mut held = subscriber_a.subscribe(&channel).await;
     let waiting = spawn_read(&a, &key, LONG_WAIT, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -380,7 +380,7 @@ async fn an_outage_is_unavailable_and_wake_ups_resume_after_a_restart() {
     server.restart().await;
     wait_connected(&subscriber_a).await;
     wait_connected(&subscriber_b).await;
-    redis_pubsub::publish(&pool(&server), &channel, "resubscribed")
+    pubsub::publish(&pool(&server), &channel, "resubscribed")
         .await
         .expect("publish");
     assert_eq!(

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use mcpgate::config::{RedisConfig, RedisMode};
 use mcpgate::events::{EventLog, EventLogError, RedisEventLog, StreamId, StreamKey};
 use mcpgate::protocol::ProtocolVersion;
-use mcpgate::redis_pool::{self, RedisPool};
-use mcpgate::redis_pubsub::{Notification, Subscriber};
+use mcpgate::redis::RedisPool;
+use mcpgate::redis::pubsub::{self, Notification, Subscriber};
 use mcpgate::session::{Lookup, RecordChange, RedisStore, SessionId, SessionRecord, SessionStore};
 use mcpgate::telemetry::Metrics;
 use serde_json::json;
@@ -64,7 +64,7 @@ fn record() -> SessionRecord {
 
 /// One replica's event log, once its subscriber is connected.
 async fn replica(config: &RedisConfig) -> (Arc<RedisEventLog>, Arc<Subscriber>) {
-    let target = redis_pool::subscriber_target(config).expect("subscriber target");
+    let target = pubsub::subscriber_target(config).expect("subscriber target");
     let subscriber = Arc::new(Subscriber::start(target, config.timeout));
     let deadline = Instant::now() + LONG_WAIT;
     while !subscriber.is_connected() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mcpgate::config::RedisConfig;
 use mcpgate::protocol::ProtocolVersion;
-use mcpgate::redis_pool::RedisPool;
+use mcpgate::redis::RedisPool;
 use mcpgate::session::{
     Lookup, RecordChange, RedisStore, SessionId, SessionRecord, SessionStore, StoreError,
     UpstreamSession,

@@ -45,55 +45,6 @@ pub fn resolve<'a>(
         .map(|u| (u, name))
 }
 
-/// The kinds of list that are merged across upstreams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListKind {
-    Tools,
-    Prompts,
-    Resources,
-    ResourceTemplates,
-}
-
-impl ListKind {
-    pub fn from_method(method: &str) -> Option<Self> {
-        match method {
-            "tools/list" => Some(ListKind::Tools),
-            "prompts/list" => Some(ListKind::Prompts),
-            "resources/list" => Some(ListKind::Resources),
-            "resources/templates/list" => Some(ListKind::ResourceTemplates),
-            _ => None,
-        }
-    }
-
-    pub fn method(self) -> &'static str {
-        match self {
-            ListKind::Tools => "tools/list",
-            ListKind::Prompts => "prompts/list",
-            ListKind::Resources => "resources/list",
-            ListKind::ResourceTemplates => "resources/templates/list",
-        }
-    }
-
-    /// The result field holding the items.
-    pub fn field(self) -> &'static str {
-        match self {
-            ListKind::Tools => "tools",
-            ListKind::Prompts => "prompts",
-            ListKind::Resources => "resources",
-            ListKind::ResourceTemplates => "resourceTemplates",
-        }
-    }
-
-    /// The server capability an upstream must declare to be asked.
-    pub fn capability(self) -> &'static str {
-        match self {
-            ListKind::Tools => "tools",
-            ListKind::Prompts => "prompts",
-            ListKind::Resources | ListKind::ResourceTemplates => "resources",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

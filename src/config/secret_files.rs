@@ -1,7 +1,7 @@
 //! Secrets read from files, such as a mounted Kubernetes Secret: `server.hmac_key_file` is read
 //! once, at load, into `server.hmac_key`, so that everything after loading sees one key and
 //! `check-config` proves the file is readable. (`redis.password_file` is read where the pool
-//! connects, see `redis_pool`.)
+//! connects, see `redis::settings`.)
 
 use std::path::Path;
 

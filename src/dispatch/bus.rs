@@ -4,16 +4,16 @@
 //!
 //! Only stdio upstreams need this (their child runs on one replica); an HTTP upstream is
 //! answered directly by any replica with the upstream session id from the record. Payloads are
-//! `m:<json>` on [`session_channel`], beside the event log's `e:<stream>` wake-ups.
+//! `m:<json>` on [`keys::session_channel`], beside the event log's `e:<stream>` wake-ups.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::jsonrpc::RequestId;
-use crate::redis_pool::{RedisError, RedisPool};
-use crate::redis_pubsub::{self, Notification, Subscriber, Subscription, session_channel};
+use crate::protocol::jsonrpc::RequestId;
+use crate::redis::pubsub::{self, Notification, Subscriber, Subscription};
+use crate::redis::{RedisError, RedisPool, keys};
 use crate::session::SessionId;
 
 const PREFIX: &str = "m:";
@@ -50,14 +50,17 @@ impl Bus {
             "{PREFIX}{}",
             serde_json::to_string(message).unwrap_or_default()
         );
-        redis_pubsub::publish(&self.pool, &session_channel(session), &payload).await
+        pubsub::publish(&self.pool, &keys::session_channel(session), &payload).await
     }
 
     /// Starts receiving the session's messages; returns once Redis confirmed the subscription
     /// (or its deadline passed), so nothing published afterwards is missed.
     pub async fn listen(&self, session: &SessionId) -> BusListener {
         BusListener {
-            subscription: self.subscriber.subscribe(&session_channel(session)).await,
+            subscription: self
+                .subscriber
+                .subscribe(&keys::session_channel(session))
+                .await,
         }
     }
 }

@@ -28,42 +28,10 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use super::{Gateway, error_object};
-use crate::jsonrpc::{Message, RequestId, Response};
+use crate::protocol::jsonrpc::{Message, RequestId, Response};
+use crate::protocol::{Capability, ClientCapability, Method};
 use crate::session::SessionId;
 use crate::upstream::{CallContext, Unsolicited, Upstream};
-
-/// A client capability that a server-to-client message can need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capability {
-    Sampling,
-    SamplingTools,
-    Elicitation,
-    ElicitationForm,
-    ElicitationUrl,
-    Roots,
-}
-
-impl Capability {
-    /// Its path in the client's `capabilities` object.
-    pub fn path(self) -> &'static str {
-        match self {
-            Capability::Sampling => "sampling",
-            Capability::SamplingTools => "sampling.tools",
-            Capability::Elicitation => "elicitation",
-            Capability::ElicitationForm => "elicitation.form",
-            Capability::ElicitationUrl => "elicitation.url",
-            Capability::Roots => "roots",
-        }
-    }
-
-    /// Whether it refines a feature the client may still have (a mode, an option).
-    fn is_refinement(self) -> bool {
-        matches!(
-            self,
-            Capability::SamplingTools | Capability::ElicitationForm | Capability::ElicitationUrl
-        )
-    }
-}
 
 /// Why a server-to-client message may not reach the client of a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +40,7 @@ impl Capability {
     capability.path()
 )]
 pub struct MissingCapability {
-    pub capability: Capability,
+    pub capability: ClientCapability,
     pub method: String,
 }
 
@@ -150,11 +118,8 @@ impl ClientCapabilities {
             Message::Notification(note) => (note.method.as_str(), note.params.as_ref()),
             Message::Response(_) => return Ok(()),
         };
-        let missing = match method {
-            "sampling/createMessage" => self.sampling_gap(params),
-            "elicitation/create" => self.elicitation_gap(params),
-            "roots/list" => (!self.roots).then_some(Capability::Roots),
-            "notifications/elicitation/complete" => self.elicitation_url_gap(),
+        let missing = match Method::parse(method).required_capability() {
+            Some(Capability::Client(needed)) => self.gap(needed, params),
             _ => None,
         };
         match missing {
@@ -166,31 +131,48 @@ impl ClientCapabilities {
         }
     }
 
-    fn sampling_gap(&self, params: Option<&Value>) -> Option<Capability> {
-        let Some(sampling) = self.sampling else {
-            return Some(Capability::Sampling);
-        };
-        let uses_tools = ["tools", "toolChoice"]
-            .iter()
-            .any(|key| params.and_then(|p| declared(p, key)).is_some());
-        (uses_tools && !sampling.tools).then_some(Capability::SamplingTools)
-    }
-
-    /// Any mode other than `url` is treated as form mode, the default.
-    fn elicitation_gap(&self, params: Option<&Value>) -> Option<Capability> {
-        let Some(elicitation) = self.elicitation else {
-            return Some(Capability::Elicitation);
-        };
-        let mode = params.and_then(|p| p.get("mode")).and_then(Value::as_str);
-        match mode {
-            Some("url") => (!elicitation.url).then_some(Capability::ElicitationUrl),
-            _ => (!elicitation.form).then_some(Capability::ElicitationForm),
+    /// What the client lacks of `needed` for a message with `params`: the feature itself, or
+    /// the mode or option the params ask for.
+    fn gap(&self, needed: ClientCapability, params: Option<&Value>) -> Option<ClientCapability> {
+        match needed {
+            ClientCapability::Sampling => self.sampling_gap(params),
+            ClientCapability::Elicitation => self.elicitation_gap(params),
+            exact => (!self.declares(exact)).then_some(exact),
         }
     }
 
-    fn elicitation_url_gap(&self) -> Option<Capability> {
-        let url = self.elicitation.is_some_and(|e| e.url);
-        (!url).then_some(Capability::ElicitationUrl)
+    fn declares(&self, capability: ClientCapability) -> bool {
+        match capability {
+            ClientCapability::Sampling => self.sampling.is_some(),
+            ClientCapability::SamplingTools => self.sampling.is_some_and(|s| s.tools),
+            ClientCapability::Elicitation => self.elicitation.is_some(),
+            ClientCapability::ElicitationForm => self.elicitation.is_some_and(|e| e.form),
+            ClientCapability::ElicitationUrl => self.elicitation.is_some_and(|e| e.url),
+            ClientCapability::Roots => self.roots,
+        }
+    }
+
+    fn sampling_gap(&self, params: Option<&Value>) -> Option<ClientCapability> {
+        if !self.declares(ClientCapability::Sampling) {
+            return Some(ClientCapability::Sampling);
+        }
+        let uses_tools = ["tools", "toolChoice"]
+            .iter()
+            .any(|key| params.and_then(|p| declared(p, key)).is_some());
+        let needed = ClientCapability::SamplingTools;
+        (uses_tools && !self.declares(needed)).then_some(needed)
+    }
+
+    /// Any mode other than `url` is treated as form mode, the default.
+    fn elicitation_gap(&self, params: Option<&Value>) -> Option<ClientCapability> {
+        if !self.declares(ClientCapability::Elicitation) {
+            return Some(ClientCapability::Elicitation);
+        }
+        let needed = match params.and_then(|p| p.get("mode")).and_then(Value::as_str) {
+            Some("url") => ClientCapability::ElicitationUrl,
+            _ => ClientCapability::ElicitationForm,
+        };
+        (!self.declares(needed)).then_some(needed)
     }
 }
 
@@ -258,8 +240,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::jsonrpc::{Notification, Request};
     use crate::protocol::ProtocolVersion;
+    use crate::protocol::jsonrpc::{Notification, Request};
     use crate::session::SessionRecord;
 
     /// A gateway whose one upstream, `remote`, is an HTTP upstream nobody listens for.
@@ -300,7 +282,7 @@ mod tests {
     }
 
     /// The capability `declared` lacks for `message`, if any.
-    fn gap(declared: Value, message: &Message) -> Option<Capability> {
+    fn gap(declared: Value, message: &Message) -> Option<ClientCapability> {
         ClientCapabilities::from_declared(&declared)
             .allows(message)
             .err()
@@ -312,19 +294,19 @@ mod tests {
         let plain = request("sampling/createMessage", json!({"messages": []}));
         let tools = request("sampling/createMessage", json!({"tools": []}));
         let choice = request("sampling/createMessage", json!({"toolChoice": {}}));
-        assert_eq!(gap(json!({}), &plain), Some(Capability::Sampling));
+        assert_eq!(gap(json!({}), &plain), Some(ClientCapability::Sampling));
         assert_eq!(
             gap(json!({"sampling": null}), &plain),
-            Some(Capability::Sampling)
+            Some(ClientCapability::Sampling)
         );
         assert_eq!(gap(json!({"sampling": {}}), &plain), None);
         assert_eq!(
             gap(json!({"sampling": {}}), &tools),
-            Some(Capability::SamplingTools)
+            Some(ClientCapability::SamplingTools)
         );
         assert_eq!(
             gap(json!({"sampling": {}}), &choice),
-            Some(Capability::SamplingTools)
+            Some(ClientCapability::SamplingTools)
         );
         assert_eq!(gap(json!({"sampling": {"tools": {}}}), &tools), None);
     }
@@ -346,16 +328,16 @@ mod tests {
             "elicitation/create",
             json!({"mode": "url", "url": "https://x"}),
         );
-        assert_eq!(gap(json!({}), &form), Some(Capability::Elicitation));
+        assert_eq!(gap(json!({}), &form), Some(ClientCapability::Elicitation));
         assert_eq!(gap(json!({"elicitation": {}}), &form), None);
         assert_eq!(gap(json!({"elicitation": {}}), &explicit_form), None);
         assert_eq!(
             gap(json!({"elicitation": {}}), &url),
-            Some(Capability::ElicitationUrl)
+            Some(ClientCapability::ElicitationUrl)
         );
         assert_eq!(
             gap(json!({"elicitation": {"url": {}}}), &form),
-            Some(Capability::ElicitationForm)
+            Some(ClientCapability::ElicitationForm)
         );
         assert_eq!(gap(json!({"elicitation": {"url": {}}}), &url), None);
         assert_eq!(
@@ -368,11 +350,11 @@ mod tests {
     fn roots_and_elicitation_completion_are_gated() {
         let roots = request("roots/list", json!({}));
         let complete = notification("notifications/elicitation/complete");
-        assert_eq!(gap(json!({}), &roots), Some(Capability::Roots));
+        assert_eq!(gap(json!({}), &roots), Some(ClientCapability::Roots));
         assert_eq!(gap(json!({"roots": {"listChanged": true}}), &roots), None);
         assert_eq!(
             gap(json!({"elicitation": {}}), &complete),
-            Some(Capability::ElicitationUrl)
+            Some(ClientCapability::ElicitationUrl)
         );
         assert_eq!(gap(json!({"elicitation": {"url": {}}}), &complete), None);
     }
@@ -397,7 +379,8 @@ mod tests {
             capability,
             method: "sampling/createMessage".into(),
         };
-        let Message::Response(answer) = missing(Capability::Sampling).answer(&RequestId::Number(7))
+        let Message::Response(answer) =
+            missing(ClientCapability::Sampling).answer(&RequestId::Number(7))
         else {
             panic!("a refusal is a response");
         };
@@ -408,7 +391,7 @@ mod tests {
             that sampling/createMessage needs";
         assert_eq!(error["message"], json!(message));
         assert_eq!(
-            missing(Capability::SamplingTools).code(),
+            missing(ClientCapability::SamplingTools).code(),
             ErrorCode::INVALID_PARAMS
         );
     }

@@ -17,8 +17,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{Caller, Gateway};
-use crate::redis_pubsub::{Notification, Subscriber};
-use crate::session::{Lookup, Orphans, RedisStore, SessionId, StoreError};
+use crate::redis::{Notification, Subscriber, keys};
+use crate::session::{Lookup, Orphans, SessionId, StoreError};
 use crate::upstream::CallContext;
 
 /// How often [`Gateway::housekeeping`] runs.
@@ -119,13 +119,13 @@ pub(super) async fn keep_house(gateway: Weak<Gateway>) {
 /// close the upstream sessions. Redis Cluster publishes keyspace events only on the node
 /// holding the key, so cluster deployments rely on the other two mechanisms.
 pub(super) async fn watch_expiries(gateway: Weak<Gateway>, events: ExpiryEvents) {
-    let channel = format!("__keyevent@{}__:expired", events.db);
+    let channel = keys::expired_keys_channel(events.db);
     let mut expired = events.subscriber.subscribe(&channel).await;
     loop {
         let Notification::Message(key) = expired.recv().await else {
             continue;
         };
-        let Some(id) = RedisStore::session_of_record_key(&key) else {
+        let Some(id) = keys::session_of_expired_key(&key) else {
             continue;
         };
         let Some(gateway) = gateway.upgrade() else {

@@ -19,7 +19,7 @@ use super::capabilities::{ClientCapabilities, refuse};
 use super::forward::upstream_failure;
 use super::{Gateway, Outbox, Outcome, Outgoing};
 use crate::events::Origin;
-use crate::jsonrpc::{Message, RequestId, Response};
+use crate::protocol::jsonrpc::{Message, RequestId, Response};
 use crate::upstream::{CallContext, Upstream, UpstreamError, UpstreamEvent};
 
 /// A call running this long starts listening for cancellations from other replicas.

@@ -9,9 +9,10 @@ use rmcp::model::ErrorCode;
 use serde_json::{Map, Value, json};
 
 use super::{Gateway, Outbox, Outcome, Session, error_object};
-use crate::catalog::{ListCursor, ListKind, namespaced};
-use crate::jsonrpc::Request;
+use crate::catalog::{ListCursor, namespaced};
 use crate::policy::TeamPolicy;
+use crate::protocol::jsonrpc::Request;
+use crate::protocol::{ListKind, Method};
 use crate::upstream::Upstream;
 
 /// The upstreams one list call asks, each with its own cursor (none for a first page).
@@ -28,7 +29,7 @@ impl Gateway {
         let cursor = request.params.as_ref().and_then(|p| p.get("cursor"));
         let targets: PageTargets = match cursor {
             None | Some(Value::Null) => self
-                .upstreams_with(session, kind.capability())
+                .upstreams_for(session, &Method::List(kind))
                 .into_iter()
                 .map(|u| (u, None))
                 .collect(),

@@ -13,7 +13,8 @@ use tracing::Instrument;
 use super::capabilities::ClientCapabilities;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::config::StandaloneMode;
-use crate::jsonrpc::{Message, Notification, Request, RequestId};
+use crate::protocol::Method;
+use crate::protocol::jsonrpc::{Message, Notification, Request, RequestId};
 use crate::session::{RecordChange, SessionId};
 use crate::telemetry::mcp_spans::{self, Side};
 use crate::upstream::{CallContext, Upstream, UpstreamError};
@@ -129,7 +130,7 @@ impl Gateway {
         upstream: &str,
         mut notification: Notification,
     ) -> Value {
-        if notification.method == "notifications/cancelled" {
+        if Method::parse(&notification.method) == Method::Cancelled {
             let params = notification.params.as_mut().and_then(Value::as_object_mut);
             if let Some(params) = params {
                 let signed = params
@@ -163,7 +164,7 @@ mod tests {
     use serde_json::json;
 
     use super::super::Gateway;
-    use crate::jsonrpc::{Message, Notification, RequestId};
+    use crate::protocol::jsonrpc::{Message, Notification, RequestId};
     use crate::session::SessionId;
 
     fn gateway() -> Arc<Gateway> {
@@ -174,7 +175,7 @@ mod tests {
     async fn an_upstream_cancelling_its_own_request_is_relayed_with_the_signed_id() {
         let gateway = gateway();
         let session = SessionId::generate();
-        let request = Message::Request(crate::jsonrpc::Request {
+        let request = Message::Request(crate::protocol::jsonrpc::Request {
             id: RequestId::Number(4),
             method: "sampling/createMessage".into(),
             params: Some(json!({})),

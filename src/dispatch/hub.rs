@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::jsonrpc::RequestId;
+use crate::protocol::jsonrpc::RequestId;
 use crate::session::{SessionId, SessionRecord};
 
 struct Presence {

@@ -9,9 +9,9 @@ use serde_json::{Map, Value, json};
 use super::Gateway;
 use crate::auth::Principal;
 use crate::catalog::namespaced;
-use crate::jsonrpc::{Request, error_data};
 use crate::limits::LimitExceeded;
 use crate::protocol::ProtocolVersion;
+use crate::protocol::jsonrpc::{Request, error_data};
 use crate::session::{SessionId, SessionRecord, StoreError};
 use crate::upstream::InitInfo;
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use super::hub::NotBegun;
 use super::{Caller, Gateway, MessageRejected, Session};
 use crate::auth::Principal;
-use crate::jsonrpc::RequestId;
 use crate::limits::{LimitExceeded, PrincipalKey};
+use crate::protocol::jsonrpc::RequestId;
 use crate::session::{SessionId, SessionRecord};
 
 /// A GET stream's place among its session's streams open on this replica; freed when dropped,

@@ -7,8 +7,9 @@ use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
 
 use super::{Gateway, Outbox, Outcome, Session, error_object};
-use crate::catalog::{self, ListKind};
-use crate::jsonrpc::{Request, RequestId};
+use crate::catalog;
+use crate::protocol::jsonrpc::{Request, RequestId};
+use crate::protocol::{Call, Capability, Method};
 use crate::session::RecordChange;
 use crate::upstream::Upstream;
 
@@ -17,29 +18,28 @@ impl Gateway {
     pub(super) async fn run_method(
         &self,
         session: &Session,
+        call: Call,
         request: Request,
         outbox: &Outbox,
     ) -> Outcome {
-        if let Some(kind) = ListKind::from_method(&request.method) {
-            return self.list(session, kind, request, outbox).await;
-        }
-        match request.method.as_str() {
-            "ping" => Ok(json!({})),
-            "tools/call" => self.call_named(session, request, outbox, true).await,
-            "prompts/get" => self.call_named(session, request, outbox, false).await,
-            "resources/read" => self.call_by_uri(session, request, outbox).await,
-            "resources/subscribe" | "resources/unsubscribe" => {
-                self.subscription(session, request, outbox).await
+        match call {
+            Call::Ping => Ok(json!({})),
+            Call::List(kind) => self.list(session, kind, request, outbox).await,
+            Call::CallTool { name } => self.call_named(session, request, outbox, name, true).await,
+            Call::GetPrompt { name } => {
+                self.call_named(session, request, outbox, name, false).await
             }
-            "completion/complete" => self.complete(session, request, outbox).await,
-            "logging/setLevel" => self.set_level(session, request, outbox).await,
-            "initialize" => Err(error_object(
+            Call::ReadResource { uri } => self.call_by_uri(session, request, outbox, uri).await,
+            Call::Subscribe { uri } => self.subscription(session, request, outbox, uri, true).await,
+            Call::Unsubscribe { uri } => {
+                self.subscription(session, request, outbox, uri, false)
+                    .await
+            }
+            Call::Complete => self.complete(session, request, outbox).await,
+            Call::SetLevel { level } => self.set_level(session, request, outbox, level).await,
+            Call::Initialize => Err(error_object(
                 ErrorCode::INVALID_REQUEST,
                 "this session is already initialized",
-            )),
-            method => Err(error_object(
-                ErrorCode::METHOD_NOT_FOUND,
-                format!("Method not found: {method}"),
             )),
         }
     }
@@ -51,10 +51,10 @@ impl Gateway {
         session: &Session,
         mut request: Request,
         outbox: &Outbox,
+        name: String,
         is_tool: bool,
     ) -> Outcome {
         let what = if is_tool { "tool" } else { "prompt" };
-        let name = string_param(&request, "name")?;
         let policy = self.policy(session);
         let (upstream, own_name) = catalog::resolve(&self.upstreams, &name)
             .filter(|(u, own)| !is_tool || u.filter.allows(own))
@@ -75,8 +75,13 @@ impl Gateway {
 
     /// `resources/read`: to the upstream that listed the URI, or the first that can read it.
     /// A URI the team may not read is not found.
-    async fn call_by_uri(&self, session: &Session, request: Request, outbox: &Outbox) -> Outcome {
-        let uri = string_param(&request, "uri")?;
+    async fn call_by_uri(
+        &self,
+        session: &Session,
+        request: Request,
+        outbox: &Outbox,
+        uri: String,
+    ) -> Outcome {
         if !self.policy(session).allows_resource(&uri) {
             return Err(resource_not_found(&uri));
         }
@@ -84,7 +89,7 @@ impl Gateway {
             return self.forward(session, &upstream, request, outbox).await;
         }
         let mut last_error = None;
-        for upstream in self.upstreams_with(session, "resources") {
+        for upstream in self.upstreams_for(session, &Method::ReadResource) {
             match self
                 .forward(session, &upstream, request.clone(), outbox)
                 .await
@@ -100,9 +105,14 @@ impl Gateway {
     }
 
     /// `resources/subscribe` and `unsubscribe`: forward, then remember it in the record.
-    async fn subscription(&self, session: &Session, request: Request, outbox: &Outbox) -> Outcome {
-        let uri = string_param(&request, "uri")?;
-        let subscribe = request.method == "resources/subscribe";
+    async fn subscription(
+        &self,
+        session: &Session,
+        request: Request,
+        outbox: &Outbox,
+        uri: String,
+        subscribe: bool,
+    ) -> Outcome {
         if subscribe {
             check_subscription_room(session, &uri)?;
         }
@@ -163,8 +173,13 @@ impl Gateway {
     }
 
     /// `logging/setLevel`: kept in the record and passed to every upstream that logs.
-    async fn set_level(&self, session: &Session, request: Request, outbox: &Outbox) -> Outcome {
-        let level = string_param(&request, "level")?;
+    async fn set_level(
+        &self,
+        session: &Session,
+        request: Request,
+        outbox: &Outbox,
+        level: String,
+    ) -> Outcome {
         const LEVELS: [&str; 8] = [
             "debug",
             "info",
@@ -181,7 +196,7 @@ impl Gateway {
                 format!("unknown log level {level:?}"),
             ));
         }
-        for upstream in self.upstreams_with(session, "logging") {
+        for upstream in self.upstreams_for(session, &Method::SetLevel) {
             if let Err(error) = self
                 .forward(session, &upstream, request.clone(), outbox)
                 .await
@@ -222,14 +237,14 @@ impl Gateway {
         if let Some(upstream) = self.resource_owner(session, uri) {
             return Ok(upstream);
         }
-        let candidates = self.upstreams_with(session, "resources");
+        let candidates = self.upstreams_for(session, &Method::ReadResource);
         if let [only] = candidates.as_slice() {
             return Ok(only.clone());
         }
         for upstream in candidates {
             let probe = Request {
                 id: RequestId::String("mcpgate-locate".into()),
-                method: "resources/read".into(),
+                method: Method::ReadResource.as_str().into(),
                 params: Some(json!({"uri": uri})),
             };
             if self
@@ -253,31 +268,21 @@ impl Gateway {
             .then(|| upstream.clone())
     }
 
-    /// Healthy upstreams whose last known capabilities include `capability`, among those the
-    /// session's team may use. A session lists an upstream that came up after it started too:
-    /// forwarding opens its upstream session.
-    pub(super) fn upstreams_with(&self, session: &Session, capability: &str) -> Vec<Arc<Upstream>> {
+    /// Healthy upstreams whose last known capabilities include what `method` needs of a server,
+    /// among those the session's team may use. A session lists an upstream that came up after
+    /// it started too: forwarding opens its upstream session.
+    pub(super) fn upstreams_for(&self, session: &Session, method: &Method) -> Vec<Arc<Upstream>> {
         let policy = self.policy(session);
+        let needed = match method.required_capability() {
+            Some(Capability::Server(needed)) => Some(needed),
+            _ => None,
+        };
         self.upstreams
             .iter()
-            .filter(|u| u.is_healthy() && u.has_capability(capability))
+            .filter(|u| u.is_healthy() && needed.is_none_or(|c| u.has_capability(c)))
             .filter(|u| policy.allows_upstream(&u.name))
             .cloned()
             .collect()
-    }
-}
-
-/// The string parameters a method requires; `None` for a method the gateway does not serve.
-pub(super) fn required_params(method: &str) -> Option<&'static [&'static str]> {
-    if ListKind::from_method(method).is_some() {
-        return Some(&[]);
-    }
-    match method {
-        "ping" | "initialize" | "completion/complete" => Some(&[]),
-        "tools/call" | "prompts/get" => Some(&["name"]),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(&["uri"]),
-        "logging/setLevel" => Some(&["level"]),
-        _ => None,
     }
 }
 
@@ -307,22 +312,6 @@ fn resource_not_found(uri: &str) -> Value {
         ErrorCode::RESOURCE_NOT_FOUND,
         format!("Resource not found: {uri}"),
     )
-}
-
-/// A required string parameter, or an invalid-params error naming it.
-fn string_param(request: &Request, name: &str) -> Result<String, Value> {
-    request
-        .params
-        .as_ref()
-        .and_then(|p| p.get(name))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            error_object(
-                ErrorCode::INVALID_PARAMS,
-                format!("{}: params.{name} must be a string", request.method),
-            )
-        })
 }
 
 fn set_param(request: &mut Request, name: &str, value: Value) {

@@ -30,9 +30,12 @@ use crate::auth::Principal;
 use crate::catalog::ResourceRoutes;
 use crate::config::StandaloneMode;
 use crate::events::EventLog;
-use crate::jsonrpc::{Notification, Request, RequestId, Response, error_data, error_value};
 use crate::limits::{LimitExceeded, Limits};
 use crate::policy::{Policy, TeamPolicy};
+use crate::protocol::jsonrpc::{
+    Notification, Request, RequestId, Response, error_data, error_value,
+};
+use crate::protocol::{Call, CallError, Method};
 use crate::session::{Lookup, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::telemetry::mcp_spans::{self, Side};
 use crate::telemetry::{LookupOutcome, Metrics};
@@ -325,11 +328,13 @@ impl Gateway {
         Ok(())
     }
 
-    /// Starts work on a request; the channel carries what the client must receive.
+    /// Starts work on a request, as [`Gateway::check_request`] parsed it; the channel carries
+    /// what the client must receive.
     pub fn handle_request(
         self: &Arc<Self>,
         session: Session,
         request: Request,
+        call: Call,
     ) -> Result<mpsc::Receiver<Outgoing>, MessageRejected> {
         let cancel = self.begin_request(&session.id, &request.id)?;
         let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
@@ -338,7 +343,7 @@ impl Gateway {
         let work = async move {
             let id = request.id.clone();
             let outcome = tokio::select! {
-                outcome = gateway.run_method(&session, request, &outbox) => outcome,
+                outcome = gateway.run_method(&session, call, request, &outbox) => outcome,
                 () = cancel.cancelled() => Err(error_object(REQUEST_CANCELLED, "request cancelled")),
             };
             mcp_spans::record_outcome(&tracing::Span::current(), Side::Server, &outcome);
@@ -351,39 +356,25 @@ impl Gateway {
         Ok(receiver)
     }
 
-    /// Refuses, before any work, a request whose method or parameters cannot be right.
-    pub fn check_request(&self, request: &Request) -> Result<(), MessageRejected> {
-        let required = methods::required_params(&request.method).ok_or_else(|| {
-            MessageRejected::UnknownMethod {
-                id: request.id.clone(),
-                method: request.method.clone(),
+    /// Parses a request's method and the params it is routed by, refusing before any work a
+    /// request whose method or parameters cannot be right.
+    pub fn check_request(&self, request: &Request) -> Result<Call, MessageRejected> {
+        let method = Method::parse(&request.method);
+        Call::parse(&method, request.params.as_ref()).map_err(|error| {
+            let (id, method) = (request.id.clone(), request.method.clone());
+            match error {
+                CallError::UnknownMethod => MessageRejected::UnknownMethod { id, method },
+                CallError::InvalidParams(reason) => {
+                    MessageRejected::InvalidParams { id, method, reason }
+                }
             }
-        })?;
-        let invalid = |reason: String| MessageRejected::InvalidParams {
-            id: request.id.clone(),
-            method: request.method.clone(),
-            reason,
-        };
-        let params = match &request.params {
-            None => None,
-            Some(Value::Object(params)) => Some(params),
-            Some(_) => return Err(invalid("params must be an object".into())),
-        };
-        for field in required {
-            if !params
-                .and_then(|p| p.get(*field))
-                .is_some_and(Value::is_string)
-            {
-                return Err(invalid(format!("params.{field} must be a string")));
-            }
-        }
-        Ok(())
+        })
     }
 
     /// Handles a client notification.
     pub async fn handle_notification(&self, session: &Session, notification: Notification) {
-        match notification.method.as_str() {
-            "notifications/cancelled" => {
+        match Method::parse(&notification.method) {
+            Method::Cancelled => {
                 let id = notification
                     .params
                     .as_ref()
@@ -396,9 +387,7 @@ impl Gateway {
                         .await;
                 }
             }
-            "notifications/roots/list_changed" => {
-                self.broadcast_notification(session, notification).await
-            }
+            Method::RootsListChanged => self.broadcast_notification(session, notification).await,
             _ => {}
         }
     }
@@ -435,7 +424,7 @@ impl Gateway {
             outcome: response.outcome,
         };
         if let Err(error) = upstream
-            .send(&ctx, crate::jsonrpc::Message::Response(answer))
+            .send(&ctx, crate::protocol::jsonrpc::Message::Response(answer))
             .await
         {
             tracing::warn!(%error, "could not deliver a client's answer upstream");
@@ -458,7 +447,7 @@ impl Gateway {
     async fn broadcast_notification(&self, session: &Session, notification: Notification) {
         for upstream in self.upstreams.iter() {
             let ctx = self.context_for(session, &upstream.name);
-            let message = crate::jsonrpc::Message::Notification(notification.clone());
+            let message = crate::protocol::jsonrpc::Message::Notification(notification.clone());
             if let Err(error) = upstream.send(&ctx, message).await {
                 tracing::debug!(%error, "could not forward a client notification");
             }
@@ -539,7 +528,7 @@ fn test_gateway(upstreams: &[crate::config::UpstreamConfig]) -> Arc<Gateway> {
 /// The JSON-RPC response for an outcome.
 pub fn response_value(id: &RequestId, outcome: Outcome) -> Value {
     match outcome {
-        Ok(result) => crate::jsonrpc::result_value(id, result),
+        Ok(result) => crate::protocol::jsonrpc::result_value(id, result),
         Err(error) => serde_json::json!({"jsonrpc": "2.0", "id": id.to_value(), "error": error}),
     }
 }

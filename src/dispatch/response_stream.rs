@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{Gateway, Outgoing, Session, error_response};
 use crate::events::{EventLogError, Origin, StreamKey};
-use crate::jsonrpc::{Message, RequestId};
+use crate::protocol::jsonrpc::{Message, RequestId};
 use crate::session::Hold;
 use crate::upstream::UpstreamEvent;
 

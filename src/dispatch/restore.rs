@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Gateway, Session};
+use crate::protocol::{Method, ServerCapability};
 use crate::upstream::{CallContext, Upstream, response_succeeded, restore_request};
 
 /// Longest a revival waits for its state to be restored before serving the request anyway.
@@ -36,7 +37,7 @@ impl Gateway {
                 .filter(|(_, name)| **name == upstream.name);
             for (uri, _) in subscribed {
                 let params = json!({"uri": uri});
-                self.quietly(&upstream, &ctx, "resources/subscribe", params)
+                self.quietly(&upstream, &ctx, &Method::Subscribe, params)
                     .await;
             }
         }
@@ -67,10 +68,9 @@ impl Gateway {
         let Some(level) = &session.record.log_level else {
             return;
         };
-        if upstream.has_capability("logging") {
+        if upstream.has_capability(ServerCapability::Logging) {
             let params = json!({"level": level});
-            self.quietly(upstream, ctx, "logging/setLevel", params)
-                .await;
+            self.quietly(upstream, ctx, &Method::SetLevel, params).await;
         }
     }
 
@@ -80,9 +80,10 @@ impl Gateway {
         &self,
         upstream: &Upstream,
         ctx: &CallContext,
-        method: &str,
+        method: &Method,
         params: serde_json::Value,
     ) {
+        let method = method.as_str();
         let request = restore_request(method, params);
         let answered = async {
             let messages = upstream.request(ctx, request).await.ok()?;

@@ -15,7 +15,7 @@ use rand::Rng;
 use sha2::Sha256;
 
 use crate::auth::Principal;
-use crate::jsonrpc::RequestId;
+use crate::protocol::jsonrpc::RequestId;
 use crate::session::SessionId;
 
 const PREFIX: &str = "mcpgate.";

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use super::Gateway;
 use crate::events::{Origin, StreamId, StreamKey};
-use crate::jsonrpc::Message;
+use crate::protocol::Method;
+use crate::protocol::jsonrpc::Message;
 use crate::session::SessionId;
 use crate::upstream::{Unsolicited, UnsolicitedQueue};
 
@@ -76,7 +77,7 @@ fn resource_uri(message: &Message) -> Option<String> {
     let Message::Notification(n) = message else {
         return None;
     };
-    if n.method != "notifications/resources/updated" {
+    if Method::parse(&n.method) != Method::ResourceUpdated {
         return None;
     }
     n.params

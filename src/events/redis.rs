@@ -1,14 +1,16 @@
 //! The Redis event log: SSE events of every resumable stream, replayable from any replica, with
 //! the same semantics as [`MemoryEventLog`](super::MemoryEventLog).
 //!
-//! It owns these keys per session; the `{<sid>}` hash tag keeps them (and the session store's)
-//! in one Redis Cluster slot, so every script below stays within one slot:
-//!
-//! | key | holds |
-//! |---|---|
-//! | `mcpgate:{<sid>}:e:<stream>` | Redis Stream of the events: entry id `<seq>-0`, field `d` = data (empty for a pause marker); `XADD … MAXLEN ~ replay_max_events` |
-//! | `mcpgate:{<sid>}:em:<stream>` | hash: `seq` (last sequence issued; its presence means the stream is open), `closed` (`1` once closed), `delivered`, `up:<upstream>` (the upstream event id of the last event relayed from it) |
-//! | `mcpgate:{<sid>}:es` | set of the session's stream names, for [`EventLog::remove_session`] without SCAN |
+//! It owns these keys per session (named in [`keys`]); the `{<sid>}` hash tag keeps them (and
+//! the session store's) in one Redis Cluster slot, so every script below stays within one slot:
+//! - per stream, a Redis Stream of the events ([`keys::event_stream`]): entry id `<seq>-0`,
+//!   field `d` = data (empty for a pause marker); `XADD … MAXLEN ~ replay_max_events`;
+//! - per stream, a metadata hash ([`keys::event_stream_meta`]): `seq` (last sequence issued;
+//!   its presence means the stream is open), `closed` (`1` once closed), `delivered`, `rq`
+//!   (the request a response stream answers), `up:<upstream>` (the upstream event id of the
+//!   last event relayed from it);
+//! - the set of the session's stream names ([`keys::event_stream_names`]), for
+//!   [`EventLog::remove_session`] without SCAN.
 //!
 //! Every key's TTL is `replay_window`, refreshed by each write to the stream (open, append,
 //! close), so a stream is forgotten one window after its last write, like the memory log.
@@ -16,7 +18,7 @@
 //! exactly the last `replay_max_events`.
 //!
 //! Appends and closes `PUBLISH` `e:<stream>` on the session's channel
-//! ([`session_channel`]) in the same script; a reader that finds nothing new waits on that
+//! ([`keys::session_channel`]) in the same script; a reader that finds nothing new waits on that
 //! channel through the replica's [`Subscriber`] (never holding a pooled connection), then reads
 //! again. Every Redis call goes through [`RedisPool::run`]; a failure is
 //! [`EventLogError::Unavailable`].
@@ -30,8 +32,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{Batch, Event, EventLog, EventLogError, Origin, Positions, StreamKey};
-use crate::redis_pool::RedisPool;
-use crate::redis_pubsub::{Notification, Subscriber, Subscription, session_channel};
+use crate::redis::{Connection, Notification, RedisPool, Subscriber, Subscription, keys};
 use crate::session::SessionId;
 
 /// Creates the stream if needed (`seq` 0), marks it closed if asked (and wakes readers),
@@ -84,11 +85,11 @@ return 1
 
 /// Deletes every stream of a session, atomically, and wakes their readers on every replica so
 /// they find the stream gone and end (a DELETE closes the session's streams fleet-wide).
-/// KEYS: names. ARGV: the session's key prefix, its channel.
+/// KEYS: names. ARGV: the session's events key prefix, its channel, its metadata key prefix.
 /// The per-stream keys are derived from the names; they share the names key's hash tag.
 const REMOVE_SESSION_SCRIPT: &str = r"
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  redis.call('DEL', ARGV[1] .. 'e:' .. name, ARGV[1] .. 'em:' .. name)
+  redis.call('DEL', ARGV[1] .. name, ARGV[3] .. name)
   redis.call('PUBLISH', ARGV[2], 'e:' .. name)
 end
 redis.call('DEL', KEYS[1])
@@ -121,24 +122,12 @@ struct Keys {
 
 impl Keys {
     fn new(key: &StreamKey) -> Self {
-        let prefix = prefix(&key.session);
-        let stream = key.stream.as_str();
         Self {
-            events: format!("{prefix}e:{stream}"),
-            meta: format!("{prefix}em:{stream}"),
-            names: names_key(&prefix),
+            events: keys::event_stream(key),
+            meta: keys::event_stream_meta(key),
+            names: keys::event_stream_names(&key.session),
         }
     }
-}
-
-/// `mcpgate:{<sid>}:`, the start of every key of a session.
-fn prefix(session: &SessionId) -> String {
-    format!("mcpgate:{{{session}}}:")
-}
-
-/// `mcpgate:{<sid>}:es`, the set of a session's stream names.
-fn names_key(prefix: &str) -> String {
-    format!("{prefix}es")
 }
 
 /// Meta hash field holding the id of the request a response stream answers.
@@ -195,7 +184,7 @@ impl RedisEventLog {
     /// Runs one Redis operation; any failure means the log is unavailable.
     async fn run<T, F, Fut>(&self, op: &'static str, operation: F) -> Result<T, EventLogError>
     where
-        F: FnOnce(crate::redis_pool::Connection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = ::redis::RedisResult<T>>,
     {
         self.pool
@@ -215,7 +204,7 @@ impl RedisEventLog {
             .arg(self.window_ms)
             .arg(key.stream.as_str())
             .arg(u8::from(closing))
-            .arg(session_channel(&key.session))
+            .arg(keys::session_channel(&key.session))
             .arg(wake_up(key));
         let op = if closing {
             "events_close"
@@ -266,7 +255,7 @@ impl RedisEventLog {
     ) -> Result<(Subscription, Batch), EventLogError> {
         let subscription = self
             .subscriber
-            .subscribe(&session_channel(&key.session))
+            .subscribe(&keys::session_channel(&key.session))
             .await;
         Ok((subscription, self.batch(key, after).await?))
     }
@@ -294,7 +283,7 @@ impl EventLog for RedisEventLog {
             .arg(self.max_events)
             .arg(self.window_ms)
             .arg(key.stream.as_str())
-            .arg(session_channel(&key.session))
+            .arg(keys::session_channel(&key.session))
             .arg(wake_up(key));
         if let Some(origin) = origin {
             invocation
@@ -399,12 +388,12 @@ impl EventLog for RedisEventLog {
     }
 
     async fn remove_session(&self, session: &SessionId) -> Result<(), EventLogError> {
-        let prefix = prefix(session);
         let mut invocation = self.remove_session.prepare_invoke();
         invocation
-            .key(names_key(&prefix))
-            .arg(prefix)
-            .arg(session_channel(session));
+            .key(keys::event_stream_names(session))
+            .arg(keys::event_stream_prefix(session))
+            .arg(keys::session_channel(session))
+            .arg(keys::event_stream_meta_prefix(session));
         self.run("events_remove_session", |mut conn| async move {
             invocation.invoke_async::<()>(&mut conn).await
         })

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::HttpSettings;
 use super::error::HttpError;
-use crate::jsonrpc::{Message, RequestId};
+use crate::protocol::jsonrpc::{Message, RequestId};
 
 /// A parsed POST body.
 pub struct Incoming {

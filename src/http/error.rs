@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 use rmcp::model::ErrorCode;
 
 use crate::dispatch::error_response;
-use crate::jsonrpc::RequestId;
+use crate::protocol::jsonrpc::RequestId;
 
 /// JSON-RPC code for "no such session" (as the reference SDKs use it).
 const SESSION_NOT_FOUND: ErrorCode = ErrorCode(-32001);

@@ -23,7 +23,8 @@ use super::{authn, throttle, trace_context};
 use crate::auth::Principal;
 use crate::dispatch::{Caller, Gateway, InitializeError, MessageRejected, Outgoing, Session};
 use crate::events::{Batch, StreamId, StreamKey};
-use crate::jsonrpc::{Message, Request, RequestId};
+use crate::protocol::jsonrpc::{Message, Request, RequestId};
+use crate::protocol::{Call, Method};
 use crate::telemetry::mcp_spans;
 
 pub async fn handle(
@@ -156,13 +157,16 @@ async fn dispatch(
     answer(&state.gateway, session, requests, incoming.batch, state).await
 }
 
-/// The `initialize` (or `server/discover`) that may come without a session.
-fn first_session_less(incoming: &Incoming) -> Result<Option<&Request>, HttpError> {
+/// The `initialize` (or `server/discover`) that may come without a session, with its method.
+fn first_session_less(incoming: &Incoming) -> Result<Option<(Method, &Request)>, HttpError> {
     let initialize = incoming.messages.iter().find_map(|m| match m {
-        Message::Request(r) if r.method == "initialize" || r.method == "server/discover" => Some(r),
+        Message::Request(r) => match Method::parse(&r.method) {
+            method @ (Method::Initialize | Method::Discover) => Some((method, r)),
+            _ => None,
+        },
         _ => None,
     });
-    let Some(request) = initialize else {
+    let Some((method, request)) = initialize else {
         return Ok(None);
     };
     if incoming.batch {
@@ -171,15 +175,15 @@ fn first_session_less(incoming: &Incoming) -> Result<Option<&Request>, HttpError
             request.method
         )));
     }
-    Ok(Some(request))
+    Ok(Some((method, request)))
 }
 
 async fn initialize(
-    request: &Request,
+    (method, request): (Method, &Request),
     principal: &Principal,
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
-    if request.method == "server/discover" {
+    if method == Method::Discover {
         return Err(HttpError::Rejected {
             id: Some(request.id.clone()),
             code: ErrorCode::INVALID_REQUEST,
@@ -202,7 +206,7 @@ async fn initialize(
     let version = result.get("protocolVersion").and_then(Value::as_str);
     let tag = state.gateway.session_tag(&id);
     mcp_spans::record_session(&Span::current(), &tag, version.unwrap_or_default());
-    let body = crate::jsonrpc::result_value(&request.id, result);
+    let body = crate::protocol::jsonrpc::result_value(&request.id, result);
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "application/json"))
         .insert_header((SESSION_HEADER, id.as_str()))
@@ -232,7 +236,7 @@ async fn answer(
     let mut accepted = Vec::new();
     for request in requests {
         match gateway.check_request(&request) {
-            Ok(()) => accepted.push(request),
+            Ok(call) => accepted.push((request, call)),
             Err(rejection) if batch => responses.push(rejection.response()),
             Err(rejection) => return Err(rejected(rejection)),
         }
@@ -241,7 +245,7 @@ async fn answer(
     if accepted.is_empty() {
         return Ok(json_response(Value::Array(responses)));
     }
-    let only_request = (accepted.len() == 1).then(|| accepted[0].id.clone());
+    let only_request = (accepted.len() == 1).then(|| accepted[0].0.id.clone());
     let (outgoing, limited) = merge(gateway, &session, accepted, batch)?;
     responses.extend(limited);
     let Some(mut outgoing) = outgoing else {
@@ -298,13 +302,13 @@ fn is_response(message: &Value) -> bool {
 fn merge(
     gateway: &Arc<Gateway>,
     session: &Session,
-    requests: Vec<Request>,
+    requests: Vec<(Request, Call)>,
     batch: bool,
 ) -> Result<(Option<mpsc::Receiver<Outgoing>>, Vec<Value>), HttpError> {
     let mut receivers = Vec::new();
     let mut limited = Vec::new();
-    for request in requests {
-        match gateway.handle_request(session.clone(), request) {
+    for (request, call) in requests {
+        match gateway.handle_request(session.clone(), request, call) {
             Ok(receiver) => receivers.push(receiver),
             Err(refusal @ MessageRejected::Limited { .. }) if batch => {
                 limited.push(refusal.response());

@@ -27,6 +27,6 @@ pub(super) fn retry_after(error: &HttpError) -> Option<String> {
 }
 
 /// The refusal of a request a limit refused, answering its id.
-pub(super) fn limited(id: &crate::jsonrpc::RequestId, limit: LimitExceeded) -> HttpError {
+pub(super) fn limited(id: &crate::protocol::jsonrpc::RequestId, limit: LimitExceeded) -> HttpError {
     HttpError::Limited(limit).answering(Some(id))
 }

@@ -24,7 +24,7 @@ use rmcp::model::ErrorCode;
 use crate::config::limits::{
     DEFAULT_BURST_FACTOR, DEFAULT_REQUESTS_PER_SECOND, DEFAULT_SESSIONS_PER_PRINCIPAL, LimitsConfig,
 };
-use crate::redis_pool::{RedisError, RedisPool};
+use crate::redis::{RedisError, RedisPool};
 use crate::session::SessionId;
 use crate::telemetry::Metrics;
 

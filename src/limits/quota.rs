@@ -9,7 +9,7 @@
 //! expired unnoticed stops counting at most one refresh period after it expired. Whoever
 //! deletes a session, or notices its expiry, frees its slot at once.
 //!
-//! [`RedisSessionQuota`] keeps the set as the sorted set `mcpgate:p:{<principal key>}:s`
+//! [`RedisSessionQuota`] keeps the set as the sorted set [`keys::principal_quota`]
 //! (members: session ids; scores: deadlines in ms on the Redis server's clock), with a TTL
 //! that follows its latest deadline. Taking a slot is one Lua script (ZREMRANGEBYSCORE,
 //! ZSCORE, ZCARD, ZADD, PEXPIRE), refreshing another (ZADD XX GT, PEXPIRE), freeing one ZREM.
@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ::redis::Script;
 use async_trait::async_trait;
-use redis::Script;
 
 use super::{LimitError, PrincipalKey};
-use crate::redis_pool::RedisPool;
+use crate::redis::{RedisPool, keys};
 use crate::session::SessionId;
 
 /// Takes a slot. KEYS: the principal's set. ARGV: session id, hold in ms, cap.
@@ -203,7 +203,7 @@ impl RedisSessionQuota {
     }
 
     fn key(principal: &PrincipalKey) -> String {
-        format!("mcpgate:p:{{{}}}:s", principal.as_str())
+        keys::principal_quota(principal)
     }
 }
 
@@ -257,7 +257,7 @@ impl SessionQuota for RedisSessionQuota {
         let key = Self::key(principal);
         self.pool
             .run("limit_session_release", |mut conn| async move {
-                redis::cmd("ZREM")
+                ::redis::cmd("ZREM")
                     .arg(key)
                     .arg(session.as_str())
                     .query_async::<()>(&mut conn)

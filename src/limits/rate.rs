@@ -4,7 +4,7 @@
 //! for a while can so make `burst` requests at once, and `per_second` per second after that.
 //! A refused request does not move the TAT.
 //!
-//! [`RedisRateLimiter`] keeps the TAT of every principal in `mcpgate:p:{<principal key>}:r`
+//! [`RedisRateLimiter`] keeps the TAT of every principal in [`keys::principal_rate`]
 //! and checks and moves it in one Lua script (one round trip per request), on the Redis
 //! server's clock (`TIME`), so the replicas' clocks do not matter. The key expires when the
 //! TAT is reached: by then it holds nothing a fresh start would not.
@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ::redis::Script;
 use async_trait::async_trait;
-use redis::Script;
 
 use super::{LimitError, PrincipalKey};
-use crate::redis_pool::RedisPool;
+use crate::redis::{RedisPool, keys};
 
 /// Entries the memory limiter keeps before it first drops those that are past their TAT.
 const MEMORY_PRUNE_AT: usize = 1024;
@@ -170,7 +170,7 @@ impl RateLimiter for RedisRateLimiter {
     async fn acquire(&self, principal: &PrincipalKey) -> Result<Admission, LimitError> {
         let mut invocation = self.script.prepare_invoke();
         invocation
-            .key(format!("mcpgate:p:{{{}}}:r", principal.as_str()))
+            .key(keys::principal_rate(principal))
             .arg(self.rate.interval().as_micros() as u64)
             .arg(self.rate.tolerance().as_micros() as u64);
         let wait: u64 = self

@@ -1,14 +1,11 @@
 //! The Redis session store: session records and their tombstones, shared by every replica.
 //!
-//! It owns three keys per session. The `{<sid>}` hash tag keeps them in one Redis Cluster slot,
-//! so the MULTI blocks and the scripts below never span slots:
-//!
-//! | key | holds | TTL |
-//! |---|---|---|
-//! | `mcpgate:{<sid>}:s` | the record, a hash: `schema`, `core` (JSON: version, client info and capabilities, times), `log` (level), `sub:<uri>` (upstream) | `min(idle_ttl, time left to the absolute cap)`, slid by every load |
-//! | `mcpgate:{<sid>}:u` | the upstream sessions, a hash: `<upstream>` → JSON | `tombstone_ttl`, slid by every load |
-//! | `mcpgate:{<sid>}:h:<upstream>` | the replica holding the session's standalone stream of that upstream | the lease, renewed by its holder |
-//! | `mcpgate:{<sid>}:t` | tombstone: `live`, `expired` or `deleted` | `tombstone_ttl` (2 × `idle_ttl`, at least `idle_ttl` + 1 min), slid by every load |
+//! It owns these keys per session (named, with their types and TTLs, in [`keys`]): the record
+//! (a hash: `schema`, `core` (JSON: version, client info and capabilities, times), `log`
+//! (level), `sub:<uri>` (upstream)), the upstream sessions (a hash: `<upstream>` → JSON), the
+//! tombstone, and the leases of the replicas holding the session's standalone streams. The
+//! `{<sid>}` hash tag keeps them in one Redis Cluster slot, so the MULTI blocks and the scripts
+//! below never span slots.
 //!
 //! Every change is one field, written atomically and only while the record exists (a script),
 //! so replicas changing the same session at once never lose each other's changes. Upstream
@@ -45,16 +42,13 @@ use super::{
     Hold, Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore, SessionId, SessionRecord,
     SessionStore, StoreError, UpstreamSession,
 };
-use crate::redis_pool::RedisPool;
+use crate::redis::{Connection, RedisPool, keys};
 
 /// Record hash fields.
 const FIELD_SCHEMA: &str = "schema";
 const FIELD_CORE: &str = "core";
 const FIELD_LOG: &str = "log";
 const SUBSCRIPTION_PREFIX: &str = "sub:";
-
-/// The key the readiness probe expires (it never exists; PEXPIRE is the probe).
-const PROBE_KEY: &str = "mcpgate:readyz";
 
 /// Ends a session whose record is gone, or (ARGV[1] = `force`) past its absolute cap. With
 /// `notice`, a record that is still there is left alone and the answer is `present`.
@@ -206,16 +200,10 @@ struct Keys {
 impl Keys {
     fn new(id: &SessionId) -> Self {
         Self {
-            record: format!("mcpgate:{{{id}}}:s"),
-            upstreams: format!("mcpgate:{{{id}}}:u"),
-            tombstone: format!("mcpgate:{{{id}}}:t"),
+            record: keys::session_record(id),
+            upstreams: keys::session_upstreams(id),
+            tombstone: keys::session_tombstone(id),
         }
-    }
-
-    /// The lease of the replica holding the session's standalone stream of `upstream`.
-    fn lease(&self, upstream: &str) -> String {
-        let prefix = self.record.trim_end_matches(":s");
-        format!("{prefix}:h:{upstream}")
     }
 }
 
@@ -258,18 +246,10 @@ impl RedisStore {
         }
     }
 
-    /// The session a record key names, for keys Redis reported expired (keyspace
-    /// notifications); `None` for any other key.
-    pub fn session_of_record_key(key: &str) -> Option<SessionId> {
-        key.strip_prefix("mcpgate:{")
-            .and_then(|rest| rest.strip_suffix("}:s"))
-            .and_then(SessionId::parse)
-    }
-
     /// Runs one Redis operation; any failure means the store is unavailable.
     async fn run<T, F, Fut>(&self, op: &'static str, operation: F) -> Result<T, StoreError>
     where
-        F: FnOnce(crate::redis_pool::Connection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = ::redis::RedisResult<T>>,
     {
         self.pool
@@ -572,11 +552,10 @@ impl SessionStore for RedisStore {
         holder: &str,
         lease: Duration,
     ) -> Result<Hold, StoreError> {
-        let keys = Keys::new(id);
         let mut invocation = self.hold.prepare_invoke();
         invocation
-            .key(&keys.record)
-            .key(keys.lease(upstream))
+            .key(keys::session_record(id))
+            .key(keys::holder_lease(id, upstream))
             .arg(holder)
             .arg(millis(lease));
         let answer: i64 = self
@@ -598,7 +577,7 @@ impl SessionStore for RedisStore {
         holder: &str,
     ) -> Result<(), StoreError> {
         let mut invocation = self.release.prepare_invoke();
-        invocation.key(Keys::new(id).lease(upstream)).arg(holder);
+        invocation.key(keys::holder_lease(id, upstream)).arg(holder);
         self.run("session_release", |mut conn| async move {
             invocation.invoke_async::<()>(&mut conn).await
         })
@@ -607,7 +586,7 @@ impl SessionStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut pipe = ::redis::pipe();
-        pipe.pexpire(PROBE_KEY, 1).ignore();
+        pipe.pexpire(keys::READINESS_PROBE, 1).ignore();
         self.query("session_ping", pipe).await
     }
 }

@@ -16,7 +16,8 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::jsonrpc::Request;
+use crate::protocol::Method;
+use crate::protocol::jsonrpc::Request;
 
 /// Longest client-chosen text (a method, tool or prompt name, a request id) put in a span.
 pub const MAX_TEXT: usize = 128;
@@ -154,12 +155,12 @@ impl<'a> Target<'a> {
             .and_then(|params| params.get("name"))
             .and_then(Value::as_str)
             .map(clamp);
-        match request.method.as_str() {
-            "tools/call" => Target {
+        match Method::parse(&request.method) {
+            Method::CallTool => Target {
                 tool: name,
                 prompt: None,
             },
-            "prompts/get" => Target {
+            Method::GetPrompt => Target {
                 tool: None,
                 prompt: name,
             },
@@ -205,7 +206,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::jsonrpc::RequestId;
+    use crate::protocol::jsonrpc::RequestId;
 
     fn request(method: &str, params: Value) -> Request {
         Request {

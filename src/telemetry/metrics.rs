@@ -6,6 +6,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::protocol::Method;
+
 /// Outcomes of looking a session up.
 #[derive(Debug, Clone, Copy)]
 pub enum LookupOutcome {
@@ -34,34 +36,17 @@ impl LookupOutcome {
     }
 }
 
-/// MCP methods that get their own label value; everything else is "other".
-const KNOWN_METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "tools/list",
-    "tools/call",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
-    "notification",
-    "response",
-    "get",
-    "delete",
-];
+/// Label values of what is not a request: a body of notifications or responses, and the
+/// other HTTP methods.
+const NOT_REQUESTS: [&str; 4] = ["notification", "response", "get", "delete"];
 
-/// Folds a method name into the bounded label set.
+/// Folds a method name into the bounded label set: [`Method::metric_label`], or one of
+/// [`NOT_REQUESTS`].
 pub fn method_label(method: &str) -> &'static str {
-    KNOWN_METHODS
-        .iter()
-        .find(|m| **m == method)
-        .copied()
-        .unwrap_or("other")
+    NOT_REQUESTS
+        .into_iter()
+        .find(|label| *label == method)
+        .unwrap_or_else(|| Method::parse(method).metric_label())
 }
 
 /// Every metric the gateway exports.

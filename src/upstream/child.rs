@@ -39,7 +39,8 @@ use super::outlet::{DropReason, Outlet};
 use super::stderr;
 use super::{InitInfo, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::{Secret, UpstreamConfig};
-use crate::jsonrpc::{
+use crate::protocol::Method;
+use crate::protocol::jsonrpc::{
     Message, Notification, Request, RequestId, Response, error_value, notification_value,
 };
 use crate::session::SessionId;
@@ -206,8 +207,11 @@ impl Connection {
         };
         lock(&self.pending).insert(id, pending);
         self.touch();
-        let line =
-            crate::jsonrpc::request_value(&RequestId::Number(id), &request.method, params.as_ref());
+        let line = crate::protocol::jsonrpc::request_value(
+            &RequestId::Number(id),
+            &request.method,
+            params.as_ref(),
+        );
         if let Err(e) = self.write_line(&line).await {
             lock(&self.pending).remove(&id);
             return Err(e);
@@ -298,7 +302,8 @@ async fn handshake(
     init_rx: oneshot::Receiver<Value>,
     params: &Value,
 ) -> Result<InitInfo, String> {
-    let request = crate::jsonrpc::request_value(&RequestId::Number(0), "initialize", Some(params));
+    let request =
+        crate::protocol::jsonrpc::request_value(&RequestId::Number(0), "initialize", Some(params));
     connection
         .write_line(&request)
         .await
@@ -403,10 +408,10 @@ async fn route_notification(
     mut notification: Notification,
     bytes: usize,
 ) {
-    let target = match notification.method.as_str() {
-        "notifications/progress" => Target::Request(progress_target(connection, &mut notification)),
-        "notifications/cancelled" => Target::Request(cancelled_target(connection, &notification)),
-        "notifications/message" => match attributed(connection) {
+    let target = match Method::parse(&notification.method) {
+        Method::Progress => Target::Request(progress_target(connection, &mut notification)),
+        Method::Cancelled => Target::Request(cancelled_target(connection, &notification)),
+        Method::LogMessage => match attributed(connection) {
             Some((_, reply)) => Target::Request(Some(reply)),
             None => Target::Audience,
         },
@@ -521,7 +526,7 @@ fn only_member(audience: &Audience) -> Option<SessionId> {
 
 /// The error the child gets for a request of its own that mcpgate cannot give to a client.
 fn unattributable_error(reason: Unattributable) -> rmcp::model::ErrorData {
-    crate::jsonrpc::error_data(
+    crate::protocol::jsonrpc::error_data(
         rmcp::model::ErrorCode::INTERNAL_ERROR,
         format!("mcpgate cannot attribute this request to a client: {reason}"),
     )
@@ -557,7 +562,7 @@ async fn route_server_request(wire: &Wire, connection: &Connection, request: Req
 fn fail_pending(wire: &Wire, connection: &Connection) {
     let drained: Vec<Pending> = lock(&connection.pending).drain().map(|(_, p)| p).collect();
     for pending in drained {
-        let error = crate::jsonrpc::error_data(
+        let error = crate::protocol::jsonrpc::error_data(
             rmcp::model::ErrorCode::INTERNAL_ERROR,
             format!("upstream {} exited before answering", wire.name),
         );

@@ -13,7 +13,7 @@ use bytes::{Buf, BytesMut};
 use serde_json::Value;
 use tokio_util::codec::Decoder;
 
-use crate::jsonrpc::RequestId;
+use crate::protocol::jsonrpc::RequestId;
 
 /// Longest top-level key the scanner remembers (`method`).
 const MAX_KEY: usize = 6;

@@ -31,8 +31,8 @@ use super::framing::EventBound;
 use super::outlet::{DropReason, Outlet};
 use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::UpstreamConfig;
-use crate::jsonrpc::{Message, Request, RequestId, notification_value, request_value};
 use crate::protocol::ProtocolVersion;
+use crate::protocol::jsonrpc::{Message, Request, RequestId, notification_value, request_value};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 use crate::sync::lock;
 

@@ -35,7 +35,7 @@ use super::{
 };
 use crate::config::UpstreamConfig;
 use crate::config::isolation::Isolation;
-use crate::jsonrpc::{Message, Request, RequestId};
+use crate::protocol::jsonrpc::{Message, Request, RequestId};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 use crate::sync::lock;
 use crate::telemetry::Metrics;

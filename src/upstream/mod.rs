@@ -28,7 +28,8 @@ use tokio::sync::mpsc;
 use crate::config::isolation::Isolation;
 use crate::config::{StandaloneMode, TransportKind, UpstreamConfig};
 use crate::glob_filter::GlobFilter;
-use crate::jsonrpc::{Message, Notification, Request, RequestId, Response};
+use crate::protocol::ServerCapability;
+use crate::protocol::jsonrpc::{Message, Notification, Request, RequestId, Response};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 
 pub use http::HttpUpstream;
@@ -134,7 +135,7 @@ impl UpstreamError {
 
     /// The JSON-RPC error response a client gets for request `id`, from the upstream's side.
     fn response(&self, id: RequestId) -> Message {
-        let error = crate::jsonrpc::error_data(
+        let error = crate::protocol::jsonrpc::error_data(
             rmcp::model::ErrorCode::INTERNAL_ERROR,
             self.client_message(),
         );
@@ -229,7 +230,7 @@ impl Upstream {
     }
 
     /// Whether the upstream's last `initialize` answer declared a server capability.
-    pub fn has_capability(&self, name: &str) -> bool {
+    pub fn has_capability(&self, capability: ServerCapability) -> bool {
         let init = match &self.transport {
             Transport::Stdio(stdio) => stdio.last_init(),
             Transport::Isolated(pool) => pool.last_init(),
@@ -238,7 +239,7 @@ impl Upstream {
         init.lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .as_ref()
-            .is_some_and(|init| init.capabilities.get(name).is_some())
+            .is_some_and(|init| init.capabilities.get(capability.key()).is_some())
     }
 
     /// Whether the upstream answers now, as far as this replica knows: a stdio child that is up,

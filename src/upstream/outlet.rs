@@ -26,7 +26,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::Unsolicited;
-use crate::jsonrpc::{Message, Notification};
+use crate::protocol::jsonrpc::{Message, Notification};
 use crate::session::SessionId;
 use crate::sync::lock;
 use crate::telemetry::Metrics;

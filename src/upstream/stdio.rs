@@ -25,8 +25,8 @@ use super::child::{self, Audience, Connection, Wire};
 use super::outlet::Outlet;
 use super::{InitInfo, UpstreamError, UpstreamEvent};
 use crate::config::UpstreamConfig;
-use crate::jsonrpc::{Message, Request, RequestId};
 use crate::protocol::ProtocolVersion;
+use crate::protocol::jsonrpc::{Message, Request, RequestId};
 use crate::session::{SessionId, UpstreamSession};
 use crate::sync::lock;
 

@@ -7,8 +7,8 @@
 //! Writers send with [`publish`] through the [`RedisPool`] (or `PUBLISH` inside their own
 //! scripts).
 //!
-//! Channels are per session: [`session_channel`] is `mcpgate:{<sid>}`, shared by every kind of
-//! message about that session (event-log wake-ups, DELETE fan-out, routed client answers). The
+//! Channels are per session ([`keys::session_channel`](super::keys::session_channel)), shared
+//! by every kind of message about that session (event-log wake-ups, DELETE fan-out, routed client answers). The
 //! payload is a short string whose prefix says what it is about; the event log uses
 //! `e:<stream>` for "stream `<stream>` has new events or was closed".
 //!
@@ -30,14 +30,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ::redis::aio::{PubSub, PubSubSink, PubSubStream};
-use ::redis::sentinel::SentinelClient;
-use ::redis::{AsyncCommands, Client, Msg};
+use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use ::redis::{AsyncCommands, Client, ConnectionInfo, Msg, TlsMode};
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::redis_pool::{RedisError, RedisPool};
-use crate::session::SessionId;
+use super::settings::{cluster_nodes, connection_info, sentinel_settings};
+use super::{RedisError, RedisPool};
+use crate::config::{RedisConfig, RedisMode};
 
 /// Notifications buffered per channel for a slow receiver; beyond this it gets a `Gap`.
 const CHANNEL_CAPACITY: usize = 64;
@@ -46,11 +47,6 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// First and longest pause between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// The channel for everything about one session: `mcpgate:{<sid>}` (same hash tag as its keys).
-pub fn session_channel(session: &SessionId) -> String {
-    format!("mcpgate:{{{session}}}")
-}
 
 /// Publishes `message` on `channel` through the pool.
 pub async fn publish(pool: &RedisPool, channel: &str, message: &str) -> Result<(), RedisError> {
@@ -101,6 +97,40 @@ impl From<Client> for Target {
     fn from(client: Client) -> Self {
         Target::Server(client)
     }
+}
+
+/// The [`Target`] of `config`: what the [`Subscriber`] connects to: the server
+/// (standalone), any cluster node (classic `PUBLISH` reaches every node of a cluster), or the
+/// master the Sentinels report at each (re)connect.
+pub fn subscriber_target(config: &RedisConfig) -> Result<Target, RedisError> {
+    let client = |info: ConnectionInfo| {
+        Client::open(info).map_err(|e| RedisError::Config(format!("redis pub/sub: {e}")))
+    };
+    Ok(match config.mode {
+        RedisMode::Standalone => Target::Server(client(connection_info(config)?)?),
+        RedisMode::Cluster => Target::AnyNode(
+            cluster_nodes(config)?
+                .into_iter()
+                .map(client)
+                .collect::<Result<_, _>>()?,
+        ),
+        RedisMode::Sentinel => {
+            let (sentinels, master_name, node) = sentinel_settings(config)?;
+            let mut info =
+                SentinelNodeConnectionInfo::default().set_redis_connection_info(node.settings);
+            if node.tls {
+                info = info.set_tls_mode(TlsMode::Secure);
+            }
+            let client = SentinelClient::build(
+                sentinels,
+                master_name,
+                Some(info),
+                SentinelServerType::Master,
+            )
+            .map_err(|e| RedisError::Config(format!("redis.sentinels: {e}")))?;
+            Target::SentinelMaster(Box::new(client))
+        }
+    })
 }
 
 /// Opens pub/sub connections to the [`Target`].
@@ -308,8 +338,7 @@ impl Subscriber {
     /// Starts the connection task (within a Tokio runtime). It connects in the background and
     /// keeps reconnecting, so a Redis that is down at start does not stop the gateway.
     ///
-    /// `target` (a [`Client`] for one server, or see
-    /// [`redis_pool::subscriber_target`](crate::redis_pool::subscriber_target)) should carry
+    /// `target` (a [`Client`] for one server, or see [`subscriber_target`]) should carry
     /// the same connection settings as the pool (URL, credentials, database); `timeout` bounds
     /// each pub/sub command, the connect, and how long [`Subscriber::subscribe`] waits for
     /// Redis to confirm a new channel.

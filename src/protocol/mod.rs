@@ -1,0 +1,21 @@
+//! What mcpgate knows of the protocol itself, apart from any transport, session or upstream:
+//!
+//! - [`jsonrpc`]: JSON-RPC 2.0 messages (classification of raw JSON, ids, builders);
+//! - [`Method`]: every MCP method the gateway knows, parsed once from a message's `method`,
+//!   with its metric label and the [`Capability`] its receiver must have declared;
+//! - [`Call`]: a client request the gateway serves, with the parameters it routes by, checked
+//!   once where the request arrives;
+//! - [`ProtocolVersion`]: the negotiated revisions and the rules that depend on them.
+//!
+//! Nothing else matches on method names; nothing here does I/O.
+
+mod call;
+mod capability;
+pub mod jsonrpc;
+mod method;
+mod versions;
+
+pub use call::{Call, CallError};
+pub use capability::{Capability, ClientCapability, ServerCapability};
+pub use method::{ListKind, Method};
+pub use versions::ProtocolVersion;
