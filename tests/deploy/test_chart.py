@@ -416,8 +416,7 @@ def test_in_chart_redis(rendered):
 def test_in_chart_redis_command_runs_redis_as_configured(tmp_path, password):
     """The StatefulSet's shell command and readiness probe, run against a local redis-server."""
     redis_server = shutil.which("redis-server")
-    if not redis_server or not shutil.which("redis-cli"):
-        pytest.skip("redis-server/redis-cli not installed")
+    assert redis_server and shutil.which("redis-cli"), "redis-server/redis-cli missing: run tests/tools/install.sh"
     values = copy.deepcopy(SCENARIOS["everything"])
     values["redis"]["password"] = password or ""
     sts = find(render(values), "StatefulSet")
