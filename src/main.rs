@@ -130,6 +130,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     report_upstream_problems(&config);
     let settings = Settings::new(config.session.idle_ttl, config.session.max_lifetime)
         .with_policy(Policy::new(&config.policy));
+    let settings = Settings {
+        request_state_ttl: config.server.request_state_ttl,
+        ..settings
+    };
     let upstream_configs = config.upstreams.clone();
     let gateway = Gateway::start(
         backends,

@@ -34,9 +34,10 @@ unit_tests() {
 }
 
 # pytest exits 5 when it collects nothing; any non-zero exit fails the step.
+# Tests marked `fleet` (in test_modern.py) need the fleet: tests/fleet/run-all.sh runs them.
 python_e2e() {
   timeout 900 "$venv/bin/python" -m pytest -v tests/e2e/python --ignore=tests/e2e/python/test_fleet.py \
-    --ignore=tests/e2e/python/test_drill.py
+    --ignore=tests/e2e/python/test_drill.py -m "not fleet"
 }
 
 ts_e2e() {
@@ -50,7 +51,9 @@ step "cargo build --bins" cargo build --bins
 step "unit and integration tests (nextest)" unit_tests
 step "e2e: Python SDK (pytest)" python_e2e
 step "e2e: TypeScript SDK (node --test)" ts_e2e
-step "MCP conformance suite" timeout 1800 bash tests/conformance/run.sh
+step "MCP conformance suite 0.1.16" timeout 1800 bash tests/conformance/run.sh
+step "MCP conformance suite 0.2.0-alpha.12 (2025-11-25 and 2026-07-28; one replica and the fleet)" \
+  timeout 1800 bash tests/conformance/run-next.sh
 step "fleet: Redis + 3 replicas behind round-robin haproxy" timeout 900 bash tests/fleet/run-all.sh
 
 step "deploy: Helm chart, kustomize base, alert rules, dashboard on a scraped fleet" \

@@ -79,6 +79,10 @@ pub struct ServerConfig {
     /// cover it, plus any preStop delay.
     #[serde(with = "humantime_serde")]
     pub drain_grace: Duration,
+    /// How long a 2026-07-28 client has to retry a request answered `input_required`: the
+    /// lifetime of the `requestState` the gateway seals.
+    #[serde(with = "humantime_serde")]
+    pub request_state_ttl: Duration,
     /// Key for signing the ids of server-to-client requests; random per process when unset.
     /// Every replica of a fleet must share it.
     pub hmac_key: Option<Secret>,
@@ -105,6 +109,7 @@ impl Default for ServerConfig {
             max_connections: 8192,
             sse_retry: Duration::from_secs(2),
             drain_grace: Duration::from_secs(30),
+            request_state_ttl: Duration::from_secs(600),
             hmac_key: None,
             hmac_key_file: None,
             workers: None,
@@ -281,6 +286,10 @@ pub struct UpstreamConfig {
     pub headers: BTreeMap<String, Secret>,
     /// http: who keeps the upstream's standalone GET stream of a session open (default `hold`).
     pub standalone: Option<StandaloneMode>,
+    /// Which protocol era modern (2026-07-28) requests reach this upstream in: `auto` (probe it
+    /// with `server/discover`, the default) or `legacy` (always the `initialize` handshake).
+    #[serde(default)]
+    pub era: UpstreamEra,
     /// Largest message read from this upstream, in bytes: a stdio line, an HTTP JSON answer or
     /// one SSE event. A longer one is abandoned as it arrives, never read whole, and the call
     /// it answered fails with a JSON-RPC error.
@@ -362,6 +371,17 @@ impl Serialize for UpstreamUrl {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.redacted())
     }
+}
+
+/// Which era an upstream is spoken to in, for modern clients' requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamEra {
+    /// Probe it with `server/discover`; modern when it lists 2026-07-28 (see `upstream/era.rs`).
+    #[default]
+    Auto,
+    /// Never probe: an upstream that mishandles a probe, or must see one client per session.
+    Legacy,
 }
 
 /// How an HTTP upstream's standalone GET stream (its messages outside any request) is kept.

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use super::{Gateway, error_object};
 use crate::protocol::jsonrpc::{Message, RequestId, Response};
-use crate::protocol::{Capability, ClientCapability, Method};
+use crate::protocol::{Capability, ClientCapability, Method, ModernError};
 use crate::session::SessionId;
 use crate::upstream::{CallContext, Unsolicited, Upstream};
 
@@ -52,6 +52,22 @@ impl MissingCapability {
         } else {
             ErrorCode::METHOD_NOT_FOUND
         }
+    }
+
+    /// The error a modern client gets for a request that needs what it did not declare:
+    /// `MissingRequiredClientCapabilityError` (-32021), naming the capability.
+    pub fn required_error(&self) -> Value {
+        let mut required = serde_json::json!({});
+        for key in self.capability.path().split('.').rev() {
+            required = serde_json::json!({ key: required });
+        }
+        let message = format!(
+            "this request needs the client capability `{}`, which the request did not declare",
+            self.capability.path()
+        );
+        let mut error = error_object(ModernError::MISSING_CLIENT_CAPABILITY, message);
+        error["data"] = serde_json::json!({"requiredCapabilities": required});
+        error
     }
 
     /// The error response to the refused request `id`.
@@ -82,6 +98,9 @@ pub struct ClientCapabilities {
     sampling: Option<Sampling>,
     elicitation: Option<Elicitation>,
     roots: bool,
+    /// Whether server-to-client requests are relayed (a legacy session) or not (a modern
+    /// request, where they do not exist).
+    relays_requests: bool,
 }
 
 impl ClientCapabilities {
@@ -103,7 +122,21 @@ impl ClientCapabilities {
             sampling,
             elicitation,
             roots: declared(capabilities, "roots").is_some(),
+            relays_requests: true,
         }
+    }
+
+    /// Reads a modern request's `clientCapabilities`: the same gates, and no server-to-client
+    /// request is ever relayed.
+    pub fn modern(capabilities: &Value) -> Self {
+        Self {
+            relays_requests: false,
+            ..Self::from_declared(capabilities)
+        }
+    }
+
+    pub fn relays_requests(&self) -> bool {
+        self.relays_requests
     }
 
     /// Whether `message` needs any client capability at all.
@@ -197,6 +230,29 @@ pub(super) async fn refuse(
         return;
     };
     if let Err(error) = upstream.send(ctx, missing.answer(&request.id)).await {
+        tracing::warn!(%error, "could not refuse a server-to-client request upstream");
+    }
+}
+
+/// Answers an upstream's server-to-client request made during a modern request whose client
+/// declared the capability: the request cannot be relayed, since the modern era has none.
+pub(super) async fn refuse_unbridged(upstream: &Upstream, ctx: &CallContext, message: &Message) {
+    let Message::Request(request) = message else {
+        return;
+    };
+    tracing::info!(upstream = %upstream.name, method = %request.method,
+        "refusing a server-to-client request during a modern (2026-07-28) request");
+    let refusal = Message::Response(Response {
+        id: request.id.clone(),
+        outcome: Err(error_object(
+            ErrorCode::METHOD_NOT_FOUND,
+            format!(
+                "{} cannot reach a client of protocol 2026-07-28 through mcpgate: the modern era has no server-to-client requests",
+                request.method
+            ),
+        )),
+    });
+    if let Err(error) = upstream.send(ctx, refusal).await {
         tracing::warn!(%error, "could not refuse a server-to-client request upstream");
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::bus::{BusListener, BusMessage};
-use super::capabilities::{ClientCapabilities, refuse};
+use super::capabilities::{ClientCapabilities, refuse, refuse_unbridged};
 use super::forward::upstream_failure;
 use super::{Gateway, Outbox, Outcome, Outgoing};
 use crate::events::Origin;
@@ -98,6 +98,17 @@ impl Gateway {
                     continue;
                 }
             };
+            if let UpstreamEvent::Message(message @ Message::Request(_)) = &event
+                && !capabilities.relays_requests()
+            {
+                match capabilities.allows(message) {
+                    Err(missing) => return Err(missing.required_error()),
+                    Ok(()) => {
+                        refuse_unbridged(upstream, ctx, message).await;
+                        continue;
+                    }
+                }
+            }
             if let UpstreamEvent::Message(message) = &event
                 && let Err(missing) = capabilities.allows(message)
             {

@@ -41,13 +41,14 @@ impl Gateway {
                 ));
             }
         };
+        let meta = request
+            .params
+            .as_ref()
+            .and_then(|p| p.get("_meta"))
+            .cloned();
         let pages = join_all(targets.iter().map(|(upstream, cursor)| {
             let mut page_request = request.clone();
-            page_request.params = Some(
-                cursor
-                    .as_ref()
-                    .map_or_else(|| json!({}), |c| json!({"cursor": c})),
-            );
+            page_request.params = Some(page_params(cursor.as_deref(), meta.clone()));
             self.forward(session, upstream, page_request, outbox)
         }))
         .await;
@@ -141,6 +142,16 @@ impl Gateway {
             })
             .collect()
     }
+}
+
+/// The params of one upstream's page: its own cursor, and the client's `_meta` (a modern
+/// request's protocol fields, a progress token).
+fn page_params(cursor: Option<&str>, meta: Option<Value>) -> Value {
+    let mut params = cursor.map_or_else(|| json!({}), |c| json!({"cursor": c}));
+    if let Some(meta) = meta {
+        params["_meta"] = meta;
+    }
+    params
 }
 
 /// The name a tool or prompt of `upstream` has for the client, when the upstream's tool filter

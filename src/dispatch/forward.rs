@@ -56,9 +56,22 @@ impl Gateway {
         request: Request,
         outbox: &Outbox,
     ) -> Outcome {
+        let mut request = request;
+        if session.stateless {
+            if upstream.speaks_modern().await {
+                return self
+                    .forward_modern(session, upstream, request, outbox)
+                    .await;
+            }
+            if let Some(params) = request.params.as_mut() {
+                crate::protocol::era::strip_modern_meta(params);
+            }
+        }
+        let opens_first =
+            upstream.has_upstream_sessions() || (session.stateless && upstream.is_isolated());
         let ctx = match session.record.upstreams.get(&upstream.name) {
             Some(_) => self.context_for(session, &upstream.name),
-            None if upstream.has_upstream_sessions() => self.reopen(session, upstream).await?,
+            None if opens_first => self.reopen(session, upstream).await?,
             None => self.context_for(session, &upstream.name),
         };
         let messages = match upstream.request(&ctx, request.clone()).await {
@@ -71,22 +84,45 @@ impl Gateway {
             other => other,
         };
         let messages = messages.map_err(|e| upstream_failure(&e))?;
-        let capabilities = ClientCapabilities::from_declared(&session.record.client_capabilities);
+        let declared = &session.record.client_capabilities;
+        let capabilities = if session.stateless {
+            ClientCapabilities::modern(declared)
+        } else {
+            ClientCapabilities::from_declared(declared)
+        };
         self.exchange(&ctx, &capabilities, upstream, &request.id, messages, outbox)
             .await
     }
 
-    /// Opens a new upstream session with the stored client info and saves it in the record.
-    /// An isolated stdio child restores the session's state by itself when it starts.
-    async fn reopen(
+    /// Opens a new upstream session with the stored client info and saves it in the record
+    /// (a stateless session's, for this replica's modern requests). An isolated stdio child
+    /// restores the session's state by itself when it starts.
+    pub(super) async fn reopen(
         &self,
         session: &Session,
         upstream: &Arc<Upstream>,
     ) -> Result<CallContext, Value> {
+        let shared_record;
+        let record = if session.stateless && upstream.has_upstream_sessions() {
+            shared_record = super::stateless::shared_upstream_record(&session.record);
+            &shared_record
+        } else {
+            &session.record
+        };
         let (upstream_session, _) = upstream
-            .open_session(&session.id, &session.record)
+            .open_session(&session.id, record)
             .await
             .map_err(|e| upstream_failure(&e))?;
+        if session.stateless {
+            if upstream.has_upstream_sessions() {
+                self.stateless
+                    .remember(&upstream.name, upstream_session.clone());
+            }
+            return Ok(CallContext {
+                session: session.id.clone(),
+                upstream_session,
+            });
+        }
         let change = RecordChange::Upstream {
             name: upstream.name.clone(),
             session: upstream_session.clone(),

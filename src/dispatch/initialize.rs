@@ -83,7 +83,11 @@ impl Gateway {
         self.hub.attach(&id, &record);
         self.hub.slot_refreshed(&id);
         self.metrics.sessions_created.inc();
-        let session = super::Session { id, record };
+        let session = super::Session {
+            id,
+            record,
+            stateless: false,
+        };
         self.hold_streams(&session, super::Resume::FromStart).await;
         let id = session.id;
         Ok((id, initialize_result(version, &answered, some_missing)))
@@ -157,10 +161,10 @@ fn serialized_len(value: &Value) -> usize {
 }
 
 /// What one upstream answered when a session was opened.
-struct Answered {
-    name: String,
-    prefix: String,
-    info: InitInfo,
+pub(super) struct Answered {
+    pub(super) name: String,
+    pub(super) prefix: String,
+    pub(super) info: InitInfo,
 }
 
 /// The answer to `initialize`. `some_missing`: an upstream did not answer, and may come later.
@@ -182,7 +186,7 @@ fn initialize_result(version: ProtocolVersion, answered: &[Answered], some_missi
 /// The gateway announces list changes itself when an upstream recovers, so every list
 /// capability declares `listChanged`. While an upstream has not answered, every list
 /// capability is declared: that upstream may bring it when it comes up.
-fn merged_capabilities(infos: &[&InitInfo], some_missing: bool) -> Value {
+pub(super) fn merged_capabilities(infos: &[&InitInfo], some_missing: bool) -> Value {
     let has = |name: &str| some_missing || infos.iter().any(|i| i.capabilities.get(name).is_some());
     let subscribe = infos.iter().any(|i| {
         i.capabilities
@@ -213,7 +217,7 @@ fn merged_capabilities(infos: &[&InitInfo], some_missing: bool) -> Value {
 
 /// Every upstream's `instructions`, in configuration order, each under a heading that names
 /// the upstream and how its names appear here; `None` when no upstream gave any.
-fn merged_instructions(answered: &[Answered]) -> Option<String> {
+pub(super) fn merged_instructions(answered: &[Answered]) -> Option<String> {
     let parts: Vec<String> = answered
         .iter()
         .filter_map(|a| {

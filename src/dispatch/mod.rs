@@ -13,9 +13,12 @@ mod hub;
 mod initialize;
 mod limited;
 mod methods;
+mod modern;
+mod request_state;
 mod response_stream;
 mod restore;
 mod signing;
+mod stateless;
 mod unsolicited;
 
 use std::sync::Arc;
@@ -89,6 +92,8 @@ pub enum Caller<'a> {
 pub struct Session {
     pub id: SessionId,
     pub record: SessionRecord,
+    /// A modern request's one-request session (see `stateless.rs`): never stored.
+    stateless: bool,
 }
 
 /// Why a session cannot be used. Only [`SessionError::Store`] is not the client's problem.
@@ -173,6 +178,8 @@ pub struct Settings {
     pub hub_idle: Duration,
     /// What each team may see and call.
     pub policy: Arc<Policy>,
+    /// Lifetime of a sealed MRTR `requestState`.
+    pub request_state_ttl: Duration,
 }
 
 impl Settings {
@@ -185,6 +192,7 @@ impl Settings {
             max_lifetime,
             hub_idle: idle_ttl.min(Self::MAX_HUB_IDLE),
             policy: Arc::new(Policy::default()),
+            request_state_ttl: Duration::from_secs(600),
         }
     }
 
@@ -212,6 +220,10 @@ pub struct Gateway {
     bus: Option<Bus>,
     settings: Settings,
     limits: Limits,
+    /// Upstream sessions of modern (sessionless) requests.
+    stateless: stateless::StatelessUpstreams,
+    /// Seals the `requestState` of modern multi round-trip requests.
+    sealer: request_state::StateSealer,
 }
 
 impl Gateway {
@@ -226,6 +238,8 @@ impl Gateway {
         let (sink, unsolicited) = crate::upstream::unsolicited_queue(metrics.clone());
         let expiry_events = backends.expiry_events;
         let upstreams = upstreams(sink)?;
+        let sealer =
+            request_state::StateSealer::new(signer.request_state_key(), settings.request_state_ttl);
         let gateway = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             store: backends.store,
@@ -238,6 +252,8 @@ impl Gateway {
             signer,
             settings,
             limits: backends.limits,
+            stateless: Default::default(),
+            sealer,
         });
         tokio::spawn(unsolicited::relay(Arc::downgrade(&gateway), unsolicited));
         tokio::spawn(ending::keep_house(Arc::downgrade(&gateway)));
@@ -261,6 +277,7 @@ impl Gateway {
                 let session = Session {
                     id: id.clone(),
                     record: *record,
+                    stateless: false,
                 };
                 let (_, fresh_here) = self.hub.attach(id, &session.record);
                 self.refresh_session_slot(&session);

@@ -23,6 +23,8 @@ const PREFIX: &str = "mcpgate.";
 const OWNER_DOMAIN: &[u8] = b"mcpgate owner v1\0";
 /// Domain separation for session tags.
 const SESSION_TAG_DOMAIN: &[u8] = b"mcpgate session tag v1\0";
+/// Domain separation for the key that seals MRTR request states.
+const REQUEST_STATE_DOMAIN: &[u8] = b"mcpgate request state key v1\0";
 /// Hex digits of a session tag: 48 bits, enough to tell sessions apart in a trace backend.
 const SESSION_TAG_HEX: usize = 12;
 
@@ -122,6 +124,15 @@ impl IdSigner {
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect()
+    }
+
+    /// The key that seals MRTR request states (`request_state.rs`), derived from the fleet's
+    /// key so that every replica derives the same one.
+    pub fn request_state_key(&self) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
+        mac.update(REQUEST_STATE_DOMAIN);
+        mac.finalize().into_bytes().into()
     }
 
     fn owner_mac(&self, principal: &Principal) -> Hmac<Sha256> {

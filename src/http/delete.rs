@@ -22,8 +22,8 @@ async fn end_session(request: &HttpRequest, state: &AppState) -> Result<HttpResp
     guard::check_origin_and_host(request, &state.settings)?;
     let principal = authn::principal(request, state).await?;
     throttle::admit(state, &principal).await?;
+    let id = guard::legacy_session_id(request, "DELETE")?;
     guard::protocol_version(request)?;
-    let id = guard::session_id(request)?;
     let session = state
         .gateway
         .lookup(&id, Caller::Client(&principal))

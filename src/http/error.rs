@@ -41,6 +41,12 @@ pub enum HttpError {
     },
     #[error("{0}")]
     MethodNotAllowed(&'static str),
+    /// GET or DELETE without `Mcp-Session-Id`: only legacy sessions have streams to open and
+    /// sessions to end; a 2026-07-28 client POSTs everything.
+    #[error(
+        "Method Not Allowed: {0} /mcp serves legacy sessions only (send Mcp-Session-Id); protocol 2026-07-28 uses POST alone"
+    )]
+    NoLegacySession(&'static str),
     #[error("{0}")]
     NotAcceptable(&'static str),
     #[error("request body exceeds the limit of {0} bytes")]
@@ -52,6 +58,14 @@ pub enum HttpError {
     UnsupportedMediaType(&'static str),
     #[error("{0}")]
     Unavailable(String),
+    /// A modern (2026-07-28) request that the era's rules refuse: 404 for a method the era
+    /// does not have, 400 otherwise, with the era's own error code and data.
+    #[error("{error}")]
+    Modern {
+        id: Option<RequestId>,
+        #[source]
+        error: crate::protocol::ModernError,
+    },
     /// A limit refused the request (429; see `throttle.rs`).
     #[error(transparent)]
     Limited(#[from] crate::limits::LimitExceeded),
@@ -81,6 +95,7 @@ impl HttpError {
             HttpError::Answering { error, .. } => error.code(),
             HttpError::Parse(_) => ErrorCode::PARSE_ERROR,
             HttpError::Rejected { code, .. } => *code,
+            HttpError::Modern { error, .. } => error.code(),
             HttpError::SessionNotFound => SESSION_NOT_FOUND,
             HttpError::Unavailable(_) => ErrorCode::INTERNAL_ERROR,
             HttpError::Limited(_) => crate::limits::LimitExceeded::CODE,
@@ -93,14 +108,24 @@ impl HttpError {
         match self {
             HttpError::Unavailable(_) => Some((RETRY_AFTER, RETRY_AFTER_SECONDS)),
             HttpError::MethodNotAllowed(_) => Some((ALLOW, "GET, POST, DELETE")),
+            HttpError::NoLegacySession(_) => Some((ALLOW, "POST")),
             HttpError::Answering { error, .. } => error.advice_header(),
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC error's `data`, for the refusals that define one.
+    fn data(&self) -> Option<serde_json::Value> {
+        match self {
+            HttpError::Modern { error, .. } => error.data(),
+            HttpError::Answering { error, .. } => error.data(),
             _ => None,
         }
     }
 
     fn id(&self) -> Option<&RequestId> {
         match self {
-            HttpError::Rejected { id, .. } => id.as_ref(),
+            HttpError::Rejected { id, .. } | HttpError::Modern { id, .. } => id.as_ref(),
             HttpError::Answering { id, .. } => Some(id),
             _ => None,
         }
@@ -113,13 +138,20 @@ impl ResponseError for HttpError {
             HttpError::BadRequest(_) | HttpError::Parse(_) | HttpError::Rejected { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            HttpError::Modern {
+                error: crate::protocol::ModernError::MethodNotFound(_),
+                ..
+            } => StatusCode::NOT_FOUND,
+            HttpError::Modern { .. } => StatusCode::BAD_REQUEST,
             HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::SessionNotFound => StatusCode::NOT_FOUND,
             HttpError::Unauthenticated { refusal, .. } if refusal.is_forbidden() => {
                 StatusCode::FORBIDDEN
             }
             HttpError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::MethodNotAllowed(_) | HttpError::NoLegacySession(_) => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             HttpError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -131,7 +163,10 @@ impl ResponseError for HttpError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let body = error_response(self.id(), self.code(), self.to_string());
+        let mut body = error_response(self.id(), self.code(), self.to_string());
+        if let Some(data) = self.data() {
+            body["error"]["data"] = data;
+        }
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((CONTENT_TYPE, "application/json"));
         if let HttpError::Unauthenticated { challenge, .. } = self {

@@ -33,8 +33,8 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
     throttle::admit(state, &principal).await?;
     guard::check_no_body(request)?;
     guard::check_get_accept(request)?;
+    let id = guard::legacy_session_id(request, "GET")?;
     guard::protocol_version(request)?;
-    let id = guard::session_id(request)?;
     let session = state
         .gateway
         .lookup(&id, Caller::Client(&principal))

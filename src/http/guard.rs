@@ -10,6 +10,7 @@ use actix_web::http::header::{
 use super::HttpSettings;
 use super::error::HttpError;
 use crate::protocol::ProtocolVersion;
+use crate::protocol::era::MODERN_VERSIONS;
 use crate::session::SessionId;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -198,6 +199,20 @@ pub fn session_id(request: &HttpRequest) -> Result<SessionId, HttpError> {
         HttpError::BadRequest("Bad Request: Mcp-Session-Id header is required".into())
     })?;
     SessionId::parse(value).ok_or(HttpError::SessionNotFound)
+}
+
+/// The session id of a GET or DELETE. Without one, the request's era decides: one that
+/// declares a modern `MCP-Protocol-Version` gets 405 (the modern era has only POST); a legacy
+/// one (or one without the header, taken as 2025-03-26) gets the legacy 400.
+pub fn legacy_session_id(
+    request: &HttpRequest,
+    method: &'static str,
+) -> Result<SessionId, HttpError> {
+    let modern = header(request, VERSION_HEADER).is_some_and(|v| MODERN_VERSIONS.contains(&v));
+    if modern && !request.headers().contains_key(SESSION_HEADER) {
+        return Err(HttpError::NoLegacySession(method));
+    }
+    session_id(request)
 }
 
 /// A POST asking to switch to WebSocket is refused (400) before its body is read: we do not

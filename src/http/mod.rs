@@ -12,9 +12,11 @@ mod delete;
 mod error;
 mod get;
 mod guard;
+mod mirrored;
 mod oauth_metadata;
 mod post;
 mod sse;
+mod stateless;
 mod throttle;
 mod trace_context;
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::web::{self, Payload};
 use actix_web::{HttpRequest, HttpResponse};
-use rmcp::model::ErrorCode;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
@@ -120,6 +119,10 @@ async fn dispatch(
     incoming: Incoming,
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
+    if let Some(modern) = super::stateless::modern_request(request, &incoming) {
+        let modern = modern.clone();
+        return super::stateless::serve(request, principal, modern, state).await;
+    }
     guard::protocol_version(request)?;
     if let Some(first) = first_session_less(&incoming)? {
         return initialize(first, principal, state).await;
@@ -157,39 +160,28 @@ async fn dispatch(
     answer(&state.gateway, session, requests, incoming.batch, state).await
 }
 
-/// The `initialize` (or `server/discover`) that may come without a session, with its method.
-fn first_session_less(incoming: &Incoming) -> Result<Option<(Method, &Request)>, HttpError> {
+/// The `initialize` that may come without a session.
+fn first_session_less(incoming: &Incoming) -> Result<Option<&Request>, HttpError> {
     let initialize = incoming.messages.iter().find_map(|m| match m {
-        Message::Request(r) => match Method::parse(&r.method) {
-            method @ (Method::Initialize | Method::Discover) => Some((method, r)),
-            _ => None,
-        },
+        Message::Request(r) if Method::parse(&r.method) == Method::Initialize => Some(r),
         _ => None,
     });
-    let Some((method, request)) = initialize else {
+    let Some(request) = initialize else {
         return Ok(None);
     };
     if incoming.batch {
-        return Err(HttpError::BadRequest(format!(
-            "Bad Request: {} must not be part of a batch",
-            request.method
-        )));
+        return Err(HttpError::BadRequest(
+            "Bad Request: initialize must not be part of a batch".into(),
+        ));
     }
-    Ok(Some((method, request)))
+    Ok(Some(request))
 }
 
 async fn initialize(
-    (method, request): (Method, &Request),
+    request: &Request,
     principal: &Principal,
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
-    if method == Method::Discover {
-        return Err(HttpError::Rejected {
-            id: Some(request.id.clone()),
-            code: ErrorCode::INVALID_REQUEST,
-            message: "server/discover (protocol 2026-07-28) is not supported by this server; initialize with 2025-11-25 or earlier".into(),
-        });
-    }
     let (id, result) = state
         .gateway
         .initialize(request, principal, state.settings.max_client_metadata_bytes)
@@ -213,7 +205,7 @@ async fn initialize(
         .body(body.to_string()))
 }
 
-fn rejected(error: MessageRejected) -> HttpError {
+pub(super) fn rejected(error: MessageRejected) -> HttpError {
     match error {
         MessageRejected::Limited { id, limit } => throttle::limited(&id, limit),
         error => HttpError::Rejected {

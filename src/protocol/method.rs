@@ -143,6 +143,7 @@ impl Method {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Method::Initialize
+            | Method::Discover
             | Method::Ping
             | Method::List(_)
             | Method::CallTool
@@ -153,6 +154,38 @@ impl Method {
             | Method::Complete
             | Method::SetLevel => self.known_name().unwrap_or("other"),
             _ => "other",
+        }
+    }
+
+    /// Whether a client may send this request in the modern (2026-07-28) era: `initialize`,
+    /// `ping`, `logging/setLevel` and resource subscriptions are gone there.
+    pub fn served_in_modern_era(&self) -> bool {
+        matches!(
+            self,
+            Method::Discover
+                | Method::List(_)
+                | Method::CallTool
+                | Method::GetPrompt
+                | Method::ReadResource
+                | Method::Complete
+        )
+    }
+
+    /// Whether a modern result of this method carries `ttlMs` and `cacheScope`.
+    pub fn is_cacheable(&self) -> bool {
+        matches!(
+            self,
+            Method::Discover | Method::List(_) | Method::ReadResource
+        )
+    }
+
+    /// The params field a modern request mirrors in its `Mcp-Name` header, for the methods
+    /// that name what they act on.
+    pub fn mirrored_name_field(&self) -> Option<&'static str> {
+        match self {
+            Method::CallTool | Method::GetPrompt => Some("name"),
+            Method::ReadResource => Some("uri"),
+            _ => None,
         }
     }
 
@@ -237,6 +270,7 @@ mod tests {
             .collect();
         let expected = [
             "initialize",
+            "server/discover",
             "ping",
             "tools/list",
             "prompts/list",
@@ -251,7 +285,6 @@ mod tests {
             "logging/setLevel",
         ];
         assert_eq!(labelled, expected);
-        assert_eq!(Method::parse("server/discover").metric_label(), "other");
         assert_eq!(Method::parse("x/y").metric_label(), "other");
     }
 

@@ -56,6 +56,23 @@ pub struct UpstreamSession {
     pub protocol_version: Option<String>,
 }
 
+impl UpstreamSession {
+    /// What a modern request to an upstream goes with: no session, the modern revision.
+    pub fn modern() -> Self {
+        Self {
+            session_id: None,
+            protocol_version: Some(crate::protocol::era::MODERN_VERSIONS[0].to_owned()),
+        }
+    }
+
+    /// Whether requests in this upstream session are modern ones.
+    pub fn is_modern(&self) -> bool {
+        self.protocol_version
+            .as_deref()
+            .is_some_and(|v| crate::protocol::era::MODERN_VERSIONS.contains(&v))
+    }
+}
+
 /// The parts of a record fixed at `initialize`, stored together.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordCore {

@@ -31,14 +31,16 @@ use super::framing::EventBound;
 use super::outlet::{DropReason, Outlet};
 use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::UpstreamConfig;
-use crate::protocol::ProtocolVersion;
 use crate::protocol::jsonrpc::{Message, Request, RequestId, notification_value, request_value};
+use crate::protocol::{ProtocolVersion, era};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 use crate::sync::lock;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const LAST_EVENT_HEADER: &str = "last-event-id";
+const METHOD_HEADER: &str = "mcp-method";
+const NAME_HEADER: &str = "mcp-name";
 /// How many times one response stream is resumed before giving up.
 const MAX_RESUMES: usize = 10;
 /// Pause before resuming when the upstream gave no `retry` hint.
@@ -347,6 +349,25 @@ impl Inner {
         request
     }
 
+    /// The headers a modern request mirrors its method and name in.
+    fn with_mirrored(
+        request: reqwest::RequestBuilder,
+        message: &Value,
+        session: &UpstreamSession,
+    ) -> reqwest::RequestBuilder {
+        let Some(method) = message.get("method").and_then(Value::as_str) else {
+            return request;
+        };
+        if !session.is_modern() {
+            return request;
+        }
+        let mut request = request.header(METHOD_HEADER, method);
+        if let Some(name) = era::mirrored_name(method, message.get("params")) {
+            request = request.header(NAME_HEADER, name);
+        }
+        request
+    }
+
     /// POSTs one message, in the current trace (`traceparent`), and checks the status.
     async fn post(
         &self,
@@ -360,6 +381,7 @@ impl Inner {
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .json(message);
+        let request = Self::with_mirrored(request, message, session);
         let response = self
             .with_session(request, session)
             .send()
@@ -368,6 +390,9 @@ impl Inner {
                 self.health.mark_down();
                 self.transport(e)
             })?;
+        if session.is_modern() && carries_rpc_error(&response) {
+            return Ok(response);
+        }
         self.check_status(response)
     }
 
@@ -737,6 +762,14 @@ impl SseCursor {
         }
         false
     }
+}
+
+/// Whether a modern answer is a refusal with a JSON-RPC error body (400 for a bad request,
+/// 404 for an unknown method): relayed to the client as the error it is.
+fn carries_rpc_error(response: &reqwest::Response) -> bool {
+    matches!(response.status().as_u16(), 400 | 404)
+        && header_text(response.headers(), CONTENT_TYPE.as_str())
+            .is_some_and(|ct| ct.starts_with("application/json"))
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -12,6 +12,7 @@
 //! team or per session (`isolated.rs`); `child.rs` is one child's connection either way.
 
 mod child;
+mod era;
 mod framing;
 mod http;
 mod isolated;
@@ -26,7 +27,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::isolation::Isolation;
-use crate::config::{StandaloneMode, TransportKind, UpstreamConfig};
+use crate::config::{StandaloneMode, TransportKind, UpstreamConfig, UpstreamEra};
 use crate::glob_filter::GlobFilter;
 use crate::protocol::ServerCapability;
 use crate::protocol::jsonrpc::{Message, Notification, Request, RequestId, Response};
@@ -190,6 +191,8 @@ pub struct Upstream {
     /// Who keeps a session's standalone GET stream open (HTTP upstreams).
     pub standalone: StandaloneMode,
     pub transport: Transport,
+    era_setting: UpstreamEra,
+    era: era::EraCache,
 }
 
 impl Upstream {
@@ -212,6 +215,8 @@ impl Upstream {
             timeout: config.timeout,
             standalone: config.standalone.unwrap_or_default(),
             transport,
+            era_setting: config.era,
+            era: era::EraCache::default(),
         })
     }
 
@@ -231,15 +236,41 @@ impl Upstream {
 
     /// Whether the upstream's last `initialize` answer declared a server capability.
     pub fn has_capability(&self, capability: ServerCapability) -> bool {
-        let init = match &self.transport {
+        self.last_init()
+            .is_some_and(|init| init.capabilities.get(capability.key()).is_some())
+    }
+
+    /// The upstream's last `initialize` (or `server/discover`) answer on this replica; `None`
+    /// before the first.
+    pub fn last_init(&self) -> Option<InitInfo> {
+        crate::sync::lock(self.last_init_slot()).clone()
+    }
+
+    fn last_init_slot(&self) -> &std::sync::Mutex<Option<InitInfo>> {
+        match &self.transport {
             Transport::Stdio(stdio) => stdio.last_init(),
             Transport::Isolated(pool) => pool.last_init(),
             Transport::Http(http) => http.last_init(),
-        };
-        init.lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .as_ref()
-            .is_some_and(|init| init.capabilities.get(capability.key()).is_some())
+        }
+    }
+
+    /// Keeps what a modern upstream's `server/discover` says, where no `initialize` has yet.
+    fn learn_from_discovery(&self, result: &Value) {
+        let mut slot = crate::sync::lock(self.last_init_slot());
+        if slot.is_none() {
+            *slot = Some(InitInfo {
+                protocol_version: era::MODERN_VERSION.to_owned(),
+                capabilities: result.get("capabilities").cloned().unwrap_or_default(),
+                server_info: result
+                    .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
+                    .cloned()
+                    .unwrap_or_default(),
+                instructions: result
+                    .get("instructions")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            });
+        }
     }
 
     /// Whether the upstream answers now, as far as this replica knows: a stdio child that is up,
@@ -251,6 +282,48 @@ impl Upstream {
             Transport::Isolated(_) => true,
             Transport::Http(http) => http.is_healthy(),
         }
+    }
+
+    /// Whether this upstream speaks the modern era (see `era.rs`), probing it if need be.
+    pub async fn speaks_modern(&self) -> bool {
+        if self.is_isolated() || self.era_setting == UpstreamEra::Legacy {
+            return false;
+        }
+        self.era.is_modern(self.probe_modern()).await
+    }
+
+    /// Forgets the upstream's era: it refused a modern request at the transport level.
+    pub fn forget_era(&self) {
+        self.era.forget();
+    }
+
+    async fn probe_modern(&self) -> bool {
+        let request = Request {
+            id: RequestId::String("mcpgate-discover".into()),
+            method: "server/discover".into(),
+            params: Some(era::probe_params()),
+        };
+        let ctx = CallContext {
+            session: SessionId::generate(),
+            upstream_session: UpstreamSession::modern(),
+        };
+        let probe = async {
+            let messages = self.request(&ctx, request).await.ok()?;
+            match response_of(messages).await? {
+                Ok(result) if era::lists_modern_version(&result) => {
+                    self.learn_from_discovery(&result);
+                    Some(true)
+                }
+                Ok(_) | Err(_) => Some(false),
+            }
+        };
+        let modern = tokio::time::timeout(era::PROBE_TIMEOUT, probe)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        tracing::info!(upstream = %self.name, modern, "probed the upstream's protocol era");
+        modern
     }
 
     /// Whether this upstream needs a per-session upstream session (HTTP) or not (stdio).
@@ -416,12 +489,24 @@ pub fn restore_request(method: &str, params: Value) -> Request {
 
 /// Whether the response among `messages` is a success; whatever else the upstream sends
 /// meanwhile is for no client. `None` when the exchange ended without a response.
-pub async fn response_succeeded(mut messages: mpsc::Receiver<UpstreamEvent>) -> Option<bool> {
+pub async fn response_succeeded(messages: mpsc::Receiver<UpstreamEvent>) -> Option<bool> {
+    Some(response_of(messages).await?.is_ok())
+}
+
+/// The outcome of the response among `messages`; `None` when none came.
+async fn response_of(mut messages: mpsc::Receiver<UpstreamEvent>) -> Option<Result<Value, Value>> {
     loop {
         if let UpstreamEvent::Message(Message::Response(response)) = messages.recv().await? {
-            return Some(response.outcome.is_ok());
+            return Some(response.outcome);
         }
     }
+}
+
+/// Every client capability the gateway can serve an upstream's requests for: what an
+/// upstream connection shared by many clients is initialized with. Each request is then
+/// gated by what its own client declared.
+pub fn relayable_capabilities() -> Value {
+    serde_json::json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": true}})
 }
 
 /// Channel for one forwarded request.

@@ -203,6 +203,6 @@ fn gateway_params() -> Value {
     super::initialize_params(
         ProtocolVersion::LATEST.as_str(),
         &json!({"name": "mcpgate", "version": env!("CARGO_PKG_VERSION")}),
-        &json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": true}}),
+        &super::relayable_capabilities(),
     )
 }

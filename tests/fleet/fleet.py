@@ -494,6 +494,8 @@ class Fleet:
 
     def _gateway_config(self) -> str:
         def value(v) -> str:
+            if isinstance(v, dict):  # a TOML inline table
+                return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
             return json.dumps(v)  # a JSON string/list of strings is valid TOML
 
         server = ['listen = "127.0.0.1:0"', f"hmac_key = {value(HMAC_KEY)}"]
@@ -511,6 +513,9 @@ class Fleet:
             if kind == "stdio":
                 table["command"] = str(FIXTURE_BIN)
                 table["args"] = ["stdio", "--name", name]
+                # One child per replica: they share the key of their MRTR requestState, as the
+                # instances of a scaled-out upstream would, so a retry may reach any of them.
+                table["env"] = {"MCPGATE_FIXTURE_STATE_KEY": "fleet-fixture-state-key"}
             else:
                 fixture = Proc(f"fixture-{name}",
                                [str(FIXTURE_BIN), "http", "--listen", "127.0.0.1:0", "--name", name], self.logdir)

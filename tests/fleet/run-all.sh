@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every fleet test: the Python SDK fleet tests and the SIGSTOP drill with Python and TypeScript
+# Every fleet test: the Python SDK fleet tests (legacy sessions in test_fleet.py, 2026-07-28 in
+# the `fleet`-marked tests of test_modern.py) and the SIGSTOP drill with Python and TypeScript
 # clients (pytest, each test starts its own fleet), the
 # TypeScript SDK fleet test (once per upstream transport, under `fleet.py run`), and the
 # conformance suite against the fleet. Runs all of them, then exits non-zero if any failed.
@@ -27,6 +28,8 @@ step() {
 
 step "Python SDK (pytest tests/e2e/python/test_fleet.py)" \
   timeout 300 "$venv/bin/python" -m pytest -v -s tests/e2e/python/test_fleet.py
+step "Python SDK at 2026-07-28 (pytest -m fleet tests/e2e/python/test_modern.py)" \
+  timeout 300 "$venv/bin/python" -m pytest -v -s -m fleet tests/e2e/python/test_modern.py
 step "drill: frozen Python and TypeScript clients (pytest tests/e2e/python/test_drill.py)" \
   timeout 400 "$venv/bin/python" -m pytest -v -s tests/e2e/python/test_drill.py
 for kind in stdio http; do

@@ -2,7 +2,9 @@
 # Installs the test tooling into target/tools/ (gitignored). Idempotent: each
 # part is skipped when a marker says the same pinned inputs are already installed.
 #
-#   target/tools/node/   Node 22 (npm package `node`), @modelcontextprotocol/conformance,
+#   target/tools/node/   Node 22 (npm package `node`), @modelcontextprotocol/conformance 0.1.16
+#                        (.bin/conformance) and 0.2.0-alpha.12 (npm alias conformance-next,
+#                        node_modules/conformance-next/dist/index.js),
 #                        @modelcontextprotocol/sdk  -- pinned by tests/tools/package-lock.json
 #   target/tools/venv/   Python venv with mcp + pytest -- pinned by tests/tools/requirements.txt
 #   Debian packages, when missing (apt-get, as root): redis-server, haproxy, openssl;
@@ -40,10 +42,23 @@ else
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
   version="$("$node_bin" --version)"
   [[ "$version" == v22.* ]] || { echo "install.sh: expected node v22, got $version" >&2; exit 1; }
+  # Two conformance suites: `conformance` (.bin) is the pinned stable 0.1.16 used by
+  # tests/conformance/run.sh; 0.2.0-alpha.12 is installed under the npm alias
+  # `conformance-next` (tests/conformance/run-next.sh). Both declare the bin name
+  # `conformance`; npm links bins in node-path order and the first wins, so check that
+  # .bin/conformance really is 0.1.16.
+  conformance_pkg() { "$node_bin" -p "require('$node_dir/node_modules/$1/package.json').version"; }
   [[ -x "$node_dir/node_modules/.bin/conformance" ]] \
     || { echo "install.sh: conformance binary missing after npm ci" >&2; exit 1; }
+  bin_target="$(readlink -f "$node_dir/node_modules/.bin/conformance")"
+  [[ "$bin_target" == "$(readlink -f "$node_dir/node_modules/@modelcontextprotocol/conformance/dist/index.js")" \
+    && "$(conformance_pkg @modelcontextprotocol/conformance)" == 0.1.16 ]] \
+    || { echo "install.sh: .bin/conformance is not conformance 0.1.16 ($bin_target)" >&2; exit 1; }
+  [[ -f "$node_dir/node_modules/conformance-next/dist/index.js" \
+    && "$(conformance_pkg conformance-next)" == 0.2.0-alpha.12 ]] \
+    || { echo "install.sh: conformance-next (0.2.0-alpha.12) missing after npm ci" >&2; exit 1; }
   echo "$node_want" >"$node_marker"
-  say "node tools installed: node $version"
+  say "node tools installed: node $version, conformance 0.1.16 + 0.2.0-alpha.12 (conformance-next)"
 fi
 
 # --- Python venv with the mcp SDK and pytest ----------------------------------------

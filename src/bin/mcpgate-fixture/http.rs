@@ -22,7 +22,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::{reconnect::ReconnectingSessions, server::Fixture};
+use crate::{reconnect::ReconnectingSessions, server::Fixture, subscriptions::Changes};
 
 /// The MCP endpoint.
 const MCP_PATH: &str = "/mcp";
@@ -70,18 +70,26 @@ fn announce(addr: SocketAddr) -> std::io::Result<()> {
     stdout.flush()
 }
 
-/// Builds the rmcp service; each session gets its own [`Fixture`].
+/// Builds the rmcp service; each session (or stateless request) gets its own [`Fixture`], all of
+/// them sharing one [`Changes`].
 fn mcp_service(
     name: Arc<str>,
     sessions: Arc<ReconnectingSessions>,
     shutdown: CancellationToken,
 ) -> McpService {
     let streams = Arc::clone(&sessions);
+    let changes = Changes::default();
     let config = StreamableHttpServerConfig::default()
         .with_allowed_origins(LOCAL_ORIGINS)
         .with_cancellation_token(shutdown);
     StreamableHttpService::new(
-        move || Ok(Fixture::new(Arc::clone(&name), Some(Arc::clone(&streams)))),
+        move || {
+            Ok(Fixture::new(
+                Arc::clone(&name),
+                Some(Arc::clone(&streams)),
+                changes.clone(),
+            ))
+        },
         sessions,
         config,
     )

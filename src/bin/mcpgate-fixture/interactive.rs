@@ -27,7 +27,8 @@ use crate::{server::Fixture, tools::text};
 /// Pause between the steps of the logging and progress tools.
 const STEP: Duration = Duration::from_millis(50);
 
-/// Sends three info-level log notifications, [`STEP`] apart.
+/// Sends three info-level log notifications, [`STEP`] apart, as far as the client's log level
+/// allows (on the 2026-07-28 wire, none unless the request names one).
 pub async fn with_logging(
     fixture: &Fixture,
     context: &RequestContext<RoleServer>,
@@ -43,7 +44,7 @@ pub async fn with_logging(
         }
         fixture
             .log_level
-            .send(&context.peer, LoggingLevel::Info, Value::from(message))
+            .send_for(context, LoggingLevel::Info, Value::from(message))
             .await
             .map_err(peer_error)?;
     }

@@ -1,5 +1,7 @@
 //! Per-session logging level (`logging/setLevel`) and the filtered sending of
-//! `notifications/message` to the client.
+//! `notifications/message` to the client. On the 2026-07-28 wire there is no session level: a
+//! request's `_meta["io.modelcontextprotocol/logLevel"]` says what it wants, and a request
+//! without one gets no log messages.
 //!
 //! rmcp 3.11 marks logging deprecated (SEP-2577, protocol 2026-07-28); the
 //! fixture implements it anyway because the 2025-11-25 surface is under test.
@@ -13,9 +15,11 @@ use std::sync::{
 use rmcp::{
     Peer, RoleServer,
     model::{LoggingLevel, LoggingMessageNotificationParam},
-    service::ServiceError,
+    service::{RequestContext, ServiceError},
 };
 use serde_json::Value;
+
+use crate::era;
 
 /// Logger name carried by every notification the fixture sends.
 const LOGGER: &str = "mcpgate-fixture";
@@ -41,9 +45,38 @@ impl LogLevel {
         if severity(level) < self.0.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let params = LoggingMessageNotificationParam::new(level, data).with_logger(LOGGER);
-        peer.notify_logging_message(params).await
+        notify(peer, level, data).await
     }
+
+    /// Sends `data` at `level` while answering the request of `context`: in a legacy session
+    /// as [`Self::send`] does, on the 2026-07-28 wire only if the request's own log level
+    /// lets it through.
+    pub async fn send_for(
+        &self,
+        context: &RequestContext<RoleServer>,
+        level: LoggingLevel,
+        data: Value,
+    ) -> Result<(), ServiceError> {
+        if !era::is_modern(context) {
+            return self.send(&context.peer, level, data).await;
+        }
+        match context.meta.log_level() {
+            Some(wanted) if severity(level) >= severity(wanted) => {
+                notify(&context.peer, level, data).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Sends one `notifications/message`.
+async fn notify(
+    peer: &Peer<RoleServer>,
+    level: LoggingLevel,
+    data: Value,
+) -> Result<(), ServiceError> {
+    let params = LoggingMessageNotificationParam::new(level, data).with_logger(LOGGER);
+    peer.notify_logging_message(params).await
 }
 
 /// Rank of a level in the syslog order used by MCP (debug lowest).

@@ -3,22 +3,29 @@
 //! It implements the server surface expected by the official conformance suite
 //! (`@modelcontextprotocol/conformance` 0.1.16: every `test_*` tool, resource and
 //! prompt, completion, logging, subscriptions, sampling, elicitation, progress,
-//! SSE polling) plus a few gateway-oriented tools (`echo`, `whoami`, `slow`) and
-//! some that misbehave on purpose (`hostile.rs`).
+//! SSE polling; 0.2.0 on protocol 2026-07-28: multi round-trip requests,
+//! `subscriptions/listen`, the stateless diagnostics) plus a few gateway-oriented tools
+//! (`echo`, `whoami`, `slow`) and some that misbehave on purpose (`hostile.rs`). It serves
+//! legacy sessions (`initialize`) and the 2026-07-28 per-request wire side by side (`era.rs`).
 //!
 //! This file owns the command line and process setup; each concern lives in its
 //! own module.
 
+mod era;
 mod hostile;
 mod http;
+mod input_required;
 mod interactive;
 mod logging;
 mod media;
+mod mrtr;
 mod prompts;
 mod reconnect;
+mod request_state;
 mod resources;
 mod server;
 mod standalone;
+mod subscriptions;
 mod tools;
 
 use std::net::SocketAddr;
@@ -28,7 +35,7 @@ use clap::{Parser, Subcommand};
 use rmcp::ServiceExt as _;
 use tracing_subscriber::EnvFilter;
 
-use crate::server::Fixture;
+use crate::{server::Fixture, subscriptions::Changes};
 
 /// Command line of the fixture server.
 #[derive(Debug, Parser)]
@@ -81,7 +88,7 @@ fn init_tracing() {
 
 /// Serves one session over stdio until the client closes stdin.
 async fn serve_stdio(name: String) -> anyhow::Result<()> {
-    let running = Fixture::new(name, None)
+    let running = Fixture::new(name, None, Changes::default())
         .serve(rmcp::transport::stdio())
         .await
         .context("stdio handshake failed")?;

@@ -1,5 +1,6 @@
 //! Prompts (`prompts/list`, `prompts/get`) and argument completion
-//! (`completion/complete`) for prompt arguments and the resource template.
+//! (`completion/complete`) for prompt arguments and the resource template. The prompt that
+//! needs input from the client lives in `input_required.rs`.
 
 use rmcp::{
     ErrorData as McpError,
@@ -10,7 +11,7 @@ use rmcp::{
 };
 use serde_json::Value;
 
-use crate::media;
+use crate::{input_required, media};
 
 /// Every prompt the fixture offers.
 pub fn catalog() -> Vec<Prompt> {
@@ -41,6 +42,7 @@ pub fn catalog() -> Vec<Prompt> {
             Some("A prompt that carries an image"),
             None,
         ),
+        input_required::prompt(),
     ]
 }
 

@@ -1,6 +1,8 @@
 //! Resources: the static catalog, the `test://template/{id}/data` template,
-//! `resources/read`, and per-session subscriptions. `test://watched-resource`
-//! changes every [`WATCH_PERIOD`]; subscribers get `notifications/resources/updated`.
+//! `resources/read`, and per-session subscriptions (`resources/subscribe`, legacy sessions; the
+//! 2026-07-28 wire subscribes with `subscriptions/listen`, see `subscriptions.rs`).
+//! `test://watched-resource` changes every [`WATCH_PERIOD`]; subscribers get
+//! `notifications/resources/updated`.
 
 use std::{
     collections::HashMap,
@@ -21,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 use crate::media;
 
 /// URI of the resource whose content changes over time.
-const WATCHED_URI: &str = "test://watched-resource";
+pub const WATCHED_URI: &str = "test://watched-resource";
 
 /// How often the watched resource changes.
-const WATCH_PERIOD: Duration = Duration::from_secs(2);
+pub const WATCH_PERIOD: Duration = Duration::from_secs(2);
 
 /// URI prefix and suffix of the template `test://template/{id}/data`.
 const TEMPLATE_PREFIX: &str = "test://template/";

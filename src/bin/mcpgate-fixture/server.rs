@@ -1,5 +1,5 @@
 //! The fixture's `ServerHandler`: per-session state and the mapping of MCP
-//! methods onto the tool, resource, prompt and logging modules.
+//! methods onto the tool, resource, prompt, logging and subscription modules.
 //!
 //! rmcp 3.11 deprecates logging and `resources/subscribe` (SEP-2577, protocol
 //! 2026-07-28); the fixture implements them because 2025-11-25 is under test.
@@ -14,12 +14,21 @@ use rmcp::{
         GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
         ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
         ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-        SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
+        SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+        UnsubscribeRequestParams,
     },
-    service::RequestContext,
+    service::{RequestContext, SubscriptionContext},
 };
 
-use crate::{logging::LogLevel, prompts, reconnect::ReconnectingSessions, resources, tools};
+use crate::{
+    input_required,
+    logging::LogLevel,
+    prompts,
+    reconnect::ReconnectingSessions,
+    resources,
+    subscriptions::{self, Changes},
+    tools,
+};
 
 /// One MCP session's handler. HTTP mode builds a fresh one per session.
 #[derive(Clone)]
@@ -32,29 +41,38 @@ pub struct Fixture {
     pub subscriptions: resources::Subscriptions,
     /// Present in HTTP mode: lets `test_reconnection` close its SSE stream.
     pub streams: Option<Arc<ReconnectingSessions>>,
+    /// List changes, shared by every handler of the process (`subscriptions/listen`).
+    pub changes: Changes,
 }
 
 impl Fixture {
     /// Creates a handler; `streams` is `None` on transports without SSE.
-    pub fn new(name: impl Into<Arc<str>>, streams: Option<Arc<ReconnectingSessions>>) -> Self {
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        streams: Option<Arc<ReconnectingSessions>>,
+        changes: Changes,
+    ) -> Self {
         Self {
             name: name.into(),
             log_level: LogLevel::default(),
             subscriptions: resources::Subscriptions::default(),
             streams,
+            changes,
         }
     }
 }
 
-/// Capabilities advertised at `initialize`.
+/// Capabilities advertised at `initialize` and `server/discover`.
 fn capabilities() -> ServerCapabilities {
     ServerCapabilities::builder()
         .enable_logging()
         .enable_completions()
         .enable_prompts()
+        .enable_prompts_list_changed()
         .enable_resources()
         .enable_resources_subscribe()
         .enable_tools()
+        .enable_tool_list_changed()
         .build()
 }
 
@@ -79,11 +97,18 @@ impl ServerHandler for Fixture {
         Ok(ListToolsResult::with_all_items(tools::catalog()))
     }
 
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        tools::catalog().into_iter().find(|tool| tool.name == name)
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if input_required::is_tool(&request.name) {
+            return input_required::call_tool(request, &context).await;
+        }
         tools::call(self, request, context).await.map(Into::into)
     }
 
@@ -121,6 +146,17 @@ impl ServerHandler for Fixture {
         self.subscriptions.subscribe(request.uri, context.peer)
     }
 
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(subscriptions::accepted_filter(requested))
+    }
+
+    async fn listen(&self, subscription: SubscriptionContext) -> Result<(), McpError> {
+        subscriptions::listen(&self.changes, subscription).await
+    }
+
     async fn unsubscribe(
         &self,
         request: UnsubscribeRequestParams,
@@ -141,8 +177,11 @@ impl ServerHandler for Fixture {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
+        if request.name == input_required::PROMPT {
+            return input_required::get_prompt(request, &context).await;
+        }
         prompts::get(&request.name, request.arguments.unwrap_or_default()).map(Into::into)
     }
 

@@ -1,7 +1,7 @@
 //! The tool catalog (`tools/list`) and `tools/call` dispatch, plus the tools
 //! whose result is fixed content (text, image, audio, embedded resources, errors)
 //! and the gateway helpers `echo`, `whoami` and `slow`. The tools that misbehave on purpose
-//! live in `hostile.rs`.
+//! live in `hostile.rs`; those that need input from the client (MRTR), in `input_required.rs`.
 
 use std::time::Duration;
 
@@ -15,15 +15,23 @@ use rmcp::{
 };
 use serde_json::{Value, json};
 
-use crate::{hostile, interactive, media, reconnect, server::Fixture, standalone};
+use crate::{
+    hostile, input_required, interactive, media, reconnect,
+    server::Fixture,
+    standalone,
+    subscriptions::{self, Change},
+};
 
 /// Name of the tool that closes its own SSE stream mid-call (SEP-1699).
 pub const RECONNECTION_TOOL: &str = "test_reconnection";
 
+/// Name of the tool whose `region` argument clients mirror in `Mcp-Param-Region` (SEP-2243).
+const HEADER_TOOL: &str = "echo_region";
+
 /// Every tool the fixture offers, in a stable order.
 pub fn catalog() -> Vec<Tool> {
     let none = || object_schema(json!({}), &[]);
-    vec![
+    let mut tools = vec![
         Tool::new("test_simple_text", "Returns one text block.", none()),
         Tool::new("test_image_content", "Returns a PNG image block.", none()),
         Tool::new("test_audio_content", "Returns a WAV audio block.", none()),
@@ -126,7 +134,32 @@ pub fn catalog() -> Vec<Tool> {
             "Sleeps `ms` milliseconds (cancellable; progress 0 first when asked), then returns \"done\".",
             slow_schema(),
         ),
-    ]
+        Tool::new(
+            "test_logging_tool",
+            "Sends three info log notifications, only as far as the client's log level allows.",
+            none(),
+        ),
+        Tool::new(
+            "test_trigger_tool_change",
+            "Announces a tool list change (to subscriptions/listen streams; in a session, to its client).",
+            none(),
+        ),
+        Tool::new(
+            "test_trigger_prompt_change",
+            "Announces a prompt list change (to subscriptions/listen streams; in a session, to its client).",
+            none(),
+        ),
+        Tool::new(
+            HEADER_TOOL,
+            "Returns its `region` argument, which clients mirror in the Mcp-Param-Region header.",
+            object_schema(
+                json!({"region": {"type": "string", "x-mcp-header": "Region"}}),
+                &["region"],
+            ),
+        ),
+    ];
+    tools.extend(input_required::catalog());
+    tools
 }
 
 /// Runs the tool named in `request`.
@@ -148,7 +181,9 @@ pub async fn call(
         "test_error_handling" => Ok(CallToolResult::error(vec![ContentBlock::text(
             "This tool intentionally returns an error for testing",
         )])),
-        "test_tool_with_logging" => interactive::with_logging(fixture, &context).await,
+        "test_tool_with_logging" | "test_logging_tool" => {
+            interactive::with_logging(fixture, &context).await
+        }
         "test_tool_with_progress" => interactive::with_progress(&context).await,
         "test_sampling" => interactive::sampling(&context, string_arg(&args, "prompt")?).await,
         "test_elicitation" => {
@@ -171,6 +206,13 @@ pub async fn call(
         "environment" => Ok(hostile::environment()),
         "huge_line" => hostile::huge_line(fixture, &context, &args).await,
         "flood_notifications" => Ok(hostile::flood_notifications(fixture, &context, &args)),
+        "test_trigger_tool_change" => {
+            Ok(subscriptions::trigger(&fixture.changes, &context, Change::Tools).await)
+        }
+        "test_trigger_prompt_change" => {
+            Ok(subscriptions::trigger(&fixture.changes, &context, Change::Prompts).await)
+        }
+        HEADER_TOOL => Ok(text(string_arg(&args, "region")?)),
         other => Err(McpError::invalid_params(
             format!("Unknown tool: {other}"),
             None,
@@ -256,7 +298,7 @@ async fn slow(
 }
 
 /// `{"type": "object", "properties": …, "required": …}`.
-fn object_schema(properties: Value, required: &[&str]) -> JsonObject {
+pub fn object_schema(properties: Value, required: &[&str]) -> JsonObject {
     let mut schema = JsonObject::new();
     schema.insert("type".into(), "object".into());
     schema.insert("properties".into(), properties);
@@ -305,28 +347,35 @@ fn slow_schema() -> JsonObject {
     )
 }
 
-/// Input schema using `$schema`, `$defs`, `$ref` and `additionalProperties`.
+/// Input schema of `json_schema_2020_12_tool`, as the conformance suite expects it: `$schema`,
+/// `$defs` with an `$anchor`, `$ref`, `enum`, `allOf`/`anyOf`, `if`/`then`/`else` and
+/// `additionalProperties`.
 fn json_schema_2020_12() -> JsonObject {
-    let mut schema = object_schema(
-        json!({
-            "name": {"type": "string"},
-            "address": {"$ref": "#/$defs/address"}
-        }),
-        &[],
-    );
-    schema.insert(
-        "$schema".into(),
-        "https://json-schema.org/draft/2020-12/schema".into(),
-    );
-    schema.insert(
-        "$defs".into(),
-        json!({
+    serde_json::from_value(json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "$defs": {
             "address": {
+                "$anchor": "addressDef",
                 "type": "object",
                 "properties": {"street": {"type": "string"}, "city": {"type": "string"}}
             }
-        }),
-    );
-    schema.insert("additionalProperties".into(), false.into());
-    schema
+        },
+        "properties": {
+            "name": {"type": "string"},
+            "address": {"$ref": "#/$defs/address"},
+            "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+            "phone": {"type": "string"},
+            "email": {"type": "string"}
+        },
+        "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+        "if": {
+            "properties": {"contactMethod": {"const": "phone"}},
+            "required": ["contactMethod"]
+        },
+        "then": {"required": ["phone"]},
+        "else": {"required": ["email"]},
+        "additionalProperties": false
+    }))
+    .expect("a JSON object")
 }

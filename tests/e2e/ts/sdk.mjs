@@ -15,3 +15,8 @@ export const {
   LoggingMessageNotificationSchema,
   ResourceUpdatedNotificationSchema,
 } = require('@modelcontextprotocol/sdk/types.js');
+
+// The v2 client package (@modelcontextprotocol/client), the one that speaks 2026-07-28.
+const modern = require('@modelcontextprotocol/client');
+export const ModernClient = modern.Client;
+export const ModernTransport = modern.StreamableHTTPClientTransport;

@@ -1,0 +1,110 @@
+//! Forwarding a modern request to an upstream that speaks the modern era too: the client's
+//! `_meta` goes along, there is no upstream session, and multi round-trip state is sealed.
+//!
+//! An upstream's `input_required` result reaches the client with the gateway's own
+//! `requestState` (see [`super::request_state`]), which wraps the upstream's. The client's
+//! retry, on any replica, is opened and checked against who sends it and what it asks for;
+//! the upstream gets its own state back, and the client's `inputResponses` as they are.
+
+use std::sync::Arc;
+
+use rmcp::model::ErrorCode;
+use serde_json::{Value, json};
+
+use super::capabilities::ClientCapabilities;
+use super::forward::upstream_failure;
+use super::request_state::Binding;
+use super::{Gateway, Outbox, Outcome, Session, error_object};
+use crate::protocol::jsonrpc::Request;
+use crate::session::UpstreamSession;
+use crate::upstream::{CallContext, Upstream, UpstreamError};
+
+const REQUEST_STATE: &str = "requestState";
+
+impl Gateway {
+    /// Sends a modern request to a modern upstream and seals what it asks to be sent back.
+    pub(super) async fn forward_modern(
+        &self,
+        session: &Session,
+        upstream: &Arc<Upstream>,
+        mut request: Request,
+        outbox: &Outbox,
+    ) -> Outcome {
+        let binding = binding(session, &request);
+        self.open_request_state(upstream, &mut request, &binding)?;
+        let ctx = CallContext {
+            session: session.id.clone(),
+            upstream_session: UpstreamSession::modern(),
+        };
+        let messages = upstream
+            .request(&ctx, request.clone())
+            .await
+            .map_err(|error| {
+                if matches!(error, UpstreamError::Status { .. }) {
+                    upstream.forget_era();
+                }
+                upstream_failure(&error)
+            })?;
+        let capabilities = ClientCapabilities::modern(&session.record.client_capabilities);
+        let mut result = self
+            .exchange(&ctx, &capabilities, upstream, &request.id, messages, outbox)
+            .await?;
+        if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+            let inner = result
+                .get(REQUEST_STATE)
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let sealed = self.sealer.seal(&upstream.name, inner, binding);
+            result[REQUEST_STATE] = json!(sealed);
+        }
+        Ok(result)
+    }
+
+    /// Replaces the client's sealed `requestState` with the upstream's own (or removes it when
+    /// the upstream gave none); a state that does not open is the client's error.
+    fn open_request_state(
+        &self,
+        upstream: &Upstream,
+        request: &mut Request,
+        binding: &Binding,
+    ) -> Result<(), Value> {
+        let Some(params) = request.params.as_mut().and_then(Value::as_object_mut) else {
+            return Ok(());
+        };
+        let Some(state) = params.remove(REQUEST_STATE) else {
+            return Ok(());
+        };
+        let invalid = |reason: String| error_object(ErrorCode::INVALID_PARAMS, reason);
+        let state = state
+            .as_str()
+            .ok_or_else(|| invalid("params.requestState must be a string".into()))?;
+        let opened = self
+            .sealer
+            .open(state, binding)
+            .map_err(|error| invalid(error.to_string()))?;
+        if opened.upstream != upstream.name {
+            return Err(invalid(
+                super::request_state::StateError::Foreign.to_string(),
+            ));
+        }
+        if let Some(inner) = opened.inner {
+            params.insert(REQUEST_STATE.into(), json!(inner));
+        }
+        Ok(())
+    }
+}
+
+/// What a request's state is bound to: its caller, its method and what it names (as the
+/// upstream knows it).
+fn binding(session: &Session, request: &Request) -> Binding {
+    let params = request.params.as_ref();
+    let target = ["name", "uri"]
+        .iter()
+        .find_map(|field| params?.get(*field)?.as_str())
+        .unwrap_or_default();
+    Binding {
+        owner: session.record.owner.clone(),
+        method: request.method.clone(),
+        target: target.to_owned(),
+    }
+}

@@ -1,0 +1,56 @@
+//! The request metadata a modern (2026-07-28) POST mirrors in headers: `MCP-Protocol-Version`,
+//! `Mcp-Method` and `Mcp-Name`. `Mcp-Name` may carry its value Base64-encoded as
+//! `=?base64?…?=` (for values that are not plain visible ASCII); it is decoded here, so
+//! [`crate::protocol::era`] compares decoded values with the body. A header that comes twice,
+//! or is not visible ASCII, counts as malformed.
+
+use actix_web::HttpRequest;
+
+use super::guard::VERSION_HEADER;
+use crate::protocol::Mirrored;
+use crate::protocol::era::decode_header_value;
+
+pub const METHOD_HEADER: &str = "mcp-method";
+pub const NAME_HEADER: &str = "mcp-name";
+
+/// The mirrored values of `request`, decoded.
+pub fn read(request: &HttpRequest) -> Mirrored {
+    Mirrored {
+        protocol_version: plain(request, VERSION_HEADER).and_then(Result::ok),
+        method: plain(request, METHOD_HEADER).and_then(Result::ok),
+        name: plain(request, NAME_HEADER).map(|value| value.and_then(|v| decode_header_value(&v))),
+    }
+}
+
+/// A header's one value as text; `Err` when it is repeated or not visible ASCII.
+fn plain(request: &HttpRequest, name: &str) -> Option<Result<String, String>> {
+    let mut values = request.headers().get_all(name);
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(Err(format!("the {name} header must appear at most once")));
+    }
+    Some(
+        first
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| format!("the {name} header holds characters outside visible ASCII")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_decodes_the_headers() {
+        let request = actix_web::test::TestRequest::post()
+            .insert_header((VERSION_HEADER, "2026-07-28"))
+            .insert_header((METHOD_HEADER, "tools/call"))
+            .insert_header((NAME_HEADER, "=?base64?IHBhZGRlZCA=?="))
+            .to_http_request();
+        let mirrored = read(&request);
+        assert_eq!(mirrored.protocol_version.as_deref(), Some("2026-07-28"));
+        assert_eq!(mirrored.method.as_deref(), Some("tools/call"));
+        assert_eq!(mirrored.name, Some(Ok(" padded ".into())));
+    }
+}

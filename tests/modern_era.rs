@@ -1,0 +1,542 @@
+//! Protocol 2026-07-28 on `/mcp`, beside the legacy sessions: requests carrying their version
+//! and capabilities in `_meta` are served without a session, through the real fixture over
+//! stdio and HTTP, spoken to in the modern era when it speaks it (`era = "auto"`) and through
+//! a legacy upstream session otherwise (`era = "legacy"`).
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::redis::RedisServer;
+use support::{Gateway, INVALID_PARAMS, METHOD_NOT_FOUND};
+
+const MODERN: &str = "2026-07-28";
+const HEADER_MISMATCH: i64 = -32020;
+const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+const UNSUPPORTED_VERSION: i64 = -32022;
+
+fn meta(capabilities: Value) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-test", "version": "1"},
+    })
+}
+
+/// The params of a modern request: `params` with the standard `_meta`.
+fn with_meta(mut params: Value, capabilities: Value) -> Value {
+    params["_meta"] = meta(capabilities);
+    params
+}
+
+/// POSTs a modern request with the headers a conforming client mirrors, `overrides` applied
+/// (an empty value removes a header).
+async fn modern(
+    gw: &Gateway,
+    method: &str,
+    params: Value,
+    overrides: &[(&str, &str)],
+) -> support::Reply {
+    let body = json!({"jsonrpc": "2.0", "id": gw.next_id(), "method": method, "params": params});
+    let name = ["name", "uri"]
+        .iter()
+        .find_map(|f| params.get(*f).and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_owned();
+    let mut headers = vec![("mcp-protocol-version", MODERN), ("mcp-method", method)];
+    if !name.is_empty() {
+        headers.push(("mcp-name", name.as_str()));
+    }
+    headers.extend_from_slice(overrides);
+    gw.post(None, body.to_string(), &headers).await
+}
+
+async fn call(gw: &Gateway, tool: &str, arguments: Value) -> Value {
+    let params = with_meta(json!({"name": tool, "arguments": arguments}), json!({}));
+    let reply = modern(gw, "tools/call", params, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert!(
+        reply.header("mcp-session-id").is_none(),
+        "a session was issued: {reply:?}"
+    );
+    response_of(&reply)
+}
+
+/// The JSON-RPC response of a reply, JSON or SSE.
+fn response_of(reply: &support::Reply) -> Value {
+    if reply.content_type().starts_with("text/event-stream") {
+        let events = reply.sse_events();
+        let last = events
+            .last()
+            .unwrap_or_else(|| panic!("empty stream: {reply:?}"));
+        return last.json();
+    }
+    reply.json()
+}
+
+fn text_of(response: &Value) -> &str {
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn discover_lists_both_eras_and_the_merged_capabilities() {
+    let gw = Gateway::builder().remote().start().await;
+    let reply = modern(&gw, "server/discover", with_meta(json!({}), json!({})), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let result = &reply.json()["result"];
+    assert_eq!(result["supportedVersions"][0], json!(MODERN), "{result}");
+    assert!(
+        result["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2025-11-25"))
+    );
+    for capability in ["tools", "prompts", "resources"] {
+        assert!(result["capabilities"].get(capability).is_some(), "{result}");
+    }
+    assert_eq!(result["resultType"], json!("complete"));
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        json!("mcpgate")
+    );
+    assert_eq!(
+        (result["ttlMs"].clone(), result["cacheScope"].clone()),
+        (json!(0), json!("public"))
+    );
+    assert!(
+        result["instructions"]
+            .as_str()
+            .is_some_and(|i| i.contains("## remote")),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn tools_resources_and_prompts_work_over_stdio_and_http_upstreams() {
+    let gw = Gateway::builder().remote().start().await;
+    for upstream in ["local", "remote"] {
+        let response = call(&gw, &format!("{upstream}__echo"), json!({"text": upstream})).await;
+        assert_eq!(text_of(&response), upstream, "{response}");
+        assert_eq!(response["result"]["resultType"], json!("complete"));
+        assert_eq!(
+            response["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+            json!("mcpgate"),
+            "the gateway answers as itself: {response}"
+        );
+        let who = call(&gw, &format!("{upstream}__whoami"), json!({})).await;
+        assert_eq!(text_of(&who), upstream, "{who}");
+    }
+    let list = modern(&gw, "tools/list", with_meta(json!({}), json!({})), &[]).await;
+    let result = &response_of(&list)["result"];
+    let names: Vec<&str> = result["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"local__echo") && names.contains(&"remote__echo"),
+        "{names:?}"
+    );
+    assert_eq!(
+        (result["ttlMs"].clone(), result["cacheScope"].clone()),
+        (json!(0), json!("private"))
+    );
+    let read = modern(
+        &gw,
+        "resources/read",
+        with_meta(json!({"uri": "test://static-text"}), json!({})),
+        &[],
+    )
+    .await;
+    let result = &response_of(&read)["result"];
+    assert!(result["contents"][0]["text"].as_str().is_some(), "{result}");
+    assert_eq!(result["cacheScope"], json!("private"), "{result}");
+    let prompt = modern(
+        &gw,
+        "prompts/get",
+        with_meta(json!({"name": "remote__test_simple_prompt"}), json!({})),
+        &[],
+    )
+    .await;
+    assert!(
+        response_of(&prompt)["result"]["messages"].is_array(),
+        "{prompt:?}"
+    );
+}
+
+#[tokio::test]
+async fn each_refusal_has_the_code_and_status_of_the_text() {
+    let gw = Gateway::start().await;
+    let echo = json!({"name": "local__echo", "arguments": {"text": "x"}});
+    let no_meta = modern(&gw, "tools/call", echo.clone(), &[]).await;
+    no_meta.assert_error(400, INVALID_PARAMS, &["_meta"]);
+    let mut no_capabilities = with_meta(echo.clone(), json!({}));
+    no_capabilities["_meta"]
+        .as_object_mut()
+        .unwrap()
+        .remove("io.modelcontextprotocol/clientCapabilities");
+    modern(&gw, "tools/call", no_capabilities, &[])
+        .await
+        .assert_error(400, INVALID_PARAMS, &["clientCapabilities"]);
+    let params = with_meta(echo.clone(), json!({}));
+    modern(
+        &gw,
+        "tools/call",
+        params.clone(),
+        &[("mcp-name", "local__other")],
+    )
+    .await
+    .assert_error(400, HEADER_MISMATCH, &["Mcp-Name", "local__other"]);
+    modern(&gw, "tools/call", params.clone(), &[("mcp-name", "")])
+        .await
+        .assert_error(400, HEADER_MISMATCH, &["Mcp-Name"]);
+    modern(
+        &gw,
+        "tools/call",
+        params.clone(),
+        &[("mcp-method", "tools/list")],
+    )
+    .await
+    .assert_error(400, HEADER_MISMATCH, &["Mcp-Method"]);
+    modern(
+        &gw,
+        "tools/call",
+        params.clone(),
+        &[("mcp-protocol-version", "")],
+    )
+    .await
+    .assert_error(400, HEADER_MISMATCH, &["MCP-Protocol-Version"]);
+    let mut old = params.clone();
+    old["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("1900-01-01");
+    let body = modern(
+        &gw,
+        "tools/call",
+        old,
+        &[("mcp-protocol-version", "1900-01-01")],
+    )
+    .await
+    .assert_error(400, UNSUPPORTED_VERSION, &["1900-01-01"]);
+    assert_eq!(body["error"]["data"]["requested"], json!("1900-01-01"));
+    assert!(
+        body["error"]["data"]["supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(MODERN)),
+        "{body}"
+    );
+    for removed in [
+        "ping",
+        "logging/setLevel",
+        "resources/subscribe",
+        "tasks/list",
+        "no/such",
+    ] {
+        let params = with_meta(
+            json!({"uri": "test://static-text", "level": "info"}),
+            json!({}),
+        );
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": removed, "params": params});
+        let reply = gw
+            .post(
+                None,
+                body.to_string(),
+                &[("mcp-protocol-version", MODERN), ("mcp-method", removed)],
+            )
+            .await;
+        reply.assert_error(404, METHOD_NOT_FOUND, &[removed]);
+    }
+    // A name outside plain ASCII arrives Base64-encoded and matches once decoded.
+    let encoded = "=?base64?bG9jYWxfX2VjaG8=?="; // "local__echo"
+    let reply = modern(&gw, "tools/call", params, &[("mcp-name", encoded)]).await;
+    assert_eq!(text_of(&response_of(&reply)), "x", "{reply:?}");
+    // Nothing of this disturbed the legacy era.
+    let session = gw.initialize().await;
+    gw.assert_echo(&session, "after modern refusals").await;
+}
+
+#[tokio::test]
+async fn get_and_delete_without_a_session_are_405() {
+    let gw = Gateway::start().await;
+    for reply in [
+        gw.get_reply(None, &[("mcp-protocol-version", MODERN)])
+            .await,
+        gw.delete(None, &[("mcp-protocol-version", MODERN)]).await,
+    ] {
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{reply:?}");
+        assert_eq!(reply.header("allow").as_deref(), Some("POST"), "{reply:?}");
+        assert!(reply.text().contains("Mcp-Session-Id"), "{reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn logs_reach_a_modern_client_only_when_it_asks() {
+    for era in ["auto", "legacy"] {
+        let gw = Gateway::builder()
+            .local(&format!("era = \"{era}\""))
+            .start()
+            .await;
+        let quiet = with_meta(
+            json!({"name": "local__test_tool_with_logging", "arguments": {}}),
+            json!({}),
+        );
+        let reply = modern(&gw, "tools/call", quiet.clone(), &[]).await;
+        assert!(
+            !reply.text().contains("notifications/message"),
+            "{era}: {reply:?}"
+        );
+        assert!(
+            response_of(&reply)["result"]["content"].is_array(),
+            "{era}: {reply:?}"
+        );
+        let mut loud = quiet;
+        loud["_meta"]["io.modelcontextprotocol/logLevel"] = json!("debug");
+        let reply = modern(&gw, "tools/call", loud, &[]).await;
+        assert!(
+            reply.text().contains("notifications/message"),
+            "{era}: {reply:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_undeclared_capability_is_32021_from_a_legacy_upstream() {
+    let gw = Gateway::builder().local("era = \"legacy\"").start().await;
+    let params = with_meta(
+        json!({"name": "local__test_sampling", "arguments": {"prompt": "hi"}}),
+        json!({}),
+    );
+    let reply = modern(&gw, "tools/call", params, &[]).await;
+    let body = reply.assert_error(400, MISSING_CLIENT_CAPABILITY, &["sampling"]);
+    assert_eq!(
+        body["error"]["data"]["requiredCapabilities"],
+        json!({"sampling": {}}),
+        "{body}"
+    );
+    // The upstream's exchange was cancelled, not left hanging: the next call goes through.
+    let echo = call(&gw, "local__echo", json!({"text": "still here"})).await;
+    assert_eq!(text_of(&echo), "still here");
+}
+
+#[tokio::test]
+async fn modern_requests_write_nothing_to_redis() {
+    let redis = RedisServer::start().await;
+    let gw = redis.replica("60s").remote().start().await;
+    for upstream in ["local", "remote"] {
+        let response = call(
+            &gw,
+            &format!("{upstream}__echo"),
+            json!({"text": "stateless"}),
+        )
+        .await;
+        assert_eq!(text_of(&response), "stateless", "{response}");
+    }
+    let list = modern(&gw, "tools/list", with_meta(json!({}), json!({})), &[]).await;
+    assert_eq!(list.status, StatusCode::OK, "{list:?}");
+    let mut client = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("mcpgate:*")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "modern requests wrote {keys:?}");
+    assert_eq!(gw.metric("mcpgate_sessions_created_total").await, 0.0);
+    // The same replica still serves legacy sessions from Redis.
+    let session = gw.initialize().await;
+    gw.assert_echo(&session, "legacy beside modern").await;
+}
+
+const FLEET_KEY: &str = "modern-era-fleet-key-0123456789abcdefghijkl";
+
+/// A replica of a fleet sharing `FLEET_KEY` and the HTTP upstream `shared` at `url`: modern
+/// requests need nothing else shared.
+async fn replica(url: &str, key: &str) -> Gateway {
+    Gateway::builder()
+        .server(&format!("hmac_key = \"{key}\""))
+        .toml(&format!(
+            "[[upstreams]]\nname = \"shared\"\ntransport = \"http\"\nurl = {}",
+            support::toml_str(url)
+        ))
+        .start()
+        .await
+}
+
+/// One MRTR round of `tool`: the answers so far and the state the last round gave.
+async fn round(
+    gw: &Gateway,
+    tool: &str,
+    responses: Value,
+    state: Option<&str>,
+    key: Option<&str>,
+) -> Value {
+    let mut params = with_meta(
+        json!({"name": tool, "arguments": {}}),
+        json!({"elicitation": {}}),
+    );
+    if !responses.is_null() {
+        params["inputResponses"] = responses;
+    }
+    if let Some(state) = state {
+        params["requestState"] = json!(state);
+    }
+    let authorization = key.map(support::bearer);
+    let overrides: Vec<(&str, &str)> = authorization
+        .iter()
+        .map(|a| ("authorization", a.as_str()))
+        .collect();
+    response_of(&modern(gw, "tools/call", params, &overrides).await)
+}
+
+fn input_required(response: &Value) -> (&Value, String) {
+    let result = &response["result"];
+    assert_eq!(result["resultType"], json!("input_required"), "{response}");
+    assert!(
+        result.get("ttlMs").is_none(),
+        "an interim result is not cacheable: {response}"
+    );
+    let state = result["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no requestState: {response}"));
+    assert!(
+        state.starts_with("mcpgate.s1."),
+        "the gateway's sealed state: {response}"
+    );
+    (&result["inputRequests"], state.to_owned())
+}
+
+fn accept(key: &str, field: &str, value: &str) -> Value {
+    json!({ key: {"action": "accept", "content": { field: value }} })
+}
+
+#[tokio::test]
+async fn mrtr_rounds_continue_on_any_replica_and_altered_states_are_refused() {
+    // The upstream keeps its own requestState under a key of its process: one upstream serves
+    // the fleet, as an HTTP upstream behind its own load balancer would.
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = support::Fixture::start_http("shared", dir.path()).await;
+    let fleet = [
+        replica(&upstream.url, FLEET_KEY).await,
+        replica(&upstream.url, FLEET_KEY).await,
+        replica(&upstream.url, FLEET_KEY).await,
+    ];
+    let tool = "shared__test_input_required_result_multi_round";
+    let first = round(&fleet[0], tool, Value::Null, None, None).await;
+    let (requests, state1) = input_required(&first);
+    assert_eq!(
+        requests["step1"]["method"],
+        json!("elicitation/create"),
+        "{first}"
+    );
+    let second = round(
+        &fleet[1],
+        tool,
+        accept("step1", "name", "Alice"),
+        Some(&state1),
+        None,
+    )
+    .await;
+    let (requests, state2) = input_required(&second);
+    assert!(requests.get("step2").is_some(), "{second}");
+    assert_ne!(state1, state2, "each round has its own state");
+    let done = round(
+        &fleet[2],
+        tool,
+        accept("step2", "color", "blue"),
+        Some(&state2),
+        None,
+    )
+    .await;
+    assert_eq!(done["result"]["resultType"], json!("complete"), "{done}");
+    assert!(!text_of(&done).is_empty(), "{done}");
+
+    let tampered = round(
+        &fleet[0],
+        tool,
+        accept("step2", "color", "blue"),
+        Some(&format!("{state2}-TAMPERED")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        tampered["error"]["code"],
+        json!(INVALID_PARAMS),
+        "{tampered}"
+    );
+    assert!(
+        tampered["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("altered"),
+        "{tampered}"
+    );
+    let other_tool = "shared__test_input_required_result_request_state";
+    let replayed = round(
+        &fleet[1],
+        other_tool,
+        accept("step2", "color", "blue"),
+        Some(&state2),
+        None,
+    )
+    .await;
+    assert!(
+        replayed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another request"),
+        "{replayed}"
+    );
+    let other_fleet = replica(&upstream.url, "another-fleet-key-0123456789abcdefghijklmn").await;
+    let foreign_key = round(
+        &other_fleet,
+        tool,
+        accept("step2", "color", "blue"),
+        Some(&state2),
+        None,
+    )
+    .await;
+    assert!(
+        foreign_key["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("altered"),
+        "{foreign_key}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_state_is_bound_to_its_principal_and_expires() {
+    let keys = format!(
+        "[server.auth]\nmode = \"api_key\"\n{}{}",
+        support::api_key_entry("alice-key", "alice", "a"),
+        support::api_key_entry("bob-key", "bob", "b"),
+    );
+    let gw = Gateway::builder()
+        .server("request_state_ttl = \"1s\"")
+        .toml(&keys)
+        .start()
+        .await;
+    let tool = "local__test_input_required_result_multi_round";
+    let first = round(&gw, tool, Value::Null, None, Some("alice-key")).await;
+    let (_, state) = input_required(&first);
+    let answer = accept("step1", "name", "Alice");
+    let stolen = round(&gw, tool, answer.clone(), Some(&state), Some("bob-key")).await;
+    assert!(
+        stolen["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another request or caller"),
+        "{stolen}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let late = round(&gw, tool, answer, Some(&state), Some("alice-key")).await;
+    assert_eq!(late["error"]["code"], json!(INVALID_PARAMS), "{late}");
+    assert!(
+        late["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{late}"
+    );
+}
