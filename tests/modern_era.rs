@@ -258,8 +258,20 @@ async fn each_refusal_has_the_code_and_status_of_the_text() {
 }
 
 #[tokio::test]
-async fn get_and_delete_without_a_session_are_405() {
+async fn get_and_delete_without_a_session_are_405_and_notifications_are_accepted() {
     let gw = Gateway::start().await;
+    // The era defines no client notifications over HTTP (closing a stream cancels), but an SDK
+    // sends `notifications/cancelled` when it closes a listen stream: accepted, no effect.
+    let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "listen:1"}});
+    let reply = gw
+        .post(
+            None,
+            cancelled.to_string(),
+            &[("mcp-protocol-version", MODERN)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
+    assert!(reply.body.is_empty(), "{reply:?}");
     for reply in [
         gw.get_reply(None, &[("mcp-protocol-version", MODERN)])
             .await,
@@ -539,4 +551,155 @@ async fn a_request_state_is_bound_to_its_principal_and_expires() {
             .contains("expired"),
         "{late}"
     );
+}
+
+#[tokio::test]
+async fn mcp_param_headers_are_checked_here_and_recomputed_for_the_upstream() {
+    // `echo_region` marks `region` with `x-mcp-header: Region`; the HTTP fixture speaks
+    // 2026-07-28, so the gateway must send it `Mcp-Param-Region` itself, and the upstream
+    // refuses a call without it.
+    let gw = Gateway::builder().remote().start().await;
+    let tool = "remote__echo_region";
+    let call = |region: &str| {
+        with_meta(
+            json!({"name": tool, "arguments": {"region": region}}),
+            json!({}),
+        )
+    };
+    let reply = modern(
+        &gw,
+        "tools/call",
+        call("us-west1"),
+        &[("mcp-param-region", "us-west1")],
+    )
+    .await;
+    assert_eq!(text_of(&response_of(&reply)), "us-west1", "{reply:?}");
+    let reply = modern(
+        &gw,
+        "tools/call",
+        call("Hello, 世界"),
+        &[("mcp-param-region", "=?base64?SGVsbG8sIOS4lueVjA==?=")],
+    )
+    .await;
+    assert_eq!(text_of(&response_of(&reply)), "Hello, 世界", "{reply:?}");
+    modern(&gw, "tools/call", call("us-west1"), &[])
+        .await
+        .assert_error(
+            400,
+            HEADER_MISMATCH,
+            &["Mcp-Param-Region header is required"],
+        );
+    modern(
+        &gw,
+        "tools/call",
+        call("us-west1"),
+        &[("mcp-param-region", "eu-north1")],
+    )
+    .await
+    .assert_error(400, HEADER_MISMATCH, &["eu-north1", "us-west1"]);
+    modern(
+        &gw,
+        "tools/call",
+        call("Hello"),
+        &[("mcp-param-region", "=?base64?SGVsbG8?=")],
+    )
+    .await
+    .assert_error(400, HEADER_MISMATCH, &["Base64"]);
+}
+
+/// Opens a `subscriptions/listen` stream with `notifications` as its filter.
+async fn listen(gw: &Gateway, id: i64, notifications: Value) -> support::SseReader {
+    let params = with_meta(json!({"notifications": notifications}), json!({}));
+    let body =
+        json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": params});
+    let response = gw
+        .http
+        .post(&gw.mcp_url)
+        .header("content-type", "application/json")
+        .header("accept", support::ACCEPT_BOTH)
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "subscriptions/listen")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST subscriptions/listen");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("mcp-session-id").is_none());
+    support::SseReader::new(response)
+}
+
+#[tokio::test]
+async fn a_listen_stream_is_acknowledged_then_carries_only_the_changes_asked_for() {
+    let gw = Gateway::builder().remote().start().await;
+    let wait = std::time::Duration::from_secs(10);
+    let mut stream = listen(
+        &gw,
+        41,
+        json!({"toolsListChanged": true, "resourceSubscriptions": ["test://nowhere"]}),
+    )
+    .await;
+    let ack = stream
+        .next_event(wait)
+        .await
+        .expect("an acknowledgement")
+        .json();
+    assert_eq!(
+        ack["method"],
+        json!("notifications/subscriptions/acknowledged"),
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        json!(41),
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["toolsListChanged"],
+        json!(true),
+        "{ack}"
+    );
+    assert!(
+        ack["params"]["notifications"]
+            .get("promptsListChanged")
+            .is_none(),
+        "{ack}"
+    );
+    for upstream in ["local", "remote"] {
+        for trigger in ["test_trigger_prompt_change", "test_trigger_tool_change"] {
+            let done = call(&gw, &format!("{upstream}__{trigger}"), json!({})).await;
+            assert!(done.get("result").is_some(), "{done}");
+        }
+        let change = stream
+            .next_event(wait)
+            .await
+            .unwrap_or_else(|| panic!("no change from {upstream}"))
+            .json();
+        assert_eq!(
+            change["method"],
+            json!("notifications/tools/list_changed"),
+            "{upstream}: {change}"
+        );
+        assert_eq!(
+            change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+            json!(41),
+            "{change}"
+        );
+    }
+    assert!(
+        stream
+            .next_event(std::time::Duration::from_millis(500))
+            .await
+            .is_none(),
+        "prompt changes were not asked for"
+    );
+    // A legacy session has no listen method.
+    let session = gw.initialize().await;
+    let reply = gw
+        .request(
+            &session,
+            "subscriptions/listen",
+            json!({"notifications": {}}),
+        )
+        .await;
+    reply.assert_error(200, METHOD_NOT_FOUND, &["2026-07-28"]);
 }

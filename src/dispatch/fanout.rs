@@ -117,6 +117,9 @@ impl Gateway {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        if kind == ListKind::Tools {
+            upstream.tool_headers.learn(&items);
+        }
         let policy = self.policy(session);
         items
             .into_iter()
@@ -146,7 +149,7 @@ impl Gateway {
 
 /// The params of one upstream's page: its own cursor, and the client's `_meta` (a modern
 /// request's protocol fields, a progress token).
-fn page_params(cursor: Option<&str>, meta: Option<Value>) -> Value {
+pub(super) fn page_params(cursor: Option<&str>, meta: Option<Value>) -> Value {
     let mut params = cursor.map_or_else(|| json!({}), |c| json!({"cursor": c}));
     if let Some(meta) = meta {
         params["_meta"] = meta;

@@ -57,7 +57,7 @@ impl Gateway {
         outbox: &Outbox,
     ) -> Outcome {
         let mut request = request;
-        if session.stateless {
+        if session.is_stateless() {
             if upstream.speaks_modern().await {
                 return self
                     .forward_modern(session, upstream, request, outbox)
@@ -68,7 +68,7 @@ impl Gateway {
             }
         }
         let opens_first =
-            upstream.has_upstream_sessions() || (session.stateless && upstream.is_isolated());
+            upstream.has_upstream_sessions() || (session.is_stateless() && upstream.is_isolated());
         let ctx = match session.record.upstreams.get(&upstream.name) {
             Some(_) => self.context_for(session, &upstream.name),
             None if opens_first => self.reopen(session, upstream).await?,
@@ -85,7 +85,7 @@ impl Gateway {
         };
         let messages = messages.map_err(|e| upstream_failure(&e))?;
         let declared = &session.record.client_capabilities;
-        let capabilities = if session.stateless {
+        let capabilities = if session.is_stateless() {
             ClientCapabilities::modern(declared)
         } else {
             ClientCapabilities::from_declared(declared)
@@ -103,7 +103,7 @@ impl Gateway {
         upstream: &Arc<Upstream>,
     ) -> Result<CallContext, Value> {
         let shared_record;
-        let record = if session.stateless && upstream.has_upstream_sessions() {
+        let record = if session.is_stateless() && upstream.has_upstream_sessions() {
             shared_record = super::stateless::shared_upstream_record(&session.record);
             &shared_record
         } else {
@@ -113,7 +113,7 @@ impl Gateway {
             .open_session(&session.id, record)
             .await
             .map_err(|e| upstream_failure(&e))?;
-        if session.stateless {
+        if session.is_stateless() {
             if upstream.has_upstream_sessions() {
                 self.stateless
                     .remember(&upstream.name, upstream_session.clone());

@@ -86,7 +86,7 @@ impl Gateway {
         let session = super::Session {
             id,
             record,
-            stateless: false,
+            modern: None,
         };
         self.hold_streams(&session, super::Resume::FromStart).await;
         let id = session.id;

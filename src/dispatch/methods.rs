@@ -37,6 +37,7 @@ impl Gateway {
             }
             Call::Complete => self.complete(session, request, outbox).await,
             Call::SetLevel { level } => self.set_level(session, request, outbox, level).await,
+            Call::Listen(filter) => self.listen(session, request, filter, outbox).await,
             Call::Initialize => Err(error_object(
                 ErrorCode::INVALID_REQUEST,
                 "this session is already initialized",
@@ -69,6 +70,11 @@ impl Gateway {
                 error_object(ErrorCode::INVALID_PARAMS, format!("Unknown {what}: {name}"))
             })?;
         let (upstream, own_name) = (upstream.clone(), own_name.to_owned());
+        if is_tool && let Some(modern) = &session.modern {
+            let arguments = request.params.as_ref().and_then(|p| p.get("arguments"));
+            self.check_param_headers(session, modern, &upstream, &own_name, arguments)
+                .await?;
+        }
         set_param(&mut request, "name", json!(own_name));
         self.forward(session, &upstream, request, outbox).await
     }
@@ -180,17 +186,7 @@ impl Gateway {
         outbox: &Outbox,
         level: String,
     ) -> Outcome {
-        const LEVELS: [&str; 8] = [
-            "debug",
-            "info",
-            "notice",
-            "warning",
-            "error",
-            "critical",
-            "alert",
-            "emergency",
-        ];
-        if !LEVELS.contains(&level.as_str()) {
+        if !crate::protocol::era::LOG_LEVELS.contains(&level.as_str()) {
             return Err(error_object(
                 ErrorCode::INVALID_PARAMS,
                 format!("unknown log level {level:?}"),

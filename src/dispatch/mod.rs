@@ -12,6 +12,7 @@ mod holder;
 mod hub;
 mod initialize;
 mod limited;
+mod listen;
 mod methods;
 mod modern;
 mod request_state;
@@ -38,7 +39,7 @@ use crate::policy::{Policy, TeamPolicy};
 use crate::protocol::jsonrpc::{
     Notification, Request, RequestId, Response, error_data, error_value,
 };
-use crate::protocol::{Call, CallError, Method};
+use crate::protocol::{Call, CallError, Method, ModernRequest};
 use crate::session::{Lookup, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::telemetry::mcp_spans::{self, Side};
 use crate::telemetry::{LookupOutcome, Metrics};
@@ -92,8 +93,16 @@ pub enum Caller<'a> {
 pub struct Session {
     pub id: SessionId,
     pub record: SessionRecord,
-    /// A modern request's one-request session (see `stateless.rs`): never stored.
-    stateless: bool,
+    /// For a modern request's one-request session (see `stateless.rs`, never stored), the
+    /// request's protocol fields and mirrored headers.
+    modern: Option<Arc<ModernRequest>>,
+}
+
+impl Session {
+    /// Whether this is a modern request's one-request session.
+    fn is_stateless(&self) -> bool {
+        self.modern.is_some()
+    }
 }
 
 /// Why a session cannot be used. Only [`SessionError::Store`] is not the client's problem.
@@ -277,7 +286,7 @@ impl Gateway {
                 let session = Session {
                     id: id.clone(),
                     record: *record,
-                    stateless: false,
+                    modern: None,
                 };
                 let (_, fresh_here) = self.hub.attach(id, &session.record);
                 self.refresh_session_slot(&session);

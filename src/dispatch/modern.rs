@@ -15,7 +15,8 @@ use super::capabilities::ClientCapabilities;
 use super::forward::upstream_failure;
 use super::request_state::Binding;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
-use crate::protocol::jsonrpc::Request;
+use crate::protocol::jsonrpc::{Request, RequestId};
+use crate::protocol::{ListKind, Method, ModernRequest, param_headers};
 use crate::session::UpstreamSession;
 use crate::upstream::{CallContext, Upstream, UpstreamError};
 
@@ -106,5 +107,69 @@ fn binding(session: &Session, request: &Request) -> Binding {
         owner: session.record.owner.clone(),
         method: request.method.clone(),
         target: target.to_owned(),
+    }
+}
+
+/// Pages of an upstream's `tools/list` read to learn its `x-mcp-header` annotations.
+const MAX_TOOL_PAGES: usize = 10;
+
+impl Gateway {
+    /// Checks a modern call's `Mcp-Param-*` headers against its arguments, by the annotations
+    /// of the tool's schema (listed from the upstream first if this replica has not yet).
+    pub(super) async fn check_param_headers(
+        &self,
+        session: &Session,
+        modern: &ModernRequest,
+        upstream: &Arc<Upstream>,
+        own_name: &str,
+        arguments: Option<&Value>,
+    ) -> Result<(), Value> {
+        if upstream.tool_headers.of(own_name).is_none() {
+            self.learn_tools(session, modern, upstream).await;
+        }
+        let annotations = upstream.tool_headers.of(own_name).unwrap_or_default();
+        param_headers::check(&annotations, arguments, &modern.param_headers).map_err(|error| {
+            let mut object = error_object(error.code(), error.to_string());
+            if let Some(data) = error.data() {
+                object["data"] = data;
+            }
+            object
+        })
+    }
+
+    /// Lists an upstream's tools (as the client would see them), only to learn their
+    /// annotations: `fanout.rs` learns them from every list it merges anyway.
+    async fn learn_tools(
+        &self,
+        session: &Session,
+        modern: &ModernRequest,
+        upstream: &Arc<Upstream>,
+    ) {
+        let (outbox, _discarded) = tokio::sync::mpsc::channel(super::OUTBOX_CAPACITY);
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_TOOL_PAGES {
+            let request = Request {
+                id: RequestId::String("mcpgate-tools".into()),
+                method: Method::List(ListKind::Tools).as_str().to_owned(),
+                params: Some(super::fanout::page_params(
+                    cursor.as_deref(),
+                    Some(modern.meta()),
+                )),
+            };
+            let Ok(page) = self.forward(session, upstream, request, &outbox).await else {
+                return;
+            };
+            let tools = page.get("tools").and_then(Value::as_array);
+            upstream
+                .tool_headers
+                .learn(tools.map_or(&[], Vec::as_slice));
+            cursor = page
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if cursor.is_none() {
+                return;
+            }
+        }
     }
 }

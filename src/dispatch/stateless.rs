@@ -30,6 +30,7 @@ use super::{Gateway, OUTBOX_CAPACITY, Outgoing, Session, response_value};
 use crate::auth::Principal;
 use crate::protocol::era::{self, ModernRequest};
 use crate::protocol::jsonrpc::Request;
+use crate::protocol::listen::ListenFilter;
 use crate::protocol::{Call, Method, ProtocolVersion};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 use crate::sync::lock;
@@ -92,9 +93,18 @@ impl Gateway {
             .collect();
         let some_missing = answered.len() < self.upstreams.iter().count();
         let infos: Vec<_> = answered.iter().map(|a| &a.info).collect();
+        let merged = merged_capabilities(&infos, some_missing);
+        let mut listenable = ListenFilter::default();
+        for upstream in self.upstreams.iter() {
+            if let Some(init) = upstream.last_init()
+                && upstream.speaks_modern().await
+            {
+                listenable.merge(&everything().honoured_by(&init.capabilities));
+            }
+        }
         let mut result = json!({
             "supportedVersions": era::supported_versions(),
-            "capabilities": modern_capabilities(merged_capabilities(&infos, some_missing)),
+            "capabilities": modern_capabilities(merged, &listenable),
         });
         if let Some(instructions) = merged_instructions(&answered) {
             result["instructions"] = json!(instructions);
@@ -167,7 +177,9 @@ impl Gateway {
         Session {
             id: stateless_id(&owner),
             record,
-            stateless: true,
+            modern: Some(Arc::new(
+                modern.cloned().unwrap_or_else(ModernRequest::gateway),
+            )),
         }
     }
 }
@@ -198,17 +210,46 @@ fn passes(modern: &ModernRequest, outgoing: &Outgoing) -> bool {
     modern.wants_log(level)
 }
 
+/// A filter asking for every kind of change, and for one resource (standing for any).
+fn everything() -> ListenFilter {
+    ListenFilter {
+        tools: true,
+        prompts: true,
+        resources: true,
+        uris: vec![String::new()],
+    }
+}
+
 /// Capabilities as the modern era knows them: list changes and resource subscriptions come
-/// through `subscriptions/listen`, which this gateway does not serve yet, so neither is
-/// announced.
-fn modern_capabilities(mut capabilities: Value) -> Value {
-    if let Some(map) = capabilities.as_object_mut() {
-        for capability in map.values_mut().filter_map(Value::as_object_mut) {
-            capability.remove("listChanged");
-            capability.remove("subscribe");
-        }
+/// through `subscriptions/listen`, which relays them from upstreams that speak 2026-07-28
+/// (`listen.rs`), so each is announced only when one of those (`listenable`) offers it.
+fn modern_capabilities(mut capabilities: Value, listenable: &ListenFilter) -> Value {
+    let Some(map) = capabilities.as_object_mut() else {
+        return capabilities;
+    };
+    for (kind, capability) in map.iter_mut() {
+        let Some(capability) = capability.as_object_mut() else {
+            continue;
+        };
+        let list_changes = match kind.as_str() {
+            "tools" => listenable.tools,
+            "prompts" => listenable.prompts,
+            "resources" => listenable.resources,
+            _ => false,
+        };
+        set_or_remove(capability, "listChanged", list_changes);
+        let subscribe = kind == "resources" && !listenable.uris.is_empty();
+        set_or_remove(capability, "subscribe", subscribe);
     }
     capabilities
+}
+
+fn set_or_remove(capability: &mut serde_json::Map<String, Value>, key: &str, set: bool) {
+    if set {
+        capability.insert(key.into(), json!(true));
+    } else {
+        capability.remove(key);
+    }
 }
 
 #[cfg(test)]
@@ -225,11 +266,19 @@ mod tests {
     }
 
     #[test]
-    fn modern_capabilities_announce_no_list_changes() {
-        let merged = json!({"tools": {"listChanged": true}, "resources": {"subscribe": true, "listChanged": true}, "logging": {}});
+    fn modern_capabilities_announce_only_what_listen_relays() {
+        let merged = json!({"tools": {"listChanged": true}, "prompts": {"listChanged": true}, "resources": {"subscribe": true, "listChanged": true}, "logging": {}});
         assert_eq!(
-            modern_capabilities(merged),
-            json!({"tools": {}, "resources": {}, "logging": {}})
+            modern_capabilities(merged.clone(), &ListenFilter::default()),
+            json!({"tools": {}, "prompts": {}, "resources": {}, "logging": {}})
+        );
+        let tools_only = ListenFilter {
+            tools: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            modern_capabilities(merged, &tools_only),
+            json!({"tools": {"listChanged": true}, "prompts": {}, "resources": {}, "logging": {}})
         );
     }
 }

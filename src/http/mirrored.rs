@@ -9,6 +9,7 @@ use actix_web::HttpRequest;
 use super::guard::VERSION_HEADER;
 use crate::protocol::Mirrored;
 use crate::protocol::era::decode_header_value;
+use crate::protocol::param_headers;
 
 pub const METHOD_HEADER: &str = "mcp-method";
 pub const NAME_HEADER: &str = "mcp-name";
@@ -19,7 +20,25 @@ pub fn read(request: &HttpRequest) -> Mirrored {
         protocol_version: plain(request, VERSION_HEADER).and_then(Result::ok),
         method: plain(request, METHOD_HEADER).and_then(Result::ok),
         name: plain(request, NAME_HEADER).map(|value| value.and_then(|v| decode_header_value(&v))),
+        params: param_headers(request),
     }
+}
+
+/// Every `Mcp-Param-*` header, by lower-case name; a value outside visible ASCII is kept
+/// lossily, so that it matches no argument and is refused as a mismatch.
+fn param_headers(request: &HttpRequest) -> Vec<(String, String)> {
+    request
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with(param_headers::HEADER_PREFIX))
+        .map(|(name, value)| {
+            let text = value.to_str().map_or_else(
+                |_| String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                str::to_owned,
+            );
+            (name.as_str().to_owned(), text)
+        })
+        .collect()
 }
 
 /// A header's one value as text; `Err` when it is repeated or not visible ASCII.

@@ -17,6 +17,7 @@ use super::body::{self, Incoming};
 use super::error::HttpError;
 use super::guard::{self, SESSION_HEADER};
 use super::sse::{self, Tail};
+use super::stateless::ModernPost;
 use super::{AppState, session_error};
 use super::{authn, throttle, trace_context};
 use crate::auth::Principal;
@@ -119,9 +120,13 @@ async fn dispatch(
     incoming: Incoming,
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
-    if let Some(modern) = super::stateless::modern_request(request, &incoming) {
-        let modern = modern.clone();
-        return super::stateless::serve(request, principal, modern, state).await;
+    match super::stateless::modern_post(request, &incoming) {
+        Some(ModernPost::Request(modern)) => {
+            let modern = modern.clone();
+            return super::stateless::serve(request, principal, modern, state).await;
+        }
+        Some(ModernPost::Notification) => return Ok(HttpResponse::Accepted().finish()),
+        None => {}
     }
     guard::protocol_version(request)?;
     if let Some(first) = first_session_less(&incoming)? {

@@ -28,21 +28,37 @@ use crate::protocol::{Method, ModernError, ModernRequest};
 /// Keep-alive comment interval of a response stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// The body's request, when the POST is a modern one.
-pub fn modern_request<'a>(request: &HttpRequest, incoming: &'a Incoming) -> Option<&'a Request> {
+/// What a sessionless POST of the modern era holds.
+pub enum ModernPost<'a> {
+    Request(&'a Request),
+    /// A notification: the era defines none from clients over HTTP (closing a stream is the
+    /// cancellation), so it is accepted and has no effect.
+    Notification,
+}
+
+/// The body's one message, when the POST is a modern one.
+pub fn modern_post<'a>(request: &HttpRequest, incoming: &'a Incoming) -> Option<ModernPost<'a>> {
     if incoming.batch || request.headers().contains_key(SESSION_HEADER) {
         return None;
     }
-    let [Message::Request(body)] = incoming.messages.as_slice() else {
-        return None;
-    };
     let header_is_modern = request
         .headers()
         .get(VERSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| MODERN_VERSIONS.contains(&v));
-    let method = Method::parse(&body.method);
-    (header_is_modern || era::is_modern(&method, body.params.as_ref())).then_some(body)
+    match incoming.messages.as_slice() {
+        [Message::Request(body)] => {
+            let method = Method::parse(&body.method);
+            let modern = header_is_modern || era::is_modern(&method, body.params.as_ref());
+            modern.then_some(ModernPost::Request(body))
+        }
+        [Message::Notification(note)] => {
+            let method = Method::parse(&note.method);
+            let modern = header_is_modern || era::is_modern(&method, note.params.as_ref());
+            modern.then_some(ModernPost::Notification)
+        }
+        _ => None,
+    }
 }
 
 /// Checks and serves one modern request.

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use super::listen::ListenFilter;
 use super::method::{ListKind, Method};
 
 /// A client request the gateway serves in a session.
@@ -37,6 +38,8 @@ pub enum Call {
     SetLevel {
         level: String,
     },
+    /// `subscriptions/listen` (2026-07-28) with its filter.
+    Listen(ListenFilter),
 }
 
 /// Why a request is not a [`Call`].
@@ -77,6 +80,7 @@ impl Call {
             Method::SetLevel => Call::SetLevel {
                 level: string("level")?,
             },
+            Method::Listen => Call::Listen(ListenFilter::parse(params)?),
             _ => return Err(CallError::UnknownMethod),
         };
         object(params)?;

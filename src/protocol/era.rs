@@ -29,6 +29,7 @@ pub mod meta {
     pub const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
     pub const LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
     pub const SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+    pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 }
 
 /// Every revision this gateway speaks, modern first: what `server/discover` and
@@ -53,9 +54,11 @@ pub struct Mirrored {
     pub method: Option<String>,
     /// `Err` when the value was present but could not be decoded.
     pub name: Option<Result<String, String>>,
+    /// Every `Mcp-Param-*` header, by lower-case name, as sent (see `param_headers.rs`).
+    pub params: Vec<(String, String)>,
 }
 
-/// Log levels of `notifications/message`, least severe first.
+/// Log levels of `notifications/message`, least severe first (both eras).
 pub const LOG_LEVELS: [&str; 8] = [
     "debug",
     "info",
@@ -76,6 +79,9 @@ pub struct ModernRequest {
     /// The least severe log level the client wants `notifications/message` for; none at all
     /// when absent.
     log_level: Option<usize>,
+    /// The `Mcp-Param-*` headers it came with, checked against a tool's arguments once the
+    /// tool is known.
+    pub param_headers: Vec<(String, String)>,
 }
 
 /// Why a modern request is refused before any work.
@@ -181,7 +187,31 @@ impl ModernRequest {
             client_info,
             client_capabilities,
             log_level,
+            param_headers: mirrored.params.clone(),
         })
+    }
+
+    /// The gateway's own fields, for what it asks on its own behalf (discovery).
+    pub fn gateway() -> Self {
+        Self {
+            version: MODERN_VERSIONS[0],
+            client_info: None,
+            client_capabilities: json!({}),
+            log_level: None,
+            param_headers: Vec::new(),
+        }
+    }
+
+    /// The `_meta` of a request the gateway makes on this request's behalf.
+    pub fn meta(&self) -> Value {
+        let mut meta = json!({
+            meta::PROTOCOL_VERSION: self.version,
+            meta::CLIENT_CAPABILITIES: self.client_capabilities,
+        });
+        if let Some(info) = &self.client_info {
+            meta[meta::CLIENT_INFO] = info.clone();
+        }
+        meta
     }
 
     /// Whether a `notifications/message` of this level may reach the client: only when the
@@ -380,6 +410,7 @@ mod tests {
             protocol_version: Some("2026-07-28".into()),
             method: Some(method.into()),
             name: name.map(|n| Ok(n.to_owned())),
+            params: Vec::new(),
         }
     }
 

@@ -60,6 +60,10 @@ pub enum Method {
     Complete,
     /// `logging/setLevel`.
     SetLevel,
+    /// `subscriptions/listen` (2026-07-28): a stream of change notifications.
+    Listen,
+    /// `notifications/subscriptions/acknowledged`: the first message of a listen stream.
+    SubscriptionsAcknowledged,
     /// `notifications/initialized`.
     Initialized,
     /// `notifications/cancelled`, either way.
@@ -92,7 +96,7 @@ pub enum Method {
 
 impl Method {
     /// Every method the gateway knows.
-    const KNOWN: [Method; 27] = [
+    const KNOWN: [Method; 29] = [
         Method::Initialize,
         Method::Discover,
         Method::Ping,
@@ -107,6 +111,8 @@ impl Method {
         Method::Unsubscribe,
         Method::Complete,
         Method::SetLevel,
+        Method::Listen,
+        Method::SubscriptionsAcknowledged,
         Method::Initialized,
         Method::Cancelled,
         Method::Progress,
@@ -152,7 +158,8 @@ impl Method {
             | Method::Subscribe
             | Method::Unsubscribe
             | Method::Complete
-            | Method::SetLevel => self.known_name().unwrap_or("other"),
+            | Method::SetLevel
+            | Method::Listen => self.known_name().unwrap_or("other"),
             _ => "other",
         }
     }
@@ -168,6 +175,7 @@ impl Method {
                 | Method::GetPrompt
                 | Method::ReadResource
                 | Method::Complete
+                | Method::Listen
         )
     }
 
@@ -228,6 +236,8 @@ impl Method {
             Method::Unsubscribe => "resources/unsubscribe",
             Method::Complete => "completion/complete",
             Method::SetLevel => "logging/setLevel",
+            Method::Listen => "subscriptions/listen",
+            Method::SubscriptionsAcknowledged => "notifications/subscriptions/acknowledged",
             Method::Initialized => "notifications/initialized",
             Method::Cancelled => "notifications/cancelled",
             Method::Progress => "notifications/progress",
@@ -283,6 +293,7 @@ mod tests {
             "resources/unsubscribe",
             "completion/complete",
             "logging/setLevel",
+            "subscriptions/listen",
         ];
         assert_eq!(labelled, expected);
         assert_eq!(Method::parse("x/y").metric_label(), "other");

@@ -15,7 +15,9 @@ mod call;
 mod capability;
 pub mod era;
 pub mod jsonrpc;
+pub mod listen;
 mod method;
+pub mod param_headers;
 mod versions;
 
 pub use call::{Call, CallError};

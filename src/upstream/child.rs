@@ -2,7 +2,9 @@
 //! the replica; `isolated.rs`: one team's or one session's).
 //!
 //! Request ids are rewritten to ids unique on the child's connection, and progress tokens to
-//! the same number, so answers never cross sessions. What the child sends on its own
+//! the same number, so answers never cross sessions; a notification of a
+//! `subscriptions/listen` stream names its request in `_meta` the same way, and goes to it.
+//! What the child sends on its own
 //! (sampling, elicitation, roots, logging) goes, in this order:
 //! 1. to the request in flight when exactly one session of the child's [`Audience`] has
 //!    requests in flight (its newest request);
@@ -408,6 +410,10 @@ async fn route_notification(
     mut notification: Notification,
     bytes: usize,
 ) {
+    if let Some(reply) = subscription_target(connection, &mut notification) {
+        let _ = reply.send(Message::Notification(notification).into()).await;
+        return;
+    }
     let target = match Method::parse(&notification.method) {
         Method::Progress => Target::Request(progress_target(connection, &mut notification)),
         Method::Cancelled => Target::Request(cancelled_target(connection, &notification)),
@@ -464,6 +470,21 @@ fn progress_target(
     Some(entry.reply.clone())
 }
 
+/// A notification of a `subscriptions/listen` stream (2026-07-28) names the listen request in
+/// its `_meta`: it goes to that request, with the client's id put back.
+fn subscription_target(
+    connection: &Connection,
+    notification: &mut Notification,
+) -> Option<mpsc::Sender<UpstreamEvent>> {
+    let meta = notification.params.as_mut()?.get_mut("_meta")?;
+    let tag = meta.get_mut(SUBSCRIPTION_ID)?;
+    let id = tag.as_i64()?;
+    let pending = lock(&connection.pending);
+    let entry = pending.get(&id)?;
+    *tag = entry.client_id.to_value();
+    Some(entry.reply.clone())
+}
+
 /// The child gave up on one of its own requests: tell the session it went to.
 fn cancelled_target(
     connection: &Connection,
@@ -477,6 +498,8 @@ fn cancelled_target(
         .find(|p| p.session == session)
         .map(|p| p.reply.clone())
 }
+
+const SUBSCRIPTION_ID: &str = crate::protocol::era::meta::SUBSCRIPTION_ID;
 
 /// Why a message the child sent on its own belongs to no single session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

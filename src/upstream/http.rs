@@ -153,13 +153,18 @@ impl HttpUpstream {
         Ok((upstream_session, init))
     }
 
+    /// Forwards a request, with `extra_headers` (a modern call's `Mcp-Param-*`).
     pub async fn request(
         &self,
         ctx: &CallContext,
         request: Request,
+        extra_headers: &[(String, String)],
     ) -> Result<mpsc::Receiver<UpstreamEvent>, UpstreamError> {
         let message = request_value(&request.id, &request.method, request.params.as_ref());
-        let response = self.inner.post(&message, &ctx.upstream_session).await?;
+        let response = self
+            .inner
+            .post_with(&message, &ctx.upstream_session, extra_headers)
+            .await?;
         Ok(self
             .inner
             .clone()
@@ -374,13 +379,26 @@ impl Inner {
         message: &Value,
         session: &UpstreamSession,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let request = self
+        self.post_with(message, session, &[]).await
+    }
+
+    /// [`Inner::post`] with extra headers.
+    async fn post_with(
+        &self,
+        message: &Value,
+        session: &UpstreamSession,
+        extra_headers: &[(String, String)],
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut request = self
             .client
             .post(&self.url)
             .headers(crate::telemetry::propagation::outgoing_headers())
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .json(message);
+        for (name, value) in extra_headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
         let request = Self::with_mirrored(request, message, session);
         let response = self
             .with_session(request, session)

@@ -19,6 +19,7 @@ mod isolated;
 mod outlet;
 mod stderr;
 mod stdio;
+mod tool_headers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +30,8 @@ use tokio::sync::mpsc;
 use crate::config::isolation::Isolation;
 use crate::config::{StandaloneMode, TransportKind, UpstreamConfig, UpstreamEra};
 use crate::glob_filter::GlobFilter;
-use crate::protocol::ServerCapability;
 use crate::protocol::jsonrpc::{Message, Notification, Request, RequestId, Response};
+use crate::protocol::{Method, ServerCapability};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 
 pub use http::HttpUpstream;
@@ -193,6 +194,8 @@ pub struct Upstream {
     pub transport: Transport,
     era_setting: UpstreamEra,
     era: era::EraCache,
+    /// Its tools' `x-mcp-header` annotations, as far as this replica has listed them.
+    pub tool_headers: tool_headers::ToolHeaders,
 }
 
 impl Upstream {
@@ -217,6 +220,7 @@ impl Upstream {
             transport,
             era_setting: config.era,
             era: era::EraCache::default(),
+            tool_headers: Default::default(),
         })
     }
 
@@ -346,8 +350,27 @@ impl Upstream {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.request(ctx, request).await,
             Transport::Isolated(pool) => pool.request(ctx, request).await,
-            Transport::Http(http) => http.request(ctx, request).await,
+            Transport::Http(http) => {
+                let headers = self.param_headers_for(ctx, &request);
+                http.request(ctx, request, &headers).await
+            }
         }
+    }
+
+    /// The `Mcp-Param-*` headers of a modern `tools/call` to this upstream.
+    fn param_headers_for(&self, ctx: &CallContext, request: &Request) -> Vec<(String, String)> {
+        if !ctx.upstream_session.is_modern() || Method::parse(&request.method) != Method::CallTool {
+            return Vec::new();
+        }
+        let params = request.params.as_ref();
+        let Some(name) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
+            return Vec::new();
+        };
+        let annotations = self.tool_headers.of(name).unwrap_or_default();
+        crate::protocol::param_headers::outgoing(
+            &annotations,
+            params.and_then(|p| p.get("arguments")),
+        )
     }
 
     /// Sends a notification or a response (to a server-to-client request) upstream.

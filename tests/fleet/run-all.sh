@@ -2,9 +2,13 @@
 # Every fleet test: the Python SDK fleet tests (legacy sessions in test_fleet.py, 2026-07-28 in
 # the `fleet`-marked tests of test_modern.py) and the SIGSTOP drill with Python and TypeScript
 # clients (pytest, each test starts its own fleet), the
-# TypeScript SDK fleet test (once per upstream transport, under `fleet.py run`), and the
-# conformance suite against the fleet. Runs all of them, then exits non-zero if any failed.
-# Needs: tests/tools/install.sh and `cargo build --bins` done.
+# TypeScript SDK fleet test (once per upstream transport, under `fleet.py run`), the
+# 2026-07-28 clients of the TypeScript SDK (tests/e2e/ts/modern.test.mjs) and of rmcp
+# (tests/rmcp_client.rs, pointed at the fleet by MCPGATE_E2E_URL) under `fleet.py run` with
+# both upstreams, and the conformance suite against the fleet. Runs all of them, then exits
+# non-zero if any failed.
+# Needs: tests/tools/install.sh and `cargo build --bins` done (the rmcp step builds its test
+# binary if `cargo nextest run` has not).
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -37,6 +41,16 @@ for kind in stdio http; do
     timeout 120 python3 tests/fleet/fleet.py run --replicas 3 --upstreams "$kind" -- \
     "$node" --test tests/fleet/fleet.test.mjs
 done
+step "TypeScript SDK at 2026-07-28 (tests/e2e/ts/modern.test.mjs), fixture over stdio and http" \
+  timeout 120 python3 tests/fleet/fleet.py run --replicas 3 --upstreams stdio,http -- \
+  "$node" --test tests/e2e/ts/modern.test.mjs
+rmcp_tests=(cargo nextest run --no-capture --test rmcp_client)
+if ! cargo nextest --version >/dev/null 2>&1; then
+  rmcp_tests=(cargo test --test rmcp_client -- --nocapture)
+fi
+step "rmcp client at 2026-07-28 (tests/rmcp_client.rs), fixture over stdio and http" \
+  timeout 600 python3 tests/fleet/fleet.py run --replicas 3 --upstreams stdio,http -- \
+  env 'MCPGATE_E2E_URL={url}' "${rmcp_tests[@]}"
 step "conformance suite against the fleet" timeout 300 bash tests/fleet/conformance.sh
 
 if ((${#failed[@]})); then

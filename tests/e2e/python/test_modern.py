@@ -7,11 +7,16 @@ Two places:
 
 * one gateway in front of both fixture upstreams (conftest's ``gateway``): the era, tools,
   resources, prompts, progress and MRTR, for each upstream (``local`` over stdio, ``remote``
-  over Streamable HTTP);
+  over Streamable HTTP), and a ``subscriptions/listen`` stream (``Client.listen``) that
+  carries the tool list changes of both upstreams and not the prompt changes it did not ask
+  for;
 * the fleet (tests/fleet/fleet.py: Redis, 3 replicas, haproxy round-robin with no stickiness),
   marked ``fleet`` and run only by tests/fleet/run-all.sh (tests/ci.sh's plain Python step
   deselects them): every round of one MRTR exchange is served by another replica than the
-  round before (from haproxy's log), and no modern client leaves a key in Redis.
+  round before (from haproxy's log), a listen stream held on one replica gets the change
+  triggered on another (``remote``: one fixture process shared by the replicas; a ``local``
+  trigger would reach only its own replica's child), and no modern client leaves a key in
+  Redis.
 
 Every HTTP exchange is recorded below the SDK (``Wire``, an httpx transport): request headers,
 JSON-RPC bodies both ways, status and response headers, so that the assertions speak about the
@@ -38,6 +43,7 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import Subscription, ToolsListChanged
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fleet"))
 
@@ -53,6 +59,9 @@ UPSTREAMS = ("local", "remote")
 ELICIT = "test_input_required_result_elicitation"
 MULTI_ROUND = "test_input_required_result_multi_round"
 MRTR_PROMPT = "test_input_required_result_prompt"
+SUBSCRIPTION_META = "io.modelcontextprotocol/subscriptionId"
+TOOL_TRIGGER = "test_trigger_tool_change"
+PROMPT_TRIGGER = "test_trigger_prompt_change"
 
 
 # --- the wire recorder ------------------------------------------------------------------------
@@ -220,6 +229,51 @@ def assert_mrtr_exchange(wire: Wire, tool: str, rounds: int) -> list[Exchange]:
     return posts
 
 
+def listen_exchange(wire: Wire) -> Exchange:
+    """The one subscriptions/listen POST."""
+    posts = [e for e in wire.exchanges if e.rpc == ["subscriptions/listen"]]
+    assert len(posts) == 1, [e.rpc for e in wire.exchanges]
+    return posts[0]
+
+
+async def next_change(sub: Subscription, timeout: float = 10):
+    with anyio.fail_after(timeout):
+        return await anext(sub)
+
+
+async def trigger_changes(c: Client, upstream: str) -> list[str]:
+    """Announces a prompt list change, then a tool list change, on `upstream`; returns the
+    trigger results' texts ("... announced to N listen stream(s)")."""
+    out = []
+    for trigger in (PROMPT_TRIGGER, TOOL_TRIGGER):
+        result = await c.call_tool(f"{upstream}__{trigger}", {})
+        assert not result.is_error, result
+        out.extend(texts(result))
+    return out
+
+
+def assert_listen_stream(post: Exchange, tool_changes: int) -> None:
+    """On the wire: the listen request asked for tool list changes only, and its stream
+    carried the acknowledgement (with the request id and the honoured filter) and then exactly
+    `tool_changes` tool list changes, each tagged with the request id, and no prompt change
+    (the triggers announce a prompt change before every tool change, so one relayed would be
+    on the stream before the last tool change)."""
+    (request,) = post.body
+    sid = request["id"]
+    assert request["params"]["notifications"] == {"toolsListChanged": True}, request
+    assert post.response_headers.get("content-type", "").startswith("text/event-stream"), post.response_headers
+    frames = post.replies()
+    assert frames, "the listen stream carried nothing"
+    ack = frames[0]
+    assert ack.get("method") == "notifications/subscriptions/acknowledged", frames
+    assert ack["params"]["_meta"][SUBSCRIPTION_META] == sid, ack
+    assert ack["params"]["notifications"] == {"toolsListChanged": True}, ack
+    changes = frames[1:]
+    assert [m.get("method") for m in changes] == ["notifications/tools/list_changed"] * tool_changes, frames
+    for change in changes:
+        assert change["params"]["_meta"][SUBSCRIPTION_META] == sid, change
+
+
 # --- one gateway --------------------------------------------------------------------------------
 
 
@@ -333,6 +387,27 @@ async def test_a_prompt_that_needs_input(gateway, upstream):
     assert_modern_and_sessionless(wire)
 
 
+async def test_a_listen_stream_carries_only_the_changes_asked_for(gateway):
+    client, wire = modern_client(gateway.url)
+    with anyio.fail_after(TIMEOUT):
+        async with client as c:
+            async with c.listen(tools_list_changed=True) as sub:
+                assert sub.honored.tools_list_changed and not sub.honored.prompts_list_changed, sub.honored
+                for upstream in UPSTREAMS:
+                    announced = await trigger_changes(c, upstream)
+                    assert all("announced to 1 listen stream" in t for t in announced), announced
+                    assert await next_change(sub) == ToolsListChanged(), upstream
+                    # Also through the SDK: the next event is not there yet.
+                    with anyio.move_on_after(0.5) as idle:
+                        extra = await anext(sub)
+                    assert idle.cancelled_caught, f"an unexpected event after {upstream}'s changes: {extra}"
+                subscription_id = sub.subscription_id
+    post = listen_exchange(wire)
+    assert post.body[0]["id"] == subscription_id, post.body
+    assert_listen_stream(post, tool_changes=len(UPSTREAMS))
+    assert_modern_and_sessionless(wire)
+
+
 # --- the fleet ----------------------------------------------------------------------------------
 
 
@@ -355,6 +430,13 @@ def served_by(fleet: Fleet, tags: list[str], timeout: float = 10.0) -> dict[str,
             return {t: found[t] for t in tags}
         time.sleep(0.05)
     raise AssertionError(f"haproxy never logged requests {sorted(wanted - set(found))}")
+
+
+def listens_opened(fleet: Fleet) -> dict[str, float]:
+    """replica -> how many subscriptions/listen requests it has answered (counted when the
+    stream opens)."""
+    return {r.name: fleet.metric(r.index, "mcpgate_requests_total", method="subscriptions/listen")
+            for r in fleet.replicas}
 
 
 @pytest.fixture(scope="module")
@@ -418,6 +500,48 @@ async def test_fleet_mrtr_rounds_are_served_by_different_replicas(fleet, tool, r
     assert all(status == 200 for _, status in served.values()), served
     for before, after in zip(replicas, replicas[1:]):
         assert before != after, f"two consecutive rounds on {before}: {replicas}"
+
+
+@pytest.mark.fleet
+async def test_fleet_a_listen_stream_gets_a_change_triggered_on_another_replica(fleet):
+    """The listen stream is held on one replica; the remote (shared HTTP fixture) triggers go
+    to the next replicas (round-robin), and the tool change reaches the stream, tagged with
+    its subscription id; the prompt change, not asked for, does not. Both triggers were
+    served by other replicas than the listen stream: the stream's replica is the one whose
+    listen counter rose when it opened (haproxy logs a request only when it ends, and the
+    SDK leaves the stream's connection open after the listen), the triggers' replicas are
+    in haproxy's log."""
+    client, wire = modern_client(fleet.url)
+    with anyio.fail_after(TIMEOUT):
+        async with client as c:
+            # The SDK lists the tools after its first tool call (for their output schemas);
+            # listed now, the two triggers are the next two requests after the listen, each
+            # on another replica than the stream.
+            await c.list_tools()
+            before = listens_opened(fleet)
+            async with c.listen(tools_list_changed=True) as sub:
+                after = listens_opened(fleet)
+                assert sub.honored.tools_list_changed and not sub.honored.prompts_list_changed, sub.honored
+                announced = await trigger_changes(c, "remote")
+                assert all("announced to" in t for t in announced), announced
+                assert await next_change(sub) == ToolsListChanged()
+                with anyio.move_on_after(0.5) as idle:
+                    extra = await anext(sub)
+                assert idle.cancelled_caught, f"an unexpected event: {extra}"
+    post = listen_exchange(wire)
+    assert_listen_stream(post, tool_changes=1)
+    assert_modern_and_sessionless(wire)
+
+    opened = {name: after[name] - before[name] for name in after if after[name] != before[name]}
+    assert list(opened.values()) == [1], f"listen streams opened per replica: {opened}"
+    (listen_on,) = opened
+    triggers = {t: wire.calls("tools/call", f"remote__{t}") for t in (PROMPT_TRIGGER, TOOL_TRIGGER)}
+    assert all(len(posts) == 1 for posts in triggers.values()), triggers
+    served = served_by(fleet, [posts[0].tag for posts in triggers.values()])
+    on = {t: served[posts[0].tag][0] for t, posts in triggers.items()}
+    print(f"\n[fleet] listen stream on {listen_on}, triggers on {on}")
+    assert all(status == 200 for _, status in served.values()), served
+    assert listen_on not in on.values(), f"a trigger was served by the listen stream's replica {listen_on}: {on}"
 
 
 @pytest.mark.fleet
