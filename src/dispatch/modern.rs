@@ -124,10 +124,13 @@ impl Gateway {
         own_name: &str,
         arguments: Option<&Value>,
     ) -> Result<(), Value> {
-        if upstream.tool_headers.of(own_name).is_none() {
-            self.learn_tools(session, modern, upstream).await;
-        }
-        let annotations = upstream.tool_headers.of(own_name).unwrap_or_default();
+        let annotations = match upstream.tool_headers.of(own_name) {
+            Some(known) => known,
+            None => {
+                self.learn_tools(session, modern, upstream).await;
+                upstream.tool_headers.of(own_name).unwrap_or_default()
+            }
+        };
         param_headers::check(&annotations, arguments, &modern.param_headers).map_err(|error| {
             let mut object = error_object(error.code(), error.to_string());
             if let Some(data) = error.data() {

@@ -62,7 +62,7 @@ impl Gateway {
         let unknown = self
             .upstreams
             .iter()
-            .filter(|u| u.is_healthy() && u.last_init().is_none());
+            .filter(|u| u.is_healthy() && !u.is_known());
         join_all(unknown.map(|upstream| async move {
             if upstream.speaks_modern().await || !upstream.has_upstream_sessions() {
                 return;
@@ -78,7 +78,7 @@ impl Gateway {
     /// The `server/discover` result: both eras' versions and what every upstream offers. It
     /// depends on no principal, so it may be cached publicly.
     pub async fn discover(&self, principal: &Principal) -> Value {
-        let session = self.stateless_session(principal, None);
+        let session = self.stateless_session(principal, Arc::new(ModernRequest::gateway()));
         self.know_upstreams(&session).await;
         let answered: Vec<Answered> = self
             .upstreams
@@ -122,7 +122,8 @@ impl Gateway {
         request: Request,
         call: Call,
     ) -> mpsc::Receiver<Outgoing> {
-        let session = self.stateless_session(principal, Some(&modern));
+        let modern = Arc::new(modern);
+        let session = self.stateless_session(principal, modern.clone());
         let method = Method::parse(&request.method);
         let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         let gateway = self.clone();
@@ -160,16 +161,16 @@ impl Gateway {
     }
 
     /// The one-request session a modern request (or the gateway, for discovery) is served as.
-    fn stateless_session(&self, principal: &Principal, modern: Option<&ModernRequest>) -> Session {
+    fn stateless_session(&self, principal: &Principal, modern: Arc<ModernRequest>) -> Session {
         let owner = self.signer.owner_tag(principal);
         let client_info = modern
-            .and_then(|m| m.client_info.clone())
+            .client_info
+            .clone()
             .unwrap_or_else(|| json!({"name": "mcpgate", "version": env!("CARGO_PKG_VERSION")}));
-        let capabilities = modern.map_or_else(|| json!({}), |m| m.client_capabilities.clone());
         let mut record = SessionRecord::new(
             ProtocolVersion::LATEST,
             client_info,
-            capabilities,
+            modern.client_capabilities.clone(),
             self.settings.max_lifetime,
         )
         .owned_by(owner.clone(), principal.team().map(str::to_owned));
@@ -177,9 +178,7 @@ impl Gateway {
         Session {
             id: stateless_id(&owner),
             record,
-            modern: Some(Arc::new(
-                modern.cloned().unwrap_or_else(ModernRequest::gateway),
-            )),
+            modern: Some(modern),
         }
     }
 }

@@ -283,13 +283,14 @@ async fn answer(
     Ok(json_response(body))
 }
 
-fn json_response(body: Value) -> HttpResponse {
+pub(super) fn json_response(body: Value) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "application/json"))
         .body(body.to_string())
 }
 
-fn is_response(message: &Value) -> bool {
+/// Whether a message is a JSON-RPC response (a result or an error).
+pub(super) fn is_response(message: &Value) -> bool {
     message.get("method").is_none()
         && (message.get("result").is_some() || message.get("error").is_some())
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use super::body::Incoming;
 use super::error::HttpError;
 use super::guard::{SESSION_HEADER, VERSION_HEADER};
+use super::post::{is_response, json_response};
 use super::{AppState, mirrored};
 use crate::auth::Principal;
 use crate::dispatch::{Gateway, Outgoing};
@@ -70,16 +71,17 @@ pub async fn serve(
 ) -> Result<HttpResponse, HttpError> {
     let method = Method::parse(&body.method);
     let mirrored = mirrored::read(request);
-    let modern = ModernRequest::parse(&method, &body.method, body.params.as_ref(), &mirrored)
-        .map_err(|error| HttpError::Modern {
-            id: Some(body.id.clone()),
-            error,
+    let modern =
+        ModernRequest::parse(&method, body.params.as_ref(), &mirrored).map_err(|error| {
+            HttpError::Modern {
+                id: Some(body.id.clone()),
+                error,
+            }
         })?;
     let gateway = &state.gateway;
     if method == Method::Discover {
-        return Ok(json_response(
-            result_value(&body.id, gateway.discover(principal).await).to_string(),
-        ));
+        let discovered = gateway.discover(principal).await;
+        return Ok(json_response(result_value(&body.id, discovered)));
     }
     let call = gateway
         .check_request(&body)
@@ -174,15 +176,4 @@ fn status_of(response: &serde_json::Value) -> StatusCode {
     } else {
         StatusCode::OK
     }
-}
-
-fn is_response(message: &serde_json::Value) -> bool {
-    message.get("method").is_none()
-        && (message.get("result").is_some() || message.get("error").is_some())
-}
-
-fn json_response(body: String) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "application/json"))
-        .body(body)
 }

@@ -132,7 +132,6 @@ impl ModernRequest {
     /// what the transport mirrored against the body, then the version, then the method.
     pub fn parse(
         method: &Method,
-        name: &str,
         params: Option<&Value>,
         mirrored: &Mirrored,
     ) -> Result<Self, ModernError> {
@@ -151,7 +150,7 @@ impl ModernRequest {
                     meta::PROTOCOL_VERSION
                 ))
             })?;
-        check_mirrored(method, name, params, requested, mirrored)?;
+        check_mirrored(method, params, requested, mirrored)?;
         let version = MODERN_VERSIONS
             .into_iter()
             .find(|v| *v == requested)
@@ -159,7 +158,7 @@ impl ModernRequest {
                 requested: requested.to_owned(),
             })?;
         if !method.served_in_modern_era() {
-            return Err(ModernError::MethodNotFound(name.to_owned()));
+            return Err(ModernError::MethodNotFound(method.as_str().to_owned()));
         }
         let client_capabilities = meta
             .get(meta::CLIENT_CAPABILITIES)
@@ -352,7 +351,6 @@ fn request_meta(params: Option<&Value>) -> Option<&serde_json::Map<String, Value
 /// and equal to the body's.
 fn check_mirrored(
     method: &Method,
-    name: &str,
     params: Option<&Value>,
     version: &str,
     mirrored: &Mirrored,
@@ -362,7 +360,7 @@ fn check_mirrored(
         mirrored.protocol_version.as_deref(),
         version,
     )?;
-    compare("Mcp-Method", mirrored.method.as_deref(), name)?;
+    compare("Mcp-Method", mirrored.method.as_deref(), method.as_str())?;
     let Some(field) = method.mirrored_name_field() else {
         return Ok(());
     };
@@ -419,7 +417,7 @@ mod tests {
         params: &Value,
         mirrored: &Mirrored,
     ) -> Result<ModernRequest, ModernError> {
-        ModernRequest::parse(&Method::parse(method), method, Some(params), mirrored)
+        ModernRequest::parse(&Method::parse(method), Some(params), mirrored)
     }
 
     #[test]

@@ -240,8 +240,14 @@ impl Upstream {
 
     /// Whether the upstream's last `initialize` answer declared a server capability.
     pub fn has_capability(&self, capability: ServerCapability) -> bool {
-        self.last_init()
+        crate::sync::lock(self.last_init_slot())
+            .as_ref()
             .is_some_and(|init| init.capabilities.get(capability.key()).is_some())
+    }
+
+    /// Whether an `initialize` (or `server/discover`) answer is known on this replica.
+    pub fn is_known(&self) -> bool {
+        crate::sync::lock(self.last_init_slot()).is_some()
     }
 
     /// The upstream's last `initialize` (or `server/discover`) answer on this replica; `None`
