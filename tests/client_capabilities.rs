@@ -8,106 +8,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
-use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Gateway, LATEST, Reply, Session, SseReader};
+use support::answering::call;
+use support::{Gateway, LATEST};
 
 /// Upstream timeout of these tests: a call that hangs until it is easy to tell apart.
 const UPSTREAM_TIMEOUT: &str = "timeout = \"30s\"";
-/// Longest wait for a tool call's response; well below [`UPSTREAM_TIMEOUT`].
-const CALL_WAIT: Duration = Duration::from_secs(15);
-
-/// Everything the gateway sent for one `tools/call`.
-#[derive(Debug)]
-struct Exchange {
-    /// Messages before the response (requests and notifications).
-    before: Vec<Value>,
-    response: Value,
-}
-
-impl Exchange {
-    /// The error message or the `isError` result's text; panics on a successful result.
-    fn failure_text(&self) -> String {
-        let response = &self.response;
-        if let Some(message) = response["error"]["message"].as_str() {
-            return message.to_owned();
-        }
-        assert_eq!(
-            response["result"]["isError"],
-            json!(true),
-            "the call did not fail: {self:#?}"
-        );
-        response["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// The successful result's first text.
-    fn result_text(&self) -> &str {
-        self.response["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no text result: {self:#?}"))
-    }
-}
-
-/// Calls `tool` and reads everything the gateway sends until the call's response, posting the
-/// answer `answer` gives for each server-to-client message (`None`: no answer). Panics if the
-/// response does not arrive within [`CALL_WAIT`].
-async fn call(
-    gw: &Gateway,
-    session: &Session,
-    tool: &str,
-    arguments: Value,
-    answer: impl Fn(&Value) -> Option<Value>,
-) -> Exchange {
-    let id = gw.next_id();
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments}});
-    let response = gw.post_stream(Some(session), &body).await;
-    let is_json = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        let response = Reply::read(response).await.json();
-        return Exchange {
-            before: Vec::new(),
-            response,
-        };
-    }
-    let mut stream = SseReader::new(response);
-    let deadline = Instant::now() + CALL_WAIT;
-    let mut before = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Some(event) = stream.next_event(left).await else {
-            panic!(
-                "no response to {tool} within {CALL_WAIT:?} (stream ended: {}); got {before:#?}",
-                stream.ended
-            );
-        };
-        if event.data.as_deref().is_none_or(str::is_empty) {
-            continue;
-        }
-        let message = event.json();
-        if message["id"] == json!(id) && message.get("method").is_none() {
-            return Exchange {
-                before,
-                response: message,
-            };
-        }
-        if let Some(reply) = answer(&message) {
-            let posted = gw.post_json(Some(session), &reply).await;
-            assert_eq!(posted.status, StatusCode::ACCEPTED, "answer: {posted:?}");
-        }
-        before.push(message);
-    }
-}
-
 /// Fails the test at once if a message with `method` reaches the client.
 fn forbid(method: &'static str) -> impl Fn(&Value) -> Option<Value> {
     move |message| {

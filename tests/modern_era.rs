@@ -412,7 +412,7 @@ fn input_required(response: &Value) -> (&Value, String) {
         .as_str()
         .unwrap_or_else(|| panic!("no requestState: {response}"));
     assert!(
-        state.starts_with("mcpgate.s1."),
+        state.starts_with("mcpgate.s2."),
         "the gateway's sealed state: {response}"
     );
     (&result["inputRequests"], state.to_owned())
@@ -515,6 +515,181 @@ async fn mrtr_rounds_continue_on_any_replica_and_altered_states_are_refused() {
             .contains("altered"),
         "{foreign_key}"
     );
+}
+
+/// The one input a bridged legacy upstream asks for in a round, and the state to send back.
+fn bridged_input(response: &Value) -> (Value, String) {
+    let (requests, state) = input_required(response);
+    let asked = requests["mcpgate-input"].clone();
+    assert_eq!(asked["method"], json!("elicitation/create"), "{response}");
+    (asked, state)
+}
+
+/// A legacy upstream's elicitation in the middle of a call reaches a modern client as
+/// `input_required`; each retry resumes the same upstream call from whichever replica gets it.
+async fn bridge_three_rounds(fleet: &[Gateway], tool: &str) {
+    let first = round(&fleet[0], tool, Value::Null, None, None).await;
+    let (asked, state1) = bridged_input(&first);
+    assert!(
+        asked["params"]["requestedSchema"]["properties"]
+            .get("name")
+            .is_some(),
+        "{first}"
+    );
+    let second = round(
+        &fleet[1 % fleet.len()],
+        tool,
+        accept("mcpgate-input", "name", "Alice"),
+        Some(&state1),
+        None,
+    )
+    .await;
+    let (asked, state2) = bridged_input(&second);
+    assert!(
+        asked["params"]["requestedSchema"]["properties"]
+            .get("color")
+            .is_some(),
+        "{second}"
+    );
+    let done = round(
+        &fleet[2 % fleet.len()],
+        tool,
+        accept("mcpgate-input", "color", "blue"),
+        Some(&state2),
+        None,
+    )
+    .await;
+    assert_eq!(done["result"]["resultType"], json!("complete"), "{done}");
+    assert_eq!(text_of(&done), "Alice's favorite color is blue.", "{done}");
+    let replayed = round(
+        &fleet[0],
+        tool,
+        accept("mcpgate-input", "color", "blue"),
+        Some(&state2),
+        None,
+    )
+    .await;
+    assert_eq!(
+        replayed["error"]["code"],
+        json!(INVALID_PARAMS),
+        "{replayed}"
+    );
+    assert!(
+        replayed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer held"),
+        "{replayed}"
+    );
+}
+
+#[tokio::test]
+async fn mrtr_bridges_legacy_upstreams_across_replicas() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = support::Fixture::start_http("shared", dir.path()).await;
+    let shared = format!(
+        "[[upstreams]]\nname = \"shared\"\ntransport = \"http\"\nera = \"legacy\"\nurl = {}",
+        support::toml_str(&upstream.url)
+    );
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        let replica = redis
+            .replica("60s")
+            .local("era = \"legacy\"")
+            .toml(&shared)
+            .start()
+            .await;
+        fleet.push(replica);
+    }
+    for tool in [
+        "local__test_input_required_result_multi_round",
+        "shared__test_input_required_result_multi_round",
+    ] {
+        bridge_three_rounds(&fleet, tool).await;
+    }
+}
+
+#[tokio::test]
+async fn mrtr_bridges_a_legacy_upstream_on_one_replica_and_tampering_is_refused() {
+    let gw = Gateway::builder().local("era = \"legacy\"").start().await;
+    let tool = "local__test_input_required_result_multi_round";
+    bridge_three_rounds(std::slice::from_ref(&gw), tool).await;
+    let first = round(&gw, tool, Value::Null, None, None).await;
+    let (_, state) = bridged_input(&first);
+    let tampered = round(
+        &gw,
+        tool,
+        accept("mcpgate-input", "name", "Alice"),
+        Some(&format!("{state}x")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        tampered["error"]["code"],
+        json!(INVALID_PARAMS),
+        "{tampered}"
+    );
+    // Without the answer, the same question comes back, and the call still completes.
+    let again = round(&gw, tool, json!({}), Some(&state), None).await;
+    let (asked, state) = bridged_input(&again);
+    assert!(
+        asked["params"]["requestedSchema"]["properties"]
+            .get("name")
+            .is_some(),
+        "{again}"
+    );
+    let next = round(
+        &gw,
+        tool,
+        accept("mcpgate-input", "name", "Bob"),
+        Some(&state),
+        None,
+    )
+    .await;
+    let (_, state) = bridged_input(&next);
+    let done = round(
+        &gw,
+        tool,
+        accept("mcpgate-input", "color", "red"),
+        Some(&state),
+        None,
+    )
+    .await;
+    assert_eq!(text_of(&done), "Bob's favorite color is red.", "{done}");
+}
+
+#[tokio::test]
+async fn a_caller_may_keep_16_calls_waiting_for_its_input() {
+    // Over HTTP each call's questions arrive on its own stream; a stdio child's go to the
+    // newest call of the caller (stdio carries no originating request id).
+    let gw = Gateway::builder()
+        .remote_line("era = \"legacy\"")
+        .start()
+        .await;
+    let tool = "remote__test_input_required_result_multi_round";
+    let mut states = Vec::new();
+    for _ in 0..16 {
+        let (_, state) = bridged_input(&round(&gw, tool, Value::Null, None, None).await);
+        states.push(state);
+    }
+    let refused = round(&gw, tool, Value::Null, None, None).await;
+    assert_eq!(refused["error"]["code"], json!(-32000), "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 16 calls waiting"),
+        "{refused}"
+    );
+    // A call that completes frees its place.
+    let answer = accept("mcpgate-input", "name", "Alice");
+    let second = round(&gw, tool, answer, Some(&states[0]), None).await;
+    let (_, state) = bridged_input(&second);
+    let answer = accept("mcpgate-input", "color", "blue");
+    let done = round(&gw, tool, answer, Some(&state), None).await;
+    assert_eq!(text_of(&done), "Alice's favorite color is blue.", "{done}");
+    bridged_input(&round(&gw, tool, Value::Null, None, None).await);
 }
 
 #[tokio::test]

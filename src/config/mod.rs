@@ -286,8 +286,9 @@ pub struct UpstreamConfig {
     pub headers: BTreeMap<String, Secret>,
     /// http: who keeps the upstream's standalone GET stream of a session open (default `hold`).
     pub standalone: Option<StandaloneMode>,
-    /// Which protocol era modern (2026-07-28) requests reach this upstream in: `auto` (probe it
-    /// with `server/discover`, the default) or `legacy` (always the `initialize` handshake).
+    /// Which protocol era requests reach this upstream in: `auto` (probe it with
+    /// `server/discover`, the default), `legacy` (always the `initialize` handshake) or
+    /// `modern` (only 2026-07-28, from legacy sessions too; HTTP only).
     #[serde(default)]
     pub era: UpstreamEra,
     /// Largest message read from this upstream, in bytes: a stdio line, an HTTP JSON answer or
@@ -382,6 +383,9 @@ pub enum UpstreamEra {
     Auto,
     /// Never probe: an upstream that mishandles a probe, or must see one client per session.
     Legacy,
+    /// It speaks only 2026-07-28 (HTTP only): legacy sessions' requests reach it in the modern
+    /// form too, its `input_required` answered by their clients (`dispatch/legacy_bridge.rs`).
+    Modern,
 }
 
 /// How an HTTP upstream's standalone GET stream (its messages outside any request) is kept.
@@ -749,6 +753,12 @@ fn validate_stdio(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigErro
             "standalone belongs to transport = \"http\"",
         ));
     }
+    if upstream.era == UpstreamEra::Modern {
+        return Err(invalid(
+            format!("{key}.era"),
+            "\"modern\" needs transport = \"http\" (a stdio child is started with the initialize handshake)",
+        ));
+    }
     Ok(())
 }
 
@@ -840,6 +850,10 @@ mod tests {
             (
                 "[[upstreams]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\nstandalone = \"hold\"",
                 "upstreams[0].standalone",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\nera = \"modern\"",
+                "upstreams[0].era",
             ),
             (
                 "[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x\"\nstandalone = \"always\"",

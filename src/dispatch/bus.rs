@@ -3,7 +3,9 @@
 //! reached a replica other than the one whose upstream exchange is waiting for it.
 //!
 //! Only stdio upstreams need this (their child runs on one replica); an HTTP upstream is
-//! answered directly by any replica with the upstream session id from the record. Payloads are
+//! answered directly by any replica with the upstream session id from the record. The same
+//! channel carries a modern client's retry to the replica holding the upstream exchange it
+//! continues, and that exchange's messages and outcome back (`suspended.rs`). Payloads are
 //! `m:<json>` on [`keys::session_channel`], beside the event log's `e:<stream>` wake-ups.
 
 use std::sync::Arc;
@@ -31,6 +33,23 @@ pub enum BusMessage {
     },
     /// The client cancelled its request `request`.
     Cancel { request: RequestId },
+    /// A modern client's retry brings `responses` (its `inputResponses`) for the upstream
+    /// exchange `replica` holds suspended as `exchange`; what follows goes back under `reply`.
+    Resume {
+        replica: String,
+        exchange: String,
+        reply: String,
+        responses: Value,
+    },
+    /// The holding replica took the exchange up (or the retry's wait would end).
+    Claimed { reply: String },
+    /// A message the resumed exchange sent the client (progress, a log message).
+    Relayed { reply: String, message: Value },
+    /// The resumed exchange's outcome: the final result, or `input_required` again.
+    Resumed {
+        reply: String,
+        outcome: Result<Value, Value>,
+    },
 }
 
 /// Sends and receives [`BusMessage`]s (Redis deployments only).

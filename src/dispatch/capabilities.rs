@@ -27,8 +27,9 @@ use serde_json::Value;
 
 use std::sync::Arc;
 
+use super::request_state::Binding;
 use super::{Gateway, error_object};
-use crate::protocol::jsonrpc::{Message, RequestId, Response};
+use crate::protocol::jsonrpc::{Message, Request, RequestId, Response};
 use crate::protocol::{Capability, ClientCapability, Method, ModernError};
 use crate::session::SessionId;
 use crate::upstream::{CallContext, Unsolicited, Upstream};
@@ -93,14 +94,26 @@ struct Elicitation {
 }
 
 /// What the client of a session declared, as far as it gates server-to-client messages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientCapabilities {
     sampling: Option<Sampling>,
     elicitation: Option<Elicitation>,
     roots: bool,
-    /// Whether server-to-client requests are relayed (a legacy session) or not (a modern
-    /// request, where they do not exist).
-    relays_requests: bool,
+    requests: ServerRequests,
+}
+
+/// What becomes of an upstream's request to the client in the middle of a call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum ServerRequests {
+    /// Relayed to the client (a legacy session).
+    #[default]
+    Relayed,
+    /// Refused to the upstream: a modern client has no server-to-client requests, and a
+    /// modern upstream has no business sending one.
+    Refused,
+    /// Put to a modern client as `input_required`, the exchange suspended until its retry
+    /// (`suspended.rs`); the new `requestState` is bound as this.
+    Suspended(Binding),
 }
 
 impl ClientCapabilities {
@@ -122,7 +135,7 @@ impl ClientCapabilities {
             sampling,
             elicitation,
             roots: declared(capabilities, "roots").is_some(),
-            relays_requests: true,
+            requests: ServerRequests::Relayed,
         }
     }
 
@@ -130,13 +143,30 @@ impl ClientCapabilities {
     /// request is ever relayed.
     pub fn modern(capabilities: &Value) -> Self {
         Self {
-            relays_requests: false,
+            requests: ServerRequests::Refused,
             ..Self::from_declared(capabilities)
         }
     }
 
+    /// These capabilities, for a modern request to a legacy upstream: what the upstream asks
+    /// of the client during the call becomes `input_required`, with a state bound as `binding`.
+    pub fn suspending(self, binding: Binding) -> Self {
+        Self {
+            requests: ServerRequests::Suspended(binding),
+            ..self
+        }
+    }
+
     pub fn relays_requests(&self) -> bool {
-        self.relays_requests
+        self.requests == ServerRequests::Relayed
+    }
+
+    /// How a suspended exchange's `requestState` is bound, when requests suspend it.
+    pub fn suspends(&self) -> Option<&Binding> {
+        match &self.requests {
+            ServerRequests::Suspended(binding) => Some(binding),
+            _ => None,
+        }
     }
 
     /// Whether `message` needs any client capability at all.
@@ -146,11 +176,19 @@ impl ClientCapabilities {
 
     /// Whether the client may receive `message`; if not, the capability it lacks.
     pub fn allows(&self, message: &Message) -> Result<(), MissingCapability> {
-        let (method, params) = match message {
-            Message::Request(request) => (request.method.as_str(), request.params.as_ref()),
-            Message::Notification(note) => (note.method.as_str(), note.params.as_ref()),
-            Message::Response(_) => return Ok(()),
-        };
+        match message {
+            Message::Request(request) => self.allows_request(request),
+            Message::Notification(note) => self.allows_method(&note.method, note.params.as_ref()),
+            Message::Response(_) => Ok(()),
+        }
+    }
+
+    /// Whether the client may receive the server-to-client `request`.
+    pub fn allows_request(&self, request: &Request) -> Result<(), MissingCapability> {
+        self.allows_method(&request.method, request.params.as_ref())
+    }
+
+    fn allows_method(&self, method: &str, params: Option<&Value>) -> Result<(), MissingCapability> {
         let missing = match Method::parse(method).required_capability() {
             Some(Capability::Client(needed)) => self.gap(needed, params),
             _ => None,

@@ -12,11 +12,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::bus::{BusListener, BusMessage};
 use super::capabilities::{ClientCapabilities, refuse, refuse_unbridged};
 use super::forward::upstream_failure;
+use super::request_state::Binding;
+use super::suspended::Suspension;
 use super::{Gateway, Outbox, Outcome, Outgoing};
 use crate::events::Origin;
 use crate::protocol::jsonrpc::{Message, RequestId, Response};
@@ -31,6 +34,18 @@ enum Turn {
     TimedOut,
     Routed(BusMessage),
     Listen,
+}
+
+/// What becomes of one upstream message.
+enum Verdict {
+    /// It goes to the client.
+    Relay,
+    /// It was refused to the upstream; the exchange goes on.
+    Refused,
+    /// The call ends with this error.
+    Fail(Value),
+    /// The call waits for a modern client's input, its new state bound as this.
+    Suspend(Binding),
 }
 
 /// The exchange's view of cross-replica traffic.
@@ -98,22 +113,26 @@ impl Gateway {
                     continue;
                 }
             };
-            if let UpstreamEvent::Message(message @ Message::Request(_)) = &event
-                && !capabilities.relays_requests()
-            {
-                match capabilities.allows(message) {
-                    Err(missing) => return Err(missing.required_error()),
-                    Ok(()) => {
-                        refuse_unbridged(upstream, ctx, message).await;
+            match self.judge(capabilities, upstream, ctx, &event).await {
+                Verdict::Relay => {}
+                Verdict::Refused => continue,
+                Verdict::Fail(error) => return Err(error),
+                Verdict::Suspend(binding) => {
+                    let UpstreamEvent::Message(Message::Request(asked)) = event else {
                         continue;
-                    }
+                    };
+                    guard.disarm();
+                    let suspension = Suspension {
+                        ctx: ctx.clone(),
+                        upstream: upstream.clone(),
+                        id: id.clone(),
+                        asked,
+                        messages,
+                        capabilities: capabilities.clone(),
+                        binding,
+                    };
+                    return self.suspend(suspension);
                 }
-            }
-            if let UpstreamEvent::Message(message) = &event
-                && let Err(missing) = capabilities.allows(message)
-            {
-                refuse(upstream, ctx, message, &missing).await;
-                continue;
             }
             let outgoing = match event {
                 UpstreamEvent::Message(Message::Response(response)) => {
@@ -139,6 +158,40 @@ impl Gateway {
                 }),
             };
             let _ = outbox.send(outgoing).await;
+        }
+    }
+
+    /// What becomes of an upstream message, by what the client declared and its era; a
+    /// refused request is answered to the upstream here.
+    async fn judge(
+        &self,
+        capabilities: &ClientCapabilities,
+        upstream: &Upstream,
+        ctx: &CallContext,
+        event: &UpstreamEvent,
+    ) -> Verdict {
+        let UpstreamEvent::Message(message) = event else {
+            return Verdict::Relay;
+        };
+        let allowed = capabilities.allows(message);
+        match (message, allowed) {
+            (Message::Request(_), Err(missing)) if !capabilities.relays_requests() => {
+                Verdict::Fail(missing.required_error())
+            }
+            (_, Err(missing)) => {
+                refuse(upstream, ctx, message, &missing).await;
+                Verdict::Refused
+            }
+            (Message::Request(_), Ok(())) if !capabilities.relays_requests() => {
+                match capabilities.suspends() {
+                    Some(binding) => Verdict::Suspend(binding.clone()),
+                    None => {
+                        refuse_unbridged(upstream, ctx, message).await;
+                        Verdict::Refused
+                    }
+                }
+            }
+            (_, Ok(())) => Verdict::Relay,
         }
     }
 
@@ -171,10 +224,14 @@ impl Gateway {
                     tracing::warn!(%error, "could not deliver a routed answer upstream");
                 }
             }
-            BusMessage::Answer { .. } => {}
             BusMessage::Cancel { request } => {
                 self.hub.cancel(&ctx.session, &request);
             }
+            BusMessage::Answer { .. }
+            | BusMessage::Resume { .. }
+            | BusMessage::Claimed { .. }
+            | BusMessage::Relayed { .. }
+            | BusMessage::Resumed { .. } => {}
         }
     }
 }

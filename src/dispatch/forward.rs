@@ -11,6 +11,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::capabilities::ClientCapabilities;
+use super::suspended::take_retry;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::config::StandaloneMode;
 use crate::protocol::Method;
@@ -56,16 +57,30 @@ impl Gateway {
         request: Request,
         outbox: &Outbox,
     ) -> Outcome {
+        if upstream.only_modern() && !session.is_stateless() {
+            return self
+                .forward_for_legacy(session, upstream, request, outbox)
+                .await;
+        }
         let mut request = request;
+        let mut suspend_as = None;
         if session.is_stateless() {
             if upstream.speaks_modern().await {
                 return self
                     .forward_modern(session, upstream, request, outbox)
                     .await;
             }
+            let binding = super::modern::binding(session, &request);
+            let retry = take_retry(&mut request);
             if let Some(params) = request.params.as_mut() {
                 crate::protocol::era::strip_modern_meta(params);
             }
+            if let Some(state) = retry.state {
+                return self
+                    .resume_retry(session, upstream, &state, retry.responses, &binding, outbox)
+                    .await;
+            }
+            suspend_as = Some(binding);
         }
         let opens_first =
             upstream.has_upstream_sessions() || (session.is_stateless() && upstream.is_isolated());
@@ -85,10 +100,9 @@ impl Gateway {
         };
         let messages = messages.map_err(|e| upstream_failure(&e))?;
         let declared = &session.record.client_capabilities;
-        let capabilities = if session.is_stateless() {
-            ClientCapabilities::modern(declared)
-        } else {
-            ClientCapabilities::from_declared(declared)
+        let capabilities = match suspend_as {
+            Some(binding) => ClientCapabilities::modern(declared).suspending(binding),
+            None => ClientCapabilities::from_declared(declared),
         };
         self.exchange(&ctx, &capabilities, upstream, &request.id, messages, outbox)
             .await

@@ -265,8 +265,9 @@ impl Gateway {
     }
 
     /// Healthy upstreams whose last known capabilities include what `method` needs of a server,
-    /// among those the session's team may use. A session lists an upstream that came up after
-    /// it started too: forwarding opens its upstream session.
+    /// among those the session's team may use, and not a modern-only upstream for a method the
+    /// modern era does not have. A session lists an upstream that came up after it started
+    /// too: forwarding opens its upstream session.
     pub(super) fn upstreams_for(&self, session: &Session, method: &Method) -> Vec<Arc<Upstream>> {
         let policy = self.policy(session);
         let needed = match method.required_capability() {
@@ -276,6 +277,7 @@ impl Gateway {
         self.upstreams
             .iter()
             .filter(|u| u.is_healthy() && needed.is_none_or(|c| u.has_capability(c)))
+            .filter(|u| !u.only_modern() || method.served_in_modern_era())
             .filter(|u| policy.allows_upstream(&u.name))
             .cloned()
             .collect()

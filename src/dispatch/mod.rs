@@ -11,6 +11,7 @@ mod forward;
 mod holder;
 mod hub;
 mod initialize;
+mod legacy_bridge;
 mod limited;
 mod listen;
 mod methods;
@@ -20,6 +21,7 @@ mod response_stream;
 mod restore;
 mod signing;
 mod stateless;
+mod suspended;
 mod unsolicited;
 
 use std::sync::Arc;
@@ -233,6 +235,10 @@ pub struct Gateway {
     stateless: stateless::StatelessUpstreams,
     /// Seals the `requestState` of modern multi round-trip requests.
     sealer: request_state::StateSealer,
+    /// Calls to legacy upstreams waiting for a modern client's input.
+    suspended: suspended::SuspendedExchanges,
+    /// Calls to modern-only upstreams waiting for a legacy client's answers.
+    input_waiters: legacy_bridge::InputWaiters,
 }
 
 impl Gateway {
@@ -263,6 +269,8 @@ impl Gateway {
             limits: backends.limits,
             stateless: Default::default(),
             sealer,
+            suspended: suspended::SuspendedExchanges::default(),
+            input_waiters: legacy_bridge::InputWaiters::default(),
         });
         tokio::spawn(unsolicited::relay(Arc::downgrade(&gateway), unsolicited));
         tokio::spawn(ending::keep_house(Arc::downgrade(&gateway)));
@@ -433,6 +441,9 @@ impl Gateway {
             .upstreams
             .by_name(&signed.upstream)
             .ok_or_else(unknown)?;
+        if upstream.only_modern() {
+            return self.answer_input(session, signed, response.outcome).await;
+        }
         if !upstream.has_upstream_sessions() && signed.replica != self.signer.replica() {
             let (replica, upstream, id) = (signed.replica, signed.upstream, signed.id);
             let answer = BusMessage::Answer {

@@ -13,14 +13,14 @@ use serde_json::{Value, json};
 
 use super::capabilities::ClientCapabilities;
 use super::forward::upstream_failure;
-use super::request_state::Binding;
+use super::request_state::{Binding, Held, StateError};
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::protocol::jsonrpc::{Request, RequestId};
 use crate::protocol::{ListKind, Method, ModernRequest, param_headers};
 use crate::session::UpstreamSession;
 use crate::upstream::{CallContext, Upstream, UpstreamError};
 
-const REQUEST_STATE: &str = "requestState";
+pub(super) const REQUEST_STATE: &str = "requestState";
 
 impl Gateway {
     /// Sends a modern request to a modern upstream and seals what it asks to be sent back.
@@ -33,6 +33,29 @@ impl Gateway {
     ) -> Outcome {
         let binding = binding(session, &request);
         self.open_request_state(upstream, &mut request, &binding)?;
+        let mut result = self.send_modern(session, upstream, request, outbox).await?;
+        if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+            let state = result
+                .get(REQUEST_STATE)
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let sealed = self
+                .sealer
+                .seal(&upstream.name, Held::Upstream { state }, binding);
+            result[REQUEST_STATE] = json!(sealed);
+        }
+        Ok(result)
+    }
+
+    /// Sends a request in the modern form (its `_meta` already in place) and relays the
+    /// exchange until the upstream's answer, which it returns as it is.
+    pub(super) async fn send_modern(
+        &self,
+        session: &Session,
+        upstream: &Arc<Upstream>,
+        request: Request,
+        outbox: &Outbox,
+    ) -> Outcome {
         let ctx = CallContext {
             session: session.id.clone(),
             upstream_session: UpstreamSession::modern(),
@@ -47,18 +70,8 @@ impl Gateway {
                 upstream_failure(&error)
             })?;
         let capabilities = ClientCapabilities::modern(&session.record.client_capabilities);
-        let mut result = self
-            .exchange(&ctx, &capabilities, upstream, &request.id, messages, outbox)
-            .await?;
-        if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
-            let inner = result
-                .get(REQUEST_STATE)
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let sealed = self.sealer.seal(&upstream.name, inner, binding);
-            result[REQUEST_STATE] = json!(sealed);
-        }
-        Ok(result)
+        self.exchange(&ctx, &capabilities, upstream, &request.id, messages, outbox)
+            .await
     }
 
     /// Replaces the client's sealed `requestState` with the upstream's own (or removes it when
@@ -76,28 +89,40 @@ impl Gateway {
             return Ok(());
         };
         let invalid = |reason: String| error_object(ErrorCode::INVALID_PARAMS, reason);
-        let state = state
-            .as_str()
-            .ok_or_else(|| invalid("params.requestState must be a string".into()))?;
-        let opened = self
-            .sealer
-            .open(state, binding)
+        let held = self
+            .open_state_for(upstream, &state, binding)
             .map_err(|error| invalid(error.to_string()))?;
-        if opened.upstream != upstream.name {
-            return Err(invalid(
-                super::request_state::StateError::Foreign.to_string(),
-            ));
-        }
-        if let Some(inner) = opened.inner {
-            params.insert(REQUEST_STATE.into(), json!(inner));
+        match held {
+            Held::Upstream { state: Some(inner) } => {
+                params.insert(REQUEST_STATE.into(), json!(inner));
+            }
+            Held::Upstream { state: None } => {}
+            Held::Suspended { .. } => return Err(invalid(StateError::Foreign.to_string())),
         }
         Ok(())
     }
 }
 
+impl Gateway {
+    /// Opens a client's `requestState` for a request to `upstream` bound as `binding`.
+    pub(super) fn open_state_for(
+        &self,
+        upstream: &Upstream,
+        state: &Value,
+        binding: &Binding,
+    ) -> Result<Held, StateError> {
+        let state = state.as_str().ok_or(StateError::NotAString)?;
+        let opened = self.sealer.open(state, binding)?;
+        if opened.upstream != upstream.name {
+            return Err(StateError::Foreign);
+        }
+        Ok(opened.held)
+    }
+}
+
 /// What a request's state is bound to: its caller, its method and what it names (as the
 /// upstream knows it).
-fn binding(session: &Session, request: &Request) -> Binding {
+pub(super) fn binding(session: &Session, request: &Request) -> Binding {
     let params = request.params.as_ref();
     let target = ["name", "uri"]
         .iter()

@@ -6,6 +6,8 @@
 //! is bound to:
 //!
 //! - the upstream that issued it, so the retry goes back to it whatever its name looks like;
+//! - what the gateway holds for it ([`Held`]): the upstream's own state, or the exchange with a
+//!   legacy upstream that the gateway suspended on one replica (`suspended.rs`);
 //! - the principal (its owner tag), so nobody else can continue the exchange;
 //! - the method and the name or URI the request acted on, so a state cannot be replayed
 //!   against another tool;
@@ -25,7 +27,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Marks the gateway's states, and their format version.
-const PREFIX: &str = "mcpgate.s1.";
+const PREFIX: &str = "mcpgate.s2.";
 const NONCE_LEN: usize = 24;
 
 /// What a sealed state is bound to, besides the upstream.
@@ -38,26 +40,38 @@ pub struct Binding {
     pub target: String,
 }
 
+/// What a state stands for on the gateway's side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Held {
+    /// A modern upstream asked for input; its own `requestState`, if it gave one.
+    Upstream { state: Option<String> },
+    /// A legacy upstream asked for input in the middle of a call, which `replica` holds
+    /// suspended as `exchange` until the retry brings the answers.
+    Suspended { replica: String, exchange: String },
+}
+
 /// A state as sealed.
 #[derive(Serialize, Deserialize)]
 struct Contents {
     upstream: String,
-    inner: Option<String>,
+    held: Held,
     binding: Binding,
     expires: u64,
 }
 
-/// An opened state: where the retry goes and what to hand the upstream.
+/// An opened state: where the retry goes and what it continues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
     pub upstream: String,
-    /// The upstream's own `requestState`, if it gave one.
-    pub inner: Option<String>,
+    pub held: Held,
 }
 
 /// Why a client's `requestState` is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
+    #[error("params.requestState must be a string")]
+    NotAString,
     #[error("requestState was not issued by this gateway or was altered")]
     Tampered,
     #[error("requestState has expired; send the request again without it")]
@@ -83,11 +97,11 @@ impl StateSealer {
         }
     }
 
-    /// The client's `requestState` for the upstream's `inner` one.
-    pub fn seal(&self, upstream: &str, inner: Option<String>, binding: Binding) -> String {
+    /// The client's `requestState` for what the gateway `held` of `upstream`'s exchange.
+    pub fn seal(&self, upstream: &str, held: Held, binding: Binding) -> String {
         let contents = Contents {
             upstream: upstream.to_owned(),
-            inner,
+            held,
             binding,
             expires: unix_now() + self.lifetime.as_secs(),
         };
@@ -129,7 +143,7 @@ impl StateSealer {
         }
         Ok(Opened {
             upstream: contents.upstream,
-            inner: contents.inner,
+            held: contents.held,
         })
     }
 }
@@ -157,10 +171,13 @@ mod tests {
     #[test]
     fn a_state_opens_for_its_binding_only() {
         let sealer = StateSealer::new([7; 32], LIFETIME);
-        let state = sealer.seal("local", Some("inner".into()), binding("alice"));
+        let held = Held::Upstream {
+            state: Some("inner".into()),
+        };
+        let state = sealer.seal("local", held.clone(), binding("alice"));
         let opened = sealer.open(&state, &binding("alice")).expect("opens");
         assert_eq!(opened.upstream, "local");
-        assert_eq!(opened.inner.as_deref(), Some("inner"));
+        assert_eq!(opened.held, held);
         assert!(
             !state.contains("inner"),
             "the upstream's state is not readable"
@@ -179,7 +196,11 @@ mod tests {
     #[test]
     fn tampered_and_foreign_key_states_are_refused() {
         let sealer = StateSealer::new([7; 32], LIFETIME);
-        let state = sealer.seal("local", None, binding("alice"));
+        let held = Held::Suspended {
+            replica: "r1".into(),
+            exchange: "x1".into(),
+        };
+        let state = sealer.seal("local", held, binding("alice"));
         let tampered = format!("{state}-TAMPERED");
         assert_eq!(
             sealer.open(&tampered, &binding("alice")),
@@ -209,7 +230,7 @@ mod tests {
         let sealer = StateSealer::new([7; 32], LIFETIME);
         let contents = Contents {
             upstream: "local".into(),
-            inner: None,
+            held: Held::Upstream { state: None },
             binding: binding("alice"),
             expires: unix_now() - 1,
         };

@@ -68,7 +68,7 @@ impl Gateway {
         let Some(level) = &session.record.log_level else {
             return;
         };
-        if upstream.has_capability(ServerCapability::Logging) {
+        if upstream.has_capability(ServerCapability::Logging) && !upstream.only_modern() {
             let params = json!({"level": level});
             self.quietly(upstream, ctx, &Method::SetLevel, params).await;
         }

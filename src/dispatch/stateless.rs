@@ -10,9 +10,9 @@
 //! - HTTP upstreams are reached through one upstream session per upstream on this replica,
 //!   opened with the gateway's own identity and no client capabilities, and re-opened when the
 //!   upstream forgets it ([`StatelessUpstreams`]);
-//! - the record declares no client capabilities: the modern era has no server-to-client
-//!   requests, so an upstream's sampling, elicitation or roots request during a call is
-//!   refused to that upstream, with the reason;
+//! - the record declares the request's `clientCapabilities`; the modern era has no
+//!   server-to-client requests, so a legacy upstream's sampling, elicitation or roots request
+//!   during a call suspends the call and becomes `input_required` (`suspended.rs`);
 //! - `notifications/message` reaches the client only when its request asked for logs
 //!   (`_meta` log level), at or above that level;
 //! - when the client goes away (the response is dropped), the request is cancelled upstream.

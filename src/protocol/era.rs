@@ -224,6 +224,55 @@ impl ModernRequest {
     }
 }
 
+/// Who makes a request in the modern form on behalf of a legacy session: what that session's
+/// `initialize` declared, and the log level it set.
+pub struct LegacyCaller<'a> {
+    pub client_info: &'a Value,
+    pub client_capabilities: &'a Value,
+    pub log_level: Option<&'a str>,
+}
+
+/// Adds the modern `_meta` (revision, client info and capabilities, log level) to `params`,
+/// beside what `_meta` already holds (a progress token).
+pub fn add_modern_meta(params: &mut Value, caller: &LegacyCaller) {
+    if !params.is_object() {
+        *params = json!({});
+    }
+    let meta = params
+        .as_object_mut()
+        .map(|fields| fields.entry("_meta").or_insert_with(|| json!({})));
+    let Some(meta) = meta.and_then(Value::as_object_mut) else {
+        return;
+    };
+    meta.insert(meta::PROTOCOL_VERSION.into(), json!(MODERN_VERSIONS[0]));
+    meta.insert(meta::CLIENT_INFO.into(), caller.client_info.clone());
+    meta.insert(
+        meta::CLIENT_CAPABILITIES.into(),
+        caller.client_capabilities.clone(),
+    );
+    if let Some(level) = caller.log_level {
+        meta.insert(meta::LOG_LEVEL.into(), json!(level));
+    }
+}
+
+/// Removes from a modern upstream's result what a legacy client does not know: `resultType`,
+/// `ttlMs`, `cacheScope` and the upstream's `serverInfo` in `_meta`.
+pub fn strip_modern_result(result: &mut Value) {
+    let Some(fields) = result.as_object_mut() else {
+        return;
+    };
+    for key in ["resultType", "ttlMs", "cacheScope"] {
+        fields.remove(key);
+    }
+    let Some(meta) = fields.get_mut("_meta").and_then(Value::as_object_mut) else {
+        return;
+    };
+    meta.remove(meta::SERVER_INFO);
+    if meta.is_empty() {
+        fields.remove("_meta");
+    }
+}
+
 /// Removes the modern per-request fields from a request's `_meta` (and `_meta` itself when
 /// nothing else is left), for an upstream spoken to in the legacy era: such an upstream takes
 /// a request carrying them for a modern one. `progressToken` and trace context stay.

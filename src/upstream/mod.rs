@@ -234,8 +234,28 @@ impl Upstream {
         match &self.transport {
             Transport::Stdio(stdio) => stdio.open_session().await,
             Transport::Isolated(pool) => pool.open_session(session, record).await,
+            Transport::Http(_) if self.only_modern() => self.open_modern().await,
             Transport::Http(http) => http.open_session(record).await,
         }
+    }
+
+    /// What a session holds of an upstream that speaks only 2026-07-28: no upstream session,
+    /// and what its discovery says in place of an `initialize` answer.
+    async fn open_modern(&self) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+        if !self.era.is_modern(self.probe_modern()).await {
+            self.forget_era();
+        }
+        let info = self.last_init().ok_or_else(|| UpstreamError::Protocol {
+            upstream: self.name.clone(),
+            reason: "it does not answer server/discover with protocol 2026-07-28".into(),
+        })?;
+        Ok((UpstreamSession::modern(), info))
+    }
+
+    /// Whether this upstream speaks only the modern era (`era = "modern"`): legacy sessions'
+    /// requests reach it in the modern form too.
+    pub fn only_modern(&self) -> bool {
+        self.era_setting == UpstreamEra::Modern
     }
 
     /// Whether the upstream's last `initialize` answer declared a server capability.
@@ -299,7 +319,8 @@ impl Upstream {
         if self.is_isolated() || self.era_setting == UpstreamEra::Legacy {
             return false;
         }
-        self.era.is_modern(self.probe_modern()).await
+        let probed = self.era.is_modern(self.probe_modern()).await;
+        probed || self.only_modern()
     }
 
     /// Forgets the upstream's era: it refused a modern request at the transport level.

@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod answering;
 pub mod hostile;
 pub mod redis;
 
@@ -285,10 +286,20 @@ impl Fixture {
 
     /// Starts on a given address, e.g. the one of a fixture that was stopped.
     pub async fn start_http_at(name: &str, dir: &Path, listen: &str) -> Fixture {
+        Fixture::start_http_with(name, dir, listen, &[]).await
+    }
+
+    /// Starts one that serves only protocol 2026-07-28 (`--modern-only`).
+    pub async fn start_http_modern_only(name: &str, dir: &Path) -> Fixture {
+        Fixture::start_http_with(name, dir, "127.0.0.1:0", &["--modern-only"]).await
+    }
+
+    async fn start_http_with(name: &str, dir: &Path, listen: &str, extra: &[&str]) -> Fixture {
         let log_path = dir.join(format!("fixture-{name}.log"));
         let log = std::fs::File::create(&log_path).expect("cannot create the fixture log");
         let mut child = Command::new(fixture_bin())
             .args(["http", "--listen", listen, "--name", name])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

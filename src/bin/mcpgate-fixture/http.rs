@@ -4,6 +4,10 @@
 //! the number of MCP sessions open right now, and [`TRACEPARENTS_PATH`]:
 //! `{"seen": [...]}`, the `traceparent` headers of the last [`TRACEPARENTS_KEPT`]
 //! requests to [`MCP_PATH`] that had one, oldest first.
+//!
+//! With `--modern-only`, requests to [`MCP_PATH`] that do not declare 2026-07-28 in
+//! `MCP-Protocol-Version` are refused before rmcp sees them, as by a server that dropped the
+//! legacy revisions.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -43,7 +47,7 @@ const LOCAL_ORIGINS: [&str; 3] = ["http://localhost:*", "http://127.0.0.1:*", "h
 type McpService = StreamableHttpService<Fixture, ReconnectingSessions>;
 
 /// Binds `listen`, prints the endpoint URL, and serves until Ctrl-C.
-pub async fn serve(listen: SocketAddr, name: String) -> anyhow::Result<()> {
+pub async fn serve(listen: SocketAddr, name: String, modern_only: bool) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot bind {listen}"))?;
@@ -55,7 +59,7 @@ pub async fn serve(listen: SocketAddr, name: String) -> anyhow::Result<()> {
     let sessions = Arc::new(ReconnectingSessions::default());
     let service = mcp_service(name.into(), sessions.clone(), shutdown.child_token());
     tokio::select! {
-        () = accept_loop(listener, service, sessions, TraceParents::default()) => Ok(()),
+        () = accept_loop(listener, service, sessions, modern_only) => Ok(()),
         signal = tokio::signal::ctrl_c() => {
             shutdown.cancel();
             signal.context("cannot wait for Ctrl-C")
@@ -100,8 +104,9 @@ async fn accept_loop(
     listener: TcpListener,
     service: McpService,
     sessions: Arc<ReconnectingSessions>,
-    traceparents: TraceParents,
+    modern_only: bool,
 ) {
+    let traceparents = TraceParents::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -115,6 +120,7 @@ async fn accept_loop(
                     service,
                     sessions,
                     traceparents.clone(),
+                    modern_only,
                 ));
             }
             Err(error) => tracing::warn!(%error, "accept failed"),
@@ -128,12 +134,14 @@ async fn serve_connection(
     service: McpService,
     sessions: Arc<ReconnectingSessions>,
     traceparents: TraceParents,
+    modern_only: bool,
 ) {
     let handler = service_fn(move |request: Request<Incoming>| {
         let (service, sessions) = (service.clone(), sessions.clone());
         let traceparents = traceparents.clone();
         async move {
             let response = match request.uri().path() {
+                MCP_PATH if modern_only && !declares_modern(&request) => legacy_refused(&request),
                 MCP_PATH => {
                     remember_traceparent(&traceparents, &request);
                     service.handle(request).await
@@ -185,6 +193,41 @@ fn seen_traceparents(traceparents: &TraceParents) -> Response<BoxBody<Bytes, Inf
         .collect();
     let body = serde_json::json!({ "seen": seen }).to_string();
     Response::new(Full::new(Bytes::from(body)).boxed())
+}
+
+/// The revision a `--modern-only` fixture speaks.
+const MODERN: &str = "2026-07-28";
+
+/// Whether a request declares the 2026-07-28 revision in its `MCP-Protocol-Version` header.
+fn declares_modern(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get("mcp-protocol-version")
+        .is_some_and(|version| version == MODERN)
+}
+
+/// 400 with UnsupportedProtocolVersion (-32022), naming the one revision served.
+fn legacy_refused(request: &Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+    let requested = request
+        .headers()
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok());
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {
+            "code": -32022,
+            "message": "this server speaks only protocol 2026-07-28",
+            "data": {"supported": [MODERN], "requested": requested},
+        },
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// An empty 404 response.

@@ -6,7 +6,8 @@
 //! SSE polling; 0.2.0 on protocol 2026-07-28: multi round-trip requests,
 //! `subscriptions/listen`, the stateless diagnostics) plus a few gateway-oriented tools
 //! (`echo`, `whoami`, `slow`) and some that misbehave on purpose (`hostile.rs`). It serves
-//! legacy sessions (`initialize`) and the 2026-07-28 per-request wire side by side (`era.rs`).
+//! legacy sessions (`initialize`) and the 2026-07-28 per-request wire side by side (`era.rs`);
+//! over HTTP, `--modern-only` makes it refuse the legacy revisions.
 //!
 //! This file owns the command line and process setup; each concern lives in its
 //! own module.
@@ -61,6 +62,10 @@ enum Mode {
         /// Address to bind; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Serve only the 2026-07-28 wire, as a server without the legacy revisions would:
+        /// every other request (`initialize` included) gets 400 with -32022.
+        #[arg(long)]
+        modern_only: bool,
     },
 }
 
@@ -70,7 +75,10 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match cli.mode {
         Mode::Stdio => serve_stdio(cli.name).await,
-        Mode::Http { listen } => http::serve(listen, cli.name).await,
+        Mode::Http {
+            listen,
+            modern_only,
+        } => http::serve(listen, cli.name, modern_only).await,
     }
 }
 
