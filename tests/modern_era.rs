@@ -878,3 +878,118 @@ async fn a_listen_stream_is_acknowledged_then_carries_only_the_changes_asked_for
         .await;
     reply.assert_error(200, METHOD_NOT_FOUND, &["2026-07-28"]);
 }
+
+/// Kills the gateway's one stdio child; the gateway restarts it and announces its lists.
+fn kill_stdio_child(gw: &Gateway) {
+    let children = gw.child_pids();
+    assert_eq!(children.len(), 1, "one stdio child: {children:?}");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &children[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// The next list change on a listen stream, which must be tagged with `id`.
+async fn next_change(stream: &mut support::SseReader, id: i64) -> Value {
+    let wait = std::time::Duration::from_secs(15);
+    loop {
+        let event = stream.next_event(wait).await.expect("a list change");
+        if event.data.as_deref().is_none_or(str::is_empty) {
+            continue;
+        }
+        let change = event.json();
+        assert_eq!(
+            change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+            json!(id),
+            "{change}"
+        );
+        return change;
+    }
+}
+
+/// Acknowledges the listen stream and checks it honours tools but not prompts' changes.
+async fn acknowledged_tools_only(stream: &mut support::SseReader) {
+    let wait = std::time::Duration::from_secs(10);
+    let ack = stream
+        .next_event(wait)
+        .await
+        .expect("an acknowledgement")
+        .json();
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true}),
+        "{ack}"
+    );
+}
+
+#[tokio::test]
+async fn a_listen_stream_hears_a_legacy_upstream_come_back() {
+    let gw = Gateway::builder().local("era = \"legacy\"").start().await;
+    let discovered = modern(&gw, "server/discover", with_meta(json!({}), json!({})), &[]).await;
+    let capabilities = &response_of(&discovered)["result"]["capabilities"];
+    assert_eq!(
+        capabilities["tools"]["listChanged"],
+        json!(true),
+        "{capabilities}"
+    );
+    let mut stream = listen(&gw, 51, json!({"toolsListChanged": true})).await;
+    acknowledged_tools_only(&mut stream).await;
+    kill_stdio_child(&gw);
+    let change = next_change(&mut stream, 51).await;
+    assert_eq!(
+        change["method"],
+        json!("notifications/tools/list_changed"),
+        "{change}"
+    );
+}
+
+#[tokio::test]
+async fn every_replica_hears_a_legacy_upstream_change_seen_on_one() {
+    let redis = RedisServer::start().await;
+    let fleet = [
+        redis.replica("60s").local("era = \"legacy\"").start().await,
+        redis.replica("60s").local("era = \"legacy\"").start().await,
+    ];
+    let mut streams = Vec::new();
+    for (n, replica) in fleet.iter().enumerate() {
+        let mut stream = listen(replica, 60 + n as i64, json!({"toolsListChanged": true})).await;
+        acknowledged_tools_only(&mut stream).await;
+        streams.push(stream);
+    }
+    kill_stdio_child(&fleet[0]);
+    for (n, stream) in streams.iter_mut().enumerate() {
+        let change = next_change(stream, 60 + n as i64).await;
+        assert_eq!(
+            change["method"],
+            json!("notifications/tools/list_changed"),
+            "{change}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_draining_replica_ends_its_listen_streams_with_their_result() {
+    let gw = Gateway::builder().local("era = \"legacy\"").start().await;
+    let mut stream = listen(&gw, 71, json!({"toolsListChanged": true})).await;
+    acknowledged_tools_only(&mut stream).await;
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let wait = std::time::Duration::from_secs(5);
+    let events = stream.until_end(wait).await;
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.data.as_deref().is_some_and(|d| !d.is_empty()))
+        .expect("a last message")
+        .json();
+    assert_eq!(last["id"], json!(71), "{last}");
+    assert_eq!(
+        last["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        json!(71),
+        "{last}"
+    );
+}

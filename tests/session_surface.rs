@@ -277,21 +277,12 @@ async fn an_http_upstream_that_went_down_is_announced_when_it_is_back() {
     assert_eq!(answer["result"]["content"][0]["text"], json!("back"));
 }
 
-/// Process ids of the gateway's direct children.
-fn children_of(pid: u32) -> Vec<u32> {
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_restarted_stdio_child_is_announced_with_list_changes() {
     let gw = Gateway::start().await;
     let session = gw.initialize().await;
     let mut standalone = SseReader::new(gw.get(Some(&session), &[]).await);
-    let children = children_of(gw.pid());
+    let children = gw.child_pids();
     assert_eq!(children.len(), 1, "expected one stdio child: {children:?}");
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &children[0].to_string()])

@@ -12,15 +12,6 @@ use support::{Fixture, Gateway, toml_str};
 /// Longest wait for an upstream to come back.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Process ids of the gateway's direct children.
-fn children_of(pid: u32) -> Vec<u32> {
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 /// Calls `echo` through `tool` until it answers, or panics at the deadline.
 async fn echo_until_ok(gw: &Gateway, session: &support::Session, tool: &str) -> Value {
     let deadline = Instant::now() + RECOVERY_TIMEOUT;
@@ -50,7 +41,7 @@ async fn a_killed_stdio_child_is_restarted_and_the_session_keeps_working() {
     let gw = Gateway::start().await;
     let session = gw.initialize().await;
     gw.assert_echo(&session, "before the kill").await;
-    let before = children_of(gw.pid());
+    let before = gw.child_pids();
     assert_eq!(
         before.len(),
         1,
@@ -63,7 +54,7 @@ async fn a_killed_stdio_child_is_restarted_and_the_session_keeps_working() {
     assert!(killed.success());
 
     echo_until_ok(&gw, &session, "local__echo").await;
-    let after = children_of(gw.pid());
+    let after = gw.child_pids();
     assert_eq!(
         after.len(),
         1,

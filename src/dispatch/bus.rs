@@ -5,7 +5,9 @@
 //! Only stdio upstreams need this (their child runs on one replica); an HTTP upstream is
 //! answered directly by any replica with the upstream session id from the record. The same
 //! channel carries a modern client's retry to the replica holding the upstream exchange it
-//! continues, and that exchange's messages and outcome back (`suspended.rs`). Payloads are
+//! continues, and that exchange's messages and outcome back (`suspended.rs`). Beside the
+//! session channels, [`keys::CHANGES_CHANNEL`] carries every upstream list change to every
+//! replica's listen streams (`changes.rs`). Payloads are
 //! `m:<json>` on [`keys::session_channel`], beside the event log's `e:<stream>` wake-ups.
 
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::changes::Change;
 use crate::protocol::jsonrpc::RequestId;
 use crate::redis::pubsub::{self, Notification, Subscriber, Subscription};
 use crate::redis::{RedisError, RedisPool, keys};
@@ -81,6 +84,19 @@ impl Bus {
                 .subscribe(&keys::session_channel(session))
                 .await,
         }
+    }
+}
+
+impl Bus {
+    /// Tells every replica (this one too) that `change` happened.
+    pub async fn announce(&self, change: &Change) -> Result<(), RedisError> {
+        let payload = serde_json::to_string(change).unwrap_or_default();
+        pubsub::publish(&self.pool, keys::CHANGES_CHANNEL, &payload).await
+    }
+
+    /// Starts receiving the fleet's changes (see [`Bus::listen`]).
+    pub async fn hear_changes(&self) -> Subscription {
+        self.subscriber.subscribe(keys::CHANGES_CHANNEL).await
     }
 }
 

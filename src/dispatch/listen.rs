@@ -10,9 +10,13 @@
 //! response to wait for and no timeout). When every upstream stream has ended, the request
 //! ends with a complete result.
 //!
-//! Not yet relayed: list changes of legacy upstreams, and the gateway's own (an upstream that
-//! came back); the acknowledgement leaves out what no modern upstream honours.
+//! Legacy upstreams have no listen streams: their list changes (and the gateway's own, when an
+//! upstream comes back up) come from the gateway's change feed (`changes.rs`), heard on every
+//! replica, and the acknowledgement includes the lists their capabilities announce changes of.
+//! Such a stream lasts until the client closes it, or until this replica starts draining: then
+//! it ends with its complete result, and the client listens again on another replica.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +25,9 @@ use futures::stream::SelectAll;
 use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
 
+use super::changes::{ChangeReceiver, Heard};
 use super::{Gateway, Outbox, Outcome, Outgoing, Session, error_object};
-use crate::protocol::jsonrpc::{Message, Request, RequestId};
+use crate::protocol::jsonrpc::{Message, Notification, Request, RequestId};
 use crate::protocol::listen::{self, ListenFilter};
 use crate::protocol::{Method, ModernRequest};
 use crate::session::UpstreamSession;
@@ -50,7 +55,8 @@ impl Drop for UpstreamListen {
 }
 
 impl Gateway {
-    /// Serves a listen request until every upstream stream ends or the client goes away.
+    /// Serves a listen request until every upstream stream ends (and no legacy upstream is
+    /// listened to) or the client goes away.
     pub(super) async fn listen(
         &self,
         session: &Session,
@@ -65,7 +71,12 @@ impl Gateway {
         let mut honoured = ListenFilter::default();
         let mut streams = SelectAll::new();
         let mut guards = Vec::new();
+        let mut legacy = LegacyLists::default();
         for upstream in self.upstreams_for(session, &Method::Listen) {
+            if !upstream.speaks_modern().await {
+                legacy.add(&upstream, &filter);
+                continue;
+            }
             if let Some((acked, messages, guard)) =
                 self.open_listen(modern, &upstream, &request, &filter).await
             {
@@ -74,21 +85,30 @@ impl Gateway {
                 guards.push(guard);
             }
         }
+        honoured.merge(&legacy.lists);
+        let mut changes = match legacy.names.is_empty() {
+            true => None,
+            false => Some(self.hear_changes().await),
+        };
         let ack = listen::acknowledgement(&request.id, &honoured);
         let _ = outbox.send(Outgoing::Message(ack)).await;
-        while let Some(event) = streams.next().await {
-            let UpstreamEvent::Message(Message::Notification(mut notification)) = event else {
-                continue;
+        let draining = self.hub.draining();
+        while !streams.is_empty() || changes.is_some() {
+            let notifications = tokio::select! {
+                event = streams.next(), if !streams.is_empty() => upstream_notification(event),
+                heard = next_heard(&mut changes) => legacy.notifications(heard),
+                () = outbox.closed() => break,
+                () = draining.cancelled() => break,
             };
-            let method = Method::parse(&notification.method);
-            if !honoured.admits(&method, notification.params.as_ref()) {
-                continue;
-            }
-            let params = notification.params.get_or_insert_with(|| json!({}));
-            listen::tag(params, &request.id);
-            let relayed = Outgoing::Message(Message::Notification(notification).to_value());
-            if outbox.send(relayed).await.is_err() {
-                break;
+            for mut notification in notifications {
+                let method = Method::parse(&notification.method);
+                if !honoured.admits(&method, notification.params.as_ref()) {
+                    continue;
+                }
+                let params = notification.params.get_or_insert_with(|| json!({}));
+                listen::tag(params, &request.id);
+                let relayed = Outgoing::Message(Message::Notification(notification).to_value());
+                let _ = outbox.send(relayed).await;
             }
         }
         drop(guards);
@@ -150,6 +170,70 @@ async fn acknowledged(messages: &mut tokio::sync::mpsc::Receiver<UpstreamEvent>)
             UpstreamEvent::Message(Message::Response(_)) => return None,
             _ => {}
         }
+    }
+}
+
+/// The legacy upstreams a listen stream hears through the gateway's change feed, and the
+/// lists it hears of them (list changes only: their resource updates follow
+/// `resources/subscribe`, which a listen stream does not make).
+#[derive(Default)]
+struct LegacyLists {
+    names: HashSet<String>,
+    lists: ListenFilter,
+}
+
+impl LegacyLists {
+    fn add(&mut self, upstream: &Upstream, filter: &ListenFilter) {
+        let Some(init) = upstream.last_init() else {
+            return;
+        };
+        let mut lists = filter.honoured_by(&init.capabilities);
+        lists.uris.clear();
+        if !lists.is_empty() {
+            self.names.insert(upstream.name.clone());
+            self.lists.merge(&lists);
+        }
+    }
+
+    /// What the client hears of `heard`: the change of a legacy upstream it listens to, or,
+    /// after a gap, a change of every list it hears of them.
+    fn notifications(&self, heard: Heard) -> Vec<Notification> {
+        let methods = match heard {
+            Heard::Change(change) if self.names.contains(&change.upstream) => vec![change.method],
+            Heard::Change(_) => Vec::new(),
+            Heard::Gap => [
+                (self.lists.tools, Method::ToolsListChanged),
+                (self.lists.prompts, Method::PromptsListChanged),
+                (self.lists.resources, Method::ResourcesListChanged),
+            ]
+            .into_iter()
+            .filter(|(listened, _)| *listened)
+            .map(|(_, method)| method.as_str().to_owned())
+            .collect(),
+        };
+        methods
+            .into_iter()
+            .map(|method| Notification {
+                method,
+                params: None,
+            })
+            .collect()
+    }
+}
+
+/// The notification in an upstream's listen stream event, if it is one.
+fn upstream_notification(event: Option<UpstreamEvent>) -> Vec<Notification> {
+    match event {
+        Some(UpstreamEvent::Message(Message::Notification(notification))) => vec![notification],
+        _ => Vec::new(),
+    }
+}
+
+/// What the change feed says next, or never without one.
+async fn next_heard(changes: &mut Option<ChangeReceiver>) -> Heard {
+    match changes {
+        Some(changes) => changes.next().await,
+        None => std::future::pending().await,
     }
 }
 

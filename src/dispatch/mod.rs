@@ -4,6 +4,7 @@
 
 mod bus;
 mod capabilities;
+mod changes;
 mod ending;
 mod exchange;
 mod fanout;
@@ -239,6 +240,8 @@ pub struct Gateway {
     suspended: suspended::SuspendedExchanges,
     /// Calls to modern-only upstreams waiting for a legacy client's answers.
     input_waiters: legacy_bridge::InputWaiters,
+    /// Upstream list changes for listen streams.
+    changes: changes::Changes,
 }
 
 impl Gateway {
@@ -271,6 +274,7 @@ impl Gateway {
             sealer,
             suspended: suspended::SuspendedExchanges::default(),
             input_waiters: legacy_bridge::InputWaiters::default(),
+            changes: changes::Changes::default(),
         });
         tokio::spawn(unsolicited::relay(Arc::downgrade(&gateway), unsolicited));
         tokio::spawn(ending::keep_house(Arc::downgrade(&gateway)));

@@ -96,11 +96,14 @@ impl Gateway {
         let merged = merged_capabilities(&infos, some_missing);
         let mut listenable = ListenFilter::default();
         for upstream in self.upstreams.iter() {
-            if let Some(init) = upstream.last_init()
-                && upstream.speaks_modern().await
-            {
-                listenable.merge(&everything().honoured_by(&init.capabilities));
+            let Some(init) = upstream.last_init() else {
+                continue;
+            };
+            let mut honoured = everything().honoured_by(&init.capabilities);
+            if !upstream.speaks_modern().await {
+                honoured.uris.clear();
             }
+            listenable.merge(&honoured);
         }
         let mut result = json!({
             "supportedVersions": era::supported_versions(),
@@ -220,8 +223,9 @@ fn everything() -> ListenFilter {
 }
 
 /// Capabilities as the modern era knows them: list changes and resource subscriptions come
-/// through `subscriptions/listen`, which relays them from upstreams that speak 2026-07-28
-/// (`listen.rs`), so each is announced only when one of those (`listenable`) offers it.
+/// through `subscriptions/listen` (`listen.rs`), which relays list changes from every upstream
+/// and resource updates from upstreams that speak 2026-07-28, so each is announced only when
+/// one of those (`listenable`) offers it.
 fn modern_capabilities(mut capabilities: Value, listenable: &ListenFilter) -> Value {
     let Some(map) = capabilities.as_object_mut() else {
         return capabilities;

@@ -2,7 +2,8 @@
 //! an HTTP upstream sends on its GET stream. They come through the bounded queue of
 //! `upstream/outlet.rs` (which merges list changes, applies each upstream's rate and says what
 //! happens when the queue is full) and are appended to the standalone stream of every session
-//! that should see them, where an open GET delivers them, or they wait.
+//! that should see them, where an open GET delivers them, or they wait. List changes are also
+//! announced to listen streams (`changes.rs`).
 
 use std::sync::{Arc, Weak};
 
@@ -29,6 +30,10 @@ impl Gateway {
     /// Logs an upstream message for every session that should see it, and tells a waiting
     /// sender whether that worked.
     async fn deliver_unsolicited(self: &Arc<Self>, mut unsolicited: Unsolicited) {
+        if let Message::Notification(notification) = &unsolicited.message {
+            self.announce_change(&unsolicited.upstream, &notification.method)
+                .await;
+        }
         let logged = unsolicited.logged.take();
         let ok = self.log_unsolicited(unsolicited).await;
         if let Some(logged) = logged {

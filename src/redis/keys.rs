@@ -26,6 +26,7 @@
 //! | channel | carries | published by |
 //! |---|---|---|
 //! | `mcpgate:{<sid>}` ([`session_channel`]) | `e:<stream>`: the stream has new events or was closed; `m:<json>`: a client's answer or cancellation for the replica holding the exchange | `events::RedisEventLog` (in its scripts), `dispatch::bus` |
+//! | `mcpgate:changes` ([`CHANGES_CHANNEL`]) | `<json>`: an upstream's list changed (or came back), for every replica's `subscriptions/listen` streams | `dispatch::bus` |
 //! | `__keyevent@<db>__:expired` ([`expired_keys_channel`]) | names of expired keys; [`session_of_expired_key`] picks the records among them | Redis, with `notify-keyspace-events Ex` |
 
 use crate::events::StreamKey;
@@ -34,6 +35,9 @@ use crate::session::SessionId;
 
 /// The key `/readyz/store` expires to probe Redis; it never exists.
 pub const READINESS_PROBE: &str = "mcpgate:readyz";
+
+/// The fleet's channel of upstream list changes.
+pub const CHANGES_CHANNEL: &str = "mcpgate:changes";
 
 /// `mcpgate:{<sid>}:`, the start of every key of a session.
 fn session_prefix(session: &SessionId) -> String {
@@ -191,6 +195,7 @@ mod tests {
         );
         assert_eq!(principal_rate(&principal()), "mcpgate:p:{pRiNcIpAl-_tag}:r");
         assert_eq!(READINESS_PROBE, "mcpgate:readyz");
+        assert_eq!(CHANGES_CHANNEL, "mcpgate:changes");
         assert_eq!(expired_keys_channel(3), "__keyevent@3__:expired");
     }
 

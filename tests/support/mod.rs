@@ -426,6 +426,16 @@ impl Gateway {
         self.child.id().expect("the gateway has exited")
     }
 
+    /// Process ids of the gateway's direct children (its stdio upstreams).
+    pub fn child_pids(&self) -> Vec<u32> {
+        let pid = self.pid();
+        let path = format!("/proc/{pid}/task/{pid}/children");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
     /// Everything the gateway (and its stdio children) logged so far.
     pub fn log(&self) -> String {
         read_log(&self.log_path)
