@@ -993,3 +993,29 @@ async fn a_draining_replica_ends_its_listen_streams_with_their_result() {
         "{last}"
     );
 }
+
+#[tokio::test]
+async fn a_principal_has_a_bounded_number_of_modern_requests_in_flight() {
+    let gw = Gateway::builder()
+        .local("era = \"legacy\"")
+        .toml("[limits]\nconcurrent_modern_requests_per_principal = 2")
+        .start()
+        .await;
+    let mut stream = listen(&gw, 81, json!({"toolsListChanged": true})).await;
+    acknowledged_tools_only(&mut stream).await;
+    let slow = call(&gw, "local__slow", json!({"ms": 3000}));
+    let refusal = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        let params = with_meta(
+            json!({"name": "local__echo", "arguments": {"text": "x"}}),
+            json!({}),
+        );
+        modern(&gw, "tools/call", params, &[]).await
+    };
+    let (slow, refused) = tokio::join!(slow, refusal);
+    refused.assert_error(429, -32000, &["at most 2 requests of protocol 2026-07-28"]);
+    assert_eq!(text_of(&slow), "done", "{slow}");
+    // The finished call's place is free again; the listen stream still holds the other.
+    let echo = call(&gw, "local__echo", json!({"text": "after"})).await;
+    assert_eq!(text_of(&echo), "after", "{echo}");
+}

@@ -34,6 +34,9 @@ pub struct LimitsConfig {
     pub sessions_per_principal: Option<u32>,
     /// Requests of one session in flight at once on one replica.
     pub concurrent_requests_per_session: u32,
+    /// Modern (2026-07-28, sessionless) requests of one principal in flight at once on one
+    /// replica, listen streams included.
+    pub concurrent_modern_requests_per_principal: u32,
     /// SSE streams opened with GET (the standalone stream and resumptions) of one session open
     /// at once on one replica.
     pub streams_per_session: u32,
@@ -46,6 +49,7 @@ impl Default for LimitsConfig {
             burst: None,
             sessions_per_principal: None,
             concurrent_requests_per_session: 32,
+            concurrent_modern_requests_per_principal: 64,
             streams_per_session: 8,
         }
     }
@@ -64,6 +68,10 @@ impl LimitsConfig {
             (
                 "concurrent_requests_per_session",
                 self.concurrent_requests_per_session,
+            ),
+            (
+                "concurrent_modern_requests_per_principal",
+                self.concurrent_modern_requests_per_principal,
             ),
             ("streams_per_session", self.streams_per_session),
         ] {

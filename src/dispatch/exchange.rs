@@ -131,7 +131,8 @@ impl Gateway {
                         capabilities: capabilities.clone(),
                         binding,
                     };
-                    return self.suspend(suspension);
+                    let listener = self.resume_listener(&ctx.session).await;
+                    return self.suspend(suspension, listener);
                 }
             }
             let outgoing = match event {

@@ -1,7 +1,8 @@
 //! The gateway's side of [`crate::limits`]: the key a caller or a session's owner is limited
 //! by, the session slot taken at `initialize`, refreshed while the session is used and freed
-//! when it ends (deleted, or noticed expired), and the per-session caps that this replica's
-//! [`Hub`](super::Hub) counts (requests in flight, GET streams open).
+//! when it ends (deleted, or noticed expired), the per-session caps that this replica's
+//! [`Hub`](super::Hub) counts (requests in flight, GET streams open), and the per-principal
+//! cap on modern requests in flight ([`ModernInFlight`]).
 //!
 //! Refreshing costs a request nothing in the common case: a replica refreshes a session's slot
 //! at most once per [`Limits::refresh_every`](crate::limits::Limits::refresh_every), in the
@@ -29,7 +30,71 @@ impl Drop for StreamSlot {
     }
 }
 
+/// Modern (sessionless) requests in flight on this replica, by principal (owner tag); an
+/// entry goes when its count returns to zero.
+#[derive(Default)]
+pub(super) struct ModernInFlight {
+    counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl ModernInFlight {
+    fn begin(&self, owner: &str, cap: usize) -> bool {
+        let mut counts = crate::sync::lock(&self.counts);
+        let count = counts.entry(owner.to_owned()).or_default();
+        if *count >= cap {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn end(&self, owner: &str) {
+        let mut counts = crate::sync::lock(&self.counts);
+        if let Some(count) = counts.get_mut(owner) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(owner);
+            }
+        }
+    }
+}
+
+/// A modern request's place among its principal's requests in flight here; freed when
+/// dropped, with the request.
+pub struct ModernSlot {
+    gateway: Arc<Gateway>,
+    owner: String,
+}
+
+impl Drop for ModernSlot {
+    fn drop(&mut self) {
+        self.gateway.modern_in_flight.end(&self.owner);
+    }
+}
+
 impl Gateway {
+    /// Takes a place for a modern request of `principal`, unless as many as allowed are in
+    /// flight here already.
+    pub(super) fn begin_modern(
+        self: &Arc<Self>,
+        principal: &Principal,
+        id: &RequestId,
+    ) -> Result<ModernSlot, MessageRejected> {
+        let owner = self.signer.owner_tag(principal);
+        let cap = self.limits.concurrent_modern_requests_per_principal();
+        if !self.modern_in_flight.begin(&owner, cap) {
+            let limit = LimitExceeded::ConcurrentModernRequests { cap };
+            return Err(MessageRejected::Limited {
+                id: id.clone(),
+                limit: self.limits.refused(limit),
+            });
+        }
+        Ok(ModernSlot {
+            gateway: self.clone(),
+            owner,
+        })
+    }
+
     /// The key the limits know `principal` by: its owner tag, a keyed hash.
     pub fn principal_key(&self, principal: &Principal) -> PrincipalKey {
         PrincipalKey::from_tag(self.signer.owner_tag(principal))

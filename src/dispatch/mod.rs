@@ -242,6 +242,8 @@ pub struct Gateway {
     input_waiters: legacy_bridge::InputWaiters,
     /// Upstream list changes for listen streams.
     changes: changes::Changes,
+    /// Modern requests in flight here, by principal.
+    modern_in_flight: limited::ModernInFlight,
 }
 
 impl Gateway {
@@ -275,6 +277,7 @@ impl Gateway {
             suspended: suspended::SuspendedExchanges::default(),
             input_waiters: legacy_bridge::InputWaiters::default(),
             changes: changes::Changes::default(),
+            modern_in_flight: limited::ModernInFlight::default(),
         });
         tokio::spawn(unsolicited::relay(Arc::downgrade(&gateway), unsolicited));
         tokio::spawn(ending::keep_house(Arc::downgrade(&gateway)));

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::initialize::{Answered, merged_capabilities, merged_instructions};
-use super::{Gateway, OUTBOX_CAPACITY, Outgoing, Session, response_value};
+use super::{Gateway, MessageRejected, OUTBOX_CAPACITY, Outgoing, Session, response_value};
 use crate::auth::Principal;
 use crate::protocol::era::{self, ModernRequest};
 use crate::protocol::jsonrpc::Request;
@@ -117,20 +117,23 @@ impl Gateway {
     }
 
     /// Starts a modern request; the channel carries what the client must receive, its
-    /// response last. Dropping the channel cancels the request.
+    /// response last. Dropping the channel cancels the request. Refused when the principal has
+    /// as many modern requests in flight on this replica as `limits` allows.
     pub fn handle_stateless(
         self: &Arc<Self>,
         principal: &Principal,
         modern: ModernRequest,
         request: Request,
         call: Call,
-    ) -> mpsc::Receiver<Outgoing> {
+    ) -> Result<mpsc::Receiver<Outgoing>, MessageRejected> {
+        let slot = self.begin_modern(principal, &request.id)?;
         let modern = Arc::new(modern);
         let session = self.stateless_session(principal, modern.clone());
         let method = Method::parse(&request.method);
         let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         let gateway = self.clone();
         let work = async move {
+            let _slot = slot;
             let id = request.id.clone();
             gateway.know_upstreams(&session).await;
             let (inner, mut relayed) = mpsc::channel(OUTBOX_CAPACITY);
@@ -160,7 +163,7 @@ impl Gateway {
                 .await;
         };
         tokio::spawn(work.instrument(tracing::Span::current()));
-        receiver
+        Ok(receiver)
     }
 
     /// The one-request session a modern request (or the gateway, for discovery) is served as.

@@ -171,7 +171,9 @@ impl SuspendedExchanges {
 impl Gateway {
     /// Suspends `suspension` and returns the `input_required` result that asks the client
     /// what the upstream asked. At a bound, the call is cancelled upstream and refused.
-    pub(super) fn suspend(&self, suspension: Suspension) -> Outcome {
+    /// `listener` hears the caller's bus channel ([`Gateway::resume_listener`]): subscribed
+    /// before the result goes out, since a retry may reach another replica at once.
+    pub(super) fn suspend(&self, suspension: Suspension, listener: Option<BusListener>) -> Outcome {
         let exchange = exchange_id();
         let held = Held::Suspended {
             replica: self.signer.replica().to_owned(),
@@ -195,8 +197,24 @@ impl Gateway {
         if let Err(error) = self.suspended.insert(&exchange, entry) {
             return Err(error.to_rpc());
         }
-        tokio::spawn(keeper_task(self.me.clone(), session, exchange, ended));
+        let keeper = Keeper {
+            gateway: self.me.clone(),
+            session,
+            exchange,
+            replica: self.signer.replica().to_owned(),
+            listener,
+        };
+        let ttl = self.settings.request_state_ttl;
+        tokio::spawn(keeper.keep(ttl, ended));
         Ok(result)
+    }
+
+    /// Starts listening on a caller's bus channel for retries of a call about to be suspended.
+    pub(super) async fn resume_listener(&self, session: &SessionId) -> Option<BusListener> {
+        match &self.bus {
+            Some(bus) => Some(bus.listen(session).await),
+            None => None,
+        }
     }
 
     /// Serves a modern client's retry of a call to a legacy upstream: its `requestState` must
@@ -266,7 +284,8 @@ impl Gateway {
         outbox: &Outbox,
     ) -> Outcome {
         let Some(answer) = responses.get(INPUT_KEY).cloned() else {
-            return self.suspend(suspension);
+            let listener = self.resume_listener(&suspension.ctx.session).await;
+            return self.suspend(suspension, listener);
         };
         let Suspension {
             ctx,
@@ -366,47 +385,43 @@ async fn resume_elsewhere(
     }
 }
 
-/// Keeps one suspended exchange: ends when it is taken here, cancels it upstream when its
-/// state expires, and serves a retry that reached another replica.
-async fn keeper_task(
+/// The task keeping one suspended exchange, listening for its retry from other replicas.
+struct Keeper {
     gateway: Weak<Gateway>,
     session: SessionId,
     exchange: String,
-    ended: oneshot::Receiver<()>,
-) {
-    let Some((ttl, replica, listener)) = keeper_setup(&gateway, &session).await else {
-        return;
-    };
-    let resumed = next_resume(listener, &replica, &exchange);
-    tokio::select! {
-        _ = ended => {}
-        () = tokio::time::sleep(ttl) => {
-            if let Some(gateway) = gateway.upgrade()
-                && let Some(suspension) = gateway.suspended.take(&exchange)
-            {
-                cancel_upstream(suspension, "the client did not answer in time");
+    replica: String,
+    listener: Option<BusListener>,
+}
+
+impl Keeper {
+    /// Ends when the exchange is taken here (`ended`), cancels it upstream after `ttl`, and
+    /// serves a retry that reached another replica.
+    async fn keep(self, ttl: Duration, ended: oneshot::Receiver<()>) {
+        let Keeper {
+            gateway,
+            session,
+            exchange,
+            replica,
+            listener,
+        } = self;
+        tokio::select! {
+            _ = ended => {}
+            () = tokio::time::sleep(ttl) => {
+                if let Some(gateway) = gateway.upgrade()
+                    && let Some(suspension) = gateway.suspended.take(&exchange)
+                {
+                    cancel_upstream(suspension, "the client did not answer in time");
+                }
             }
-        }
-        (reply, responses) = resumed => {
-            let Some(gateway) = gateway.upgrade() else { return };
-            if let Some(suspension) = gateway.suspended.take(&exchange) {
-                gateway.resume_for_peer(&session, suspension, reply, responses).await;
+            (reply, responses) = next_resume(listener, &replica, &exchange) => {
+                let Some(gateway) = gateway.upgrade() else { return };
+                if let Some(suspension) = gateway.suspended.take(&exchange) {
+                    gateway.resume_for_peer(&session, suspension, reply, responses).await;
+                }
             }
         }
     }
-}
-
-async fn keeper_setup(
-    gateway: &Weak<Gateway>,
-    session: &SessionId,
-) -> Option<(Duration, String, Option<BusListener>)> {
-    let gateway = gateway.upgrade()?;
-    let listener = match &gateway.bus {
-        Some(bus) => Some(bus.listen(session).await),
-        None => None,
-    };
-    let ttl = gateway.settings.request_state_ttl;
-    Some((ttl, gateway.signer.replica().to_owned(), listener))
 }
 
 /// The next retry for `exchange` on `replica`, or never without a bus.

@@ -86,7 +86,9 @@ pub async fn serve(
     let call = gateway
         .check_request(&body)
         .map_err(super::post::rejected)?;
-    let outgoing = gateway.handle_stateless(principal, modern, body, call);
+    let outgoing = gateway
+        .handle_stateless(principal, modern, body, call)
+        .map_err(super::post::rejected)?;
     Ok(answer(gateway, outgoing).await)
 }
 

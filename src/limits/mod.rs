@@ -95,6 +95,10 @@ pub enum LimitExceeded {
     )]
     ConcurrentRequests { cap: usize },
     #[error(
+        "Too Many Requests: this principal may have at most {cap} requests of protocol 2026-07-28 in flight at once; retry when one is answered"
+    )]
+    ConcurrentModernRequests { cap: usize },
+    #[error(
         "Too Many Requests: this session may have at most {cap} streams open with GET at once; close one first"
     )]
     Streams { cap: usize },
@@ -108,7 +112,8 @@ impl LimitExceeded {
         match self {
             LimitExceeded::Requests { .. } => Limit::Requests,
             LimitExceeded::Sessions { .. } => Limit::Sessions,
-            LimitExceeded::ConcurrentRequests { .. } => Limit::ConcurrentRequests,
+            LimitExceeded::ConcurrentRequests { .. }
+            | LimitExceeded::ConcurrentModernRequests { .. } => Limit::ConcurrentRequests,
             LimitExceeded::Streams { .. } => Limit::Streams,
         }
     }
@@ -118,7 +123,8 @@ impl LimitExceeded {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             LimitExceeded::Requests { retry_after, .. } => Some(*retry_after),
-            LimitExceeded::ConcurrentRequests { .. } => Some(IN_FLIGHT_RETRY),
+            LimitExceeded::ConcurrentRequests { .. }
+            | LimitExceeded::ConcurrentModernRequests { .. } => Some(IN_FLIGHT_RETRY),
             LimitExceeded::Sessions { .. } | LimitExceeded::Streams { .. } => None,
         }
     }
@@ -144,6 +150,7 @@ pub struct LimitSettings {
     /// `None`: no session cap.
     pub sessions_per_principal: Option<u32>,
     pub concurrent_requests_per_session: usize,
+    pub concurrent_modern_requests_per_principal: usize,
     pub streams_per_session: usize,
     /// `session.idle_ttl`: how long a session's slot is held without use.
     pub idle_ttl: Duration,
@@ -167,6 +174,9 @@ impl LimitSettings {
             rate: (per_second > 0).then(|| Rate::new(per_second, burst.max(1))),
             sessions_per_principal: (sessions > 0).then_some(sessions),
             concurrent_requests_per_session: config.concurrent_requests_per_session as usize,
+            concurrent_modern_requests_per_principal: config
+                .concurrent_modern_requests_per_principal
+                as usize,
             streams_per_session: config.streams_per_session as usize,
             idle_ttl,
         }
@@ -302,6 +312,10 @@ impl Limits {
 
     pub fn concurrent_requests_per_session(&self) -> usize {
         self.settings.concurrent_requests_per_session
+    }
+
+    pub fn concurrent_modern_requests_per_principal(&self) -> usize {
+        self.settings.concurrent_modern_requests_per_principal
     }
 
     pub fn streams_per_session(&self) -> usize {

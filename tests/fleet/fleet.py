@@ -27,6 +27,10 @@ What runs, all on 127.0.0.1 with free ports, in a temp dir that keeps every log:
   ``[server] hmac_key``; upstream ``stdio`` is the fixture as a child of each replica (name
   ``local``), upstream ``http`` is one fixture process serving Streamable HTTP (name ``remote``)
   shared by all replicas. ``prefix`` sets every upstream's tool prefix (default: its name);
+  ``extra_upstreams`` (``--extra-upstream JSON``) adds ``[[upstreams]]`` tables as given, after
+  those; a table with a ``fixture`` key (a list of extra arguments, e.g. ``["--modern-only"]``)
+  gets a fixture process of its own serving Streamable HTTP, shared by all replicas, as its
+  ``url``: ``{"name": "legacy", "transport": "http", "era": "legacy", "fixture": []}``;
 * ``haproxy`` (HTTP mode, ``balance roundrobin``, ``option httpclose`` so that every request
   is balanced on its own, no stickiness). It retries only connection failures
   (``retry-on conn-failure``: the request never reached a replica, so nothing is duplicated)
@@ -441,7 +445,7 @@ class Fleet:
 
     def __init__(self, replicas: int = 3, upstreams=("stdio",), prefix: str | None = None,
                  sse_retry: str | None = None, idle_ttl: str = "1h", redis_timeout: str = "500ms",
-                 extra_toml: str = ""):
+                 extra_toml: str = "", extra_upstreams=()):
         unknown = set(upstreams) - set(UPSTREAM_NAMES)
         if unknown or not upstreams or replicas < 1:
             raise HarnessError(f"need >= 1 replica and upstreams from {sorted(UPSTREAM_NAMES)}")
@@ -452,6 +456,9 @@ class Fleet:
         self.idle_ttl = idle_ttl
         self.redis_timeout = redis_timeout
         self.extra_toml = extra_toml
+        self.extra_upstreams = [dict(table) for table in extra_upstreams]
+        if any("name" not in table or "transport" not in table for table in self.extra_upstreams):
+            raise HarnessError(f"every extra upstream needs a name and a transport: {self.extra_upstreams}")
         self.logdir = Path(tempfile.mkdtemp(prefix="mcpgate-fleet-"))
         self.redis = Redis(self.logdir)
         self.fixtures: list[Proc] = []
@@ -477,7 +484,9 @@ class Fleet:
         return self.lb.url if self.lb else ""
 
     def prefixes(self) -> set[str]:
-        return {UPSTREAM_NAMES[k] if self.prefix is None else self.prefix for k in self.kinds}
+        """The tool prefixes the readiness probe waits for: every upstream's, extras included."""
+        out = {UPSTREAM_NAMES[k] if self.prefix is None else self.prefix for k in self.kinds}
+        return out | {t.get("prefix", t["name"]) for t in self.extra_upstreams}
 
     def start(self) -> None:
         for binary in (GATEWAY_BIN, FIXTURE_BIN):
@@ -523,6 +532,17 @@ class Fleet:
                 table["url"] = fixture.wait_listening()
             if self.prefix is not None:
                 table["prefix"] = self.prefix
+            lines.append("[[upstreams]]")
+            lines.extend(f"{k} = {value(v)}" for k, v in table.items())
+        for extra in self.extra_upstreams:
+            table = dict(extra)
+            fixture_args = table.pop("fixture", None)
+            if fixture_args is not None:
+                name = table["name"]
+                fixture = Proc(f"fixture-{name}", [str(FIXTURE_BIN), "http", "--listen", "127.0.0.1:0",
+                                                   "--name", name, *fixture_args], self.logdir)
+                self.fixtures.append(fixture)
+                table["url"] = fixture.wait_listening()
             lines.append("[[upstreams]]")
             lines.extend(f"{k} = {value(v)}" for k, v in table.items())
         return "\n".join(lines) + "\n"
@@ -713,6 +733,10 @@ def main(argv: list[str]) -> int:
         p.add_argument("--upstreams", default="stdio", help="comma-separated: stdio, http (default stdio)")
         p.add_argument("--prefix", default=None, help="tool prefix for every upstream ('' = none; default: its name)")
         p.add_argument("--sse-retry", default=None, help="[server] sse_retry, e.g. 1s")
+        p.add_argument("--extra-upstream", action="append", default=[], type=json.loads, metavar="JSON",
+                       help='an [[upstreams]] table as JSON, added after --upstreams (repeatable); '
+                            '"fixture": [ARGS...] starts an HTTP fixture with ARGS for its url, e.g. '
+                            '\'{"name": "modern", "transport": "http", "era": "modern", "fixture": ["--modern-only"]}\'')
         if name == "run":
             p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS... ('{url}' is replaced)")
     args = parser.parse_args(argv)
@@ -726,7 +750,8 @@ def main(argv: list[str]) -> int:
     interrupt_on_sigterm()
     kinds = [k for k in args.upstreams.split(",") if k]
     try:
-        with Fleet(replicas=args.replicas, upstreams=kinds, prefix=args.prefix, sse_retry=args.sse_retry) as fleet:
+        with Fleet(replicas=args.replicas, upstreams=kinds, prefix=args.prefix, sse_retry=args.sse_retry,
+                   extra_upstreams=args.extra_upstream) as fleet:
             control = Control(fleet)
             try:
                 if args.cmd == "up":
@@ -736,7 +761,8 @@ def main(argv: list[str]) -> int:
                     print(f"\nMCP endpoint: {fleet.url}\n(Ctrl-C stops the fleet)", flush=True)
                     while True:
                         time.sleep(3600)
-                print(f"[fleet] {fleet.url} ({args.replicas} replicas, upstreams {', '.join(kinds)}; "
+                names = kinds + [t["name"] for t in fleet.extra_upstreams]
+                print(f"[fleet] {fleet.url} ({args.replicas} replicas, upstreams {', '.join(names)}; "
                       f"control {control.url}; logs {fleet.logdir})", flush=True)
                 env = dict(os.environ, MCPGATE_URL=fleet.url, MCPGATE_FLEET_CONTROL=control.url)
                 code = subprocess.run([a.replace("{url}", fleet.url) for a in command], env=env).returncode

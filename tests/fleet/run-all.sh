@@ -5,8 +5,11 @@
 # TypeScript SDK fleet test (once per upstream transport, under `fleet.py run`), the
 # 2026-07-28 clients of the TypeScript SDK (tests/e2e/ts/modern.test.mjs) and of rmcp
 # (tests/rmcp_client.rs, pointed at the fleet by MCPGATE_E2E_URL) under `fleet.py run` with
-# both upstreams, and the conformance suite against the fleet. Runs all of them, then exits
-# non-zero if any failed.
+# both upstreams, the multi round-trip bridges (modern client and legacy upstream, legacy client
+# and modern-only upstream) with the Python SDK (tests/e2e/python/test_bridges.py) and the
+# TypeScript SDKs v1 and v2 (tests/fleet/bridges.test.mjs, under `fleet.py run` with the
+# `legacy` and `modern` upstreams), and the conformance suite against the fleet. Runs all of
+# them, then exits non-zero if any failed.
 # Needs: tests/tools/install.sh and `cargo build --bins` done (the rmcp step builds its test
 # binary if `cargo nextest run` has not).
 set -uo pipefail
@@ -34,6 +37,8 @@ step "Python SDK (pytest tests/e2e/python/test_fleet.py)" \
   timeout 300 "$venv/bin/python" -m pytest -v -s tests/e2e/python/test_fleet.py
 step "Python SDK at 2026-07-28 (pytest -m fleet tests/e2e/python/test_modern.py)" \
   timeout 300 "$venv/bin/python" -m pytest -v -s -m fleet tests/e2e/python/test_modern.py
+step "Python SDK, multi round-trip bridges (pytest tests/e2e/python/test_bridges.py)" \
+  timeout 300 "$venv/bin/python" -m pytest -v -s tests/e2e/python/test_bridges.py
 step "drill: frozen Python and TypeScript clients (pytest tests/e2e/python/test_drill.py)" \
   timeout 400 "$venv/bin/python" -m pytest -v -s tests/e2e/python/test_drill.py
 for kind in stdio http; do
@@ -44,6 +49,11 @@ done
 step "TypeScript SDK at 2026-07-28 (tests/e2e/ts/modern.test.mjs), fixture over stdio and http" \
   timeout 120 python3 tests/fleet/fleet.py run --replicas 3 --upstreams stdio,http -- \
   "$node" --test tests/e2e/ts/modern.test.mjs
+step "TypeScript SDKs v1 and v2, multi round-trip bridges (tests/fleet/bridges.test.mjs)" \
+  timeout 120 python3 tests/fleet/fleet.py run --replicas 3 --upstreams stdio \
+  --extra-upstream '{"name": "legacy", "transport": "http", "era": "legacy", "fixture": []}' \
+  --extra-upstream '{"name": "modern", "transport": "http", "era": "modern", "fixture": ["--modern-only"]}' \
+  -- "$node" --test tests/fleet/bridges.test.mjs
 rmcp_tests=(cargo nextest run --no-capture --test rmcp_client)
 if ! cargo nextest --version >/dev/null 2>&1; then
   rmcp_tests=(cargo test --test rmcp_client -- --nocapture)

@@ -12,6 +12,7 @@ export const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
 export const { StreamableHTTPClientTransport } = require('@modelcontextprotocol/sdk/client/streamableHttp.js');
 export const {
   CreateMessageRequestSchema,
+  ElicitRequestSchema,
   LoggingMessageNotificationSchema,
   ResourceUpdatedNotificationSchema,
 } = require('@modelcontextprotocol/sdk/types.js');
