@@ -10,8 +10,8 @@ use super::Gateway;
 use crate::auth::Principal;
 use crate::catalog::namespaced;
 use crate::limits::LimitExceeded;
-use crate::protocol::ProtocolVersion;
 use crate::protocol::jsonrpc::{Request, error_data};
+use crate::protocol::{ProtocolVersion, TASKS_EXTENSION};
 use crate::session::{SessionId, SessionRecord, StoreError};
 use crate::upstream::InitInfo;
 
@@ -186,6 +186,9 @@ fn initialize_result(version: ProtocolVersion, answered: &[Answered], some_missi
 /// The gateway announces list changes itself when an upstream recovers, so every list
 /// capability declares `listChanged`. While an upstream has not answered, every list
 /// capability is declared: that upstream may bring it when it comes up.
+///
+/// The tasks extension is announced under `extensions` when an upstream that answered offers it
+/// (`tasks.rs`).
 pub(super) fn merged_capabilities(infos: &[&InitInfo], some_missing: bool) -> Value {
     let has = |name: &str| some_missing || infos.iter().any(|i| i.capabilities.get(name).is_some());
     let subscribe = infos.iter().any(|i| {
@@ -211,6 +214,11 @@ pub(super) fn merged_capabilities(infos: &[&InitInfo], some_missing: bool) -> Va
         .any(|i| i.capabilities.get("completions").is_some())
     {
         capabilities.insert("completions".into(), json!({}));
+    }
+    if super::tasks::offered(infos) {
+        let mut extensions = Map::new();
+        extensions.insert(TASKS_EXTENSION.into(), json!({}));
+        capabilities.insert("extensions".into(), Value::Object(extensions));
     }
     Value::Object(capabilities)
 }
@@ -271,6 +279,17 @@ mod tests {
         assert!(merged.get("prompts").is_none());
         assert!(merged.get("completions").is_some());
         assert!(merged.get("logging").is_some());
+    }
+
+    #[test]
+    fn announces_the_tasks_extension_only_where_an_upstream_offers_it() {
+        let plain = info(json!({"tools": {}}));
+        let merged = merged_capabilities(&[&plain], true);
+        assert!(merged.get("extensions").is_none(), "{merged}");
+        let tasks = info(json!({"extensions": {TASKS_EXTENSION: {}}, "tasks": {}}));
+        let merged = merged_capabilities(&[&plain, &tasks], false);
+        assert_eq!(merged["extensions"], json!({TASKS_EXTENSION: {}}));
+        assert!(merged.get("tasks").is_none(), "{merged}");
     }
 
     #[test]

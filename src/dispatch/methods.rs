@@ -38,6 +38,7 @@ impl Gateway {
             Call::Complete => self.complete(session, request, outbox).await,
             Call::SetLevel { level } => self.set_level(session, request, outbox, level).await,
             Call::Listen(filter) => self.listen(session, request, filter, outbox).await,
+            Call::Task { task_id } => self.task_request(session, request, outbox, task_id).await,
             Call::Initialize => Err(error_object(
                 ErrorCode::INVALID_REQUEST,
                 "this session is already initialized",
@@ -76,7 +77,9 @@ impl Gateway {
                 .await?;
         }
         set_param(&mut request, "name", json!(own_name));
-        self.forward(session, &upstream, request, outbox).await
+        let mut result = self.forward(session, &upstream, request, outbox).await?;
+        self.issue_task_id(session, &upstream.name, &mut result);
+        Ok(result)
     }
 
     /// `resources/read`: to the upstream that listed the URI, or the first that can read it.

@@ -23,6 +23,7 @@ mod restore;
 mod signing;
 mod stateless;
 mod suspended;
+mod tasks;
 mod unsolicited;
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Keyed tags with the fleet's shared key: unforgeable ids for server-to-client requests, the
-//! owner tag that binds a session to its principal, and the short tag that stands for a
-//! session id in spans and logs.
+//! owner tag that binds a session to its principal, the MAC of task ids (`tasks.rs`), and the
+//! short tag that stands for a session id in spans and logs.
 //!
 //! When an upstream asks the client something (sampling, elicitation, roots), the client sees
 //! `mcpgate.<payload>.<mac>`: the payload names the upstream, its own request id and the
@@ -23,6 +23,8 @@ const PREFIX: &str = "mcpgate.";
 const OWNER_DOMAIN: &[u8] = b"mcpgate owner v1\0";
 /// Domain separation for session tags.
 const SESSION_TAG_DOMAIN: &[u8] = b"mcpgate session tag v1\0";
+/// Domain separation for the MACs of task ids (`tasks.rs`).
+const TASK_DOMAIN: &[u8] = b"mcpgate task id v1\0";
 /// Domain separation for the key that seals MRTR request states.
 const REQUEST_STATE_DOMAIN: &[u8] = b"mcpgate request state key v1\0";
 /// Hex digits of a session tag: 48 bits, enough to tell sessions apart in a trace backend.
@@ -133,6 +135,18 @@ impl IdSigner {
             .expect("HMAC takes keys of any length");
         mac.update(REQUEST_STATE_DOMAIN);
         mac.finalize().into_bytes().into()
+    }
+
+    /// The MAC binding a task id's `payload` to the owner tag of the principal it was issued
+    /// to (`tasks.rs`): finalize it to sign, `verify_truncated_left` it to check an id's MAC.
+    pub fn task_mac(&self, owner: &str, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
+        mac.update(TASK_DOMAIN);
+        mac.update(&(owner.len() as u64).to_be_bytes());
+        mac.update(owner.as_bytes());
+        mac.update(payload);
+        mac
     }
 
     fn owner_mac(&self, principal: &Principal) -> Hmac<Sha256> {

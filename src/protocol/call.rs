@@ -40,6 +40,10 @@ pub enum Call {
     },
     /// `subscriptions/listen` (2026-07-28) with its filter.
     Listen(ListenFilter),
+    /// `tasks/get`, `tasks/update` or `tasks/cancel` of a task id the gateway issued.
+    Task {
+        task_id: String,
+    },
 }
 
 /// Why a request is not a [`Call`].
@@ -81,6 +85,9 @@ impl Call {
                 level: string("level")?,
             },
             Method::Listen => Call::Listen(ListenFilter::parse(params)?),
+            Method::GetTask | Method::UpdateTask | Method::CancelTask => Call::Task {
+                task_id: string("taskId")?,
+            },
             _ => return Err(CallError::UnknownMethod),
         };
         object(params)?;
@@ -128,6 +135,12 @@ mod tests {
             Ok(Call::List(ListKind::ResourceTemplates))
         );
         assert_eq!(
+            parse("tasks/cancel", json!({"taskId": "mcpgate-task.x.y"})),
+            Ok(Call::Task {
+                task_id: "mcpgate-task.x.y".into()
+            })
+        );
+        assert_eq!(
             Call::parse(&Method::Ping, None),
             Ok(Call::Ping),
             "params may be absent"
@@ -152,6 +165,14 @@ mod tests {
         assert_eq!(
             parse("resources/read", json!([])),
             invalid("params must be an object")
+        );
+        assert_eq!(
+            parse("tasks/get", json!({})),
+            invalid("params.taskId must be a string")
+        );
+        assert_eq!(
+            parse("tasks/result", json!({"taskId": "t"})),
+            Err(CallError::UnknownMethod)
         );
         assert_eq!(
             parse("logging/setLevel", json!({"level": 3})),

@@ -2,6 +2,11 @@
 //! `initialize` result) for what a client asks, a client's (its `initialize` request) for what
 //! a server asks.
 
+use serde_json::Value;
+
+/// The tasks extension's key in `capabilities.extensions` (either side declares it there).
+pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
+
 /// A capability one side declares at `initialize`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capability {
@@ -17,19 +22,31 @@ pub enum ServerCapability {
     Resources,
     Logging,
     Completions,
+    /// The tasks extension, under `extensions`.
+    Tasks,
 }
 
 impl ServerCapability {
-    /// Its key in the server's `capabilities` object.
-    pub fn key(self) -> &'static str {
-        match self {
+    /// Whether a server's `capabilities` object declares it.
+    pub fn is_declared_in(self, capabilities: &Value) -> bool {
+        let key = match self {
             ServerCapability::Tools => "tools",
             ServerCapability::Prompts => "prompts",
             ServerCapability::Resources => "resources",
             ServerCapability::Logging => "logging",
             ServerCapability::Completions => "completions",
-        }
+            ServerCapability::Tasks => return extension_declared(capabilities, TASKS_EXTENSION),
+        };
+        capabilities.get(key).is_some()
     }
+}
+
+/// Whether either side's `capabilities` object declares the extension `id`.
+pub fn extension_declared(capabilities: &Value, id: &str) -> bool {
+    capabilities
+        .get("extensions")
+        .and_then(|extensions| extensions.get(id))
+        .is_some()
 }
 
 /// A client capability a server-to-client message can need, down to the modes and options

@@ -62,6 +62,12 @@ pub enum Method {
     SetLevel,
     /// `subscriptions/listen` (2026-07-28): a stream of change notifications.
     Listen,
+    /// `tasks/get` (tasks extension): a task's status, and its result once done.
+    GetTask,
+    /// `tasks/update` (tasks extension): answers to a task's pending input.
+    UpdateTask,
+    /// `tasks/cancel` (tasks extension).
+    CancelTask,
     /// `notifications/subscriptions/acknowledged`: the first message of a listen stream.
     SubscriptionsAcknowledged,
     /// `notifications/initialized`.
@@ -96,7 +102,7 @@ pub enum Method {
 
 impl Method {
     /// Every method the gateway knows.
-    const KNOWN: [Method; 29] = [
+    const KNOWN: [Method; 32] = [
         Method::Initialize,
         Method::Discover,
         Method::Ping,
@@ -112,6 +118,9 @@ impl Method {
         Method::Complete,
         Method::SetLevel,
         Method::Listen,
+        Method::GetTask,
+        Method::UpdateTask,
+        Method::CancelTask,
         Method::SubscriptionsAcknowledged,
         Method::Initialized,
         Method::Cancelled,
@@ -159,13 +168,17 @@ impl Method {
             | Method::Unsubscribe
             | Method::Complete
             | Method::SetLevel
-            | Method::Listen => self.known_name().unwrap_or("other"),
+            | Method::Listen
+            | Method::GetTask
+            | Method::UpdateTask
+            | Method::CancelTask => self.known_name().unwrap_or("other"),
             _ => "other",
         }
     }
 
     /// Whether a client may send this request in the modern (2026-07-28) era: `initialize`,
-    /// `ping`, `logging/setLevel` and resource subscriptions are gone there.
+    /// `ping`, `logging/setLevel` and resource subscriptions are gone there (and the tasks
+    /// extension has no `tasks/result` or `tasks/list`, which stay unknown methods).
     pub fn served_in_modern_era(&self) -> bool {
         matches!(
             self,
@@ -176,6 +189,9 @@ impl Method {
                 | Method::ReadResource
                 | Method::Complete
                 | Method::Listen
+                | Method::GetTask
+                | Method::UpdateTask
+                | Method::CancelTask
         )
     }
 
@@ -193,6 +209,7 @@ impl Method {
         match self {
             Method::CallTool | Method::GetPrompt => Some("name"),
             Method::ReadResource => Some("uri"),
+            Method::GetTask | Method::UpdateTask | Method::CancelTask => Some("taskId"),
             _ => None,
         }
     }
@@ -214,6 +231,9 @@ impl Method {
             | Method::Unsubscribe => server(ServerCapability::Resources),
             Method::Complete => server(ServerCapability::Completions),
             Method::SetLevel => server(ServerCapability::Logging),
+            Method::GetTask | Method::UpdateTask | Method::CancelTask => {
+                server(ServerCapability::Tasks)
+            }
             Method::CreateMessage => client(ClientCapability::Sampling),
             Method::Elicit => client(ClientCapability::Elicitation),
             Method::ListRoots => client(ClientCapability::Roots),
@@ -237,6 +257,9 @@ impl Method {
             Method::Complete => "completion/complete",
             Method::SetLevel => "logging/setLevel",
             Method::Listen => "subscriptions/listen",
+            Method::GetTask => "tasks/get",
+            Method::UpdateTask => "tasks/update",
+            Method::CancelTask => "tasks/cancel",
             Method::SubscriptionsAcknowledged => "notifications/subscriptions/acknowledged",
             Method::Initialized => "notifications/initialized",
             Method::Cancelled => "notifications/cancelled",
@@ -294,6 +317,9 @@ mod tests {
             "completion/complete",
             "logging/setLevel",
             "subscriptions/listen",
+            "tasks/get",
+            "tasks/update",
+            "tasks/cancel",
         ];
         assert_eq!(labelled, expected);
         assert_eq!(Method::parse("x/y").metric_label(), "other");
@@ -313,6 +339,10 @@ mod tests {
         assert_eq!(
             needs("notifications/elicitation/complete"),
             Some(Capability::Client(ClientCapability::ElicitationUrl))
+        );
+        assert_eq!(
+            needs("tasks/update"),
+            Some(Capability::Server(ServerCapability::Tasks))
         );
         assert_eq!(needs("ping"), None);
         assert_eq!(needs("notifications/progress"), None);

@@ -21,7 +21,9 @@ pub mod param_headers;
 mod versions;
 
 pub use call::{Call, CallError};
-pub use capability::{Capability, ClientCapability, ServerCapability};
+pub use capability::{
+    Capability, ClientCapability, ServerCapability, TASKS_EXTENSION, extension_declared,
+};
 pub use era::{Mirrored, ModernError, ModernRequest};
 pub use method::{ListKind, Method};
 pub use versions::ProtocolVersion;

@@ -262,7 +262,7 @@ impl Upstream {
     pub fn has_capability(&self, capability: ServerCapability) -> bool {
         crate::sync::lock(self.last_init_slot())
             .as_ref()
-            .is_some_and(|init| init.capabilities.get(capability.key()).is_some())
+            .is_some_and(|init| capability.is_declared_in(&init.capabilities))
     }
 
     /// Whether an `initialize` (or `server/discover`) answer is known on this replica.

@@ -4,10 +4,11 @@
 //! (`@modelcontextprotocol/conformance` 0.1.16: every `test_*` tool, resource and
 //! prompt, completion, logging, subscriptions, sampling, elicitation, progress,
 //! SSE polling; 0.2.0 on protocol 2026-07-28: multi round-trip requests,
-//! `subscriptions/listen`, the stateless diagnostics) plus a few gateway-oriented tools
-//! (`echo`, `whoami`, `slow`) and some that misbehave on purpose (`hostile.rs`). It serves
-//! legacy sessions (`initialize`) and the 2026-07-28 per-request wire side by side (`era.rs`);
-//! over HTTP, `--modern-only` makes it refuse the legacy revisions.
+//! `subscriptions/listen`, the stateless diagnostics, the tasks extension) plus a few
+//! gateway-oriented tools (`echo`, `whoami`, `slow`) and some that misbehave on purpose
+//! (`hostile.rs`). It serves legacy sessions (`initialize`) and the 2026-07-28 per-request
+//! wire side by side (`era.rs`); over HTTP, `--modern-only` makes it refuse the legacy
+//! revisions.
 //!
 //! This file owns the command line and process setup; each concern lives in its
 //! own module.
@@ -27,6 +28,7 @@ mod resources;
 mod server;
 mod standalone;
 mod subscriptions;
+mod tasks;
 mod tools;
 
 use std::net::SocketAddr;

@@ -202,8 +202,8 @@ impl Ask {
         }
     }
 
-    /// The request as an entry of `inputRequests`.
-    fn input_request(&self) -> Result<InputRequest, McpError> {
+    /// The request as an entry of `inputRequests` (of a retry, or of a task's `tasks/get`).
+    pub fn input_request(&self) -> Result<InputRequest, McpError> {
         Ok(match self {
             Ask::Elicit {
                 message,

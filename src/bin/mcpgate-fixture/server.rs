@@ -10,12 +10,12 @@ use std::sync::Arc;
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
-        GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-        ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-        SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
-        UnsubscribeRequestParams,
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, CompleteRequestParams,
+        CompleteResult, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
+        Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+        ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+        ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
+        SubscriptionFilter, Tool, UnsubscribeRequestParams, UpdateTaskParams,
     },
     service::{RequestContext, SubscriptionContext},
 };
@@ -27,7 +27,7 @@ use crate::{
     reconnect::ReconnectingSessions,
     resources,
     subscriptions::{self, Changes},
-    tools,
+    tasks, tools,
 };
 
 /// One MCP session's handler. HTTP mode builds a fresh one per session.
@@ -73,6 +73,7 @@ fn capabilities() -> ServerCapabilities {
         .enable_resources_subscribe()
         .enable_tools()
         .enable_tool_list_changed()
+        .enable_tasks()
         .build()
 }
 
@@ -108,6 +109,9 @@ impl ServerHandler for Fixture {
     ) -> Result<CallToolResponse, McpError> {
         if input_required::is_tool(&request.name) {
             return input_required::call_tool(request, &context).await;
+        }
+        if tasks::is_tool(&request.name) {
+            return tasks::call_tool(request, &context).await;
         }
         tools::call(self, request, context).await.map(Into::into)
     }
@@ -191,6 +195,30 @@ impl ServerHandler for Fixture {
         _context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, McpError> {
         prompts::complete(&request)
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        tasks::get(&request.task_id)
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::update(&request.task_id, request.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::cancel(&request.task_id)
     }
 
     async fn set_level(

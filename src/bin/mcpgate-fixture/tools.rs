@@ -20,6 +20,7 @@ use crate::{
     server::Fixture,
     standalone,
     subscriptions::{self, Change},
+    tasks,
 };
 
 /// Name of the tool that closes its own SSE stream mid-call (SEP-1699).
@@ -159,6 +160,7 @@ pub fn catalog() -> Vec<Tool> {
         ),
     ];
     tools.extend(input_required::catalog());
+    tools.extend(tasks::catalog());
     tools
 }
 
