@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod delivery;
 pub mod dispatch;
 pub mod events;
 pub mod glob_filter;

@@ -143,7 +143,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         settings,
     )
     .context("cannot start upstreams")?;
-    gateway.upstreams.settle(UPSTREAM_SETTLE).await;
+    gateway.settle_upstreams(UPSTREAM_SETTLE).await;
 
     let listener = TcpListener::bind(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -273,12 +273,9 @@ async fn drain_on_signal(
     }
     tracing::info!("draining: not ready, ending SSE streams, finishing requests in flight");
     admin.draining.store(true, Ordering::Relaxed);
-    admin.gateway.hub.drain();
+    admin.gateway.drain();
     let deadline = tokio::time::Instant::now() + grace;
-    let hub = &admin.gateway.hub;
-    while (hub.requests_in_flight() > 0 || hub.streams_held() > 0)
-        && tokio::time::Instant::now() < deadline
-    {
+    while admin.gateway.is_busy() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop(true).await;

@@ -7,6 +7,7 @@ mod capabilities;
 mod changes;
 mod ending;
 mod exchange;
+mod facade;
 mod fanout;
 mod forward;
 mod holder;
@@ -222,11 +223,11 @@ impl Settings {
 pub struct Gateway {
     /// This gateway, for the tasks it starts (they end when it is gone).
     me: std::sync::Weak<Gateway>,
-    pub store: Arc<dyn SessionStore>,
-    pub events: Arc<dyn EventLog>,
-    pub upstreams: Upstreams,
-    pub hub: Hub,
-    pub metrics: Arc<Metrics>,
+    store: Arc<dyn SessionStore>,
+    events: Arc<dyn EventLog>,
+    upstreams: Upstreams,
+    hub: Hub,
+    metrics: Arc<Metrics>,
     routes: ResourceRoutes,
     signer: IdSigner,
     /// Cross-replica routing of answers and cancellations; `None` for a single replica.

@@ -49,10 +49,10 @@ pub fn serve(listener: TcpListener, state: Arc<AdminState>) -> std::io::Result<S
 /// this replica is ready, and whether each upstream is reachable.
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
     let gateway = &state.gateway;
-    let metrics = &gateway.metrics;
+    let metrics = gateway.metrics();
     metrics.set_ready(!state.draining.load(Ordering::Relaxed));
-    for upstream in gateway.upstreams.iter() {
-        metrics.upstream_health(&upstream.name, upstream.is_healthy());
+    for (upstream, healthy) in gateway.upstream_health() {
+        metrics.upstream_health(&upstream, healthy);
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -70,7 +70,7 @@ async fn ready_with_store(state: web::Data<AdminState>) -> HttpResponse {
     if state.draining.load(Ordering::Relaxed) {
         return HttpResponse::ServiceUnavailable().body("draining");
     }
-    match state.gateway.store.ping().await {
+    match state.gateway.ping_store().await {
         Ok(()) => HttpResponse::Ok().body("ready"),
         Err(error) => HttpResponse::ServiceUnavailable().body(format!("session store: {error}")),
     }

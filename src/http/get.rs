@@ -9,9 +9,10 @@ use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::error::HttpError;
-use super::sse::{self, Tail};
+use super::sse;
 use super::{AppState, session_error};
 use super::{authn, guard, throttle};
+use crate::delivery::tail::{self, Tail};
 use crate::dispatch::Caller;
 use std::time::Duration;
 
@@ -52,24 +53,28 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
     let standalone = key.stream == StreamId::standalone();
     let slot = gateway.open_get_stream(&id, standalone)?;
     if standalone {
-        gateway.events.open(&key).await.map_err(event_log_error)?;
+        gateway
+            .event_log()
+            .open(&key)
+            .await
+            .map_err(event_log_error)?;
     }
     let after = match &resume {
         Some(event) => event.seq,
         None => gateway
-            .events
+            .event_log()
             .delivered(&key)
             .await
             .map_err(event_log_error)?,
     };
     let backlog = gateway
-        .events
+        .event_log()
         .read(&key, after, Duration::ZERO)
         .await
         .map_err(event_log_error)?;
     if resume.is_some() {
         gateway
-            .metrics
+            .metrics()
             .sse_events_replayed
             .inc_by(backlog.events.len() as u64);
     }
@@ -81,11 +86,11 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
     }
     let (closed, upstream_listeners) = if standalone {
         (
-            gateway.hub.claim_standalone(&id),
+            gateway.claim_standalone(&id),
             gateway.listen_upstreams(&session).await,
         )
     } else {
-        (gateway.hub.attach(&id, &session.record).0, Vec::new())
+        (gateway.attach_stream(&id, &session.record), Vec::new())
     };
     let tail = Tail {
         key,
@@ -99,7 +104,7 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
         holds_for: standalone.then_some(session),
         retry: state.settings.sse_retry,
     };
-    Ok(sse::response(gateway.clone(), tail))
+    Ok(sse::response(tail::events(gateway.clone(), tail)))
 }
 
 /// The `Last-Event-ID` to resume after, if any; one we could not have issued is 400.

@@ -173,7 +173,7 @@ fn observe(
     }
     state
         .gateway
-        .metrics
+        .metrics()
         .request(method, status, started.elapsed().as_secs_f64());
     status
 }

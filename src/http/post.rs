@@ -16,14 +16,15 @@ use tracing::{Instrument, Span};
 use super::body::{self, Incoming};
 use super::error::HttpError;
 use super::guard::{self, SESSION_HEADER};
-use super::sse::{self, Tail};
+use super::sse;
 use super::stateless::ModernPost;
 use super::{AppState, session_error};
 use super::{authn, throttle, trace_context};
 use crate::auth::Principal;
+use crate::delivery::tail::{self, Tail};
 use crate::dispatch::{Caller, Gateway, InitializeError, MessageRejected, Outgoing, Session};
 use crate::events::{Batch, StreamId, StreamKey};
-use crate::protocol::jsonrpc::{Message, Request, RequestId};
+use crate::protocol::jsonrpc::{Message, Request, RequestId, is_response};
 use crate::protocol::{Call, Method};
 use crate::telemetry::mcp_spans;
 
@@ -289,12 +290,6 @@ pub(super) fn json_response(body: Value) -> HttpResponse {
         .body(body.to_string())
 }
 
-/// Whether a message is a JSON-RPC response (a result or an error).
-pub(super) fn is_response(message: &Value) -> bool {
-    message.get("method").is_none()
-        && (message.get("result").is_some() || message.get("error").is_some())
-}
-
 /// One channel for every request of the body that started (none when none did) and, in a
 /// batch, the error entries of the requests a limit refused.
 fn merge(
@@ -357,7 +352,7 @@ async fn stream(
         session: session.id.clone(),
         stream: StreamId::random(),
     };
-    gateway.events.open(&key).await.map_err(|error| {
+    gateway.event_log().open(&key).await.map_err(|error| {
         tracing::error!(%error, "cannot open an SSE stream in the event log");
         HttpError::Unavailable(
             "Service Unavailable: the event log cannot be reached; retry shortly".into(),
@@ -370,7 +365,7 @@ async fn stream(
         opened.rest,
     );
     tokio::spawn(writer);
-    let (closed, _) = gateway.hub.attach(&session.id, &session.record);
+    let closed = gateway.attach_stream(&session.id, &session.record);
     let tail = Tail {
         key,
         after: 0,
@@ -383,5 +378,5 @@ async fn stream(
         holds_for: None,
         retry: state.settings.sse_retry,
     };
-    Ok(sse::response(gateway.clone(), tail))
+    Ok(sse::response(tail::events(gateway.clone(), tail)))
 }

@@ -7,27 +7,23 @@
 //! modern era has no resumption), which ends with the response. Closing it cancels the request.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use actix_web::web::Bytes;
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpRequest, HttpResponse};
 use tokio::sync::mpsc;
 
 use super::body::Incoming;
 use super::error::HttpError;
 use super::guard::{SESSION_HEADER, VERSION_HEADER};
-use super::post::{is_response, json_response};
+use super::post::json_response;
 use super::{AppState, mirrored};
 use crate::auth::Principal;
+use crate::delivery::request_scoped::{self, next_message};
 use crate::dispatch::{Gateway, Outgoing};
 use crate::protocol::era::{self, MODERN_VERSIONS};
-use crate::protocol::jsonrpc::{Message, Request, result_value};
+use crate::protocol::jsonrpc::{Message, Request, is_response, result_value};
 use crate::protocol::{Method, ModernError, ModernRequest};
-
-/// Keep-alive comment interval of a response stream.
-const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// What a sessionless POST of the modern era holds.
 pub enum ModernPost<'a> {
@@ -103,63 +99,7 @@ async fn answer(gateway: &Arc<Gateway>, mut outgoing: mpsc::Receiver<Outgoing>) 
             .insert_header((CONTENT_TYPE, "application/json"))
             .body(first.to_string());
     }
-    gateway.metrics.sse_streams_open.inc();
-    let stream = ResponseStream {
-        gateway: gateway.clone(),
-        outgoing,
-        first: Some(first),
-        done: false,
-    };
-    HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "text/event-stream"))
-        .insert_header((CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(futures::stream::unfold(stream, next_chunk))
-}
-
-/// A modern request's response stream, until its response.
-struct ResponseStream {
-    gateway: Arc<Gateway>,
-    outgoing: mpsc::Receiver<Outgoing>,
-    first: Option<serde_json::Value>,
-    done: bool,
-}
-
-impl Drop for ResponseStream {
-    fn drop(&mut self) {
-        self.gateway.metrics.sse_streams_open.dec();
-    }
-}
-
-async fn next_chunk(
-    mut stream: ResponseStream,
-) -> Option<(Result<Bytes, std::convert::Infallible>, ResponseStream)> {
-    if stream.done {
-        return None;
-    }
-    let message = match stream.first.take() {
-        Some(first) => first,
-        None => match tokio::time::timeout(KEEPALIVE, next_message(&mut stream.outgoing)).await {
-            Err(_) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), stream)),
-            Ok(None) => return None,
-            Ok(Some(message)) => message,
-        },
-    };
-    stream.done = is_response(&message);
-    let chunk = sse_stream::Sse::default()
-        .event("message")
-        .data(message.to_string())
-        .into();
-    Some((Ok(chunk), stream))
-}
-
-/// The next JSON-RPC message; stream positions and pauses concern resumable streams only.
-async fn next_message(outgoing: &mut mpsc::Receiver<Outgoing>) -> Option<serde_json::Value> {
-    loop {
-        if let Outgoing::Message(message) = outgoing.recv().await? {
-            return Some(message);
-        }
-    }
+    super::sse::response(request_scoped::events(gateway.clone(), outgoing, first))
 }
 
 /// A JSON answer's status: 400 for the errors the modern era defines as the request's fault

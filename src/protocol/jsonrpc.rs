@@ -185,6 +185,12 @@ pub fn error_data(code: ErrorCode, message: impl Into<String>) -> ErrorData {
     ErrorData::new(code, message.into(), None)
 }
 
+/// Whether an outgoing message, as sent, is a response (a result or an error).
+pub fn is_response(message: &Value) -> bool {
+    message.get("method").is_none()
+        && (message.get("result").is_some() || message.get("error").is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
