@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::RpcError;
 use super::changes::Change;
 use crate::protocol::jsonrpc::RequestId;
 use crate::redis::pubsub::{self, Notification, Subscriber, Subscription};
@@ -32,7 +33,7 @@ pub enum BusMessage {
         replica: String,
         upstream: String,
         id: RequestId,
-        outcome: Result<Value, Value>,
+        outcome: Result<Value, RpcError>,
     },
     /// The client cancelled its request `request`.
     Cancel { request: RequestId },
@@ -51,7 +52,7 @@ pub enum BusMessage {
     /// The resumed exchange's outcome: the final result, or `input_required` again.
     Resumed {
         reply: String,
-        outcome: Result<Value, Value>,
+        outcome: Result<Value, RpcError>,
     },
 }
 

@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use std::sync::Arc;
 
+use super::RpcError;
 use super::request_state::Binding;
 use super::{Gateway, error_object};
 use crate::protocol::jsonrpc::{Message, Request, RequestId, Response};
@@ -57,7 +58,7 @@ impl MissingCapability {
 
     /// The error a modern client gets for a request that needs what it did not declare:
     /// `MissingRequiredClientCapabilityError` (-32021), naming the capability.
-    pub fn required_error(&self) -> Value {
+    pub fn required_error(&self) -> RpcError {
         let mut required = serde_json::json!({});
         for key in self.capability.path().split('.').rev() {
             required = serde_json::json!({ key: required });
@@ -67,7 +68,7 @@ impl MissingCapability {
             self.capability.path()
         );
         let mut error = error_object(ModernError::MISSING_CLIENT_CAPABILITY, message);
-        error["data"] = serde_json::json!({"requiredCapabilities": required});
+        error.data = Some(serde_json::json!({"requiredCapabilities": required}));
         error
     }
 
@@ -480,10 +481,10 @@ mod tests {
         };
         assert_eq!(answer.id, RequestId::Number(7));
         let error = answer.outcome.expect_err("a refusal is an error");
-        assert_eq!(error["code"], json!(-32601));
+        assert_eq!(error.code, ErrorCode::METHOD_NOT_FOUND);
         let message = "the client of this session did not declare the `sampling` capability \
             that sampling/createMessage needs";
-        assert_eq!(error["message"], json!(message));
+        assert_eq!(error.message, message);
         assert_eq!(
             missing(ClientCapability::SamplingTools).code(),
             ErrorCode::INVALID_PARAMS

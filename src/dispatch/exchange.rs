@@ -12,9 +12,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::RpcError;
 use super::bus::{BusListener, BusMessage};
 use super::capabilities::{ClientCapabilities, refuse, refuse_unbridged};
 use super::forward::upstream_failure;
@@ -43,7 +43,7 @@ enum Verdict {
     /// It was refused to the upstream; the exchange goes on.
     Refused,
     /// The call ends with this error.
-    Fail(Value),
+    Fail(RpcError),
     /// The call waits for a modern client's input, its new state bound as this.
     Suspend(Binding),
 }

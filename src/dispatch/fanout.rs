@@ -8,6 +8,7 @@ use futures::future::join_all;
 use rmcp::model::ErrorCode;
 use serde_json::{Map, Value, json};
 
+use super::RpcError;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::catalog::{ListCursor, namespaced};
 use crate::policy::TeamPolicy;
@@ -79,7 +80,7 @@ impl Gateway {
 
     /// The upstreams a cursor names, each with its own cursor; a cursor naming an upstream the
     /// team may not use is not one this gateway issued to it.
-    fn cursor_targets(&self, session: &Session, text: &str) -> Result<PageTargets, Value> {
+    fn cursor_targets(&self, session: &Session, text: &str) -> Result<PageTargets, RpcError> {
         let policy = self.policy(session);
         let invalid = || {
             error_object(

@@ -10,6 +10,7 @@ use rmcp::model::ErrorCode;
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::RpcError;
 use super::capabilities::ClientCapabilities;
 use super::suspended::take_retry;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
@@ -115,7 +116,7 @@ impl Gateway {
         &self,
         session: &Session,
         upstream: &Arc<Upstream>,
-    ) -> Result<CallContext, Value> {
+    ) -> Result<CallContext, RpcError> {
         let shared_record;
         let record = if session.is_stateless() && upstream.has_upstream_sessions() {
             shared_record = super::stateless::shared_upstream_record(&session.record);
@@ -198,7 +199,7 @@ impl Gateway {
 
 /// The error a client sees when an upstream fails: it names the upstream and says how, while
 /// the details (paths, addresses, the upstream's own words) go to the log only.
-pub(super) fn upstream_failure(error: &UpstreamError) -> Value {
+pub(super) fn upstream_failure(error: &UpstreamError) -> RpcError {
     tracing::warn!(%error, "upstream call failed");
     let code = match error {
         UpstreamError::TooManyChildren { .. } => crate::limits::LimitExceeded::CODE,

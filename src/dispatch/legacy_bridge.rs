@@ -24,6 +24,7 @@ use rmcp::model::ErrorCode;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
+use super::RpcError;
 use super::bus::{BusListener, BusMessage};
 use super::capabilities::ClientCapabilities;
 use super::modern::REQUEST_STATE;
@@ -43,7 +44,7 @@ pub const MAX_INPUTS: usize = 16;
 pub const MAX_WAITING: usize = 4096;
 
 /// An answer to one of the gateway's requests: its id and the client's outcome.
-type Answer = (RequestId, Result<Value, Value>);
+type Answer = (RequestId, Result<Value, RpcError>);
 
 /// Why a bridged call failed on the gateway's side.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +62,7 @@ pub enum BridgeError {
 }
 
 impl BridgeError {
-    fn to_rpc(&self) -> Value {
+    fn to_rpc(&self) -> RpcError {
         let code = match self {
             BridgeError::Busy => crate::limits::LimitExceeded::CODE,
             _ => ErrorCode::INTERNAL_ERROR,
@@ -99,7 +100,12 @@ impl InputWaiters {
     }
 
     /// Hands a client's answer to the call waiting for it; false when none is.
-    fn deliver(&self, session: &SessionId, id: RequestId, outcome: Result<Value, Value>) -> bool {
+    fn deliver(
+        &self,
+        session: &SessionId,
+        id: RequestId,
+        outcome: Result<Value, RpcError>,
+    ) -> bool {
         let key = (session.clone(), id);
         let Some(sender) = lock(&self.waiting).remove(&key) else {
             return false;
@@ -147,7 +153,7 @@ impl Gateway {
         upstream: &Upstream,
         result: &Value,
         outbox: &Outbox,
-    ) -> Result<Value, Value> {
+    ) -> Result<Value, RpcError> {
         let asked = input_requests(upstream, result)?;
         let capabilities = ClientCapabilities::from_declared(&session.record.client_capabilities);
         let mut listener = match &self.bus {
@@ -188,7 +194,7 @@ impl Gateway {
         keys: &mut HashMap<RequestId, (String, String)>,
         answers: &mut mpsc::Receiver<Answer>,
         listener: &mut Option<BusListener>,
-    ) -> Result<Value, Value> {
+    ) -> Result<Value, RpcError> {
         let mut responses = Map::new();
         while !keys.is_empty() {
             let next = async {
@@ -220,7 +226,7 @@ impl Gateway {
         &self,
         session: &Session,
         signed: SignedRequest,
-        outcome: Result<Value, Value>,
+        outcome: Result<Value, RpcError>,
     ) -> Result<(), MessageRejected> {
         if signed.replica != self.signer.replica() {
             let answer = BusMessage::Answer {
@@ -245,7 +251,7 @@ impl Gateway {
 fn input_requests<'a>(
     upstream: &Upstream,
     result: &'a Value,
-) -> Result<&'a Map<String, Value>, Value> {
+) -> Result<&'a Map<String, Value>, RpcError> {
     result
         .get("inputRequests")
         .and_then(Value::as_object)

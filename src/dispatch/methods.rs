@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
 
+use super::RpcError;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::catalog;
 use crate::protocol::jsonrpc::{Request, RequestId};
@@ -208,7 +209,11 @@ impl Gateway {
         Ok(json!({}))
     }
 
-    async fn update_record(&self, session: &Session, change: &RecordChange) -> Result<(), Value> {
+    async fn update_record(
+        &self,
+        session: &Session,
+        change: &RecordChange,
+    ) -> Result<(), RpcError> {
         self.store
             .update(&session.id, change)
             .await
@@ -229,7 +234,7 @@ impl Gateway {
         session: &Session,
         uri: &str,
         outbox: &Outbox,
-    ) -> Result<Arc<Upstream>, Value> {
+    ) -> Result<Arc<Upstream>, RpcError> {
         if !self.policy(session).allows_resource(uri) {
             return Err(resource_not_found(uri));
         }
@@ -294,7 +299,7 @@ const MAX_SUBSCRIPTIONS: usize = 256;
 const MAX_SUBSCRIBED_URI_BYTES: usize = 2048;
 
 /// Refuses a subscription the record would have to keep beyond its bounds.
-fn check_subscription_room(session: &Session, uri: &str) -> Result<(), Value> {
+fn check_subscription_room(session: &Session, uri: &str) -> Result<(), RpcError> {
     let subscriptions = &session.record.subscriptions;
     let refusal = if uri.len() > MAX_SUBSCRIBED_URI_BYTES {
         format!("resources/subscribe: a URI may take at most {MAX_SUBSCRIBED_URI_BYTES} bytes")
@@ -308,7 +313,7 @@ fn check_subscription_room(session: &Session, uri: &str) -> Result<(), Value> {
     Err(error_object(ErrorCode::INVALID_PARAMS, refusal))
 }
 
-fn resource_not_found(uri: &str) -> Value {
+fn resource_not_found(uri: &str) -> RpcError {
     error_object(
         ErrorCode::RESOURCE_NOT_FOUND,
         format!("Resource not found: {uri}"),

@@ -74,8 +74,7 @@ pub enum Outgoing {
 /// Where a request's task sends what the client must receive.
 pub type Outbox = mpsc::Sender<Outgoing>;
 
-/// The outcome of a request: a result, or a JSON-RPC error object.
-pub type Outcome = Result<Value, Value>;
+pub use crate::protocol::jsonrpc::{Outcome, RpcError};
 
 /// JSON-RPC code for a request the client cancelled. Its POST still needs an answer, which the
 /// client ignores.
@@ -580,8 +579,8 @@ pub fn response_value(id: &RequestId, outcome: Outcome) -> Value {
 }
 
 /// A JSON-RPC error object.
-pub fn error_object(code: ErrorCode, message: impl Into<String>) -> Value {
-    serde_json::to_value(error_data(code, message)).unwrap_or_default()
+pub fn error_object(code: ErrorCode, message: impl Into<String>) -> RpcError {
+    error_data(code, message)
 }
 
 /// A whole error response for a request id.

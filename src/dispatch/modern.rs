@@ -11,6 +11,7 @@ use std::sync::Arc;
 use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
 
+use super::RpcError;
 use super::capabilities::ClientCapabilities;
 use super::forward::upstream_failure;
 use super::request_state::{Binding, Held, StateError};
@@ -81,7 +82,7 @@ impl Gateway {
         upstream: &Upstream,
         request: &mut Request,
         binding: &Binding,
-    ) -> Result<(), Value> {
+    ) -> Result<(), RpcError> {
         let Some(params) = request.params.as_mut().and_then(Value::as_object_mut) else {
             return Ok(());
         };
@@ -148,7 +149,7 @@ impl Gateway {
         upstream: &Arc<Upstream>,
         own_name: &str,
         arguments: Option<&Value>,
-    ) -> Result<(), Value> {
+    ) -> Result<(), RpcError> {
         let annotations = match upstream.tool_headers.of(own_name) {
             Some(known) => known,
             None => {
@@ -158,9 +159,7 @@ impl Gateway {
         };
         param_headers::check(&annotations, arguments, &modern.param_headers).map_err(|error| {
             let mut object = error_object(error.code(), error.to_string());
-            if let Some(data) = error.data() {
-                object["data"] = data;
-            }
+            object.data = error.data();
             object
         })
     }

@@ -32,6 +32,7 @@ use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use super::RpcError;
 use super::bus::{Bus, BusListener, BusMessage};
 use super::capabilities::ClientCapabilities;
 use super::modern::REQUEST_STATE;
@@ -121,7 +122,7 @@ pub enum SuspendError {
 }
 
 impl SuspendError {
-    fn to_rpc(&self) -> Value {
+    fn to_rpc(&self) -> RpcError {
         let code = match self {
             SuspendError::ReplicaFull | SuspendError::CallerFull => LimitExceeded::CODE,
             SuspendError::Gone => ErrorCode::INVALID_PARAMS,

@@ -26,6 +26,7 @@ use hmac::Mac;
 use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
 
+use super::RpcError;
 use super::{Gateway, IdSigner, Outbox, Outcome, Session, error_object};
 use crate::protocol::ModernError;
 use crate::protocol::jsonrpc::Request;
@@ -53,13 +54,13 @@ pub(super) enum TaskError {
 
 impl TaskError {
     /// The JSON-RPC error object, with the capability the client must declare for -32021.
-    fn object(&self) -> Value {
+    fn object(&self) -> RpcError {
         match self {
             TaskError::NotDeclared => {
                 let mut error =
                     error_object(ModernError::MISSING_CLIENT_CAPABILITY, self.to_string());
                 let extension = json!({ TASKS_EXTENSION: {} });
-                error["data"] = json!({"requiredCapabilities": {"extensions": extension}});
+                error.data = Some(json!({"requiredCapabilities": {"extensions": extension}}));
                 error
             }
             TaskError::Unknown(_) => error_object(ErrorCode::INVALID_PARAMS, self.to_string()),

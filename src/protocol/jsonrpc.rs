@@ -60,11 +60,18 @@ pub struct Notification {
     pub params: Option<Value>,
 }
 
+/// A JSON-RPC error object (`code`, `message`, optional `data`), whoever failed: an upstream,
+/// a client answering, or the gateway itself. rmcp's type, so it serializes as the wire has it.
+pub type RpcError = ErrorData;
+
+/// What a request came to: its result, or the error it failed with.
+pub type Outcome = Result<Value, RpcError>;
+
 /// A response: either `result` or `error`, for the request with the same id.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub id: RequestId,
-    pub outcome: Result<Value, Value>,
+    pub outcome: Outcome,
 }
 
 /// One JSON-RPC message.
@@ -88,7 +95,9 @@ pub enum MessageError {
     BadId,
     #[error("\"params\" must be an object or an array")]
     BadParams,
-    #[error("a response must carry exactly one of \"result\" and \"error\"")]
+    #[error(
+        "a response must carry exactly one of \"result\" and \"error\", an error being an object with an integer \"code\" and a string \"message\""
+    )]
     BadResponse,
     #[error("the message is neither a request, a notification nor a response")]
     Unclassifiable,
@@ -132,7 +141,9 @@ impl Message {
         let id = RequestId::from_value(id_value).ok_or(MessageError::BadId)?;
         let outcome = match (object.remove("result"), object.remove("error")) {
             (Some(result), None) => Ok(result),
-            (None, Some(error @ Value::Object(_))) => Err(error),
+            (None, Some(error)) => {
+                Err(serde_json::from_value(error).map_err(|_| MessageError::BadResponse)?)
+            }
             _ => return Err(MessageError::BadResponse),
         };
         Ok(Message::Response(Response { id, outcome }))
@@ -236,6 +247,14 @@ mod tests {
                 MessageError::BadParams,
             ),
             (json!({"jsonrpc":"2.0","id":1}), MessageError::BadResponse),
+            (
+                json!({"jsonrpc":"2.0","id":1,"error":{"code":"x","message":"m"}}),
+                MessageError::BadResponse,
+            ),
+            (
+                json!({"jsonrpc":"2.0","id":1,"error":{"code":-1}}),
+                MessageError::BadResponse,
+            ),
             (json!({"jsonrpc":"2.0"}), MessageError::Unclassifiable),
         ];
         for (value, expected) in cases {

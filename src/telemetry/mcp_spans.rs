@@ -10,6 +10,7 @@
 //! [`crate::dispatch::IdSigner::session_tag`]). Never tool arguments, results, resource URIs or
 //! credentials. Text a client chose is cut at [`MAX_TEXT`] bytes.
 
+use crate::protocol::jsonrpc::RpcError;
 use opentelemetry::trace::TraceContextExt;
 use serde_json::Value;
 use tracing::Span;
@@ -121,19 +122,18 @@ pub fn upstream_span(upstream: &str, network_transport: &'static str, request: &
 /// Records how a request ended: a JSON-RPC error's code (an error status, unless the server
 /// side says the caller asked for something it cannot serve), or `tool_error` for a tool
 /// result marked `isError`.
-pub fn record_outcome(span: &Span, side: Side, outcome: &Result<Value, Value>) {
+pub fn record_outcome(span: &Span, side: Side, outcome: &Result<Value, RpcError>) {
     match outcome {
         Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => {
             span.record("error.type", "tool_error");
         }
         Ok(_) => {}
         Err(error) => {
-            let code = error.get("code").and_then(Value::as_i64);
-            let code_text = code.map_or_else(|| "_OTHER".to_owned(), |code| code.to_string());
+            let code = i64::from(error.code.0);
+            let code_text = code.to_string();
             span.record("rpc.response.status_code", code_text.as_str());
             span.record("error.type", code_text.as_str());
-            let callers_fault =
-                side == Side::Server && code.is_some_and(|c| CALLER_ERRORS.contains(&c));
+            let callers_fault = side == Side::Server && CALLER_ERRORS.contains(&code);
             if !callers_fault {
                 span.record("otel.status_code", "error");
             }

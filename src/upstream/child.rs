@@ -589,7 +589,7 @@ fn fail_pending(wire: &Wire, connection: &Connection) {
             rmcp::model::ErrorCode::INTERNAL_ERROR,
             format!("upstream {} exited before answering", wire.name),
         );
-        let outcome = Err(serde_json::to_value(error).unwrap_or_default());
+        let outcome = Err(error);
         let _ = pending.reply.try_send(
             Message::Response(Response {
                 id: pending.client_id,

@@ -21,6 +21,7 @@ mod stderr;
 mod stdio;
 mod tool_headers;
 
+use crate::protocol::jsonrpc::RpcError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,7 +142,7 @@ impl UpstreamError {
             rmcp::model::ErrorCode::INTERNAL_ERROR,
             self.client_message(),
         );
-        let outcome = Err(serde_json::to_value(error).unwrap_or_default());
+        let outcome = Err(error);
         Message::Response(Response { id, outcome })
     }
 }
@@ -544,7 +545,9 @@ pub async fn response_succeeded(messages: mpsc::Receiver<UpstreamEvent>) -> Opti
 }
 
 /// The outcome of the response among `messages`; `None` when none came.
-async fn response_of(mut messages: mpsc::Receiver<UpstreamEvent>) -> Option<Result<Value, Value>> {
+async fn response_of(
+    mut messages: mpsc::Receiver<UpstreamEvent>,
+) -> Option<Result<Value, RpcError>> {
     loop {
         if let UpstreamEvent::Message(Message::Response(response)) = messages.recv().await? {
             return Some(response.outcome);
