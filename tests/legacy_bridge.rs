@@ -64,27 +64,44 @@ async fn legacy_session(gw: &Gateway) -> Session {
     gw.initialize_with(LATEST, json!({"elicitation": {}})).await
 }
 
-#[tokio::test]
-async fn a_legacy_client_uses_a_modern_only_upstream_and_answers_its_inputs() {
+/// A gateway in front of the modern-only fixture (and the stdio fixture `local`).
+struct Setup {
+    _dir: tempfile::TempDir,
+    upstream: Fixture,
+    gw: Gateway,
+}
+
+async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let upstream = Fixture::start_http_modern_only("modern", dir.path()).await;
     let gw = Gateway::builder()
         .toml(&modern_upstream(&upstream.url))
         .start()
         .await;
-    let session = legacy_session(&gw).await;
+    Setup {
+        _dir: dir,
+        upstream,
+        gw,
+    }
+}
+
+#[tokio::test]
+async fn a_legacy_client_uses_a_modern_only_upstream_and_answers_its_inputs() {
+    let setup = setup().await;
+    let (upstream, gw) = (&setup.upstream, &setup.gw);
+    let session = legacy_session(gw).await;
     let tools = gw.tool_names(&session).await;
     assert!(tools.iter().any(|t| t == MULTI_ROUND), "{tools:?}");
     assert!(tools.iter().any(|t| t == "local__echo"), "{tools:?}");
 
-    let echo = call(&gw, &session, "modern__echo", json!({"text": "hi"}), |_| {
+    let echo = call(gw, &session, "modern__echo", json!({"text": "hi"}), |_| {
         None
     })
     .await;
     assert_eq!(echo.result_text(), "hi");
     assert_legacy_result(&echo);
 
-    let exchange = call(&gw, &session, MULTI_ROUND, json!({}), fill_form).await;
+    let exchange = call(gw, &session, MULTI_ROUND, json!({}), fill_form).await;
     assert_eq!(exchange.result_text(), "Alice's favorite color is blue.");
     assert_eq!(elicitations(&exchange), 2, "{exchange:?}");
     assert_legacy_result(&exchange);
@@ -101,28 +118,24 @@ async fn a_legacy_client_uses_a_modern_only_upstream_and_answers_its_inputs() {
 
 #[tokio::test]
 async fn a_client_without_elicitation_gets_32021_and_a_refusal_ends_the_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = Fixture::start_http_modern_only("modern", dir.path()).await;
-    let gw = Gateway::builder()
-        .toml(&modern_upstream(&upstream.url))
-        .start()
-        .await;
+    let setup = setup().await;
+    let gw = &setup.gw;
     let bare = gw.initialize_with(LATEST, json!({})).await;
-    let refused = call(&gw, &bare, MULTI_ROUND, json!({}), |_| None).await;
+    let refused = call(gw, &bare, MULTI_ROUND, json!({}), |_| None).await;
     assert_eq!(
         refused.response["error"]["code"],
         json!(-32021),
         "{refused:?}"
     );
 
-    let session = legacy_session(&gw).await;
+    let session = legacy_session(gw).await;
     let error = |message: &Value| {
         (message["method"] == json!("elicitation/create")).then(|| {
             json!({"jsonrpc": "2.0", "id": message["id"],
                 "error": {"code": -1, "message": "the user closed the dialog"}})
         })
     };
-    let failed = call(&gw, &session, MULTI_ROUND, json!({}), error).await;
+    let failed = call(gw, &session, MULTI_ROUND, json!({}), error).await;
     assert_eq!(
         failed.response["error"]["message"],
         json!("the user closed the dialog"),

@@ -517,70 +517,45 @@ async fn mrtr_rounds_continue_on_any_replica_and_altered_states_are_refused() {
     );
 }
 
-/// The one input a bridged legacy upstream asks for in a round, and the state to send back.
-fn bridged_input(response: &Value) -> (Value, String) {
+/// The one input a bridged legacy upstream asks for in a round, a form with `field`; the state
+/// to send back.
+fn bridged_input(response: &Value, field: &str) -> String {
     let (requests, state) = input_required(response);
-    let asked = requests["mcpgate-input"].clone();
+    let asked = &requests["mcpgate-input"];
     assert_eq!(asked["method"], json!("elicitation/create"), "{response}");
-    (asked, state)
+    let properties = &asked["params"]["requestedSchema"]["properties"];
+    assert!(
+        properties.get(field).is_some(),
+        "asks for {field}: {response}"
+    );
+    state
+}
+
+/// Retries a bridged call with `value` for `field` under `state`.
+async fn answer(gw: &Gateway, tool: &str, field: &str, value: &str, state: &str) -> Value {
+    let answer = accept("mcpgate-input", field, value);
+    round(gw, tool, answer, Some(state), None).await
 }
 
 /// A legacy upstream's elicitation in the middle of a call reaches a modern client as
 /// `input_required`; each retry resumes the same upstream call from whichever replica gets it.
 async fn bridge_three_rounds(fleet: &[Gateway], tool: &str) {
-    let first = round(&fleet[0], tool, Value::Null, None, None).await;
-    let (asked, state1) = bridged_input(&first);
-    assert!(
-        asked["params"]["requestedSchema"]["properties"]
-            .get("name")
-            .is_some(),
-        "{first}"
-    );
-    let second = round(
-        &fleet[1 % fleet.len()],
-        tool,
-        accept("mcpgate-input", "name", "Alice"),
-        Some(&state1),
-        None,
-    )
-    .await;
-    let (asked, state2) = bridged_input(&second);
-    assert!(
-        asked["params"]["requestedSchema"]["properties"]
-            .get("color")
-            .is_some(),
-        "{second}"
-    );
-    let done = round(
-        &fleet[2 % fleet.len()],
-        tool,
-        accept("mcpgate-input", "color", "blue"),
-        Some(&state2),
-        None,
-    )
-    .await;
+    let replica = |n: usize| &fleet[n % fleet.len()];
+    let first = round(replica(0), tool, Value::Null, None, None).await;
+    let state1 = bridged_input(&first, "name");
+    let second = answer(replica(1), tool, "name", "Alice", &state1).await;
+    let state2 = bridged_input(&second, "color");
+    let done = answer(replica(2), tool, "color", "blue", &state2).await;
     assert_eq!(done["result"]["resultType"], json!("complete"), "{done}");
     assert_eq!(text_of(&done), "Alice's favorite color is blue.", "{done}");
-    let replayed = round(
-        &fleet[0],
-        tool,
-        accept("mcpgate-input", "color", "blue"),
-        Some(&state2),
-        None,
-    )
-    .await;
+    let replayed = answer(replica(0), tool, "color", "blue", &state2).await;
     assert_eq!(
         replayed["error"]["code"],
         json!(INVALID_PARAMS),
         "{replayed}"
     );
-    assert!(
-        replayed["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no longer held"),
-        "{replayed}"
-    );
+    let message = replayed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no longer held"), "{replayed}");
 }
 
 #[tokio::test]
@@ -616,15 +591,8 @@ async fn mrtr_bridges_a_legacy_upstream_on_one_replica_and_tampering_is_refused(
     let tool = "local__test_input_required_result_multi_round";
     bridge_three_rounds(std::slice::from_ref(&gw), tool).await;
     let first = round(&gw, tool, Value::Null, None, None).await;
-    let (_, state) = bridged_input(&first);
-    let tampered = round(
-        &gw,
-        tool,
-        accept("mcpgate-input", "name", "Alice"),
-        Some(&format!("{state}x")),
-        None,
-    )
-    .await;
+    let state = bridged_input(&first, "name");
+    let tampered = answer(&gw, tool, "name", "Alice", &format!("{state}x")).await;
     assert_eq!(
         tampered["error"]["code"],
         json!(INVALID_PARAMS),
@@ -632,30 +600,10 @@ async fn mrtr_bridges_a_legacy_upstream_on_one_replica_and_tampering_is_refused(
     );
     // Without the answer, the same question comes back, and the call still completes.
     let again = round(&gw, tool, json!({}), Some(&state), None).await;
-    let (asked, state) = bridged_input(&again);
-    assert!(
-        asked["params"]["requestedSchema"]["properties"]
-            .get("name")
-            .is_some(),
-        "{again}"
-    );
-    let next = round(
-        &gw,
-        tool,
-        accept("mcpgate-input", "name", "Bob"),
-        Some(&state),
-        None,
-    )
-    .await;
-    let (_, state) = bridged_input(&next);
-    let done = round(
-        &gw,
-        tool,
-        accept("mcpgate-input", "color", "red"),
-        Some(&state),
-        None,
-    )
-    .await;
+    let state = bridged_input(&again, "name");
+    let next = answer(&gw, tool, "name", "Bob", &state).await;
+    let state = bridged_input(&next, "color");
+    let done = answer(&gw, tool, "color", "red", &state).await;
     assert_eq!(text_of(&done), "Bob's favorite color is red.", "{done}");
 }
 
@@ -670,26 +618,20 @@ async fn a_caller_may_keep_16_calls_waiting_for_its_input() {
     let tool = "remote__test_input_required_result_multi_round";
     let mut states = Vec::new();
     for _ in 0..16 {
-        let (_, state) = bridged_input(&round(&gw, tool, Value::Null, None, None).await);
-        states.push(state);
+        let first = round(&gw, tool, Value::Null, None, None).await;
+        states.push(bridged_input(&first, "name"));
     }
     let refused = round(&gw, tool, Value::Null, None, None).await;
     assert_eq!(refused["error"]["code"], json!(-32000), "{refused}");
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("at most 16 calls waiting"),
-        "{refused}"
-    );
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("at most 16 calls waiting"), "{refused}");
     // A call that completes frees its place.
-    let answer = accept("mcpgate-input", "name", "Alice");
-    let second = round(&gw, tool, answer, Some(&states[0]), None).await;
-    let (_, state) = bridged_input(&second);
-    let answer = accept("mcpgate-input", "color", "blue");
-    let done = round(&gw, tool, answer, Some(&state), None).await;
+    let second = answer(&gw, tool, "name", "Alice", &states[0]).await;
+    let state = bridged_input(&second, "color");
+    let done = answer(&gw, tool, "color", "blue", &state).await;
     assert_eq!(text_of(&done), "Alice's favorite color is blue.", "{done}");
-    bridged_input(&round(&gw, tool, Value::Null, None, None).await);
+    let another = round(&gw, tool, Value::Null, None, None).await;
+    bridged_input(&another, "name");
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! The tasks extension (`io.modelcontextprotocol/tasks`) through the gateway, against the real
-//! fixture over HTTP: the gateway announces it because the upstream offers it, gives the client
+//! fixture over HTTP (and over stdio through a fleet): the gateway announces it because the upstream offers it, gives the client
 //! task ids of its own (signed, naming the upstream), routes `tasks/get`, `tasks/update` and
 //! `tasks/cancel` by them with the upstream's id restored, on any replica with the fleet's key,
 //! in a modern request or a legacy session; and refuses foreign, forged and undeclared use
@@ -221,4 +221,28 @@ async fn a_legacy_session_that_declared_the_extension_gets_tasks_too() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the task never completed");
+}
+
+#[tokio::test]
+async fn a_stdio_upstreams_task_is_served_from_every_replica_of_a_fleet() {
+    // Each replica runs its own stdio child: the task lives in the child of the replica that
+    // created it, and another replica sends its requests there.
+    let redis = support::redis::RedisServer::start().await;
+    let (a, b) = (
+        redis.replica("60s").start().await,
+        redis.replica("60s").start().await,
+    );
+    let params = json!({"name": "local__slow_compute", "arguments": {"seconds": 0.2}});
+    let created = modern(&a, None, "tools/call", params, with_tasks()).await;
+    let task_id = created["result"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a task id: {created}"));
+    let done = until(&b, task_id, &["completed"]).await;
+    assert_eq!(done["taskId"], json!(task_id), "{done}");
+    let params = json!({"name": "local__slow_compute", "arguments": {"seconds": 60}});
+    let long = modern(&b, None, "tools/call", params, with_tasks()).await;
+    let long_id = long["result"]["taskId"].as_str().expect("a task id");
+    let ack = task(&a, None, "tasks/cancel", long_id).await;
+    assert_eq!(ack["result"]["resultType"], json!("complete"), "{ack}");
+    until(&a, long_id, &["cancelled"]).await;
 }

@@ -7,7 +7,8 @@
 //! channel carries a modern client's retry to the replica holding the upstream exchange it
 //! continues, and that exchange's messages and outcome back (`suspended.rs`). Beside the
 //! session channels, [`keys::CHANGES_CHANNEL`] carries every upstream list change to every
-//! replica's listen streams (`changes.rs`). Payloads are
+//! replica's listen streams (`changes.rs`), and each replica's own channel the requests only
+//! it can run (`remote.rs`). Payloads are
 //! `m:<json>` on [`keys::session_channel`], beside the event log's `e:<stream>` wake-ups.
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use serde_json::Value;
 
 use super::RpcError;
 use super::changes::Change;
+use super::remote::ReplicaMessage;
 use crate::protocol::jsonrpc::RequestId;
 use crate::redis::pubsub::{self, Notification, Subscriber, Subscription};
 use crate::redis::{RedisError, RedisPool, keys};
@@ -93,6 +95,23 @@ impl Bus {
     pub async fn announce(&self, change: &Change) -> Result<(), RedisError> {
         let payload = serde_json::to_string(change).unwrap_or_default();
         pubsub::publish(&self.pool, keys::CHANGES_CHANNEL, &payload).await
+    }
+
+    /// Sends `message` to `replica` alone.
+    pub async fn to_replica(
+        &self,
+        replica: &str,
+        message: &ReplicaMessage,
+    ) -> Result<(), RedisError> {
+        let payload = serde_json::to_string(message).unwrap_or_default();
+        pubsub::publish(&self.pool, &keys::replica_channel(replica), &payload).await
+    }
+
+    /// Starts receiving what other replicas send `replica` (see [`Bus::listen`]).
+    pub async fn replica_inbox(&self, replica: &str) -> Subscription {
+        self.subscriber
+            .subscribe(&keys::replica_channel(replica))
+            .await
     }
 
     /// Starts receiving the fleet's changes (see [`Bus::listen`]).

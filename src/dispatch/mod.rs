@@ -18,6 +18,7 @@ mod limited;
 mod listen;
 mod methods;
 mod modern;
+mod remote;
 mod request_state;
 mod response_stream;
 mod restore;
@@ -245,6 +246,8 @@ pub struct Gateway {
     changes: changes::Changes,
     /// Modern requests in flight here, by principal.
     modern_in_flight: limited::ModernInFlight,
+    /// Requests waiting for another replica to run them.
+    remote: remote::Waiting,
 }
 
 impl Gateway {
@@ -279,7 +282,11 @@ impl Gateway {
             input_waiters: legacy_bridge::InputWaiters::default(),
             changes: changes::Changes::default(),
             modern_in_flight: limited::ModernInFlight::default(),
+            remote: remote::Waiting::default(),
         });
+        if gateway.bus.is_some() {
+            tokio::spawn(remote::serve_inbox(Arc::downgrade(&gateway)));
+        }
         tokio::spawn(unsolicited::relay(Arc::downgrade(&gateway), unsolicited));
         tokio::spawn(ending::keep_house(Arc::downgrade(&gateway)));
         if let Some(events) = expiry_events {

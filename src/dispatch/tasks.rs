@@ -14,8 +14,9 @@
 //!
 //! Only the three methods of the extension are served; `tasks/result` and `tasks/list` (the
 //! experimental tasks of 2025-11-25, which the extension removed) stay unknown methods.
-//! Tasks of a stdio upstream live in that replica's child: another replica's child does not
-//! know them and answers for itself. Task status notifications (`notifications/tasks`) are
+//! A stdio upstream's task lives in the child of the replica that created it (each replica
+//! runs its own): its id also names that replica, and another replica sends the task's
+//! requests there over the fleet's bus (`remote.rs`). Task status notifications (`notifications/tasks`) are
 //! not rewritten yet: a client sees them with the upstream's own task id.
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac;
 use rmcp::model::ErrorCode;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::RpcError;
@@ -69,11 +71,17 @@ impl TaskError {
 }
 
 /// What a valid task id names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct TaskRef {
+    #[serde(rename = "u")]
     upstream: String,
     /// The upstream's own id for the task.
+    #[serde(rename = "t")]
     id: String,
+    /// The replica whose stdio child holds the task; none for an HTTP upstream, which any
+    /// replica reaches.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    replica: Option<String>,
 }
 
 impl Gateway {
@@ -89,13 +97,16 @@ impl Gateway {
         if !declares_tasks(&session.record.client_capabilities) {
             return Err(TaskError::NotDeclared.object());
         }
-        let (upstream, own_id) = self
+        let (upstream, task) = self
             .task_upstream(session, &task_id)
             .ok_or_else(|| TaskError::Unknown(task_id.clone()).object())?;
         if let Some(Value::Object(params)) = request.params.as_mut() {
-            params.insert(TASK_ID.into(), json!(own_id));
+            params.insert(TASK_ID.into(), json!(task.id));
         }
-        let mut result = self.forward(session, &upstream, request, outbox).await?;
+        let mut result = match &task.replica {
+            Some(replica) => self.run_on(replica, &upstream, request).await?,
+            None => self.forward(session, &upstream, request, outbox).await?,
+        };
         if let Some(named) = result.get_mut(TASK_ID) {
             *named = json!(task_id);
         }
@@ -111,24 +122,34 @@ impl Gateway {
         let Some(Value::String(own_id)) = result.get(TASK_ID) else {
             return;
         };
-        let issued = seal_task_id(&self.signer, &session.record.owner, upstream, own_id);
+        let replica = self
+            .upstreams
+            .by_name(upstream)
+            .filter(|upstream| !upstream.has_upstream_sessions())
+            .map(|_| self.signer.replica().to_owned());
+        let task = TaskRef {
+            upstream: upstream.to_owned(),
+            id: own_id.clone(),
+            replica,
+        };
+        let issued = seal_task_id(&self.signer, &session.record.owner, &task);
         result[TASK_ID] = json!(issued);
     }
 
     /// The upstream `task_id` names and its own id, if a replica issued it to this session's
     /// principal and the session's team may still use that upstream.
-    fn task_upstream(&self, session: &Session, task_id: &str) -> Option<(Arc<Upstream>, String)> {
+    fn task_upstream(&self, session: &Session, task_id: &str) -> Option<(Arc<Upstream>, TaskRef)> {
         let task = open_task_id(&self.signer, &session.record.owner, task_id)?;
         let upstream = self.upstreams.by_name(&task.upstream)?;
         self.policy(session)
             .allows_upstream(&upstream.name)
-            .then(|| (upstream.clone(), task.id))
+            .then(|| (upstream.clone(), task))
     }
 }
 
-/// The id the client sees for `upstream`'s task `own_id`, issued to `owner`.
-fn seal_task_id(signer: &IdSigner, owner: &str, upstream: &str, own_id: &str) -> String {
-    let payload = json!([upstream, own_id]).to_string();
+/// The id the client sees for `task`, issued to `owner`.
+fn seal_task_id(signer: &IdSigner, owner: &str, task: &TaskRef) -> String {
+    let payload = serde_json::to_string(task).unwrap_or_default();
     let mac = signer.task_mac(owner, payload.as_bytes()).finalize();
     let mac = URL_SAFE_NO_PAD.encode(&mac.into_bytes()[..MAC_BYTES]);
     format!("{PREFIX}{}.{mac}", URL_SAFE_NO_PAD.encode(payload))
@@ -146,8 +167,7 @@ fn open_task_id(signer: &IdSigner, owner: &str, task_id: &str) -> Option<TaskRef
         .task_mac(owner, &payload)
         .verify_truncated_left(&mac)
         .ok()?;
-    let (upstream, id) = serde_json::from_slice(&payload).ok()?;
-    Some(TaskRef { upstream, id })
+    serde_json::from_slice(&payload).ok()
 }
 
 /// Whether a client's capabilities declare the extension.
@@ -172,13 +192,14 @@ mod tests {
     fn issued_ids_open_only_for_their_owner() {
         let signer = IdSigner::random();
         let alice = signer.owner_tag(&Principal::anonymous());
-        let id = seal_task_id(&signer, &alice, "fs", "task-1");
-        assert!(id.starts_with(PREFIX));
-        let expected = TaskRef {
+        let task = TaskRef {
             upstream: "fs".into(),
             id: "task-1".into(),
+            replica: Some("r1".into()),
         };
-        assert_eq!(open_task_id(&signer, &alice, &id), Some(expected));
+        let id = seal_task_id(&signer, &alice, &task);
+        assert!(id.starts_with(PREFIX));
+        assert_eq!(open_task_id(&signer, &alice, &id), Some(task));
         assert_eq!(open_task_id(&signer, "someone else", &id), None);
         assert_eq!(open_task_id(&IdSigner::random(), &alice, &id), None);
     }
@@ -187,9 +208,14 @@ mod tests {
     fn forged_or_truncated_ids_do_not_open() {
         let signer = IdSigner::random();
         let owner = signer.owner_tag(&Principal::anonymous());
-        let id = seal_task_id(&signer, &owner, "fs", "task-1");
+        let task = TaskRef {
+            upstream: "fs".into(),
+            id: "task-1".into(),
+            replica: None,
+        };
+        let id = seal_task_id(&signer, &owner, &task);
         let (head, mac) = id.rsplit_once('.').unwrap();
-        let other = URL_SAFE_NO_PAD.encode(json!(["db", "task-1"]).to_string());
+        let other = URL_SAFE_NO_PAD.encode(json!({"u": "db", "t": "task-1"}).to_string());
         let forged = format!("{PREFIX}{other}.{mac}");
         assert_eq!(open_task_id(&signer, &owner, &forged), None);
         let truncated = format!("{head}.{}", &mac[..2]);

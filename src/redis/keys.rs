@@ -27,6 +27,7 @@
 //! |---|---|---|
 //! | `mcpgate:{<sid>}` ([`session_channel`]) | `e:<stream>`: the stream has new events or was closed; `m:<json>`: a client's answer or cancellation for the replica holding the exchange | `events::RedisEventLog` (in its scripts), `dispatch::bus` |
 //! | `mcpgate:changes` ([`CHANGES_CHANNEL`]) | `<json>`: an upstream's list changed (or came back), for every replica's `subscriptions/listen` streams | `dispatch::bus` |
+//! | `mcpgate:r:<replica>` ([`replica_channel`]) | `<json>`: a request only that replica can run (a stdio upstream's task), or the answer to one it asked another to run | `dispatch::bus` |
 //! | `__keyevent@<db>__:expired` ([`expired_keys_channel`]) | names of expired keys; [`session_of_expired_key`] picks the records among them | Redis, with `notify-keyspace-events Ex` |
 
 use crate::events::StreamKey;
@@ -38,6 +39,12 @@ pub const READINESS_PROBE: &str = "mcpgate:readyz";
 
 /// The fleet's channel of upstream list changes.
 pub const CHANGES_CHANNEL: &str = "mcpgate:changes";
+
+/// `mcpgate:r:<replica>`, the channel of requests only that replica can run, and of their
+/// answers.
+pub fn replica_channel(replica: &str) -> String {
+    format!("mcpgate:r:{replica}")
+}
 
 /// `mcpgate:{<sid>}:`, the start of every key of a session.
 fn session_prefix(session: &SessionId) -> String {
@@ -196,6 +203,7 @@ mod tests {
         assert_eq!(principal_rate(&principal()), "mcpgate:p:{pRiNcIpAl-_tag}:r");
         assert_eq!(READINESS_PROBE, "mcpgate:readyz");
         assert_eq!(CHANGES_CHANNEL, "mcpgate:changes");
+        assert_eq!(replica_channel("0f3a"), "mcpgate:r:0f3a");
         assert_eq!(expired_keys_channel(3), "__keyevent@3__:expired");
     }
 

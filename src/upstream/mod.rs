@@ -545,7 +545,7 @@ pub async fn response_succeeded(messages: mpsc::Receiver<UpstreamEvent>) -> Opti
 }
 
 /// The outcome of the response among `messages`; `None` when none came.
-async fn response_of(
+pub async fn response_of(
     mut messages: mpsc::Receiver<UpstreamEvent>,
 ) -> Option<Result<Value, RpcError>> {
     loop {
