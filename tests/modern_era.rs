@@ -961,3 +961,23 @@ async fn a_principal_has_a_bounded_number_of_modern_requests_in_flight() {
     let echo = call(&gw, "local__echo", json!({"text": "after"})).await;
     assert_eq!(text_of(&echo), "after", "{echo}");
 }
+
+#[tokio::test]
+async fn a_listen_stream_hears_a_legacy_http_upstream_without_any_legacy_session() {
+    let gw = Gateway::builder()
+        .without_local()
+        .remote_line("era = \"legacy\"")
+        .start()
+        .await;
+    let mut stream = listen(&gw, 91, json!({"toolsListChanged": true})).await;
+    acknowledged_tools_only(&mut stream).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let done = call(&gw, "remote__test_trigger_tool_change", json!({})).await;
+    assert!(done.get("result").is_some(), "{done}");
+    let change = next_change(&mut stream, 91).await;
+    assert_eq!(
+        change["method"],
+        json!("notifications/tools/list_changed"),
+        "{change}"
+    );
+}

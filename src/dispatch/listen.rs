@@ -72,9 +72,12 @@ impl Gateway {
         let mut streams = SelectAll::new();
         let mut guards = Vec::new();
         let mut legacy = LegacyLists::default();
+        let mut watching = Vec::new();
         for upstream in self.upstreams_for(session, &Method::Listen) {
             if !upstream.speaks_modern().await {
-                legacy.add(&upstream, &filter);
+                if legacy.add(&upstream, &filter) {
+                    watching.extend(self.watch_shared_stream(session, &upstream).await);
+                }
                 continue;
             }
             if let Some((acked, messages, guard)) =
@@ -111,7 +114,7 @@ impl Gateway {
                 let _ = outbox.send(relayed).await;
             }
         }
-        drop(guards);
+        drop((guards, watching));
         let mut result = json!({});
         listen::tag(&mut result, &request.id);
         Ok(result)
@@ -183,16 +186,19 @@ struct LegacyLists {
 }
 
 impl LegacyLists {
-    fn add(&mut self, upstream: &Upstream, filter: &ListenFilter) {
+    /// Adds what `upstream` can tell of `filter`; whether it can tell anything.
+    fn add(&mut self, upstream: &Upstream, filter: &ListenFilter) -> bool {
         let Some(init) = upstream.last_init() else {
-            return;
+            return false;
         };
         let mut lists = filter.honoured_by(&init.capabilities);
         lists.uris.clear();
-        if !lists.is_empty() {
-            self.names.insert(upstream.name.clone());
-            self.lists.merge(&lists);
+        if lists.is_empty() {
+            return false;
         }
+        self.names.insert(upstream.name.clone());
+        self.lists.merge(&lists);
+        true
     }
 
     /// What the client hears of `heard`: the change of a legacy upstream it listens to, or,

@@ -27,6 +27,7 @@ mod stateless;
 mod suspended;
 mod tasks;
 mod unsolicited;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,6 +249,8 @@ pub struct Gateway {
     modern_in_flight: limited::ModernInFlight,
     /// Requests waiting for another replica to run them.
     remote: remote::Waiting,
+    /// GET streams of the shared upstream sessions, held for listen streams.
+    shared_streams: watch::SharedStreams,
 }
 
 impl Gateway {
@@ -283,6 +286,7 @@ impl Gateway {
             changes: changes::Changes::default(),
             modern_in_flight: limited::ModernInFlight::default(),
             remote: remote::Waiting::default(),
+            shared_streams: watch::SharedStreams::default(),
         });
         if gateway.bus.is_some() {
             tokio::spawn(remote::serve_inbox(Arc::downgrade(&gateway)));

@@ -198,9 +198,17 @@ pub(super) fn shared_upstream_record(record: &SessionRecord) -> SessionRecord {
     shared
 }
 
+/// Whether `id` is a stateless id: it has no record, no event log and no standalone stream.
+pub(super) fn is_stateless_id(id: &SessionId) -> bool {
+    id.as_str().starts_with(STATELESS_PREFIX)
+}
+
+/// How every stateless id starts.
+const STATELESS_PREFIX: &str = "stateless-";
+
 /// A principal's stateless id: never a session in the store, and never issued to a client.
 fn stateless_id(owner_tag: &str) -> SessionId {
-    SessionId::parse(&format!("stateless-{owner_tag}")).unwrap_or_else(SessionId::generate)
+    SessionId::parse(&format!("{STATELESS_PREFIX}{owner_tag}")).unwrap_or_else(SessionId::generate)
 }
 
 /// Whether a message may reach a modern client: log messages only when it asked for them.

@@ -3,7 +3,8 @@
 //! `upstream/outlet.rs` (which merges list changes, applies each upstream's rate and says what
 //! happens when the queue is full) and are appended to the standalone stream of every session
 //! that should see them, where an open GET delivers them, or they wait. List changes are also
-//! announced to listen streams (`changes.rs`).
+//! announced to listen streams (`changes.rs`); that is all that becomes of a message for a
+//! stateless id (a shared upstream session's stream held for listen streams, `watch.rs`).
 
 use std::sync::{Arc, Weak};
 
@@ -35,7 +36,11 @@ impl Gateway {
                 .await;
         }
         let logged = unsolicited.logged.take();
-        let ok = self.log_unsolicited(unsolicited).await;
+        let stateless = unsolicited
+            .session
+            .as_ref()
+            .is_some_and(super::stateless::is_stateless_id);
+        let ok = stateless || self.log_unsolicited(unsolicited).await;
         if let Some(logged) = logged {
             let _ = logged.send(ok);
         }
