@@ -73,16 +73,15 @@ impl Drop for ModernSlot {
 }
 
 impl Gateway {
-    /// Takes a place for a modern request of `principal`, unless as many as allowed are in
-    /// flight here already.
+    /// Takes a place for a modern request of the principal with owner tag `owner`, unless as
+    /// many as allowed are in flight here already.
     pub(super) fn begin_modern(
         self: &Arc<Self>,
-        principal: &Principal,
+        owner: &str,
         id: &RequestId,
     ) -> Result<ModernSlot, MessageRejected> {
-        let owner = self.signer.owner_tag(principal);
         let cap = self.limits.concurrent_modern_requests_per_principal();
-        if !self.modern_in_flight.begin(&owner, cap) {
+        if !self.modern_in_flight.begin(owner, cap) {
             let limit = LimitExceeded::ConcurrentModernRequests { cap };
             return Err(MessageRejected::Limited {
                 id: id.clone(),
@@ -91,7 +90,7 @@ impl Gateway {
         }
         Ok(ModernSlot {
             gateway: self.clone(),
-            owner,
+            owner: owner.to_owned(),
         })
     }
 

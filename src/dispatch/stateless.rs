@@ -126,9 +126,9 @@ impl Gateway {
         request: Request,
         call: Call,
     ) -> Result<mpsc::Receiver<Outgoing>, MessageRejected> {
-        let slot = self.begin_modern(principal, &request.id)?;
         let modern = Arc::new(modern);
         let session = self.stateless_session(principal, modern.clone());
+        let slot = self.begin_modern(&session.record.owner, &request.id)?;
         let method = Method::parse(&request.method);
         let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         let gateway = self.clone();
