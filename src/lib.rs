@@ -5,7 +5,11 @@
 //! Session state lives behind [`session::SessionStore`]; SSE events behind [`events::EventLog`].
 //! See ARCHITECTURE.md for the map and the invariants.
 
+// The layout of futures over redis's multiplexed connection is deeper than the default allows.
+#![recursion_limit = "256"]
+
 pub mod auth;
+pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod delivery;

@@ -1,5 +1,6 @@
 //! The `mcpgate` command: `serve` runs the gateway, `check-config` validates a configuration
-//! and prints it with secrets redacted, `hash-key` hashes (or makes) an API key.
+//! and prints it with secrets redacted, `hash-key` hashes (or makes) an API key, `bench`
+//! generates load on any MCP endpoint.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -63,6 +64,10 @@ enum Command {
         #[arg(long)]
         generate: bool,
     },
+    /// Generate load on an MCP Streamable HTTP endpoint (ours or any) and print latency and
+    /// throughput.
+    #[command(after_help = mcpgate::bench::HELP)]
+    Bench(Box<mcpgate::bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig { config } => check_config(config),
         Command::HashKey { generate } => hash_key(generate),
+        Command::Bench(args) => Ok(mcpgate::bench::run(*args)?),
         Command::Serve { config, json_logs } => {
             let traces = telemetry::init_logging(json_logs)?;
             let served = Config::load(config.as_deref())

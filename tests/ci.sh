@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command: tooling, format, lints, build, unit/integration tests, Python and
 # TypeScript end-to-end tests, the MCP conformance suite, the fleet, the deploy files (Helm
-# chart, kustomize, alert rules, dashboard) and the container image, built and run for real.
+# chart, kustomize, alert rules, dashboard), a smoke run of the benchmark and the container image,
+# built and run for real.
 # Stops at the first failure.
 set -euo pipefail
 
@@ -55,6 +56,10 @@ step "MCP conformance suite 0.1.16" timeout 1800 bash tests/conformance/run.sh
 step "MCP conformance suite 0.2.0-alpha.12 (2025-11-25 and 2026-07-28; one replica and the fleet)" \
   timeout 1800 bash tests/conformance/run-next.sh
 step "fleet: Redis + 3 replicas behind round-robin haproxy" timeout 900 bash tests/fleet/run-all.sh
+# Every benchmark scenario, briefly, on the debug build: the benchmark keeps working. Its
+# figures are printed, never asserted (the real run: tests/bench/run.sh on a release build).
+step "benchmark smoke run: tests/bench/run.sh --quick (debug build)" \
+  env MCPGATE_BIN_DIR="$root/target/debug" timeout 600 bash tests/bench/run.sh --quick
 
 step "deploy: Helm chart, kustomize base, alert rules, dashboard on a scraped fleet" \
   timeout 600 "$venv/bin/python" -m pytest -v tests/deploy

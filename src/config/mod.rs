@@ -223,7 +223,7 @@ pub struct RedisConfig {
     pub password_file: Option<PathBuf>,
     /// Database number; overrides the one in the URL. Not with `mode = "cluster"`.
     pub db: Option<i64>,
-    /// Connections per replica.
+    /// Sentinel mode: pooled connections per replica (standalone and cluster multiplex one).
     pub pool_size: usize,
     /// Longest wait for one Redis operation; beyond it clients get 503.
     #[serde(with = "humantime_serde")]

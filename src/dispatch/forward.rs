@@ -17,7 +17,7 @@ use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::config::StandaloneMode;
 use crate::protocol::Method;
 use crate::protocol::jsonrpc::{Message, Notification, Request, RequestId};
-use crate::session::{RecordChange, SessionId};
+use crate::session::{Lookup, RecordChange, SessionId};
 use crate::telemetry::mcp_spans::{self, Side};
 use crate::upstream::{CallContext, Upstream, UpstreamError};
 
@@ -87,7 +87,12 @@ impl Gateway {
             upstream.has_upstream_sessions() || (session.is_stateless() && upstream.is_isolated());
         let ctx = match session.record.upstreams.get(&upstream.name) {
             Some(_) => self.context_for(session, &upstream.name),
-            None if opens_first => self.reopen(session, upstream).await?,
+            None if opens_first => {
+                let open = || self.open_first(session, upstream);
+                self.first_opens
+                    .open(&session.id, &upstream.name, open)
+                    .await?
+            }
             None => self.context_for(session, &upstream.name),
         };
         let messages = match upstream.request(&ctx, request.clone()).await {
@@ -107,6 +112,25 @@ impl Gateway {
         };
         self.exchange(&ctx, &capabilities, upstream, &request.id, messages, outbox)
             .await
+    }
+
+    /// Opens the session's first session on `upstream`, unless another request of the session
+    /// opened it since this one loaded the record (on another replica, or just before).
+    async fn open_first(
+        &self,
+        session: &Session,
+        upstream: &Arc<Upstream>,
+    ) -> Result<CallContext, RpcError> {
+        if !session.is_stateless()
+            && let Ok(Lookup::Live(record)) = self.store.load(&session.id).await
+            && let Some(upstream_session) = record.upstreams.get(&upstream.name)
+        {
+            return Ok(CallContext {
+                session: session.id.clone(),
+                upstream_session: upstream_session.clone(),
+            });
+        }
+        self.reopen(session, upstream).await
     }
 
     /// Opens a new upstream session with the stored client info and saves it in the record

@@ -80,8 +80,7 @@ impl Gateway {
             self.free_session_slot(&id, &record).await;
             return Err(error.into());
         }
-        self.hub.attach(&id, &record);
-        self.hub.slot_refreshed(&id);
+        self.created_here.insert(&id);
         self.metrics.sessions_created.inc();
         let session = super::Session {
             id,
@@ -95,7 +94,8 @@ impl Gateway {
 
     /// Opens every healthy upstream the session's team may use, in parallel (starting the
     /// session's own child of an isolated stdio upstream); failures leave that upstream out. An
-    /// upstream left out is opened when the session first uses it, once it is back.
+    /// HTTP upstream whose answer is known here is not opened now but on the session's first
+    /// request to it (`first_open.rs`), as is an upstream left out, once it is back.
     async fn open_upstream_sessions(
         &self,
         id: &SessionId,
@@ -108,8 +108,12 @@ impl Gateway {
             .iter()
             .filter(|u| u.is_healthy() && policy.allows_upstream(&u.name));
         let attempts = join_all(healthy.map(|upstream| async move {
+            if let Some(info) = upstream.answer_without_opening() {
+                return (upstream, Ok(Ok((None, info))));
+            }
             let opened =
                 tokio::time::timeout(upstream.timeout, upstream.open_session(id, snapshot)).await;
+            let opened = opened.map(|o| o.map(|(session, info)| (Some(session), info)));
             (upstream, opened)
         }))
         .await;
@@ -118,7 +122,9 @@ impl Gateway {
         for (upstream, attempt) in attempts {
             match attempt {
                 Ok(Ok((upstream_session, info))) => {
-                    opened_sessions.push((upstream.name.clone(), upstream_session));
+                    if let Some(upstream_session) = upstream_session {
+                        opened_sessions.push((upstream.name.clone(), upstream_session));
+                    }
                     answered.push(Answered {
                         name: upstream.name.clone(),
                         prefix: upstream.prefix.clone(),

@@ -5,10 +5,12 @@
 mod bus;
 mod capabilities;
 mod changes;
+mod created_here;
 mod ending;
 mod exchange;
 mod facade;
 mod fanout;
+mod first_open;
 mod forward;
 mod holder;
 mod hub;
@@ -251,6 +253,10 @@ pub struct Gateway {
     remote: remote::Waiting,
     /// GET streams of the shared upstream sessions, held for listen streams.
     shared_streams: watch::SharedStreams,
+    /// Upstream sessions being opened on a session's first request to them.
+    first_opens: first_open::FirstOpens,
+    /// Sessions created here that have not made a request here yet.
+    created_here: created_here::CreatedHere,
 }
 
 impl Gateway {
@@ -267,6 +273,7 @@ impl Gateway {
         let upstreams = upstreams(sink)?;
         let sealer =
             request_state::StateSealer::new(signer.request_state_key(), settings.request_state_ttl);
+        let created_here = created_here::CreatedHere::new(settings.hub_idle);
         let gateway = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             store: backends.store,
@@ -287,6 +294,8 @@ impl Gateway {
             modern_in_flight: limited::ModernInFlight::default(),
             remote: remote::Waiting::default(),
             shared_streams: watch::SharedStreams::default(),
+            first_opens: Default::default(),
+            created_here,
         });
         if gateway.bus.is_some() {
             tokio::spawn(remote::serve_inbox(Arc::downgrade(&gateway)));
@@ -317,7 +326,7 @@ impl Gateway {
                 };
                 let (_, fresh_here) = self.hub.attach(id, &session.record);
                 self.refresh_session_slot(&session);
-                let outcome = if fresh_here {
+                let outcome = if fresh_here && !self.created_here.take(id) {
                     self.metrics.sessions_revived.inc();
                     let restore = self.restore_on_revival(&session);
                     let _ = tokio::time::timeout(restore::REVIVAL_RESTORE_LIMIT, restore).await;

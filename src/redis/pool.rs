@@ -1,34 +1,47 @@
-//! The Redis connection pool shared by the session store and the event log, and the one place
-//! that bounds every Redis operation in time and counts it in the metrics.
+//! The connections shared by the session store and the event log, and the one place that
+//! bounds every Redis operation in time and counts it in the metrics.
 //!
 //! A Redis that is down or slow surfaces as [`RedisError`], which callers turn into 503 for the
 //! client: never into "session not found".
 //!
-//! Three deployments (`redis.mode`): one server (`standalone`), the master that Redis Sentinel
-//! reports (`sentinel`: each new pooled connection asks the Sentinels, so after a failover new
-//! connections go to the new master), or a Redis Cluster (`cluster`: each pooled connection is
-//! a cluster connection that routes every command, script and MULTI by its keys' slot; all of a
-//! session's keys share the `{<sid>}` hash tag, so they always land in one slot). Callers see
-//! one [`Connection`] type either way.
+//! Three deployments (`redis.mode`):
+//! - `standalone`: one multiplexed connection ([`ConnectionManager`]) that every request
+//!   pipelines its commands on. There is no checkout and no health ping, so an operation is
+//!   exactly its own round trip. It speaks RESP3 (Redis 6 or newer), so the server closing it
+//!   (a restart, a failover) is noticed at once and it is reconnected in the background while
+//!   operations wait, within their deadline. An operation that times out replaces it, so a
+//!   half-open connection (a host gone without a reset) heals at the next request.
+//! - `cluster`: one cluster connection, also multiplexed, that routes every command, script
+//!   and MULTI by its keys' slot; all of a session's keys share the `{<sid>}` hash tag, so they
+//!   always land in one slot.
+//! - `sentinel`: a deadpool-redis pool of `redis.pool_size` connections to the master the
+//!   Sentinels report. Each new connection asks the Sentinels, which is what follows a
+//!   failover; the price is the pool's ping on every checkout (one more round trip).
+//!
+//! Callers see one [`Connection`] type either way.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::ConnectionLike;
-use deadpool_redis::{Pool, PoolConfig, Runtime, cluster, sentinel};
+use ::redis::ProtocolVersion;
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
+use deadpool_redis::{Runtime, sentinel};
+use tokio::sync::OnceCell;
 
 use super::RedisError;
 use super::settings::{cluster_nodes, connection_info, sentinel_settings};
 use crate::config::{RedisConfig, RedisMode};
 use crate::telemetry::Metrics;
 
-/// A pooled connection to whichever Redis deployment is configured; a
-/// [`ConnectionLike`], so commands, pipelines and scripts run on it as on any connection.
+/// A connection to whichever Redis deployment is configured; a [`ConnectionLike`], so
+/// commands, pipelines and scripts run on it as on any connection.
 pub enum Connection {
-    Standalone(deadpool_redis::Connection),
+    Standalone(ConnectionManager),
     Sentinel(sentinel::Connection),
-    Cluster(cluster::Connection),
+    Cluster(ClusterConnection),
 }
 
 impl ConnectionLike for Connection {
@@ -65,103 +78,182 @@ impl ConnectionLike for Connection {
     }
 }
 
-/// The pool of the configured mode.
-#[derive(Clone)]
-enum Pools {
-    Standalone(Pool),
-    Sentinel(sentinel::Pool),
-    Cluster(cluster::Pool),
+/// The standalone connection, replaced when an operation on it times out.
+struct Standalone {
+    client: ::redis::Client,
+    config: ConnectionManagerConfig,
+    /// The connection in use and its generation (counting replacements).
+    current: RwLock<(u64, ConnectionManager)>,
 }
 
-impl Pools {
+impl Standalone {
     fn new(config: &RedisConfig) -> Result<Self, RedisError> {
-        let size = config.pool_size;
-        let created = |e: &dyn std::fmt::Display| RedisError::Config(e.to_string());
-        Ok(match config.mode {
-            RedisMode::Standalone => {
-                let mut pool_config =
-                    deadpool_redis::Config::from_connection_info(connection_info(config)?);
-                pool_config.pool = Some(PoolConfig::new(size));
-                let pool = pool_config
-                    .create_pool(Some(Runtime::Tokio1))
-                    .map_err(|e| created(&e))?;
-                Pools::Standalone(pool)
-            }
-            RedisMode::Sentinel => {
-                let (sentinels, master_name, node) = sentinel_settings(config)?;
-                let node = sentinel::SentinelNodeConnectionInfo {
-                    tls_mode: node.tls.then_some(sentinel::TlsMode::Secure),
-                    redis_connection_info: Some(node.settings.into()),
-                };
-                let manager = sentinel::Manager::new(
-                    sentinels,
-                    master_name,
-                    Some(node),
-                    sentinel::SentinelServerType::Master,
-                )
-                .map_err(|e| created(&e))?;
-                let pool = sentinel::Pool::builder(manager)
-                    .max_size(size)
-                    .runtime(Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| created(&e))?;
-                Pools::Sentinel(pool)
-            }
-            RedisMode::Cluster => {
-                let manager = cluster::Manager::new(cluster_nodes(config)?, false)
-                    .map_err(|e| created(&e))?;
-                let pool = cluster::Pool::builder(manager)
-                    .max_size(size)
-                    .runtime(Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| created(&e))?;
-                Pools::Cluster(pool)
-            }
+        let info = connection_info(config)?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = ::redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|e| RedisError::Config(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_min_delay(RECONNECT_MIN_DELAY)
+            .set_max_delay(RECONNECT_MAX_DELAY)
+            .set_number_of_retries(RECONNECT_ATTEMPTS);
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|e| RedisError::Config(e.to_string()))?;
+        Ok(Self {
+            client,
+            config,
+            current: RwLock::new((0, manager)),
         })
     }
 
-    async fn get(&self) -> Result<Connection, String> {
-        match self {
-            Pools::Standalone(pool) => pool.get().await.map(Connection::Standalone),
-            Pools::Sentinel(pool) => pool.get().await.map(Connection::Sentinel),
-            Pools::Cluster(pool) => pool.get().await.map(Connection::Cluster),
+    fn connection(&self) -> (u64, ConnectionManager) {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (current.0, current.1.clone())
+    }
+
+    /// Replaces generation `stale` with a fresh connection (once, however many operations
+    /// timed out on it).
+    fn replace(&self, stale: u64) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.0 != stale {
+            return;
         }
-        .map_err(|e| e.to_string())
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(fresh) => *current = (stale + 1, fresh),
+            Err(error) => tracing::warn!(%error, "cannot replace the Redis connection"),
+        }
     }
 }
 
-/// A pool of Redis connections with a per-operation deadline.
+/// A dropped standalone connection is reconnected in the background, with exponential backoff
+/// from the first delay to the last, this many times (about a minute); operations wait for it
+/// within their deadline. After the last attempt, the next operation starts another round.
+const RECONNECT_ATTEMPTS: usize = 64;
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// The connections of the configured mode.
+enum Connections {
+    Standalone(Standalone),
+    Sentinel(sentinel::Pool),
+    Cluster {
+        client: ClusterClient,
+        /// Connected on first use; a failed attempt leaves it empty for the next one.
+        connection: OnceCell<ClusterConnection>,
+    },
+}
+
+/// Which connection an operation ran on, to replace it when the operation timed out.
+#[derive(Clone, Copy)]
+enum Used {
+    Standalone(u64),
+    Other,
+}
+
+impl Connections {
+    fn new(config: &RedisConfig) -> Result<Self, RedisError> {
+        let invalid = |e: &dyn std::fmt::Display| RedisError::Config(e.to_string());
+        Ok(match config.mode {
+            RedisMode::Standalone => Connections::Standalone(Standalone::new(config)?),
+            RedisMode::Sentinel => Connections::Sentinel(sentinel_pool(config)?),
+            RedisMode::Cluster => Connections::Cluster {
+                client: ClusterClient::builder(cluster_nodes(config)?)
+                    .connection_timeout(config.timeout)
+                    .build()
+                    .map_err(|e| invalid(&e))?,
+                connection: OnceCell::new(),
+            },
+        })
+    }
+
+    async fn get(&self) -> Result<(Used, Connection), String> {
+        match self {
+            Connections::Standalone(standalone) => {
+                let (generation, manager) = standalone.connection();
+                Ok((
+                    Used::Standalone(generation),
+                    Connection::Standalone(manager),
+                ))
+            }
+            Connections::Sentinel(pool) => pool
+                .get()
+                .await
+                .map(|c| (Used::Other, Connection::Sentinel(c)))
+                .map_err(|e| e.to_string()),
+            Connections::Cluster { client, connection } => connection
+                .get_or_try_init(|| client.get_async_connection())
+                .await
+                .map(|c| (Used::Other, Connection::Cluster(c.clone())))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn timed_out(&self, used: Used) {
+        if let (Connections::Standalone(standalone), Used::Standalone(generation)) = (self, used) {
+            standalone.replace(generation);
+        }
+    }
+}
+
+/// Sentinel mode's pool: each new connection goes to the master the Sentinels report now.
+fn sentinel_pool(config: &RedisConfig) -> Result<sentinel::Pool, RedisError> {
+    let invalid = |e: &dyn std::fmt::Display| RedisError::Config(e.to_string());
+    let (sentinels, master_name, node) = sentinel_settings(config)?;
+    let node = sentinel::SentinelNodeConnectionInfo {
+        tls_mode: node.tls.then_some(sentinel::TlsMode::Secure),
+        redis_connection_info: Some(node.settings.into()),
+    };
+    let manager = sentinel::Manager::new(
+        sentinels,
+        master_name,
+        Some(node),
+        sentinel::SentinelServerType::Master,
+    )
+    .map_err(|e| invalid(&e))?;
+    sentinel::Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| invalid(&e))
+}
+
+/// Redis connections with a per-operation deadline.
 #[derive(Clone)]
 pub struct RedisPool {
-    pool: Pools,
+    connections: Arc<Connections>,
     timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl RedisPool {
-    /// Builds the pool; connections are opened on first use, so a Redis that is down at start
+    /// Sets the connections up; they are opened on first use, so a Redis that is down at start
     /// makes requests fail with 503 rather than stopping the gateway.
     pub fn new(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<Self, RedisError> {
         Ok(Self {
-            pool: Pools::new(config)?,
+            connections: Arc::new(Connections::new(config)?),
             timeout: config.timeout,
             metrics,
         })
     }
 
-    /// Runs one operation on a pooled connection, within the deadline, and counts it.
+    /// Runs one operation on a connection, within the deadline, and counts it.
     pub async fn run<T, F, Fut>(&self, op: &'static str, operation: F) -> Result<T, RedisError>
     where
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = ::redis::RedisResult<T>>,
     {
         let started = Instant::now();
+        let mut used = None;
         let result = tokio::time::timeout(self.timeout, async {
-            let connection = self
-                .pool
+            let (on, connection) = self
+                .connections
                 .get()
                 .await
                 .map_err(|reason| RedisError::Connect { op, reason })?;
+            used = Some(on);
             operation(connection)
                 .await
                 .map_err(|e| RedisError::Command {
@@ -170,10 +262,15 @@ impl RedisPool {
                 })
         })
         .await
-        .unwrap_or(Err(RedisError::Timeout {
-            op,
-            after: self.timeout,
-        }));
+        .unwrap_or_else(|_| {
+            if let Some(used) = used {
+                self.connections.timed_out(used);
+            }
+            Err(RedisError::Timeout {
+                op,
+                after: self.timeout,
+            })
+        });
         self.metrics
             .store_operation(op, result.is_ok(), started.elapsed().as_secs_f64());
         result

@@ -253,6 +253,16 @@ impl Upstream {
         Ok((UpstreamSession::modern(), info))
     }
 
+    /// What a new legacy session is told of this upstream without opening a session on it:
+    /// an HTTP upstream's last `initialize` answer on this replica. `None` for the transports
+    /// that open at `initialize`, and before the first answer (that session opens at once).
+    pub fn answer_without_opening(&self) -> Option<InitInfo> {
+        match &self.transport {
+            Transport::Http(_) if !self.only_modern() => self.last_init(),
+            _ => None,
+        }
+    }
+
     /// Whether this upstream speaks only the modern era (`era = "modern"`): legacy sessions'
     /// requests reach it in the modern form too.
     pub fn only_modern(&self) -> bool {

@@ -107,7 +107,7 @@ def test_a_rolling_update_loses_no_session_and_fails_no_request(tmp_path):
         tally, roll = anyio.run(load_during_roll, lb, slots, start)
         report(tally, roll, pods, lb)
         assert not tally.crashed, f"{len(tally.crashed)} clients died"
-        assert not tally.failures, f"{len(tally.failures)} of {tally.calls} calls failed"
+        assert not tally.failures, f"{len(tally.failures)} of {tally.calls} calls failed; pod errors: {pod_errors(pods)}"
         assert roll["replaced"] == template.replicas, roll
         for n, wire in tally.wires.items():
             assert len(wire.initializes()) == 1, f"client {n} re-initialized"
@@ -228,6 +228,11 @@ def report(tally: Tally, roll: dict, pods: list[Pod], lb: HAProxy) -> None:
         print(f"[roll]   failed: {failure}")
     for n, why in sorted(tally.crashed.items())[:20]:
         print(f"[roll]   client {n} died: {why}")
+
+
+def pod_errors(pods: list[Pod]) -> list[str]:
+    """The ERROR lines of every pod's log (what a failed call's 503 was logged as)."""
+    return [f"{pod.name}: {line[:400]}" for pod in pods for line in pod.logs().splitlines() if '"level":"ERROR"' in line][:10]
 
 
 def metric(pod: Pod, name: str) -> float:

@@ -5,10 +5,15 @@
 #   target/tools/node/   Node 22 (npm package `node`), @modelcontextprotocol/conformance 0.1.16
 #                        (.bin/conformance) and 0.2.0-alpha.12 (npm alias conformance-next,
 #                        node_modules/conformance-next/dist/index.js),
-#                        @modelcontextprotocol/sdk  -- pinned by tests/tools/package-lock.json
+#                        @modelcontextprotocol/sdk, supergateway (.bin/supergateway, a competitor
+#                        gateway for tests/bench/run.sh)  -- pinned by tests/tools/package-lock.json
 #   target/tools/venv/   Python venv with mcp + pytest -- pinned by tests/tools/requirements.txt
+#   target/tools/mcp-proxy-venv/  PyPI mcp-proxy (bin/mcp-proxy, a competitor gateway for
+#                        tests/bench/run.sh; it needs mcp<2, hence its own venv)
+#                        -- pinned by tests/tools/requirements-mcp-proxy.txt
 #   Debian packages, when missing (apt-get, as root): redis-server, haproxy, openssl;
-#   prometheus (promtool); podman, buildah, runc, debootstrap (building and running the image)
+#   prometheus (promtool); podman, buildah, runc, debootstrap (building and running the image);
+#   nginx (tests/bench/run.sh: the load generator's own ceiling)
 #
 # Needs: npm (any Node >= 18 to bootstrap), python3 >= 3.10 with venv.
 set -euo pipefail
@@ -54,6 +59,8 @@ else
   [[ "$bin_target" == "$(readlink -f "$node_dir/node_modules/@modelcontextprotocol/conformance/dist/index.js")" \
     && "$(conformance_pkg @modelcontextprotocol/conformance)" == 0.1.16 ]] \
     || { echo "install.sh: .bin/conformance is not conformance 0.1.16 ($bin_target)" >&2; exit 1; }
+  [[ -x "$node_dir/node_modules/.bin/supergateway" ]] \
+    || { echo "install.sh: supergateway missing after npm ci" >&2; exit 1; }
   [[ -f "$node_dir/node_modules/conformance-next/dist/index.js" \
     && "$(conformance_pkg conformance-next)" == 0.2.0-alpha.12 ]] \
     || { echo "install.sh: conformance-next (0.2.0-alpha.12) missing after npm ci" >&2; exit 1; }
@@ -84,6 +91,23 @@ else
   say "python venv installed: $("$venv/bin/python" -m pip freeze | grep -Ei '^(mcp|pytest)==' | tr '\n' ' ')"
 fi
 
+# --- mcp-proxy (PyPI), in a venv of its own ---------------------------------------------
+proxy_venv="$tools/mcp-proxy-venv"
+proxy_marker="$proxy_venv/.installed"
+proxy_want="$(fingerprint "$here/requirements-mcp-proxy.txt")"
+
+if [[ -f "$proxy_marker" && "$(cat "$proxy_marker")" == "$proxy_want" && -x "$proxy_venv/bin/mcp-proxy" ]]; then
+  say "mcp-proxy venv up to date ($proxy_venv)"
+else
+  say "creating venv $proxy_venv and installing tests/tools/requirements-mcp-proxy.txt"
+  rm -f "$proxy_marker"
+  python3 -m venv "$proxy_venv"
+  "$proxy_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements-mcp-proxy.txt"
+  [[ -x "$proxy_venv/bin/mcp-proxy" ]] || { echo "install.sh: mcp-proxy missing after pip install" >&2; exit 1; }
+  echo "$proxy_want" >"$proxy_marker"
+  say "mcp-proxy installed: $("$proxy_venv/bin/python" -m pip freeze | grep -Ei '^(mcp-proxy|mcp)==' | tr '\n' ' ')"
+fi
+
 # --- redis-server, haproxy and openssl (Debian packages) --------------------------------
 # Tests start their own redis-server on free loopback ports; nothing is left running.
 missing=()
@@ -95,6 +119,7 @@ command -v podman >/dev/null || missing+=(podman)
 command -v buildah >/dev/null || missing+=(buildah)
 command -v runc >/dev/null || missing+=(runc)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 if ((${#missing[@]})); then
   command -v apt-get >/dev/null || { echo "install.sh: need ${missing[*]} and apt-get is missing" >&2; exit 1; }
   say "installing ${missing[*]} with apt-get"
@@ -104,6 +129,7 @@ if ((${#missing[@]})); then
   if command -v service >/dev/null; then
     service redis-server stop >/dev/null 2>&1 || true
     service prometheus stop >/dev/null 2>&1 || true
+    service nginx stop >/dev/null 2>&1 || true
   fi
 else
   say "Debian packages present (redis-server $(redis-server --version | cut -d" " -f3))"

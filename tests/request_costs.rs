@@ -1,0 +1,164 @@
+//! What requests cost the store and the upstreams, read from a real redis-server's own command
+//! statistics (`INFO commandstats`), the gateway's per-operation metrics and the fixture's count
+//! of open sessions:
+//! - a `tools/call` on a live session is one Redis round trip (the load pipeline) and nothing
+//!   else: no connection check before it, and no event-log write for a plain JSON answer;
+//! - `initialize` is one round trip and opens no upstream session; a session opens its session
+//!   on an HTTP upstream at its first request there, once however many requests race to it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+use support::redis::RedisServer;
+use support::{Fixture, Gateway, GatewayBuilder, toml_str};
+
+const CALLS: u64 = 20;
+
+/// Calls per command since the last `CONFIG RESETSTAT`, without the test's own commands.
+async fn command_counts(redis: &RedisServer) -> BTreeMap<String, u64> {
+    let mut client = redis.client().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut client)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_"))
+        .filter_map(|line| {
+            let (name, stats) = line.split_once(':')?;
+            let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .filter(|(name, _)| !matches!(name.as_str(), "info" | "config|resetstat"))
+        .collect()
+}
+
+async fn reset_stats(redis: &RedisServer) {
+    let mut client = redis.client().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut client)
+        .await
+        .expect("CONFIG RESETSTAT");
+}
+
+/// Store operations (round trips) the gateway counted for `op`.
+async fn round_trips(gateway: &Gateway, op: &str) -> f64 {
+    gateway
+        .metric(&format!(
+            "mcpgate_store_duration_seconds_count{{op=\"{op}\"}}"
+        ))
+        .await
+}
+
+#[tokio::test]
+async fn a_tool_call_on_a_live_session_is_one_redis_round_trip() {
+    let redis = RedisServer::start().await;
+    let gateway = redis.replica("1h").start().await;
+    let session = gateway.initialize().await;
+    gateway.assert_echo(&session, "the first call").await;
+    let loads_before = round_trips(&gateway, "session_load").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    reset_stats(&redis).await;
+
+    for n in 0..CALLS {
+        let text = format!("call {n}");
+        let response = gateway
+            .call_tool(&session, "local__echo", json!({"text": text}))
+            .await;
+        assert_eq!(response["result"]["content"][0]["text"], json!(text));
+    }
+
+    let counts = command_counts(&redis).await;
+    let load_pipeline = BTreeMap::from([
+        ("getex".to_owned(), CALLS),
+        ("hgetall".to_owned(), 2 * CALLS),
+        ("pexpire".to_owned(), 2 * CALLS),
+    ]);
+    assert_eq!(
+        counts, load_pipeline,
+        "{CALLS} calls sent other commands than their load pipelines"
+    );
+    let loads = round_trips(&gateway, "session_load").await - loads_before;
+    assert_eq!(loads, CALLS as f64, "one load per call");
+}
+
+/// Adds the HTTP upstream `remote` at `fixture`.
+fn with_remote(builder: GatewayBuilder, fixture: &Fixture) -> GatewayBuilder {
+    builder.toml(&format!(
+        "[[upstreams]]\nname = \"remote\"\ntransport = \"http\"\nurl = {}\ntimeout = \"10s\"",
+        toml_str(&fixture.url)
+    ))
+}
+
+#[tokio::test]
+async fn initialize_is_one_round_trip_and_opens_no_upstream_session() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gateway = with_remote(redis.replica("1h"), &fixture).start().await;
+    let first = gateway.initialize().await;
+    gateway
+        .call_tool(&first, "remote__echo", json!({"text": "x"}))
+        .await;
+    let upstream_sessions = fixture.open_sessions().await;
+    let (creates, loads) = (
+        round_trips(&gateway, "session_create").await,
+        round_trips(&gateway, "session_load").await,
+    );
+    reset_stats(&redis).await;
+
+    let session = gateway.initialize().await;
+
+    assert_eq!(round_trips(&gateway, "session_create").await, creates + 1.0);
+    assert_eq!(
+        round_trips(&gateway, "session_load").await,
+        loads + 1.0,
+        "notifications/initialized loads the record once"
+    );
+    let counts = command_counts(&redis).await;
+    assert!(
+        ["ping", "unwatch", "evalsha", "xadd"]
+            .iter()
+            .all(|command| !counts.contains_key(*command)),
+        "initialize sent {counts:?}"
+    );
+    assert_eq!(fixture.open_sessions().await, upstream_sessions);
+    let tools = gateway.tool_names(&session).await;
+    assert!(tools.contains(&"remote__echo".to_owned()), "{tools:?}");
+    assert_eq!(fixture.open_sessions().await, upstream_sessions + 1);
+}
+
+#[tokio::test]
+async fn racing_first_requests_open_one_upstream_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gateway = with_remote(Gateway::builder(), &fixture).start().await;
+    let warm = gateway.initialize().await;
+    gateway
+        .call_tool(&warm, "remote__echo", json!({"text": "x"}))
+        .await;
+    let sessions: Vec<_> = futures::future::join_all((0..20).map(|_| gateway.initialize())).await;
+    assert_eq!(
+        fixture.open_sessions().await,
+        1,
+        "idle sessions hold no upstream session"
+    );
+
+    let (gateway, session) = (&gateway, &sessions[0]);
+    let calls = (0..8).map(|n| {
+        let text = format!("race {n}");
+        async move {
+            let response = gateway
+                .call_tool(session, "remote__echo", json!({"text": text}))
+                .await;
+            assert_eq!(response["result"]["content"][0]["text"], json!(text));
+        }
+    });
+    futures::future::join_all(calls).await;
+
+    assert_eq!(fixture.open_sessions().await, 2);
+}
