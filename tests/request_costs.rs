@@ -162,3 +162,24 @@ async fn racing_first_requests_open_one_upstream_session() {
 
     assert_eq!(fixture.open_sessions().await, 2);
 }
+
+#[tokio::test]
+async fn idle_sessions_keep_nothing_on_the_replica() {
+    let gateway = Gateway::start().await;
+    let idle = futures::future::join_all((0..50).map(|_| gateway.initialize())).await;
+    let busy = gateway.initialize().await;
+    gateway.assert_echo(&busy, "a call").await;
+
+    let held = gateway
+        .metric_reaching("mcpgate_sessions_held", 1.0, Duration::from_secs(10))
+        .await;
+
+    assert_eq!(held, 1.0, "only the session that made a request is held");
+    assert_eq!(gateway.metric("mcpgate_sessions_revived_total").await, 0.0);
+    gateway.assert_echo(&idle[0], "its first call").await;
+    assert_eq!(
+        gateway.metric("mcpgate_sessions_revived_total").await,
+        0.0,
+        "a session created here is not revived here"
+    );
+}

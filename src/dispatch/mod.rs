@@ -308,11 +308,33 @@ impl Gateway {
         Ok(gateway)
     }
 
-    /// Loads a session for a request, sliding its TTL.
+    /// Loads a session for a request, sliding its TTL; this replica now serves it (a
+    /// revival, when it did not).
     pub async fn lookup(
         self: &Arc<Self>,
         id: &SessionId,
         caller: Caller<'_>,
+    ) -> Result<Session, SessionError> {
+        self.load_session(id, caller, true).await
+    }
+
+    /// Loads a session for a body of notifications and answers only, sliding its TTL: this
+    /// replica keeps nothing of the session for it (an idle session that only sent
+    /// `notifications/initialized` costs no replica memory), and a revival waits for the
+    /// session's next request.
+    pub async fn lookup_in_passing(
+        self: &Arc<Self>,
+        id: &SessionId,
+        caller: Caller<'_>,
+    ) -> Result<Session, SessionError> {
+        self.load_session(id, caller, false).await
+    }
+
+    async fn load_session(
+        self: &Arc<Self>,
+        id: &SessionId,
+        caller: Caller<'_>,
+        serve_here: bool,
     ) -> Result<Session, SessionError> {
         let (outcome, result) = match self.store.load(id).await {
             Ok(Lookup::Live(record)) if !self.serves(caller, &record) => {
@@ -324,16 +346,9 @@ impl Gateway {
                     record: *record,
                     modern: None,
                 };
-                let (_, fresh_here) = self.hub.attach(id, &session.record);
-                self.refresh_session_slot(&session);
-                let outcome = if fresh_here && !self.created_here.take(id) {
-                    self.metrics.sessions_revived.inc();
-                    let restore = self.restore_on_revival(&session);
-                    let _ = tokio::time::timeout(restore::REVIVAL_RESTORE_LIMIT, restore).await;
-                    self.hold_streams(&session, Resume::AfterLastLogged).await;
-                    LookupOutcome::Revived
-                } else {
-                    LookupOutcome::Hit
+                let outcome = match serve_here {
+                    true => self.serve_here(&session).await,
+                    false => LookupOutcome::Hit,
                 };
                 (outcome, Ok(session))
             }
@@ -350,6 +365,21 @@ impl Gateway {
         };
         self.metrics.lookup(outcome);
         result
+    }
+
+    /// Registers a live session with this replica; revives it when it is new here and was not
+    /// created here: restores its upstream state and holds its upstream streams.
+    async fn serve_here(&self, session: &Session) -> LookupOutcome {
+        let (_, fresh_here) = self.hub.attach(&session.id, &session.record);
+        self.refresh_session_slot(session);
+        if !fresh_here || self.created_here.take(&session.id) {
+            return LookupOutcome::Hit;
+        }
+        self.metrics.sessions_revived.inc();
+        let restore = self.restore_on_revival(session);
+        let _ = tokio::time::timeout(restore::REVIVAL_RESTORE_LIMIT, restore).await;
+        self.hold_streams(session, Resume::AfterLastLogged).await;
+        LookupOutcome::Revived
     }
 
     /// What spans and logs show for a session id (see [`IdSigner::session_tag`]).

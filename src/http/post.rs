@@ -134,11 +134,16 @@ async fn dispatch(
         return initialize(first, principal, state).await;
     }
     let id = guard::session_id(request)?;
-    let session = state
-        .gateway
-        .lookup(&id, Caller::Client(principal))
-        .await
-        .map_err(session_error)?;
+    let caller = Caller::Client(principal);
+    let has_requests = incoming
+        .messages
+        .iter()
+        .any(|message| matches!(message, Message::Request(_)));
+    let session = match has_requests {
+        true => state.gateway.lookup(&id, caller).await,
+        false => state.gateway.lookup_in_passing(&id, caller).await,
+    }
+    .map_err(session_error)?;
     let tag = state.gateway.session_tag(&id);
     mcp_spans::record_session(&Span::current(), &tag, &session.record.protocol_version);
     if incoming.batch && !session.record.version().allows_batches() {

@@ -260,6 +260,16 @@ def http_json(url: str, timeout: float = 5.0):
         return json.loads(response.read())
 
 
+def open_upstream_sessions(url: str):
+    """The fixture's count of open sessions; `None` when it cannot say in time (a fixture
+    holding 100,000 sessions may be slow to)."""
+    try:
+        return http_json(url, timeout=60.0).get("open")
+    except OSError as err:
+        log(f"the fixture's session count is unavailable: {err}")
+        return None
+
+
 class QuietHAProxy(HAProxy):
     """fleet.py's haproxy without its per-request log (a log line per request through a pipe
     would cost haproxy and this process CPU); `keep_alive` swaps `option httpclose` (one request
@@ -793,7 +803,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt as err:
         log(f"interrupted ({err}); stopping every process")
         code = 130
-    except HarnessError as err:
+    except (HarnessError, OSError) as err:
         log(f"failed: {err}")
         code = 1
     else:
@@ -824,7 +834,7 @@ def idle_scale(stack: Stack, runner: Runner, rows: list[dict], n: int) -> dict:
     info["replica_rss_kib_before"] = rss_kib(pid)
     info["redis_used_memory_before"] = int(redis_info(stack.redis)["used_memory"])
     info["redis_keys_before"] = int(stack.redis.command("DBSIZE").lstrip(":") or 0)
-    info["fixture_open_sessions_before"] = http_json(fixture_sessions).get("open")
+    info["fixture_open_sessions_before"] = open_upstream_sessions(fixture_sessions)
     log(f"g. idle: creating {n} sessions on one replica with Redis")
     bound = max(60, n // 250)  # seconds: idle mode stops there even if not all are created
     created = runner.run(target, "idle", 64, timed=False, limit=bound + 120,
@@ -837,7 +847,7 @@ def idle_scale(stack: Stack, runner: Runner, rows: list[dict], n: int) -> dict:
     info["replica_rss_kib_after"] = rss_kib(pid)
     info["redis_used_memory_after"] = int(redis_info(stack.redis)["used_memory"])
     info["redis_keys_after"] = int(stack.redis.command("DBSIZE").lstrip(":") or 0)
-    info["fixture_open_sessions_after_create"] = http_json(fixture_sessions).get("open")
+    info["fixture_open_sessions_after_create"] = open_upstream_sessions(fixture_sessions)
     info["sessions_per_s"] = created.get("sessions_per_s")
     made = created.get("sessions") or n
     info["redis_bytes_per_session"] = (info["redis_used_memory_after"] - info["redis_used_memory_before"]) / made
@@ -849,7 +859,7 @@ def idle_scale(stack: Stack, runner: Runner, rows: list[dict], n: int) -> dict:
     log(label)
     result = runner.run(target, "calls", 8, extra=["--ids-in", str(ids)])
     rows.append(make_row("g", label, result, 8))
-    info["fixture_open_sessions_after_calls"] = http_json(fixture_sessions).get("open")
+    info["fixture_open_sessions_after_calls"] = open_upstream_sessions(fixture_sessions)
     info["replica_rss_kib_after_calls"] = rss_kib(pid)
     try:
         text = replica.metrics_text()
