@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::redis::RedisServer;
-use support::{Fixture, Gateway, GatewayBuilder, toml_str};
+use support::{Fixture, Gateway};
 
 const CALLS: u64 = 20;
 
@@ -86,20 +86,12 @@ async fn a_tool_call_on_a_live_session_is_one_redis_round_trip() {
     assert_eq!(loads, CALLS as f64, "one load per call");
 }
 
-/// Adds the HTTP upstream `remote` at `fixture`.
-fn with_remote(builder: GatewayBuilder, fixture: &Fixture) -> GatewayBuilder {
-    builder.toml(&format!(
-        "[[upstreams]]\nname = \"remote\"\ntransport = \"http\"\nurl = {}\ntimeout = \"10s\"",
-        toml_str(&fixture.url)
-    ))
-}
-
 #[tokio::test]
 async fn initialize_is_one_round_trip_and_opens_no_upstream_session() {
     let redis = RedisServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let fixture = Fixture::start_http("remote", dir.path()).await;
-    let gateway = with_remote(redis.replica("1h"), &fixture).start().await;
+    let gateway = redis.replica("1h").remote_at(&fixture).start().await;
     let first = gateway.initialize().await;
     gateway
         .call_tool(&first, "remote__echo", json!({"text": "x"}))
@@ -136,7 +128,7 @@ async fn initialize_is_one_round_trip_and_opens_no_upstream_session() {
 async fn racing_first_requests_open_one_upstream_session() {
     let dir = tempfile::tempdir().unwrap();
     let fixture = Fixture::start_http("remote", dir.path()).await;
-    let gateway = with_remote(Gateway::builder(), &fixture).start().await;
+    let gateway = Gateway::builder().remote_at(&fixture).start().await;
     let warm = gateway.initialize().await;
     gateway
         .call_tool(&warm, "remote__echo", json!({"text": "x"}))

@@ -10,15 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 use support::redis::RedisServer;
-use support::{Fixture, Gateway, GatewayBuilder, Session, SseReader, toml_str};
-
-/// Adds the HTTP upstream `remote` at `fixture`.
-fn with_remote(builder: GatewayBuilder, fixture: &Fixture) -> GatewayBuilder {
-    builder.toml(&format!(
-        "[[upstreams]]\nname = \"remote\"\ntransport = \"http\"\nurl = {}\ntimeout = \"10s\"",
-        toml_str(&fixture.url)
-    ))
-}
+use support::{Fixture, Gateway, Session, SseReader};
 
 /// Waits until the fixture's open session count is `want`; returns how long it took.
 async fn until_upstream_sessions(fixture: &Fixture, want: u64, limit: Duration) -> Duration {
@@ -53,8 +45,8 @@ async fn an_expiry_ends_streams_everywhere_and_closes_upstream_sessions() {
     let redis = RedisServer::start_args(false, &["--notify-keyspace-events", "Ex"]).await;
     let dir = tempfile::tempdir().unwrap();
     let fixture = Fixture::start_http("remote", dir.path()).await;
-    let a = with_remote(redis.replica("2s"), &fixture).start().await;
-    let b = with_remote(redis.replica("2s"), &fixture).start().await;
+    let a = redis.replica("2s").remote_at(&fixture).start().await;
+    let b = redis.replica("2s").remote_at(&fixture).start().await;
     let session = a.initialize().await;
     b.call_tool(&session, "remote__whoami", json!({})).await;
     assert_eq!(fixture.open_sessions().await, 1);
@@ -78,7 +70,8 @@ async fn an_expiry_ends_streams_everywhere_and_closes_upstream_sessions() {
 async fn without_notifications_a_stream_notices_its_expiry_at_the_next_keep_alive() {
     let dir = tempfile::tempdir().unwrap();
     let fixture = &Fixture::start_http("remote", dir.path()).await;
-    let gw = with_remote(Gateway::builder(), fixture)
+    let gw = Gateway::builder()
+        .remote_at(fixture)
         .toml("[session]\nidle_ttl = \"2s\"")
         .start()
         .await;

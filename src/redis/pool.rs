@@ -93,15 +93,15 @@ impl Standalone {
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let client = ::redis::Client::open(info.set_redis_settings(settings))
-            .map_err(|e| RedisError::Config(e.to_string()))?;
+        let client =
+            ::redis::Client::open(info.set_redis_settings(settings)).map_err(config_error)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY)
             .set_number_of_retries(RECONNECT_ATTEMPTS);
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(|e| RedisError::Config(e.to_string()))?;
+            .map_err(config_error)?;
         Ok(Self {
             client,
             config,
@@ -155,7 +155,6 @@ enum Used {
 
 impl Connections {
     fn new(config: &RedisConfig) -> Result<Self, RedisError> {
-        let invalid = |e: &dyn std::fmt::Display| RedisError::Config(e.to_string());
         Ok(match config.mode {
             RedisMode::Standalone => Connections::Standalone(Standalone::new(config)?),
             RedisMode::Sentinel => Connections::Sentinel(sentinel_pool(config)?),
@@ -163,7 +162,7 @@ impl Connections {
                 client: ClusterClient::builder(cluster_nodes(config)?)
                     .connection_timeout(config.timeout)
                     .build()
-                    .map_err(|e| invalid(&e))?,
+                    .map_err(config_error)?,
                 connection: OnceCell::new(),
             },
         })
@@ -198,9 +197,13 @@ impl Connections {
     }
 }
 
+/// A setting the Redis client refused.
+fn config_error(error: impl std::fmt::Display) -> RedisError {
+    RedisError::Config(error.to_string())
+}
+
 /// Sentinel mode's pool: each new connection goes to the master the Sentinels report now.
 fn sentinel_pool(config: &RedisConfig) -> Result<sentinel::Pool, RedisError> {
-    let invalid = |e: &dyn std::fmt::Display| RedisError::Config(e.to_string());
     let (sentinels, master_name, node) = sentinel_settings(config)?;
     let node = sentinel::SentinelNodeConnectionInfo {
         tls_mode: node.tls.then_some(sentinel::TlsMode::Secure),
@@ -212,12 +215,12 @@ fn sentinel_pool(config: &RedisConfig) -> Result<sentinel::Pool, RedisError> {
         Some(node),
         sentinel::SentinelServerType::Master,
     )
-    .map_err(|e| invalid(&e))?;
+    .map_err(config_error)?;
     sentinel::Pool::builder(manager)
         .max_size(config.pool_size)
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(|e| invalid(&e))
+        .map_err(config_error)
 }
 
 /// Redis connections with a per-operation deadline.

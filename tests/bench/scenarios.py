@@ -423,27 +423,26 @@ class Stack:
             port = free_port()
             # --stateful: one MCP session per client session, each with a stdio child of its
             # own (without it every POST starts a new child and no session id is issued).
-            proc = self._spawn("supergateway", [NODE, SUPERGATEWAY, "--stdio", fixture_cmd,
-                                                "--outputTransport", "streamableHttp", "--port", port,
-                                                "--stateful", "--logLevel", "none"])
-            url = f"http://127.0.0.1:{port}/mcp"
-            wait_port(port, proc)
-            wait_tools(url, proc)
-            self.targets["i-sg"] = Target("i-sg", "i. supergateway --stateful, stdio", url,
-                                          {"gateway": [proc.popen.pid]})
+            self._start_competitor("i-sg", "i. supergateway --stateful, stdio", port,
+                                   [NODE, SUPERGATEWAY, "--stdio", fixture_cmd, "--outputTransport",
+                                    "streamableHttp", "--port", port, "--stateful", "--logLevel", "none"])
         else:
             self.notes.append(f"supergateway not installed ({SUPERGATEWAY}): run tests/tools/install.sh")
         if MCP_PROXY.is_file():
             port = free_port()
-            proc = self._spawn("mcp-proxy", [MCP_PROXY, "--host", "127.0.0.1", "--port", port,
-                                             "--log-level", "WARNING", "--", FIXTURE_BIN, "stdio", "--name", "local"])
-            url = f"http://127.0.0.1:{port}/mcp"
-            wait_port(port, proc)
-            wait_tools(url, proc)
-            self.targets["i-mp"] = Target("i-mp", "i. mcp-proxy (stateful), stdio", url,
-                                          {"gateway": [proc.popen.pid]})
+            self._start_competitor("i-mp", "i. mcp-proxy (stateful), stdio", port,
+                                   [MCP_PROXY, "--host", "127.0.0.1", "--port", port, "--log-level", "WARNING",
+                                    "--", FIXTURE_BIN, "stdio", "--name", "local"])
         else:
             self.notes.append(f"mcp-proxy not installed ({MCP_PROXY}): run tests/tools/install.sh")
+
+    def _start_competitor(self, key: str, label: str, port: int, argv: list) -> None:
+        """Another gateway serving Streamable HTTP at 127.0.0.1:`port`/mcp, once it lists tools."""
+        proc = self._spawn(key, argv)
+        url = f"http://127.0.0.1:{port}/mcp"
+        wait_port(port, proc)
+        wait_tools(url, proc)
+        self.targets[key] = Target(key, label, url, {"gateway": [proc.popen.pid]})
 
     def _start_nginx(self) -> None:
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)

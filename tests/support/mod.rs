@@ -105,6 +105,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// Adds the HTTP upstream `remote` at a fixture the test started (and stops) itself.
+    pub fn remote_at(self, fixture: &Fixture) -> Self {
+        self.toml(&format!(
+            "[[upstreams]]\nname = \"remote\"\ntransport = \"http\"\nurl = {}\ntimeout = \"10s\"",
+            toml_str(&fixture.url)
+        ))
+    }
+
     /// Also starts `mcpgate-fixture http --name remote` and configures it as upstream `remote`.
     pub fn remote(mut self) -> Self {
         self.remote.get_or_insert_with(Vec::new);
