@@ -1,7 +1,7 @@
 //! A third-party MCP server must not be able to hurt the gateway or read its secrets: stdio
 //! children get a clean environment, what an upstream sends is bounded in size and rate, upstream
-//! URLs are printed without credentials, and the gateway's own upstream errors reach clients
-//! without their details. Every probe is bounded in count and time, on loopback only.
+//! URLs are printed without credentials, an upstream's redirect is not followed, and the
+//! gateway's own upstream errors reach clients without their details. Every probe is bounded in count and time, on loopback only.
 
 mod support;
 
@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::hostile::{RssPeak, rss_kib};
-use support::{Gateway, INTERNAL_ERROR, check_config, toml_str};
+use support::{Fixture, Gateway, INTERNAL_ERROR, check_config, toml_str};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// The default `max_message_bytes`.
 const MAX_MESSAGE_BYTES: u64 = 8 * 1024 * 1024;
@@ -324,4 +326,48 @@ async fn a_failing_upstream_is_reported_to_the_client_without_its_details() {
         "the details must stay in the log:\n{}",
         gw.log()
     );
+}
+
+/// Answers each of the first 64 connections on `listener` with one 307 redirect to `location`.
+async fn redirect_every_request(listener: TcpListener, location: String) {
+    for _ in 0..64 {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let mut request = [0u8; 8192];
+        let _ = socket.read(&mut request).await;
+        let answer = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let _ = socket.write_all(answer.as_bytes()).await;
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_redirect_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let redirects = tokio::spawn(redirect_every_request(listener, fixture.url.clone()));
+    let gw = Gateway::builder()
+        .toml(&format!(
+            "[[upstreams]]\nname = \"remote\"\ntransport = \"http\"\nurl = {}\ntimeout = \"10s\"",
+            toml_str(&url)
+        ))
+        .start()
+        .await;
+    let session = gw.initialize().await;
+    let response = gw
+        .call_tool(&session, "remote__echo", json!({"text": "x"}))
+        .await;
+    let message = response["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(message, "upstream remote failed", "{response}");
+    assert_eq!(
+        fixture.open_sessions().await,
+        0,
+        "the redirect was followed to the fixture"
+    );
+    redirects.abort();
+    fixture.stop().await;
 }

@@ -224,14 +224,14 @@ async fn idle(mut w: Worker, control: Arc<Control>) -> Done {
     (w.recorder, ids)
 }
 
-/// Revival mode: a session opened on `--revive-from`, then `first` and `steady` on `--url`,
-/// then deleted there.
+/// Revival mode: a session opened and used once on `--revive-from` (so that its upstream
+/// sessions are open), then `first` and `steady` on `--url`, then deleted there.
 async fn revival(mut w: Worker, control: Arc<Control>) -> Done {
     let from = w.plan.revive_from.clone().unwrap_or(w.plan.target.clone());
     let mut from = Connection::new(from);
     while let Some(slot) = control.next() {
         let measured = slot == Slot::Measured;
-        let opening = phases::open(&mut from, &w.bodies).await;
+        let opening = phases::open_and_call(&mut from, &mut w.bodies).await;
         if measured {
             opening.record_failures(&mut w.recorder);
         }

@@ -20,9 +20,9 @@ Modes (one iteration each):
             (--sessions, spread round robin over the connections), or on a random id of --ids-in
   sessions  a whole session: initialize, notifications/initialized, one request, DELETE;
             each phase is measured too, and the rate is lifecycles per second
-  revival   a session opened on --revive-from (not measured; each worker has a connection
-            there too), its first request on --url (`first`), one more (`steady`), then DELETE
-            (not measured); two requests counted
+  revival   a session opened on --revive-from and used there by one request (not measured;
+            each worker has a connection there too), its first request on --url (`first`), one
+            more (`steady`), then DELETE (not measured); two requests counted
   idle      initialize + notifications/initialized, the session left open (--ids-out)
 
 Bounds: a run stops after the warm-up plus --duration (10s; 60s in idle mode), or after

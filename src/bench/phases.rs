@@ -1,5 +1,6 @@
 //! A session's steps as a sequence of named exchanges: opening one (`initialize` +
-//! `notifications/initialized`) and a whole lifecycle (then one call and `DELETE`). An endpoint
+//! `notifications/initialized`), opening and using one (then one call) and a whole lifecycle
+//! (then `DELETE`). An endpoint
 //! that issues no `Mcp-Session-Id` is served without one.
 
 use std::time::Duration;
@@ -76,8 +77,9 @@ pub async fn open(connection: &mut Connection, bodies: &Bodies) -> Phases {
     phases
 }
 
-/// A whole session: opened, one call of the mix, then `DELETE` (when it has an id).
-pub async fn lifecycle(connection: &mut Connection, bodies: &mut Bodies) -> Phases {
+/// A session opened, then one call of the mix (after which the gateway has opened the
+/// session's upstream sessions it needs).
+pub async fn open_and_call(connection: &mut Connection, bodies: &mut Bodies) -> Phases {
     let mut phases = open(connection, bodies).await;
     if !phases.opened() {
         return phases;
@@ -87,7 +89,13 @@ pub async fn lifecycle(connection: &mut Connection, bodies: &mut Bodies) -> Phas
         .send(Kind::Request, bodies.next_call(), session.as_ref())
         .await;
     phases.0.push(("call", answer));
-    if let Some(session) = session {
+    phases
+}
+
+/// A whole session: opened, one call of the mix, then `DELETE` (when it has an id).
+pub async fn lifecycle(connection: &mut Connection, bodies: &mut Bodies) -> Phases {
+    let mut phases = open_and_call(connection, bodies).await;
+    if let Some(session) = phases.session().cloned().filter(|_| phases.opened()) {
         phases
             .0
             .push(("delete", delete(connection, &session).await));

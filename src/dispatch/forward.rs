@@ -51,6 +51,8 @@ impl Gateway {
     }
 
     /// An HTTP upstream that forgot its session (404) gets a new one, and the call is retried once.
+    /// What a plain call on an open upstream session does not need is boxed, so that this
+    /// future (moved with every request) stays small.
     async fn forward_with_reopen(
         &self,
         session: &Session,
@@ -59,17 +61,13 @@ impl Gateway {
         outbox: &Outbox,
     ) -> Outcome {
         if upstream.only_modern() && !session.is_stateless() {
-            return self
-                .forward_for_legacy(session, upstream, request, outbox)
-                .await;
+            return Box::pin(self.forward_for_legacy(session, upstream, request, outbox)).await;
         }
         let mut request = request;
         let mut suspend_as = None;
         if session.is_stateless() {
             if upstream.speaks_modern().await {
-                return self
-                    .forward_modern(session, upstream, request, outbox)
-                    .await;
+                return Box::pin(self.forward_modern(session, upstream, request, outbox)).await;
             }
             let binding = super::modern::binding(session, &request);
             let retry = take_retry(&mut request);
@@ -77,9 +75,9 @@ impl Gateway {
                 crate::protocol::era::strip_modern_meta(params);
             }
             if let Some(state) = retry.state {
-                return self
-                    .resume_retry(session, upstream, &state, retry.responses, &binding, outbox)
-                    .await;
+                let resumed =
+                    self.resume_retry(session, upstream, &state, retry.responses, &binding, outbox);
+                return Box::pin(resumed).await;
             }
             suspend_as = Some(binding);
         }
@@ -88,7 +86,7 @@ impl Gateway {
         let ctx = match session.record.upstreams.get(&upstream.name) {
             Some(_) => self.context_for(session, &upstream.name),
             None if opens_first => {
-                let open = || self.open_first(session, upstream);
+                let open = || Box::pin(self.open_first(session, upstream));
                 self.first_opens
                     .open(&session.id, &upstream.name, open)
                     .await?
@@ -99,7 +97,7 @@ impl Gateway {
             Err(UpstreamError::SessionGone { .. }) => {
                 tracing::info!(upstream = %upstream.name, "upstream session ended; re-initializing it");
                 self.metrics.upstream_reinitialized(&upstream.name);
-                let ctx = self.reopen(session, upstream).await?;
+                let ctx = Box::pin(self.reopen(session, upstream)).await?;
                 upstream.request(&ctx, request.clone()).await
             }
             other => other,

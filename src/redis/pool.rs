@@ -168,6 +168,9 @@ impl Connections {
         })
     }
 
+    /// The sentinel checkout and the cluster connect are boxed: deadpool's checkout future is
+    /// about 10 KiB, and inline it made every Redis operation's future (and so every request's)
+    /// that large, to be copied on each move.
     async fn get(&self) -> Result<(Used, Connection), String> {
         match self {
             Connections::Standalone(standalone) => {
@@ -177,16 +180,16 @@ impl Connections {
                     Connection::Standalone(manager),
                 ))
             }
-            Connections::Sentinel(pool) => pool
-                .get()
+            Connections::Sentinel(pool) => Box::pin(pool.get())
                 .await
                 .map(|c| (Used::Other, Connection::Sentinel(c)))
                 .map_err(|e| e.to_string()),
-            Connections::Cluster { client, connection } => connection
-                .get_or_try_init(|| client.get_async_connection())
-                .await
-                .map(|c| (Used::Other, Connection::Cluster(c.clone())))
-                .map_err(|e| e.to_string()),
+            Connections::Cluster { client, connection } => {
+                Box::pin(connection.get_or_try_init(|| client.get_async_connection()))
+                    .await
+                    .map(|c| (Used::Other, Connection::Cluster(c.clone())))
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 

@@ -1,10 +1,12 @@
 //! Log output through `tracing`, to stderr, filtered by `RUST_LOG` (default `info`), next to
 //! the OpenTelemetry layer of [`Tracing`] (which has its own filter, so `RUST_LOG` never turns
-//! spans off).
+//! spans off). Log lines name the spans they happened in only when `RUST_LOG` enables DEBUG:
+//! the log output formats every span's fields when the span opens, which cost about 15% of a
+//! call's CPU; JSON lines always carry the span's trace and span ids.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{FilterExt, FilterFn, LevelFilter};
 use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -24,6 +26,10 @@ pub fn init_logging(json: bool) -> Result<Tracing, TracingError> {
     let tracing = Tracing::from_env()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = client_mistakes_at_debug(filter);
+    let spans_shown = filter
+        .max_level_hint()
+        .is_some_and(|level| level >= LevelFilter::DEBUG);
+    let filter = filter.and(FilterFn::new(move |meta| spans_shown || !meta.is_span()));
     let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);

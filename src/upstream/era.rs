@@ -29,10 +29,11 @@ pub struct EraCache {
 }
 
 impl EraCache {
-    /// Whether the upstream speaks the modern era, probing it with `probe` when the last
+    /// Whether the upstream speaks the modern era, probing it with `probe()` when the last
     /// verdict is missing or old. Concurrent callers wait for one probe.
-    pub async fn is_modern<F>(&self, probe: F) -> bool
+    pub async fn is_modern<P, F>(&self, probe: P) -> bool
     where
+        P: FnOnce() -> F,
         F: std::future::Future<Output = bool>,
     {
         let mut verdict = self.verdict.lock().await;
@@ -41,7 +42,7 @@ impl EraCache {
         {
             return modern;
         }
-        let modern = probe.await;
+        let modern = probe().await;
         *verdict = Some((modern, Instant::now()));
         modern
     }
@@ -83,13 +84,13 @@ mod tests {
     #[tokio::test]
     async fn a_verdict_is_kept_until_forgotten() {
         let cache = EraCache::default();
-        assert!(cache.is_modern(async { true }).await);
+        assert!(cache.is_modern(|| async { true }).await);
         assert!(
-            cache.is_modern(async { false }).await,
+            cache.is_modern(|| async { false }).await,
             "kept, not probed again"
         );
         cache.forget();
-        assert!(!cache.is_modern(async { false }).await, "probed again");
+        assert!(!cache.is_modern(|| async { false }).await, "probed again");
     }
 
     #[test]

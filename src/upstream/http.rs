@@ -28,6 +28,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::framing::EventBound;
+use super::http_clients::Clients;
 use super::outlet::{DropReason, Outlet};
 use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::UpstreamConfig;
@@ -59,8 +60,9 @@ pub struct HttpUpstream {
 
 struct Inner {
     name: String,
-    url: String,
-    client: reqwest::Client,
+    /// Parsed once: reqwest would parse a `&str` again on every request.
+    url: reqwest::Url,
+    clients: Clients,
     last_init: Mutex<Option<InitInfo>>,
     outlet: Outlet,
     /// Longest JSON answer or SSE event read from the upstream.
@@ -100,23 +102,24 @@ impl HttpUpstream {
             value.set_sensitive(true);
             headers.insert(key, value);
         }
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| UpstreamError::Transport {
+        let connect_timeout = config.timeout.min(Duration::from_secs(10));
+        let clients =
+            Clients::new(headers, connect_timeout).map_err(|e| UpstreamError::Transport {
                 upstream: name.clone(),
                 reason: e.without_url().to_string(),
             })?;
         let url = config
             .url
             .as_ref()
-            .map(|url| url.expose().to_owned())
-            .unwrap_or_default();
+            .and_then(|url| reqwest::Url::parse(url.expose()).ok())
+            .ok_or_else(|| UpstreamError::Transport {
+                upstream: name.clone(),
+                reason: "url: not an absolute http(s) URL".into(),
+            })?;
         let inner = Inner {
             name,
             url,
-            client,
+            clients,
             last_init: Mutex::new(None),
             outlet,
             max_message_bytes: config.max_message_bytes,
@@ -268,8 +271,9 @@ impl Inner {
             return;
         };
         let request = self
-            .client
-            .delete(&self.url)
+            .clients
+            .get()
+            .delete(self.url.clone())
             .header(SESSION_HEADER, session_id);
         if let Err(error) = request.send().await {
             tracing::debug!(upstream = %self.name, error = %error.without_url(), "upstream DELETE failed");
@@ -390,8 +394,9 @@ impl Inner {
         extra_headers: &[(String, String)],
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut request = self
-            .client
-            .post(&self.url)
+            .clients
+            .get()
+            .post(self.url.clone())
             .headers(crate::telemetry::propagation::outgoing_headers())
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
@@ -580,8 +585,9 @@ impl Inner {
 
     fn get_stream(&self, session: &UpstreamSession) -> reqwest::RequestBuilder {
         self.with_session(
-            self.client
-                .get(&self.url)
+            self.clients
+                .get()
+                .get(self.url.clone())
                 .header(ACCEPT, "text/event-stream"),
             session,
         )

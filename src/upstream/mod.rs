@@ -15,6 +15,7 @@ mod child;
 mod era;
 mod framing;
 mod http;
+mod http_clients;
 mod isolated;
 mod outlet;
 mod stderr;
@@ -243,7 +244,7 @@ impl Upstream {
     /// What a session holds of an upstream that speaks only 2026-07-28: no upstream session,
     /// and what its discovery says in place of an `initialize` answer.
     async fn open_modern(&self) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
-        if !self.era.is_modern(self.probe_modern()).await {
+        if !self.era.is_modern(|| Box::pin(self.probe_modern())).await {
             self.forget_era();
         }
         let info = self.last_init().ok_or_else(|| UpstreamError::Protocol {
@@ -330,7 +331,7 @@ impl Upstream {
         if self.is_isolated() || self.era_setting == UpstreamEra::Legacy {
             return false;
         }
-        let probed = self.era.is_modern(self.probe_modern()).await;
+        let probed = self.era.is_modern(|| Box::pin(self.probe_modern())).await;
         probed || self.only_modern()
     }
 
@@ -339,6 +340,8 @@ impl Upstream {
         self.era.forget();
     }
 
+    /// Asks the upstream `server/discover`. Its callers box it: it is rare, and its future as
+    /// large as a request's.
     async fn probe_modern(&self) -> bool {
         let request = Request {
             id: RequestId::String("mcpgate-discover".into()),
