@@ -3,13 +3,12 @@
 //! swapped under the running gateway), the refusals and their `WWW-Authenticate` challenges,
 //! the Protected Resource Metadata, and an HTTP upstream that must never see the client's token.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::http::request::Parts;
@@ -20,7 +19,6 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use support::*;
 use tokio::task::JoinHandle;
 
 const RESOURCE: &str = "https://mcp.test/mcp";

@@ -2,14 +2,12 @@
 //! nothing else is affected — the session it was sent on and a bystander session created
 //! before it both keep working (`local__echo`) after every case.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 

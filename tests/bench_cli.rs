@@ -3,14 +3,12 @@
 //! report's fields, each mode, ids handed from idle mode to calls mode, errors counted by kind,
 //! and no header value ever printed.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::redis::RedisServer;
+use crate::support::*;
 use serde_json::Value;
-use support::redis::RedisServer;
-use support::*;
 use tokio::process::Command;
 
 /// Longest a bench run may take here (the runs ask for about a second).

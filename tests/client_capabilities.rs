@@ -6,11 +6,9 @@
 //! upstream's reaction to that refusal instead of hanging. The HTTP upstream `remote` is
 //! initialized with the client's own capabilities; it is checked as a regression.
 
-mod support;
-
+use crate::support::answering::call;
+use crate::support::{Gateway, LATEST};
 use serde_json::{Value, json};
-use support::answering::call;
-use support::{Gateway, LATEST};
 
 /// Upstream timeout of these tests: a call that hangs until it is easy to tell apart.
 const UPSTREAM_TIMEOUT: &str = "timeout = \"30s\"";

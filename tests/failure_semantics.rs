@@ -2,13 +2,11 @@
 //! cancellation, DELETE during work, idle expiry, resuming a POST stream after a disconnect,
 //! and each server message travelling on exactly one stream.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 

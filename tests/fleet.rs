@@ -1,14 +1,14 @@
 //! Several replicas sharing one real redis-server: any replica serves any session, deletion and
 //! expiry are seen everywhere, a Redis outage is 503 (never 404), and streams resume anywhere.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::redis::RedisServer;
+use crate::support::{Fixture, Gateway, GatewayBuilder, Session, SseReader, toml_str};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::redis::RedisServer;
-use support::{Fixture, Gateway, GatewayBuilder, Session, SseReader, toml_str};
 
 const HMAC_KEY: &str = "fleet-test-key-0123456789abcdefghijklmnopqrstuvwxyz";
 

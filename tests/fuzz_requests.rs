@@ -14,9 +14,6 @@
 //! (`proptest-regressions/fuzz_requests.txt`), then `MCPGATE_FUZZ_CASES` generated cases
 //! (1000 by default: about 15 s on two cores).
 
-mod fuzz;
-mod support;
-
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -25,11 +22,12 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestR
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
-use fuzz::answer::{self, ANSWER_TIMEOUT, Answer};
-use fuzz::check;
-use fuzz::sent::Sent;
-use fuzz::{BATCH_SESSION, HOST, RawRequest, SESSION};
-use support::{BATCH_VERSION, Gateway, LATEST, Session};
+use crate::fuzz;
+use crate::fuzz::answer::{self, ANSWER_TIMEOUT, Answer};
+use crate::fuzz::check;
+use crate::fuzz::sent::Sent;
+use crate::fuzz::{BATCH_SESSION, HOST, RawRequest, SESSION};
+use crate::support::{BATCH_VERSION, Gateway, LATEST, Session};
 
 /// Generated cases unless `MCPGATE_FUZZ_CASES` says otherwise.
 const DEFAULT_CASES: u32 = 1000;

@@ -3,15 +3,13 @@
 //! Each test replays a probe against a real gateway, bounded in count and time, on loopback
 //! only, and prints the figures it measured.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::hostile::*;
+use crate::support::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use support::hostile::*;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

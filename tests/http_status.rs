@@ -2,13 +2,11 @@
 //! body, plus the behaviour around them: SSE priming and resumption, batches, namespacing and
 //! filters, a broken upstream, `check-config`, and the admin port.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 

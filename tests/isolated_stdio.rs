@@ -4,16 +4,14 @@
 //! sessions have calls in flight at once. Children are bounded (`max_children`), stop when
 //! idle or when their session is deleted, and a replica reviving a session starts its own.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use support::redis::RedisServer;
-use support::{
+use crate::support::redis::RedisServer;
+use crate::support::{
     ACCEPT_BOTH, Gateway, GatewayBuilder, LATEST, Reply, Session, SseReader, api_key_entry, bearer,
 };
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 /// Longest wait for one tool call, or for a child to stop.
 const WAIT: Duration = Duration::from_secs(15);

@@ -4,12 +4,12 @@
 //! `input_required` inputs reach the client as ordinary server-to-client requests, the answers
 //! go back as the retry, and the client never sees a modern field.
 
-mod support;
+use crate::support;
 
+use crate::support::answering::{Exchange, call, call_across};
+use crate::support::redis::RedisServer;
+use crate::support::{Fixture, Gateway, LATEST, Session};
 use serde_json::{Value, json};
-use support::answering::{Exchange, call, call_across};
-use support::redis::RedisServer;
-use support::{Fixture, Gateway, LATEST, Session};
 
 const MULTI_ROUND: &str = "modern__test_input_required_result_multi_round";
 

@@ -7,11 +7,13 @@
 //! redis-server, with principal keys derived as the gateway derives them (end-to-end, once
 //! API keys land).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::redis::RedisServer;
+use crate::support::{BATCH_VERSION, Gateway, GatewayBuilder, LATEST, Reply, Session, SseReader};
 use mcpgate::auth::Principal;
 use mcpgate::config::RedisConfig;
 use mcpgate::dispatch::IdSigner;
@@ -23,8 +25,6 @@ use mcpgate::session::SessionId;
 use mcpgate::telemetry::Metrics;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::redis::RedisServer;
-use support::{BATCH_VERSION, Gateway, GatewayBuilder, LATEST, Reply, Session, SseReader};
 
 /// The fleet key every replica of `RedisServer::replica` shares.
 const HMAC_KEY: &str = "fleet-test-key-0123456789abcdefghijklmnopqrstuvwxyz";

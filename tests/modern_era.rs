@@ -3,12 +3,12 @@
 //! stdio and HTTP, spoken to in the modern era when it speaks it (`era = "auto"`) and through
 //! a legacy upstream session otherwise (`era = "legacy"`).
 
-mod support;
+use crate::support;
 
+use crate::support::redis::RedisServer;
+use crate::support::{Gateway, INVALID_PARAMS, METHOD_NOT_FOUND};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::redis::RedisServer;
-use support::{Gateway, INVALID_PARAMS, METHOD_NOT_FOUND};
 
 const MODERN: &str = "2026-07-28";
 const HEADER_MISMATCH: i64 = -32020;

@@ -3,11 +3,10 @@
 //! outages and reconnection. Every test starts its own server; two `RedisEventLog`s with their
 //! own pools and subscribers stand for two replicas.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::redis::{RedisServer, spawn_read};
 use mcpgate::config::RedisConfig;
 use mcpgate::events::{Batch, EventLog, EventLogError, RedisEventLog, StreamId, StreamKey};
 use mcpgate::redis::pubsub::{self, Notification, Subscriber, Subscription};
@@ -15,7 +14,6 @@ use mcpgate::redis::{RedisPool, keys};
 use mcpgate::session::SessionId;
 use mcpgate::telemetry::Metrics;
 use redis::AsyncCommands;
-use support::redis::{RedisServer, spawn_read};
 
 /// The per-operation deadline of every test pool and subscriber.
 const TIMEOUT: Duration = Duration::from_millis(300);

@@ -2,11 +2,11 @@
 //! the event log (with cross-instance wake-ups) in both modes, a Sentinel failover, and
 //! `mcpgate serve` with two replicas in each mode. Every test starts its own servers.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::redis::{MASTER_NAME, RedisCluster, RedisSentinel, spawn_read};
+use crate::support::{Gateway, GatewayBuilder, toml_str};
 use mcpgate::config::{RedisConfig, RedisMode};
 use mcpgate::events::{EventLog, EventLogError, RedisEventLog, StreamId, StreamKey};
 use mcpgate::protocol::ProtocolVersion;
@@ -15,8 +15,6 @@ use mcpgate::redis::pubsub::{self, Notification, Subscriber};
 use mcpgate::session::{Lookup, RecordChange, RedisStore, SessionId, SessionRecord, SessionStore};
 use mcpgate::telemetry::Metrics;
 use serde_json::json;
-use support::redis::{MASTER_NAME, RedisCluster, RedisSentinel, spawn_read};
-use support::{Gateway, GatewayBuilder, toml_str};
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// The per-operation deadline of every test pool and subscriber (a cluster connection is

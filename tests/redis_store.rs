@@ -1,11 +1,10 @@
 //! `RedisStore` against a real redis-server: key layout, TTLs, classification of gone sessions,
 //! expiries noticed once across replicas, outages and restarts. Every test starts its own server.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::redis::RedisServer;
 use mcpgate::config::RedisConfig;
 use mcpgate::protocol::ProtocolVersion;
 use mcpgate::redis::RedisPool;
@@ -16,7 +15,6 @@ use mcpgate::session::{
 use mcpgate::telemetry::Metrics;
 use redis::AsyncCommands;
 use serde_json::json;
-use support::redis::RedisServer;
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// The per-operation deadline of every test pool.

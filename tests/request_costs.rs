@@ -6,14 +6,12 @@
 //! - `initialize` is one round trip and opens no upstream session; a session opens its session
 //!   on an HTTP upstream at its first request there, once however many requests race to it.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::redis::RedisServer;
+use crate::support::{Fixture, Gateway};
 use serde_json::json;
-use support::redis::RedisServer;
-use support::{Fixture, Gateway};
 
 const CALLS: u64 = 20;
 

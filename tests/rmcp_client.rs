@@ -8,19 +8,18 @@
 //!   `remote`);
 //! * with `MCPGATE_E2E_URL` set, against that URL instead. tests/fleet/run-all.sh runs it
 //!   through the fleet (Redis, 3 replicas, haproxy round-robin):
-//!   `fleet.py run --replicas 3 --upstreams stdio,http -- env MCPGATE_E2E_URL={url} cargo nextest run --test rmcp_client`.
+//!   `fleet.py run --replicas 3 --upstreams stdio,http -- env MCPGATE_E2E_URL={url} cargo nextest run rmcp_client::`.
 //!   There list changes are triggered on `remote` only (its one fixture process is shared by
 //!   every replica; each replica has a `local` child of its own), and, as `fleet.py` also sets
 //!   `MCPGATE_FLEET_CONTROL`, the replicas' metrics and haproxy's log show which replica
 //!   served the listen stream and which the triggers: never the same.
-
-mod support;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::Gateway;
 use futures::stream::BoxStream;
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{
@@ -37,7 +36,6 @@ use rmcp::transport::streamable_http_client::{
 use rmcp::{ClientHandler, ErrorData, RoleClient};
 use serde_json::{Value, json};
 use sse_stream::Sse;
-use support::Gateway;
 
 /// Longest wait for a change on the listen stream.
 const CHANGE_WAIT: Duration = Duration::from_secs(10);

@@ -3,12 +3,10 @@
 //! `Last-Event-ID` and DELETE — and the owner's session is untouched. Every request is
 //! authenticated, not only `initialize`.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 

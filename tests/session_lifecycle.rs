@@ -3,14 +3,14 @@
 //! concurrent record changes survive, a full Redis keeps serving existing sessions, a revival
 //! restores the log level, and replicas free what they held for sessions that ended elsewhere.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::redis::RedisServer;
+use crate::support::{Fixture, Gateway, Session, SseReader};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::redis::RedisServer;
-use support::{Fixture, Gateway, Session, SseReader};
 
 /// Waits until the fixture's open session count is `want`; returns how long it took.
 async fn until_upstream_sessions(fixture: &Fixture, want: u64, limit: Duration) -> Duration {

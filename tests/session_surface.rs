@@ -2,13 +2,11 @@
 //! upstreams' `instructions` in the `initialize` answer, and upstreams that come (back) after
 //! the session started, announced with `list_changed` on the standalone stream.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::*;
 
 /// Longest wait for an SSE event that must come.
 const WAIT: Duration = Duration::from_secs(10);

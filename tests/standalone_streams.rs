@@ -4,14 +4,14 @@
 //! or across two; and numbered notifications an upstream sends while every replica is
 //! replaced all reach the client exactly once, in order.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::redis::RedisServer;
+use crate::support::{Fixture, Gateway, GatewayBuilder, Session, SseEvent, SseReader, toml_str};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::redis::RedisServer;
-use support::{Fixture, Gateway, GatewayBuilder, Session, SseEvent, SseReader, toml_str};
 
 const ROUNDS: usize = 50;
 /// Longest a round may take; the upstream timeout (10 s) is what a lost request would cost.

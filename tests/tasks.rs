@@ -5,13 +5,13 @@
 //! in a modern request or a legacy session; and refuses foreign, forged and undeclared use
 //! precisely.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{Fixture, Gateway, INVALID_PARAMS, api_key_entry, bearer, toml_str};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Fixture, Gateway, INVALID_PARAMS, api_key_entry, bearer, toml_str};
 
 const MODERN: &str = "2026-07-28";
 const EXTENSION: &str = "io.modelcontextprotocol/tasks";

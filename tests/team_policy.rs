@@ -1,10 +1,10 @@
 //! Per-team policy (`[policy]`): lists are filtered, and what a team may not use is refused
 //! exactly as what does not exist.
 
-mod support;
+use crate::support;
 
+use crate::support::{Fixture, Gateway, api_key_entry, bearer, toml_str};
 use serde_json::{Value, json};
-use support::{Fixture, Gateway, api_key_entry, bearer, toml_str};
 
 /// A policy for everyone (no authentication: one anonymous principal without a team).
 const DEFAULT_POLICY: &str = r#"

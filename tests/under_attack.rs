@@ -12,20 +12,18 @@
 //! principal's limits, while the other attacks keep under their principal's rate so that each
 //! of their requests reaches the check it is meant for.
 
-mod support;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use serde_json::json;
-use support::hostile::*;
-use support::{
+use crate::support::hostile::*;
+use crate::support::{
     ACCEPT_BOTH, Gateway, INVALID_REQUEST, PARSE_ERROR, Reply, Session, api_key_entry, bearer,
     chunked,
 };
+use bytes::Bytes;
+use serde_json::json;
 use tokio::time::MissedTickBehavior;
 
 /// One API key per client; the principal is the key without `-key`.

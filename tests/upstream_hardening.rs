@@ -3,13 +3,13 @@
 //! URLs are printed without credentials, an upstream's redirect is not followed, and the
 //! gateway's own upstream errors reach clients without their details. Every probe is bounded in count and time, on loopback only.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::hostile::{RssPeak, rss_kib};
+use crate::support::{Fixture, Gateway, INTERNAL_ERROR, check_config, toml_str};
 use serde_json::{Value, json};
-use support::hostile::{RssPeak, rss_kib};
-use support::{Fixture, Gateway, INTERNAL_ERROR, check_config, toml_str};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

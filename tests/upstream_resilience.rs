@@ -2,12 +2,12 @@
 //! that lost its session is re-initialized behind the client's back, and an upstream that never
 //! starts only degrades its own tools.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::{Fixture, Gateway, toml_str};
 use serde_json::{Value, json};
-use support::{Fixture, Gateway, toml_str};
 
 /// Longest wait for an upstream to come back.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15);

@@ -54,9 +54,9 @@ step "TypeScript SDKs v1 and v2, multi round-trip bridges (tests/fleet/bridges.t
   --extra-upstream '{"name": "legacy", "transport": "http", "era": "legacy", "fixture": []}' \
   --extra-upstream '{"name": "modern", "transport": "http", "era": "modern", "fixture": ["--modern-only"]}' \
   -- "$node" --test tests/fleet/bridges.test.mjs
-rmcp_tests=(cargo nextest run --no-capture --test rmcp_client)
+rmcp_tests=(cargo nextest run --no-capture rmcp_client::)
 if ! cargo nextest --version >/dev/null 2>&1; then
-  rmcp_tests=(cargo test --test rmcp_client -- --nocapture)
+  rmcp_tests=(cargo test rmcp_client:: -- --nocapture)
 fi
 step "rmcp client at 2026-07-28 (tests/rmcp_client.rs), fixture over stdio and http" \
   timeout 600 python3 tests/fleet/fleet.py run --replicas 3 --upstreams stdio,http -- \

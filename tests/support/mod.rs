@@ -11,8 +11,6 @@
 //! up, such as `Host`), [`Reply::assert_error`] for JSON-RPC error bodies and [`SseReader`]
 //! for event streams.
 
-#![allow(dead_code)]
-
 pub mod answering;
 pub mod hostile;
 pub mod redis;

@@ -257,15 +257,6 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
-    /// A cluster client connection, for inspecting keys behind the gateway's back.
-    pub async fn client(&self) -> redis::cluster_async::ClusterConnection {
-        redis::cluster::ClusterClient::new(self.urls())
-            .expect("bad cluster urls")
-            .get_async_connection()
-            .await
-            .expect("cannot connect to the cluster")
-    }
-
     /// How many keys each node holds.
     pub async fn key_counts(&self) -> Vec<u64> {
         let mut counts = Vec::new();
