@@ -41,8 +41,11 @@ python_e2e() {
     --ignore=tests/e2e/python/test_drill.py -m "not fleet"
 }
 
+# One file at a time: the files share the harness's gateway and its one stdio child, which can
+# attribute a server-to-client request (sampling) only while one session has calls in flight.
 ts_e2e() {
-  timeout 900 python3 tests/e2e/harness.py run -- "$node_bin/node" --test tests/e2e/ts/*.test.mjs
+  timeout 900 python3 tests/e2e/harness.py run -- "$node_bin/node" --test --test-concurrency=1 \
+    tests/e2e/ts/*.test.mjs
 }
 
 step "install test tooling" bash tests/tools/install.sh

@@ -29,6 +29,7 @@ mod rmcp_client;
 mod session_binding;
 mod session_lifecycle;
 mod session_surface;
+mod sse_transport;
 mod standalone_streams;
 mod tasks;
 mod team_policy;

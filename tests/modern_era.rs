@@ -981,3 +981,36 @@ async fn a_listen_stream_hears_a_legacy_http_upstream_without_any_legacy_session
         "{change}"
     );
 }
+
+/// A listen stream held on a shared stdio child (still open there after the client went: the
+/// gateway notices at its next keep-alive) does not stop the child's requests to a legacy
+/// session's client (sampling) from being attributed to that session.
+#[tokio::test]
+async fn a_listen_stream_left_on_a_stdio_child_takes_no_sampling_from_legacy_sessions() {
+    let gw = Gateway::start().await;
+    let mut stream = listen(&gw, 51, json!({"toolsListChanged": true})).await;
+    let ack = stream.next_event(std::time::Duration::from_secs(10)).await;
+    let ack = ack.expect("an acknowledgement").json();
+    assert_eq!(
+        ack["params"]["notifications"]["toolsListChanged"],
+        json!(true),
+        "{ack}"
+    );
+    drop(stream);
+    let session = gw
+        .initialize_with(support::LATEST, json!({"sampling": {}}))
+        .await;
+    let sampled = |request: &Value| {
+        let answer = json!({"role": "assistant", "model": "m",
+            "content": {"type": "text", "text": "sampled"}});
+        Some(json!({"jsonrpc": "2.0", "id": request["id"], "result": answer}))
+    };
+    let arguments = json!({"prompt": "hi"});
+    let exchange =
+        support::answering::call(&gw, &session, "local__test_sampling", arguments, sampled).await;
+    assert!(
+        exchange.result_text().contains("sampled"),
+        "{:?}",
+        exchange.response
+    );
+}

@@ -74,6 +74,10 @@ pub struct ServerConfig {
     /// The `retry` hint sent on SSE streams.
     #[serde(with = "humantime_serde")]
     pub sse_retry: Duration,
+    /// How long a `GET /sse` stream (the HTTP+SSE transport) waits for its client to POST
+    /// `initialize` before it ends.
+    #[serde(with = "humantime_serde")]
+    pub sse_initialize_timeout: Duration,
     /// On SIGTERM, how long requests in flight get to finish before the process stops (SSE
     /// streams end at once with a resume hint). Kubernetes' termination grace period must
     /// cover it, plus any preStop delay.
@@ -108,6 +112,7 @@ impl Default for ServerConfig {
             keep_alive: Duration::from_secs(75),
             max_connections: 8192,
             sse_retry: Duration::from_secs(2),
+            sse_initialize_timeout: Duration::from_secs(30),
             drain_grace: Duration::from_secs(30),
             request_state_ttl: Duration::from_secs(600),
             hmac_key: None,
@@ -588,6 +593,7 @@ impl Config {
             ("body_read_timeout", server.body_read_timeout),
             ("header_read_timeout", server.header_read_timeout),
             ("keep_alive", server.keep_alive),
+            ("sse_initialize_timeout", server.sse_initialize_timeout),
         ];
         let zero_counts = counts.into_iter().filter(|(_, n)| *n == 0);
         let zero_timeouts = timeouts.into_iter().filter(|(_, d)| d.is_zero());

@@ -4,6 +4,8 @@
 //! - [`tail`]: a session's event-log stream read out as SSE, for POST responses, the GET
 //!   standalone stream and resumptions (`Last-Event-ID`) alike: event ids, pauses, keep-alives,
 //!   the drain hint, outages of the event log.
+//! - [`standalone`]: opening a session's standalone stream (`GET /mcp`, and `GET /sse` of the
+//!   HTTP+SSE transport, whose stream carries everything, answers included).
 //! - [`request_scoped`]: a modern (2026-07-28) request's own stream, from the request's
 //!   channel: no event ids, no resumption, ends with the response.
 //!
@@ -13,6 +15,7 @@
 //! while delivery only decides how what is there reaches the client.
 
 pub mod request_scoped;
+pub mod standalone;
 pub mod tail;
 
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Reading a session's event-log stream out as SSE: a priming event (id, empty data, `retry`), then
-//! each event with its `<stream>-<seq>` id, until the stream closes, the session ends, or a
+//! each event with its `<stream>-<seq>` id (for the HTTP+SSE transport: the `endpoint` event
+//! first, and signed ids, see [`Framing`]), until the stream closes, the session ends, or a
 //! newer GET takes the standalone stream over. Comments keep idle connections alive.
 //!
 //! An event without data is a pause marker (an upstream asked to be polled, SEP-1699): the
@@ -21,7 +22,9 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
 use super::KEEPALIVE;
-use crate::dispatch::{Gateway, Resume, Session, StreamSlot};
+use super::standalone;
+use crate::auth::Principal;
+use crate::dispatch::{Caller, Gateway, Resume, Session, SseEventIds, StreamSlot};
 use crate::events::{Batch, Event, EventId, EventLogError, StreamKey};
 use crate::upstream::UpstreamListener;
 
@@ -50,7 +53,29 @@ pub struct Tail {
     /// replica holds, at every keep-alive: a holder that died without releasing its lease is
     /// replaced once the lease ran out.
     pub holds_for: Option<Session>,
+    /// Set while the stream waits for its session to be created.
+    pub awaiting: Option<Awaiting>,
     pub retry: Duration,
+    pub framing: Framing,
+}
+
+/// A stream opened before its session exists (the HTTP+SSE transport's `GET /sse`): it waits
+/// for the client's `initialize` until `until` and ends then; once the session exists, it goes
+/// on as the session's standalone stream.
+pub struct Awaiting {
+    pub principal: Principal,
+    pub until: tokio::time::Instant,
+    /// The position up to which the session was looked for.
+    pub looked_after: u64,
+}
+
+/// How a stream's events look to its transport.
+pub enum Framing {
+    /// Streamable HTTP (`/mcp`): a priming event first; ids `<stream>-<seq>`.
+    Streamable,
+    /// The HTTP+SSE transport (`/sse`): first an `endpoint` event naming where to POST; ids
+    /// signed, since on a reconnect the id alone names the session.
+    Sse { endpoint: String, ids: SseEventIds },
 }
 
 struct State {
@@ -105,10 +130,21 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
         if state.draining.is_cancelled() {
             return Some(resume_hint(state));
         }
+        if !find_session(state).await {
+            return None;
+        }
+        let wait = match &state.tail.awaiting {
+            Some(awaiting) => KEEPALIVE.min(
+                awaiting
+                    .until
+                    .saturating_duration_since(tokio::time::Instant::now()),
+            ),
+            None => KEEPALIVE,
+        };
         let read = state
             .gateway
             .event_log()
-            .read(&state.tail.key, state.tail.after, KEEPALIVE);
+            .read(&state.tail.key, state.tail.after, wait);
         let batch = tokio::select! {
             batch = read => batch,
             () = state.tail.closed.cancelled() => return None,
@@ -130,8 +166,43 @@ async fn next_chunk(state: &mut State) -> Option<Bytes> {
     }
 }
 
-/// A keep-alive comment, unless the session turned out to be gone.
+/// After an awaiting stream delivered something (the answer to `initialize`, say), looks for
+/// its session and, once it exists, goes on as the session's standalone stream; `false` when
+/// the stream must end because that failed.
+async fn find_session(state: &mut State) -> bool {
+    let Some(awaiting) = &mut state.tail.awaiting else {
+        return true;
+    };
+    if state.tail.after <= awaiting.looked_after {
+        return true;
+    }
+    awaiting.looked_after = state.tail.after;
+    let caller = Caller::Client(&awaiting.principal);
+    let Ok(session) = state.gateway.lookup(&state.tail.key.session, caller).await else {
+        return true;
+    };
+    let framing = std::mem::replace(&mut state.tail.framing, Framing::Streamable);
+    let (after, retry) = (state.tail.after, state.tail.retry);
+    match standalone::open(&state.gateway, session, Some(after), retry, framing).await {
+        Ok(mut tail) => {
+            state.pending = std::mem::take(&mut tail.backlog.events).into_iter();
+            state.finished = tail.backlog.closed;
+            state.tail = tail;
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, "an SSE stream could not become its new session's stream");
+            false
+        }
+    }
+}
+
+/// A keep-alive comment, unless the session turned out to be gone (or, awaited, never came).
 async fn keep_alive(state: &State) -> Option<Bytes> {
+    if let Some(awaiting) = &state.tail.awaiting {
+        let waiting = tokio::time::Instant::now() < awaiting.until;
+        return waiting.then(super::keep_alive);
+    }
     if !state.gateway.still_live(&state.tail.key.session).await {
         return None;
     }
@@ -151,16 +222,28 @@ async fn outage_pause(state: &State) -> Bytes {
     Bytes::from_static(b": event log unavailable, retrying\n\n")
 }
 
+/// The first event: the priming event, or the HTTP+SSE transport's `endpoint` event.
 fn priming(tail: &Tail) -> Bytes {
-    let id = EventId {
-        stream: tail.key.stream.clone(),
-        seq: tail.after,
-    };
-    sse_stream::Sse::default()
-        .id(id.to_string())
-        .data("")
-        .retry_duration(tail.retry)
-        .into()
+    let event = sse_stream::Sse::default()
+        .id(event_id(tail, tail.after))
+        .retry_duration(tail.retry);
+    match &tail.framing {
+        Framing::Streamable => event.data(""),
+        Framing::Sse { endpoint, .. } => event.event("endpoint").data(endpoint.as_str()),
+    }
+    .into()
+}
+
+/// The id of event `seq` of the tailed stream.
+fn event_id(tail: &Tail, seq: u64) -> String {
+    match &tail.framing {
+        Framing::Streamable => EventId {
+            stream: tail.key.stream.clone(),
+            seq,
+        }
+        .to_string(),
+        Framing::Sse { ids, .. } => ids.name(&tail.key.session, seq),
+    }
 }
 
 /// The chunk for one event; `None` for a pause marker this response skips.
@@ -176,14 +259,10 @@ async fn deliver(state: &mut State, event: Event) -> Option<Bytes> {
             .mark_delivered(&state.tail.key, event.seq)
             .await;
     }
-    let id = EventId {
-        stream: state.tail.key.stream.clone(),
-        seq: event.seq,
-    };
     Some(
         sse_stream::Sse::default()
             .event("message")
-            .id(id.to_string())
+            .id(event_id(&state.tail, event.seq))
             .data(event.data.to_string())
             .into(),
     )
@@ -202,12 +281,8 @@ fn pause(state: &mut State) -> Option<Bytes> {
 fn resume_hint(state: &mut State) -> Bytes {
     state.finished = true;
     state.pending = Vec::new().into_iter();
-    let id = EventId {
-        stream: state.tail.key.stream.clone(),
-        seq: state.tail.after,
-    };
     sse_stream::Sse::default()
-        .id(id.to_string())
+        .id(event_id(&state.tail, state.tail.after))
         .data("")
         .retry_duration(state.tail.retry)
         .into()

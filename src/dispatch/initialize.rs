@@ -36,6 +36,21 @@ impl Gateway {
         principal: &Principal,
         max_metadata_bytes: usize,
     ) -> Result<(SessionId, Value), InitializeError> {
+        let id = SessionId::generate();
+        let result = self
+            .initialize_as(id.clone(), request, principal, max_metadata_bytes)
+            .await?;
+        Ok((id, result))
+    }
+
+    /// Creates the session `id` (a fresh one of ours); returns the `initialize` result.
+    pub(super) async fn initialize_as(
+        &self,
+        id: SessionId,
+        request: &Request,
+        principal: &Principal,
+        max_metadata_bytes: usize,
+    ) -> Result<Value, InitializeError> {
         let params = request.params.as_ref().and_then(Value::as_object);
         let requested = params
             .and_then(|p| p.get("protocolVersion"))
@@ -57,7 +72,6 @@ impl Gateway {
         };
         check_metadata_size(client_info, capabilities, max_metadata_bytes)?;
         let version = ProtocolVersion::negotiate(requested);
-        let id = SessionId::generate();
         let mut record = SessionRecord::new(
             version,
             client_info.clone(),
@@ -88,8 +102,7 @@ impl Gateway {
             modern: None,
         };
         self.hold_streams(&session, super::Resume::FromStart).await;
-        let id = session.id;
-        Ok((id, initialize_result(version, &answered, some_missing)))
+        Ok(initialize_result(version, &answered, some_missing))
     }
 
     /// Opens every healthy upstream the session's team may use, in parallel (starting the

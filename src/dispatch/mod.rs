@@ -25,6 +25,7 @@ mod request_state;
 mod response_stream;
 mod restore;
 mod signing;
+mod sse_transport;
 mod stateless;
 mod suspended;
 mod tasks;
@@ -62,6 +63,7 @@ pub use hub::Hub;
 pub use initialize::InitializeError;
 pub use limited::StreamSlot;
 pub use signing::IdSigner;
+pub use sse_transport::{SseEventIds, SseInitializeError};
 
 /// What the client must receive about one request.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! Keyed tags with the fleet's shared key: unforgeable ids for server-to-client requests, the
-//! owner tag that binds a session to its principal, the MAC of task ids (`tasks.rs`), and the
-//! short tag that stands for a session id in spans and logs.
+//! owner tag that binds a session to its principal, the MAC of task ids (`tasks.rs`) and of
+//! HTTP+SSE event ids (`sse_transport.rs`), and the short tag that stands for a session id in spans and logs.
 //!
 //! When an upstream asks the client something (sampling, elicitation, roots), the client sees
 //! `mcpgate.<payload>.<mac>`: the payload names the upstream, its own request id and the
@@ -27,6 +27,8 @@ const SESSION_TAG_DOMAIN: &[u8] = b"mcpgate session tag v1\0";
 const TASK_DOMAIN: &[u8] = b"mcpgate task id v1\0";
 /// Domain separation for the key that seals MRTR request states.
 const REQUEST_STATE_DOMAIN: &[u8] = b"mcpgate request state key v1\0";
+/// Domain separation for the event ids of the HTTP+SSE transport (`sse_transport.rs`).
+const SSE_EVENT_DOMAIN: &[u8] = b"mcpgate sse event id v1\0";
 /// Hex digits of a session tag: 48 bits, enough to tell sessions apart in a trace backend.
 const SESSION_TAG_HEX: usize = 12;
 
@@ -147,6 +149,19 @@ impl IdSigner {
         mac.update(owner.as_bytes());
         mac.update(payload);
         mac
+    }
+
+    /// The MAC of an HTTP+SSE event id (`sse_transport.rs`): event `seq` of `session`'s
+    /// stream, issued to the principal with owner tag `owner`.
+    pub fn sse_event_mac(&self, owner: &str, session: &SessionId, seq: u64) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
+        mac.update(SSE_EVENT_DOMAIN);
+        mac.update(&(owner.len() as u64).to_be_bytes());
+        mac.update(owner.as_bytes());
+        mac.update(&seq.to_be_bytes());
+        mac.update(session.as_str().as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     fn owner_mac(&self, principal: &Principal) -> Hmac<Sha256> {

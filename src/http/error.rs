@@ -39,8 +39,12 @@ pub enum HttpError {
         refusal: crate::auth::AuthError,
         challenge: String,
     },
-    #[error("{0}")]
-    MethodNotAllowed(&'static str),
+    /// The path serves other methods, listed in `allow`.
+    #[error("{message}")]
+    MethodNotAllowed {
+        message: &'static str,
+        allow: &'static str,
+    },
     /// GET or DELETE without `Mcp-Session-Id`: only legacy sessions have streams to open and
     /// sessions to end; a 2026-07-28 client POSTs everything.
     #[error(
@@ -107,7 +111,7 @@ impl HttpError {
     fn advice_header(&self) -> Option<(HeaderName, &'static str)> {
         match self {
             HttpError::Unavailable(_) => Some((RETRY_AFTER, RETRY_AFTER_SECONDS)),
-            HttpError::MethodNotAllowed(_) => Some((ALLOW, "GET, POST, DELETE")),
+            HttpError::MethodNotAllowed { allow, .. } => Some((ALLOW, allow)),
             HttpError::NoLegacySession(_) => Some((ALLOW, "POST")),
             HttpError::Answering { error, .. } => error.advice_header(),
             _ => None,
@@ -149,7 +153,7 @@ impl ResponseError for HttpError {
                 StatusCode::FORBIDDEN
             }
             HttpError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            HttpError::MethodNotAllowed(_) | HttpError::NoLegacySession(_) => {
+            HttpError::MethodNotAllowed { .. } | HttpError::NoLegacySession(_) => {
                 StatusCode::METHOD_NOT_ALLOWED
             }
             HttpError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,

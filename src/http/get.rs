@@ -12,10 +12,12 @@ use super::error::HttpError;
 use super::sse;
 use super::{AppState, session_error};
 use super::{authn, guard, throttle};
-use crate::delivery::tail::{self, Tail};
-use crate::dispatch::Caller;
 use std::time::Duration;
 
+use crate::auth::Principal;
+use crate::delivery::standalone;
+use crate::delivery::tail::{self, Framing, Tail};
+use crate::dispatch::{Caller, Session};
 use crate::events::{EventId, EventLogError, StreamId, StreamKey};
 
 pub async fn handle(
@@ -28,12 +30,21 @@ pub async fn handle(
     result
 }
 
-async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResponse, HttpError> {
+/// The caller of a GET that opens an SSE stream, once its headers passed every check.
+pub(super) async fn admit_stream(
+    request: &HttpRequest,
+    state: &AppState,
+) -> Result<Principal, HttpError> {
     guard::check_origin_and_host(request, &state.settings)?;
     let principal = authn::principal(request, state).await?;
     throttle::admit(state, &principal).await?;
     guard::check_no_body(request)?;
     guard::check_get_accept(request)?;
+    Ok(principal)
+}
+
+async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResponse, HttpError> {
+    let principal = admit_stream(request, state).await?;
     let id = guard::legacy_session_id(request, "GET")?;
     guard::protocol_version(request)?;
     let session = state
@@ -41,70 +52,64 @@ async fn open_stream(request: &HttpRequest, state: &AppState) -> Result<HttpResp
         .lookup(&id, Caller::Client(&principal))
         .await
         .map_err(session_error)?;
-    let resume = resume_point(request)?;
+    let tail = match resume_point(request)? {
+        Some(event) if event.stream != StreamId::standalone() => {
+            response_tail(state, session, event).await?
+        }
+        resume => {
+            let retry = state.settings.sse_retry;
+            let resume = resume.map(|event| event.seq);
+            standalone::open(&state.gateway, session, resume, retry, Framing::Streamable)
+                .await
+                .map_err(open_error)?
+        }
+    };
+    Ok(sse::response(tail::events(state.gateway.clone(), tail)))
+}
+
+/// The tail of a POST's response stream, resumed after `event`. While the stream is not
+/// closed, another replica may have been writing it: a takeover makes sure it gets finished.
+async fn response_tail(
+    state: &AppState,
+    session: Session,
+    event: EventId,
+) -> Result<Tail, HttpError> {
     let gateway = &state.gateway;
-    let stream = resume
-        .as_ref()
-        .map_or_else(StreamId::standalone, |e| e.stream.clone());
     let key = StreamKey {
-        session: id.clone(),
-        stream,
+        session: session.id.clone(),
+        stream: event.stream,
     };
-    let standalone = key.stream == StreamId::standalone();
-    let slot = gateway.open_get_stream(&id, standalone)?;
-    if standalone {
-        gateway
-            .event_log()
-            .open(&key)
-            .await
-            .map_err(event_log_error)?;
-    }
-    let after = match &resume {
-        Some(event) => event.seq,
-        None => gateway
-            .event_log()
-            .delivered(&key)
-            .await
-            .map_err(event_log_error)?,
-    };
+    let slot = gateway.open_get_stream(&key.session, false)?;
     let backlog = gateway
         .event_log()
-        .read(&key, after, Duration::ZERO)
+        .read(&key, event.seq, Duration::ZERO)
         .await
         .map_err(event_log_error)?;
-    if resume.is_some() {
-        gateway
-            .metrics()
-            .sse_events_replayed
-            .inc_by(backlog.events.len() as u64);
-    }
-    if !standalone && !backlog.closed {
+    gateway
+        .metrics()
+        .sse_events_replayed
+        .inc_by(backlog.events.len() as u64);
+    if !backlog.closed {
         let takeover = gateway
             .clone()
             .take_over_response_stream(session.clone(), key.clone());
         tokio::spawn(takeover);
     }
-    let (closed, upstream_listeners) = if standalone {
-        (
-            gateway.claim_standalone(&id),
-            gateway.listen_upstreams(&session).await,
-        )
-    } else {
-        (gateway.attach_stream(&id, &session.record), Vec::new())
-    };
-    let tail = Tail {
+    let closed = gateway.attach_stream(&key.session, &session.record);
+    Ok(Tail {
         key,
-        after,
+        after: event.seq,
         backlog,
         closed,
-        track_delivery: standalone,
+        track_delivery: false,
         honour_pauses: false,
-        _upstream_listeners: upstream_listeners,
+        _upstream_listeners: Vec::new(),
         _get_stream: Some(slot),
-        holds_for: standalone.then_some(session),
+        holds_for: None,
+        awaiting: None,
         retry: state.settings.sse_retry,
-    };
-    Ok(sse::response(tail::events(gateway.clone(), tail)))
+        framing: Framing::Streamable,
+    })
 }
 
 /// The `Last-Event-ID` to resume after, if any; one we could not have issued is 400.
@@ -119,8 +124,16 @@ fn resume_point(request: &HttpRequest) -> Result<Option<EventId>, HttpError> {
     })
 }
 
+/// Why a standalone stream did not open, as the client's answer.
+pub(super) fn open_error(error: standalone::OpenError) -> HttpError {
+    match error {
+        standalone::OpenError::Limited(limit) => HttpError::Limited(limit),
+        standalone::OpenError::EventLog(error) => event_log_error(error),
+    }
+}
+
 /// A stream that cannot be replayed is the client's problem (400), never a missing session.
-fn event_log_error(error: EventLogError) -> HttpError {
+pub(super) fn event_log_error(error: EventLogError) -> HttpError {
     match error {
         EventLogError::UnknownStream(_) => HttpError::BadRequest(
             "Bad Request: Last-Event-ID names a stream that is unknown or past its replay window"

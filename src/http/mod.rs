@@ -1,4 +1,6 @@
-//! The downstream endpoint: Streamable HTTP on actix-web, per the 2025-11-25 transport text.
+//! The downstream endpoint: Streamable HTTP on actix-web, per the 2025-11-25 transport text,
+//! and the 2024-11-05 HTTP+SSE transport beside it (`sse_transport.rs`: `GET /sse`,
+//! `POST /message`).
 //!
 //! Handlers check headers, parse bodies, look the session up and hand parsed messages to
 //! [`crate::dispatch`]. Every request is served from the session record alone, so any
@@ -16,6 +18,7 @@ mod mirrored;
 mod oauth_metadata;
 mod post;
 mod sse;
+mod sse_transport;
 mod stateless;
 mod throttle;
 mod trace_context;
@@ -53,6 +56,7 @@ pub struct HttpSettings {
     /// Longest wait for a whole POST body.
     pub body_read_timeout: Duration,
     pub sse_retry: Duration,
+    pub sse_initialize_timeout: Duration,
     pub connections: ConnectionSettings,
 }
 
@@ -78,6 +82,7 @@ impl HttpSettings {
             max_batch_len: config.max_batch_len,
             body_read_timeout: config.body_read_timeout,
             sse_retry: config.sse_retry,
+            sse_initialize_timeout: config.sse_initialize_timeout,
             connections: ConnectionSettings {
                 header_read_timeout: config.header_read_timeout,
                 keep_alive: config.keep_alive,
@@ -121,6 +126,16 @@ pub fn serve(
                     .route(web::delete().to(delete::handle))
                     .default_service(web::to(method_not_allowed)),
             )
+            .service(
+                web::resource("/sse")
+                    .route(web::get().to(sse_transport::open))
+                    .default_service(web::to(sse_method_not_allowed)),
+            )
+            .service(
+                web::resource("/message")
+                    .route(web::post().to(sse_transport::message))
+                    .default_service(web::to(message_method_not_allowed)),
+            )
     })
     .workers(workers)
     .client_request_timeout(connections.header_read_timeout)
@@ -134,9 +149,24 @@ pub fn serve(
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, HttpError> {
-    Err(HttpError::MethodNotAllowed(
-        "Method Not Allowed: use GET, POST or DELETE",
-    ))
+    Err(HttpError::MethodNotAllowed {
+        message: "Method Not Allowed: use GET, POST or DELETE",
+        allow: "GET, POST, DELETE",
+    })
+}
+
+async fn sse_method_not_allowed() -> Result<HttpResponse, HttpError> {
+    Err(HttpError::MethodNotAllowed {
+        message: "Method Not Allowed: GET /sse opens an HTTP+SSE stream; POST to the endpoint it announces",
+        allow: "GET",
+    })
+}
+
+async fn message_method_not_allowed() -> Result<HttpResponse, HttpError> {
+    Err(HttpError::MethodNotAllowed {
+        message: "Method Not Allowed: POST one JSON-RPC message to /message?sessionId=<id>",
+        allow: "POST",
+    })
 }
 
 /// 404 for sessions that are gone; 503 when the store cannot tell.

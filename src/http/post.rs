@@ -21,7 +21,7 @@ use super::stateless::ModernPost;
 use super::{AppState, session_error};
 use super::{authn, throttle, trace_context};
 use crate::auth::Principal;
-use crate::delivery::tail::{self, Tail};
+use crate::delivery::tail::{self, Framing, Tail};
 use crate::dispatch::{Caller, Gateway, InitializeError, MessageRejected, Outgoing, Session};
 use crate::events::{Batch, StreamId, StreamKey};
 use crate::protocol::jsonrpc::{Message, Request, RequestId, is_response};
@@ -381,7 +381,9 @@ async fn stream(
         _upstream_listeners: Vec::new(),
         _get_stream: None,
         holds_for: None,
+        awaiting: None,
         retry: state.settings.sse_retry,
+        framing: Framing::Streamable,
     };
     Ok(sse::response(tail::events(gateway.clone(), tail)))
 }

@@ -41,10 +41,10 @@ use super::outlet::{DropReason, Outlet};
 use super::stderr;
 use super::{InitInfo, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::{Secret, UpstreamConfig};
-use crate::protocol::Method;
 use crate::protocol::jsonrpc::{
     Message, Notification, Request, RequestId, Response, error_value, notification_value,
 };
+use crate::protocol::{Method, era};
 use crate::session::SessionId;
 use crate::sync::lock;
 
@@ -83,6 +83,9 @@ struct Pending {
     client_id: RequestId,
     progress_token: Option<Value>,
     reply: mpsc::Sender<UpstreamEvent>,
+    /// A 2026-07-28 request (its `_meta` names the version): never the origin of a request the
+    /// child sends the client, since that era has none (it asks through `input_required`).
+    modern: bool,
 }
 
 /// One running child's connection.
@@ -198,6 +201,7 @@ impl Connection {
         request: Request,
     ) -> std::io::Result<mpsc::Receiver<UpstreamEvent>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let modern = era::is_modern(&Method::parse(&request.method), request.params.as_ref());
         let mut params = request.params;
         let progress_token = params.as_mut().and_then(|p| rewrite_progress_token(p, id));
         let (reply, receiver) = request_channel();
@@ -206,6 +210,7 @@ impl Connection {
             client_id: request.id,
             progress_token,
             reply,
+            modern,
         };
         lock(&self.pending).insert(id, pending);
         self.touch();
@@ -512,15 +517,27 @@ enum Unattributable {
 
 /// The session with requests in flight, if exactly one has, and its newest request's channel.
 fn attributed(connection: &Connection) -> Option<(SessionId, mpsc::Sender<UpstreamEvent>)> {
-    owner(&lock(&connection.pending)).ok()
+    owner(&lock(&connection.pending), Asking::Notification).ok()
 }
 
-/// The only session among `pending`, with its newest request's channel.
+/// What the child sends on its own, for [`owner`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asking {
+    Notification,
+    /// A request (sampling, elicitation, roots): only a legacy request's call can ask one; a
+    /// 2026-07-28 request in flight (a `subscriptions/listen` stream, say) never does.
+    Request,
+}
+
+/// The only session among `pending` that may have sent `asking`, with its newest request's
+/// channel.
 fn owner(
     pending: &HashMap<i64, Pending>,
+    asking: Asking,
 ) -> Result<(SessionId, mpsc::Sender<UpstreamEvent>), Unattributable> {
+    let may_ask = |entry: &Pending| asking == Asking::Notification || !entry.modern;
     let mut newest: Option<(&i64, &Pending)> = None;
-    for (id, entry) in pending.iter() {
+    for (id, entry) in pending.iter().filter(|(_, entry)| may_ask(entry)) {
         match newest {
             Some((_, current)) if current.session != entry.session => {
                 return Err(Unattributable::Shared);
@@ -556,7 +573,7 @@ fn unattributable_error(reason: Unattributable) -> rmcp::model::ErrorData {
 }
 
 async fn route_server_request(wire: &Wire, connection: &Connection, request: Request) {
-    let attribution = owner(&lock(&connection.pending));
+    let attribution = owner(&lock(&connection.pending), Asking::Request);
     let idle_member = match attribution {
         Err(Unattributable::Idle) => only_member(&wire.audience),
         _ => None,
@@ -610,6 +627,7 @@ mod tests {
             client_id: RequestId::Number(1),
             progress_token: None,
             reply: request_channel().0,
+            modern: false,
         }
     }
 
@@ -617,12 +635,37 @@ mod tests {
     fn a_request_belongs_to_the_only_session_with_requests_in_flight() {
         let (a, b) = (SessionId::generate(), SessionId::generate());
         let mut in_flight = HashMap::new();
+        let owner = |in_flight: &HashMap<i64, Pending>| owner(in_flight, Asking::Request);
         assert_eq!(owner(&in_flight).err(), Some(Unattributable::Idle));
         in_flight.insert(1, pending(&a));
         in_flight.insert(2, pending(&a));
         assert_eq!(owner(&in_flight).ok().map(|(s, _)| s), Some(a));
         in_flight.insert(3, pending(&b));
         assert_eq!(owner(&in_flight).err(), Some(Unattributable::Shared));
+    }
+
+    #[test]
+    fn a_modern_request_in_flight_owns_no_request_the_child_asks() {
+        let (legacy, modern) = (SessionId::generate(), SessionId::generate());
+        let mut in_flight = HashMap::new();
+        in_flight.insert(
+            1,
+            Pending {
+                modern: true,
+                ..pending(&modern)
+            },
+        );
+        let asked = |in_flight: &HashMap<i64, Pending>| owner(in_flight, Asking::Request);
+        let told = |in_flight: &HashMap<i64, Pending>| owner(in_flight, Asking::Notification);
+        assert_eq!(asked(&in_flight).err(), Some(Unattributable::Idle));
+        assert_eq!(
+            told(&in_flight).ok().map(|(s, _)| s),
+            Some(modern),
+            "its logs"
+        );
+        in_flight.insert(2, pending(&legacy));
+        assert_eq!(asked(&in_flight).ok().map(|(s, _)| s), Some(legacy));
+        assert_eq!(told(&in_flight).err(), Some(Unattributable::Shared));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every fleet test: the Python SDK fleet tests (legacy sessions in test_fleet.py, 2026-07-28 in
-# the `fleet`-marked tests of test_modern.py) and the SIGSTOP drill with Python and TypeScript
+# the `fleet`-marked tests of test_modern.py, the HTTP+SSE transport in those of
+# test_sse_transport.py) and the SIGSTOP drill with Python and TypeScript
 # clients (pytest, each test starts its own fleet), the
-# TypeScript SDK fleet test (once per upstream transport, under `fleet.py run`), the
+# TypeScript SDK fleet test (once per upstream transport, under `fleet.py run`), its
+# SSEClientTransport (tests/e2e/ts/sse.test.mjs), the
 # 2026-07-28 clients of the TypeScript SDK (tests/e2e/ts/modern.test.mjs) and of rmcp
 # (tests/rmcp_client.rs, pointed at the fleet by MCPGATE_E2E_URL) under `fleet.py run` with
 # both upstreams, the multi round-trip bridges (modern client and legacy upstream, legacy client
@@ -39,6 +41,8 @@ step "Python SDK at 2026-07-28 (pytest -m fleet tests/e2e/python/test_modern.py)
   timeout 300 "$venv/bin/python" -m pytest -v -s -m fleet tests/e2e/python/test_modern.py
 step "Python SDK, multi round-trip bridges (pytest tests/e2e/python/test_bridges.py)" \
   timeout 300 "$venv/bin/python" -m pytest -v -s tests/e2e/python/test_bridges.py
+step "Python SDK over HTTP+SSE (pytest -m fleet tests/e2e/python/test_sse_transport.py)" \
+  timeout 300 "$venv/bin/python" -m pytest -v -s -m fleet tests/e2e/python/test_sse_transport.py
 step "drill: frozen Python and TypeScript clients (pytest tests/e2e/python/test_drill.py)" \
   timeout 400 "$venv/bin/python" -m pytest -v -s tests/e2e/python/test_drill.py
 for kind in stdio http; do
@@ -49,6 +53,9 @@ done
 step "TypeScript SDK at 2026-07-28 (tests/e2e/ts/modern.test.mjs), fixture over stdio and http" \
   timeout 120 python3 tests/fleet/fleet.py run --replicas 3 --upstreams stdio,http -- \
   "$node" --test tests/e2e/ts/modern.test.mjs
+step "TypeScript SDK over HTTP+SSE (tests/e2e/ts/sse.test.mjs), fixture over stdio and http" \
+  timeout 120 python3 tests/fleet/fleet.py run --replicas 3 --upstreams stdio,http -- \
+  "$node" --test tests/e2e/ts/sse.test.mjs
 step "TypeScript SDKs v1 and v2, multi round-trip bridges (tests/fleet/bridges.test.mjs)" \
   timeout 120 python3 tests/fleet/fleet.py run --replicas 3 --upstreams stdio \
   --extra-upstream '{"name": "legacy", "transport": "http", "era": "legacy", "fixture": []}' \

@@ -1,5 +1,6 @@
 """The drill of issue 6: a real SDK client (Python `mcp` or TypeScript
-`@modelcontextprotocol/sdk`, in a process of its own) is frozen
+`@modelcontextprotocol/sdk` over Streamable HTTP, or the TypeScript SDK's SSEClientTransport over
+the HTTP+SSE transport of issue 11, in a process of its own) is frozen
 with SIGSTOP for longer than every keep-alive, while 3 replicas behind a round-robin haproxy
 (tests/fleet/fleet.py) serve its session and its upstreams (one resumable HTTP upstream, one
 stdio upstream). During the freeze the HTTP upstream sends a numbered set of notifications
@@ -33,6 +34,8 @@ NODE = ROOT / "target/tools/node/node_modules/.bin/node"
 CLIENTS = {
     "python": [sys.executable, str(HERE / "drill_client.py")],
     "typescript": [str(NODE), str(ROOT / "tests/e2e/ts/drill_client.mjs")],
+    # The HTTP+SSE transport (2024-11-05): the EventSource reconnects with Last-Event-ID.
+    "typescript-sse": [str(NODE), str(ROOT / "tests/e2e/ts/drill_client.mjs"), "--sse"],
 }
 REPLICAS = 3
 COUNT = 12

@@ -1,13 +1,20 @@
 // The TypeScript SDK's Client in a process of its own, for the drill in
 // tests/e2e/python/test_drill.py (which freezes it with SIGSTOP). Same line protocol as
-// tests/e2e/python/drill_client.py: it connects to the URL given as its argument, prints
-// {"ready": "<session id>"}, then answers one JSON line per command read from stdin:
+// tests/e2e/python/drill_client.py: it connects to the URL given as its last argument (over
+// Streamable HTTP, or with `--sse` before it over the HTTP+SSE transport at that URL's `/sse`,
+// whose EventSource reconnects with `Last-Event-ID`), prints {"ready": "<session id>"}, then
+// answers one JSON line per command read from stdin:
 //   call <tool> <json arguments>  -> {"texts": [...], "is_error": bool}
 //   numbers <count> <seconds>     -> {"numbers": [...]} (the `n` of each numbered log message)
 //   wire                          -> {"initializes": k, "sessions": [...], "statuses": [...]}
 import { createInterface } from 'node:readline';
 
-import { Client, LoggingMessageNotificationSchema, StreamableHTTPClientTransport } from './sdk.mjs';
+import {
+  Client,
+  LoggingMessageNotificationSchema,
+  SSEClientTransport,
+  StreamableHTTPClientTransport,
+} from './sdk.mjs';
 
 const say = (value) => process.stdout.write(`${JSON.stringify(value)}\n`);
 const REQUEST = { timeout: 15_000 };
@@ -18,8 +25,9 @@ function recorder() {
   const recordingFetch = async (url, init = {}) => {
     const headers = new Headers(init.headers);
     const body = typeof init.body === 'string' ? init.body : '';
+    const session = headers.get('mcp-session-id') ?? new URL(url).searchParams.get('sessionId');
     if (body.includes('"method":"initialize"')) wire.initializes += 1;
-    else if (headers.get('mcp-session-id')) wire.sessions.add(headers.get('mcp-session-id'));
+    else if (session) wire.sessions.add(session);
     const response = await fetch(url, init);
     wire.statuses.add(response.status);
     return response;
@@ -37,9 +45,16 @@ client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
   }
 });
 const { wire, fetch: recordingFetch } = recorder();
-const transport = new StreamableHTTPClientTransport(new URL(process.argv[2]), { fetch: recordingFetch });
+const url = new URL(process.argv.at(-1));
+const overSse = process.argv.includes('--sse');
+const transport = overSse
+  ? new SSEClientTransport(new URL(url.href.replace(/\/mcp$/, '/sse')), {
+      fetch: recordingFetch,
+      eventSourceInit: { fetch: recordingFetch },
+    })
+  : new StreamableHTTPClientTransport(url, { fetch: recordingFetch });
 await client.connect(transport, REQUEST);
-say({ ready: transport.sessionId });
+say({ ready: overSse ? transport._endpoint.searchParams.get('sessionId') : transport.sessionId });
 
 const commands = {
   async call(rest) {

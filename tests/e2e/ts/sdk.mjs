@@ -10,6 +10,7 @@ const require = createRequire(resolve(root, 'target/tools/node/package.json'));
 
 export const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
 export const { StreamableHTTPClientTransport } = require('@modelcontextprotocol/sdk/client/streamableHttp.js');
+export const { SSEClientTransport } = require('@modelcontextprotocol/sdk/client/sse.js');
 export const {
   CreateMessageRequestSchema,
   ElicitRequestSchema,
