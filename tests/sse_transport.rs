@@ -370,3 +370,21 @@ async fn progress_comes_before_its_response_on_the_stream() {
         }
     }
 }
+
+/// A draining replica ends the stream with a comment: the client's EventSource reconnects with
+/// the last event's id and the `retry` it has, and an event without data would reach the SDK
+/// as a message it cannot parse.
+#[tokio::test]
+async fn a_draining_replica_ends_the_stream_without_an_empty_event() {
+    let gateway = Gateway::start().await;
+    let mut client = SseClient::connect(&gateway, None, None).await;
+    client.initialize_via(&gateway).await;
+    client.echo_via(&gateway, "before the drain").await;
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &gateway.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let events = client.reader.until_end(Duration::from_secs(5)).await;
+    assert!(events.is_empty(), "{events:?}");
+}

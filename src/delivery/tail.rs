@@ -277,10 +277,15 @@ fn pause(state: &mut State) -> Option<Bytes> {
 }
 
 /// The last chunk of a response the client should resume (a pause, or this replica draining):
-/// the position to resume after, and the `retry` hint.
+/// the position to resume after, and the `retry` hint. An HTTP+SSE client's EventSource has
+/// both already (the last event's id, the endpoint event's `retry`), and an event without data
+/// would reach it as a message it cannot parse: it gets a comment.
 fn resume_hint(state: &mut State) -> Bytes {
     state.finished = true;
     state.pending = Vec::new().into_iter();
+    if let Framing::Sse { .. } = state.tail.framing {
+        return Bytes::from_static(b": reconnect to resume\n\n");
+    }
     sse_stream::Sse::default()
         .id(event_id(&state.tail, state.tail.after))
         .data("")

@@ -329,6 +329,11 @@ defaults
     # SDK (mcp 2.3.0) then fails the whole client, not just that request. With `httpclose`
     # such a request gets a 502 and a log line.
     option httpclose
+    # Forward each chunk of a streamed response at once. Without it haproxy may hold small
+    # chunks back to merge them, and SSE events a server sends apart reach the client in one
+    # read; the TypeScript SDK's SSEClientTransport then drops the progress notifications that
+    # arrived with their response (it handles notifications a microtask after the response).
+    option http-no-delay
     # Only failed connections are retried (the request never reached a replica) and every
     # retry goes to another replica. A request a replica accepted is never replayed.
     retries 3

@@ -45,15 +45,32 @@ client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
   }
 });
 const { wire, fetch: recordingFetch } = recorder();
+// The SDK's SSEClientTransport gives its EventSource a fetch that replaces the request's
+// headers with its own (`_startOrAuth` in sdk/dist/esm/client/sse.js, SDK 1.32), which drops the
+// Last-Event-ID the EventSource sends when it reconnects: with any server, the SDK then starts
+// a new session. The drill puts the header back, from the last event id the EventSource saw,
+// as a conforming EventSource (a browser's) sends it.
+let lastEventId = null;
+const resumingFetch = (url, init = {}) => {
+  const headers = new Headers(init.headers);
+  if (lastEventId) headers.set('last-event-id', lastEventId);
+  return recordingFetch(url, { ...init, headers });
+};
+
 const url = new URL(process.argv.at(-1));
 const overSse = process.argv.includes('--sse');
 const transport = overSse
   ? new SSEClientTransport(new URL(url.href.replace(/\/mcp$/, '/sse')), {
       fetch: recordingFetch,
-      eventSourceInit: { fetch: recordingFetch },
+      eventSourceInit: { fetch: resumingFetch },
     })
   : new StreamableHTTPClientTransport(url, { fetch: recordingFetch });
 await client.connect(transport, REQUEST);
+for (const type of ['endpoint', 'message']) {
+  transport._eventSource?.addEventListener(type, (event) => {
+    if (event.lastEventId) lastEventId = event.lastEventId;
+  });
+}
 say({ ready: overSse ? transport._endpoint.searchParams.get('sessionId') : transport.sessionId });
 
 const commands = {
