@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::tail::{Framing, Tail};
 use crate::dispatch::{Gateway, Session};
-use crate::events::{EventLogError, StreamId, StreamKey};
+use crate::events::{EventLogError, StreamKey};
 use crate::limits::LimitExceeded;
 
 /// Why a standalone stream could not be opened.
@@ -29,10 +29,7 @@ pub async fn open(
     retry: Duration,
     framing: Framing,
 ) -> Result<Tail, OpenError> {
-    let key = StreamKey {
-        session: session.id.clone(),
-        stream: StreamId::standalone(),
-    };
+    let key = StreamKey::standalone(session.id.clone());
     let slot = gateway.open_get_stream(&key.session, true)?;
     let log = gateway.event_log();
     log.open(&key).await?;

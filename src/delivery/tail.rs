@@ -63,10 +63,21 @@ pub struct Tail {
 /// for the client's `initialize` until `until` and ends then; once the session exists, it goes
 /// on as the session's standalone stream.
 pub struct Awaiting {
-    pub principal: Principal,
-    pub until: tokio::time::Instant,
+    principal: Principal,
+    until: tokio::time::Instant,
     /// The position up to which the session was looked for.
-    pub looked_after: u64,
+    looked_after: u64,
+}
+
+impl Awaiting {
+    /// Waits for `principal`'s session until `until`.
+    pub fn until(principal: Principal, until: tokio::time::Instant) -> Self {
+        Awaiting {
+            principal,
+            until,
+            looked_after: 0,
+        }
+    }
 }
 
 /// How a stream's events look to its transport.

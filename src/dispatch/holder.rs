@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Gateway, Session};
 use crate::config::StandaloneMode;
-use crate::events::{Positions, StreamId, StreamKey};
+use crate::events::{Positions, StreamKey};
 use crate::session::{Hold, SessionId};
 use crate::upstream::{CallContext, Upstream, UpstreamListener};
 
@@ -111,10 +111,7 @@ impl Gateway {
     /// Where each upstream's standalone stream of a session stands, by upstream name; empty
     /// (every stream resumes from its start) when the event log cannot tell.
     pub(super) async fn upstream_positions(&self, session: &SessionId) -> Positions {
-        let key = StreamKey {
-            session: session.clone(),
-            stream: StreamId::standalone(),
-        };
+        let key = StreamKey::standalone(session.clone());
         self.events.positions(&key).await.unwrap_or_else(|error| {
             tracing::warn!(%error, "cannot read where upstream streams stand; resuming from their start");
             Positions::new()

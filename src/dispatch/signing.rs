@@ -1,6 +1,7 @@
 //! Keyed tags with the fleet's shared key: unforgeable ids for server-to-client requests, the
 //! owner tag that binds a session to its principal, the MAC of task ids (`tasks.rs`) and of
-//! HTTP+SSE event ids (`sse_transport.rs`), and the short tag that stands for a session id in spans and logs.
+//! HTTP+SSE event ids (`sse_transport.rs`), and the short tag that stands for a session id in
+//! spans and logs.
 //!
 //! When an upstream asks the client something (sampling, elicitation, roots), the client sees
 //! `mcpgate.<payload>.<mac>`: the payload names the upstream, its own request id and the

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::{Gateway, IdSigner, InitializeError, Outgoing};
 use crate::auth::Principal;
-use crate::events::{EventLogError, StreamId, StreamKey};
+use crate::events::{EventLogError, StreamKey};
 use crate::limits::LimitExceeded;
 use crate::protocol::jsonrpc::Request;
 use crate::session::{SessionId, StoreError};
@@ -90,7 +90,7 @@ impl Gateway {
         principal: &Principal,
         max_metadata_bytes: usize,
     ) -> Result<(), SseInitializeError> {
-        let key = standalone(id);
+        let key = StreamKey::standalone(id.clone());
         match self
             .events
             .read(&key, u64::MAX, std::time::Duration::ZERO)
@@ -100,7 +100,7 @@ impl Gateway {
             Err(error) => return Err(error.into()),
             Ok(_) => {}
         }
-        let answer = if self.session_exists(id).await? {
+        let answer = if self.store.exists(id).await? {
             let message = "this session is initialized already";
             let code = rmcp::model::ErrorCode::INVALID_REQUEST;
             super::error_response(Some(&request.id), code, message)
@@ -130,7 +130,7 @@ impl Gateway {
         message: &Value,
     ) -> Result<(), EventLogError> {
         self.events
-            .append(&standalone(session), message.to_string())
+            .append(&StreamKey::standalone(session.clone()), message.to_string())
             .await
             .map(drop)
     }
@@ -142,7 +142,7 @@ impl Gateway {
         session: SessionId,
         mut outgoing: mpsc::Receiver<Outgoing>,
     ) {
-        let key = standalone(&session);
+        let key = StreamKey::standalone(session);
         while let Some(next) = outgoing.recv().await {
             let Outgoing::Message(message) = next else {
                 continue;
@@ -151,18 +151,6 @@ impl Gateway {
                 tracing::warn!(%error, "could not append an answer to an SSE stream");
             }
         }
-    }
-
-    async fn session_exists(&self, id: &SessionId) -> Result<bool, StoreError> {
-        self.store.exists(id).await
-    }
-}
-
-/// The stream a session's SSE client reads.
-pub fn standalone(session: &SessionId) -> StreamKey {
-    StreamKey {
-        session: session.clone(),
-        stream: StreamId::standalone(),
     }
 }
 

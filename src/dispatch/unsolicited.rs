@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use serde_json::Value;
 
 use super::Gateway;
-use crate::events::{Origin, StreamId, StreamKey};
+use crate::events::{Origin, StreamKey};
 use crate::protocol::Method;
 use crate::protocol::jsonrpc::Message;
 use crate::session::SessionId;
@@ -63,10 +63,7 @@ impl Gateway {
         });
         for session in audience {
             let value = self.relayed(&session, &unsolicited.upstream, unsolicited.message.clone());
-            let key = StreamKey {
-                session,
-                stream: StreamId::standalone(),
-            };
+            let key = StreamKey::standalone(session);
             let appended = self
                 .events
                 .append_from(&key, value.to_string(), origin.as_ref())

@@ -45,6 +45,17 @@ pub struct StreamKey {
     pub stream: StreamId,
 }
 
+impl StreamKey {
+    /// `session`'s standalone stream: unsolicited messages, and everything for an HTTP+SSE
+    /// client.
+    pub fn standalone(session: SessionId) -> Self {
+        StreamKey {
+            session,
+            stream: StreamId::standalone(),
+        }
+    }
+}
+
 /// An SSE event id: stream and position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventId {

@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use actix_web::HttpRequest;
+use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::web::{BytesMut, Payload};
 use futures::StreamExt;
 use rmcp::model::ErrorCode;
@@ -21,14 +23,20 @@ pub struct Incoming {
     pub batch: bool,
 }
 
-/// Reads the body, refusing one over `max_body_bytes` or not whole within `body_read_timeout`:
-/// a connection trickling its body is answered and closed rather than held.
+/// Reads the body, refusing one over `max_body_bytes` (at once when `Content-Length` says so)
+/// or not whole within `body_read_timeout`: a connection trickling its body is answered and
+/// closed rather than held.
 pub async fn read(
+    request: &HttpRequest,
     payload: Payload,
-    declared_length: Option<usize>,
     settings: &HttpSettings,
 ) -> Result<BytesMut, HttpError> {
     let limit = settings.max_body_bytes;
+    let declared_length = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared_length.is_some_and(|n| n > limit) {
         return Err(HttpError::PayloadTooLarge(limit));
     }

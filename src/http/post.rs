@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web::{self, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::Value;
@@ -84,13 +84,8 @@ async fn read_incoming(
     let admitted = throttle::admit(state, &principal).await;
     guard::check_content_type(request)?;
     guard::check_post_accept(request)?;
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
     guard::check_no_websocket_upgrade(request)?;
-    let bytes = body::read(payload, declared, &state.settings).await?;
+    let bytes = body::read(request, payload, &state.settings).await?;
     let incoming = body::parse(&bytes, state.settings.max_batch_len)?;
     admitted.map_err(|refusal| refusal.answering(single_request_id(&incoming).as_ref()))?;
     Ok((principal, incoming))

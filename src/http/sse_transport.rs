@@ -9,9 +9,9 @@
 //!
 //! On a reconnect, `GET /sse` with `Last-Event-ID` resumes the session on any replica: the id
 //! is signed and names the session ([`crate::dispatch::SseEventIds`]); the stream announces
-//! the same endpoint again and replays what the client missed. An id that does not verify (forged, or
-//! another principal's) is answered like an unknown session, 404. Without `Last-Event-ID` the
-//! client gets a new session, as from any server of this transport.
+//! the same endpoint again and replays what the client missed. An id that does not verify
+//! (forged, or another principal's) is answered like an unknown session, 404. Without
+//! `Last-Event-ID` the client gets a new session, as from any server of this transport.
 //!
 //! Refusals of the transport (bad JSON, unknown session, limits) are HTTP errors; a JSON-RPC
 //! error of a well-formed message goes on the stream, as the client reads every answer there:
@@ -30,7 +30,7 @@ use crate::auth::Principal;
 use crate::delivery::standalone;
 use crate::delivery::tail::{self, Awaiting, Framing, Tail};
 use crate::dispatch::{Caller, Gateway, SseEventIds, SseInitializeError};
-use crate::events::{Batch, StreamId, StreamKey};
+use crate::events::{Batch, StreamKey};
 use crate::protocol::Method;
 use crate::protocol::jsonrpc::{Message, Request};
 use crate::session::SessionId;
@@ -105,10 +105,7 @@ async fn await_session(
     principal: Principal,
     ids: SseEventIds,
 ) -> Result<Tail, HttpError> {
-    let key = StreamKey {
-        session: SessionId::generate(),
-        stream: StreamId::standalone(),
-    };
+    let key = StreamKey::standalone(SessionId::generate());
     state
         .gateway
         .event_log()
@@ -130,11 +127,7 @@ async fn await_session(
         _upstream_listeners: Vec::new(),
         _get_stream: None,
         holds_for: None,
-        awaiting: Some(Awaiting {
-            principal,
-            until,
-            looked_after: 0,
-        }),
+        awaiting: Some(Awaiting::until(principal, until)),
         retry: state.settings.sse_retry,
     })
 }
@@ -169,12 +162,7 @@ async fn read_message(
     payload: Payload,
     state: &AppState,
 ) -> Result<Message, HttpError> {
-    let declared = request
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let bytes = body::read(payload, declared, &state.settings).await?;
+    let bytes = body::read(request, payload, &state.settings).await?;
     let Incoming {
         mut messages,
         batch,
