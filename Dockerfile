@@ -3,10 +3,12 @@
 #
 #   docker build -t mcpgate:0.1.0 .          # or: tests/image/build.sh (no registry needed)
 #   docker run --read-only --cap-drop=ALL -p 8080:8080 -p 9090:9090 \
-#     -v $PWD/mcpgate.toml:/etc/mcpgate/mcpgate.toml:ro mcpgate:0.1.0
+#     -v $PWD/config:/etc/mcpgate/config:ro mcpgate:0.1.0   # config/mcpgate.toml
 #
-# Runs as uid/gid 10001. Reads /etc/mcpgate/mcpgate.toml (the Helm chart mounts its ConfigMap
-# there and its Secret at /etc/mcpgate/secrets/); every setting can be overridden with
+# Runs as uid/gid 10001. Reads /etc/mcpgate/config/mcpgate.toml (the Helm chart mounts its
+# ConfigMap as that folder, so its [[upstreams]] reload live, and its Secret at
+# /etc/mcpgate/secrets/; mount a folder rather than the file, or an editor's save-by-rename is
+# not seen); every setting can be overridden with
 # MCPGATE_<SECTION>__<KEY> variables. Listens on 0.0.0.0:8080 (/mcp) and 0.0.0.0:9090 (/metrics,
 # /healthz, /readyz). Writes nothing to disk. SIGTERM drains (server.drain_grace, 30s).
 # Images adding stdio upstreams (Node, Python): deploy/images/.
@@ -43,7 +45,7 @@ RUN apt-get update \
     && groupadd --gid 10001 mcpgate \
     && useradd --uid 10001 --gid 10001 --no-log-init --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin mcpgate \
-    && mkdir -p /etc/mcpgate/secrets
+    && mkdir -p /etc/mcpgate/config /etc/mcpgate/secrets
 COPY --from=build /out/mcpgate /usr/local/bin/mcpgate
 USER 10001:10001
 ENV MCPGATE_SERVER__LISTEN=0.0.0.0:8080 \
@@ -51,4 +53,4 @@ ENV MCPGATE_SERVER__LISTEN=0.0.0.0:8080 \
 EXPOSE 8080 9090
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["mcpgate"]
-CMD ["serve", "--config", "/etc/mcpgate/mcpgate.toml", "--json-logs"]
+CMD ["serve", "--config", "/etc/mcpgate/config/mcpgate.toml", "--json-logs"]

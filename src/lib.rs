@@ -22,6 +22,7 @@ pub mod policy;
 pub mod process_limits;
 pub mod protocol;
 pub mod redis;
+pub mod reload;
 pub mod session;
 pub mod sync;
 pub mod telemetry;

@@ -24,6 +24,7 @@ use mcpgate::http::{self, HttpSettings, admin};
 use mcpgate::limits::{LimitSettings, Limits};
 use mcpgate::policy::Policy;
 use mcpgate::redis::{RedisPool, Subscriber, pubsub};
+use mcpgate::reload::Reloader;
 use mcpgate::session::{MemoryStore, RedisStore, TracedStore};
 use mcpgate::telemetry::{self, Metrics};
 use mcpgate::upstream::Upstreams;
@@ -89,7 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let traces = telemetry::init_logging(json_logs)?;
             let served = Config::load(config.as_deref())
                 .map_err(anyhow::Error::from)
-                .and_then(|config| actix_web::rt::System::new().block_on(serve(config)));
+                .and_then(|loaded| actix_web::rt::System::new().block_on(serve(loaded, config)));
             // After the drain: the spans of the last requests are sent before the process ends.
             traces.shutdown();
             served
@@ -126,7 +127,8 @@ fn hash_key(generate: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Serves `config`, read from `path` (reloaded live when given).
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let auth = Authenticator::start(&config.server)
         .await
@@ -145,11 +147,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         backends,
         |sink| Upstreams::start(&upstream_configs, sink),
         signer,
-        metrics,
+        metrics.clone(),
         settings,
     )
     .context("cannot start upstreams")?;
     gateway.settle_upstreams(UPSTREAM_SETTLE).await;
+    match path {
+        Some(path) => {
+            let reloader = Reloader::new(path, config.clone(), gateway.clone(), metrics);
+            tokio::spawn(reloader.run());
+        }
+        None => {
+            tokio::spawn(mcpgate::reload::ignore_hangups());
+        }
+    }
 
     let listener = TcpListener::bind(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -129,7 +129,11 @@ impl SseClient {
     }
 
     async fn initialize_via(&mut self, gateway: &Gateway) -> Value {
-        let params = json!({"protocolVersion": LATEST, "capabilities": {},
+        self.initialize_as_version(gateway, LATEST).await
+    }
+
+    async fn initialize_as_version(&mut self, gateway: &Gateway, version: &str) -> Value {
+        let params = json!({"protocolVersion": version, "capabilities": {},
             "clientInfo": {"name": "sse-test", "version": "1"}});
         let answer = self.request_via(gateway, "initialize", params).await;
         let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
@@ -193,6 +197,22 @@ async fn a_client_initializes_lists_and_calls_over_its_one_stream() {
         .await;
     assert_eq!(again["error"]["code"], json!(-32600), "{again}");
     assert_eq!(gateway.metric("mcpgate_sessions_created_total").await, 1.0);
+}
+
+/// A client of the transport's own revision (2024-11-05) gets it: an older client would give
+/// up on a newer one.
+#[tokio::test]
+async fn a_2024_11_05_client_gets_its_own_revision() {
+    let gateway = Gateway::start().await;
+    let mut client = SseClient::connect(&gateway, None, None).await;
+    let answer = client.initialize_as_version(&gateway, "2024-11-05").await;
+    assert_eq!(
+        answer["result"]["protocolVersion"], "2024-11-05",
+        "{answer}"
+    );
+    client
+        .echo_via(&gateway, "on the 2024-11-05 revision")
+        .await;
 }
 
 #[tokio::test]

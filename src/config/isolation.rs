@@ -1,5 +1,5 @@
 //! Isolated stdio upstreams: who shares a child process (`isolation`), how long an unused one
-//! lives (`idle_timeout`), how many run per replica (`max_children`), and the environment of
+//! lives (`idle_timeout`, which an sse upstream's connections use too), how many run per replica (`max_children`), and the environment of
 //! each team's children (`team_env`).
 //!
 //! ```toml
@@ -85,17 +85,25 @@ pub(super) fn validate(key: &str, upstream: &UpstreamConfig) -> Result<(), Confi
             "isolation belongs to transport = \"stdio\"",
         ));
     }
+    let sse_idle = upstream.transport == TransportKind::Sse;
     let pool_keys = [
-        ("idle_timeout", upstream.idle_timeout.is_some()),
+        ("idle_timeout", upstream.idle_timeout.is_some() && !sse_idle),
         ("max_children", upstream.max_children.is_some()),
         ("team_env", !upstream.team_env.is_empty()),
     ];
     if upstream.isolation() == Isolation::Shared
         && let Some((name, _)) = pool_keys.iter().find(|(_, set)| *set)
     {
+        let also_sse = if *name == "idle_timeout" {
+            ", or with transport = \"sse\""
+        } else {
+            ""
+        };
         return Err(invalid(
             format!("{key}.{name}"),
-            "only used with isolation = \"team\" or \"session\" (transport = \"stdio\")",
+            format!(
+                "only used with isolation = \"team\" or \"session\" (transport = \"stdio\"){also_sse}"
+            ),
         ));
     }
     if upstream.idle_timeout.is_some_and(|d| d.is_zero()) {

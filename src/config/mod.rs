@@ -83,6 +83,10 @@ pub struct ServerConfig {
     /// cover it, plus any preStop delay.
     #[serde(with = "humantime_serde")]
     pub drain_grace: Duration,
+    /// How often the configuration file is read to see whether it changed; a change (or
+    /// SIGHUP) reloads its `[[upstreams]]` live.
+    #[serde(with = "humantime_serde")]
+    pub config_check_interval: Duration,
     /// How long a 2026-07-28 client has to retry a request answered `input_required`: the
     /// lifetime of the `requestState` the gateway seals.
     #[serde(with = "humantime_serde")]
@@ -114,6 +118,7 @@ impl Default for ServerConfig {
             sse_retry: Duration::from_secs(2),
             sse_initialize_timeout: Duration::from_secs(30),
             drain_grace: Duration::from_secs(30),
+            config_check_interval: Duration::from_secs(5),
             request_state_ttl: Duration::from_secs(600),
             hmac_key: None,
             hmac_key_file: None,
@@ -258,11 +263,16 @@ impl Default for RedisConfig {
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     Stdio,
+    /// Streamable HTTP.
     Http,
+    /// The legacy HTTP+SSE transport (2024-11-05): a GET stream per upstream session, bound to
+    /// the replica holding it (`upstream/sse.rs`).
+    Sse,
 }
 
-/// One `[[upstreams]]` entry.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// One `[[upstreams]]` entry. Equality compares every value, secrets included: a live reload
+/// restarts an upstream whose entry changed in any way.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub name: String,
@@ -285,7 +295,7 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub env: BTreeMap<String, Secret>,
     pub cwd: Option<PathBuf>,
-    /// http: the Streamable HTTP endpoint.
+    /// http: the Streamable HTTP endpoint; sse: the URL of the GET stream.
     pub url: Option<UpstreamUrl>,
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
@@ -307,11 +317,14 @@ pub struct UpstreamConfig {
     pub unsolicited_per_second: NonZeroU32,
     /// stdio: who shares a child process (`shared`, `team`, `session`; see `isolation.rs`).
     pub isolation: Option<isolation::Isolation>,
-    /// stdio, isolated: a child without requests in flight for this long is stopped.
+    /// stdio, isolated: a child without requests in flight for this long is stopped; sse: a
+    /// connection without requests for this long is closed.
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
     /// stdio, isolated: most children of this upstream running on one replica.
     pub max_children: Option<usize>,
+    /// sse: most connections (upstream sessions) to this upstream open on one replica.
+    pub max_connections: Option<usize>,
     /// stdio, isolated: the environment of a team's children, instead of `env`.
     #[serde(default)]
     pub team_env: isolation::TeamEnv,
@@ -319,7 +332,7 @@ pub struct UpstreamConfig {
 
 /// An upstream's URL. It may carry credentials (userinfo, a `?token=` query), so it prints
 /// redacted, in `Debug` and in `check-config` output alike; [`UpstreamUrl::expose`] gives it.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(transparent)]
 pub struct UpstreamUrl(String);
 
@@ -429,10 +442,19 @@ impl UpstreamConfig {
     pub fn effective_prefix(&self) -> &str {
         self.prefix.as_deref().unwrap_or(&self.name)
     }
+
+    /// sse: `max_connections`, or its default.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
+    }
 }
 
+/// Default `max_connections` of an sse upstream: per replica, an open connection costs a
+/// socket and a small task.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// A configuration value that must never be printed.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -594,6 +616,7 @@ impl Config {
             ("header_read_timeout", server.header_read_timeout),
             ("keep_alive", server.keep_alive),
             ("sse_initialize_timeout", server.sse_initialize_timeout),
+            ("config_check_interval", server.config_check_interval),
         ];
         let zero_counts = counts.into_iter().filter(|(_, n)| *n == 0);
         let zero_timeouts = timeouts.into_iter().filter(|(_, d)| d.is_zero());
@@ -734,6 +757,7 @@ fn validate_upstream(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigE
     match upstream.transport {
         TransportKind::Stdio => validate_stdio(key, upstream),
         TransportKind::Http => validate_http(key, upstream),
+        TransportKind::Sse => validate_sse(key, upstream),
     }
 }
 
@@ -750,7 +774,13 @@ fn validate_stdio(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigErro
     if upstream.url.is_some() || !upstream.headers.is_empty() {
         return Err(invalid(
             format!("{key}.url"),
-            "url and headers belong to transport = \"http\"",
+            "url and headers belong to transport = \"http\" or \"sse\"",
+        ));
+    }
+    if upstream.max_connections.is_some() {
+        return Err(invalid(
+            format!("{key}.max_connections"),
+            "max_connections belongs to transport = \"sse\"",
         ));
     }
     if upstream.standalone.is_some() {
@@ -769,10 +799,50 @@ fn validate_stdio(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigErro
 }
 
 fn validate_http(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
+    if upstream.max_connections.is_some() {
+        return Err(invalid(
+            format!("{key}.max_connections"),
+            "max_connections belongs to transport = \"sse\"",
+        ));
+    }
+    validate_url_and_headers(key, upstream, "http")
+}
+
+/// An sse upstream is an http one without the keys of Streamable HTTP: its session is its
+/// connection, so there is no standalone stream to keep and no modern era to speak.
+fn validate_sse(key: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
+    if upstream.standalone.is_some() {
+        return Err(invalid(
+            format!("{key}.standalone"),
+            "standalone belongs to transport = \"http\" (an sse upstream's messages all come on its one stream)",
+        ));
+    }
+    if upstream.era == UpstreamEra::Modern {
+        return Err(invalid(
+            format!("{key}.era"),
+            "\"modern\" needs transport = \"http\" (the HTTP+SSE transport predates 2026-07-28)",
+        ));
+    }
+    if upstream.max_connections == Some(0) {
+        return Err(invalid(
+            format!("{key}.max_connections"),
+            "must be greater than 0",
+        ));
+    }
+    validate_url_and_headers(key, upstream, "sse")
+}
+
+/// `url` (required, http or https) and `headers` of an http or sse upstream, and none of the
+/// stdio keys.
+fn validate_url_and_headers(
+    key: &str,
+    upstream: &UpstreamConfig,
+    transport: &str,
+) -> Result<(), ConfigError> {
     let Some(raw) = &upstream.url else {
         return Err(invalid(
             format!("{key}.url"),
-            "required for transport = \"http\"",
+            format!("required for transport = \"{transport}\""),
         ));
     };
     let url =
@@ -915,6 +985,61 @@ mod tests {
                 error.contains(key),
                 "{toml:?} gave {error:?}, expected key {key}"
             );
+        }
+    }
+
+    #[test]
+    fn sse_upstreams_load_and_refuse_what_they_cannot_use() {
+        let base = "[[upstreams]]\nname = \"a\"\ntransport = \"sse\"\n";
+        let config = load_str(&format!(
+            "{base}url = \"http://x/sse\"\nheaders = {{ A = \"b\" }}\nidle_timeout = \"1m\"\nmax_connections = 3"
+        ))
+        .unwrap();
+        let upstream = &config.upstreams[0];
+        assert_eq!(upstream.transport, TransportKind::Sse);
+        assert_eq!(upstream.max_connections, Some(3));
+        assert_eq!(upstream.idle_timeout(), Duration::from_secs(60));
+        let refused = [
+            ("", "upstreams[0].url", "required for transport = \"sse\""),
+            ("url = \"ftp://x\"", "upstreams[0].url", "http or https"),
+            (
+                "url = \"http://x\"\nstandalone = \"hold\"",
+                "upstreams[0].standalone",
+                "one stream",
+            ),
+            (
+                "url = \"http://x\"\nera = \"modern\"",
+                "upstreams[0].era",
+                "predates",
+            ),
+            (
+                "url = \"http://x\"\nmax_connections = 0",
+                "upstreams[0].max_connections",
+                "greater than 0",
+            ),
+            (
+                "url = \"http://x\"\ncommand = \"x\"",
+                "upstreams[0].command",
+                "stdio",
+            ),
+            (
+                "url = \"http://x\"\nmax_children = 2",
+                "upstreams[0].max_children",
+                "isolation",
+            ),
+        ];
+        for (extra, key, reason) in refused {
+            let error = load_str(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(
+                error.contains(key) && error.contains(reason),
+                "{extra:?} gave {error:?}"
+            );
+        }
+        let http = "[[upstreams]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x\"\n";
+        for extra in ["max_connections = 2", "idle_timeout = \"1m\""] {
+            let error = load_str(&format!("{http}{extra}")).unwrap_err().to_string();
+            let key = extra.split(' ').next().unwrap();
+            assert!(error.contains(key), "http with {extra:?} gave {error:?}");
         }
     }
 

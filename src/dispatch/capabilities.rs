@@ -308,7 +308,7 @@ impl Gateway {
         if !ClientCapabilities::gates(&unsolicited.message) {
             return true;
         }
-        let Some(upstream) = self.upstreams.by_name(&unsolicited.upstream) else {
+        let Some(upstream) = self.upstreams().by_name(&unsolicited.upstream) else {
             return false;
         };
         let session = match self.lookup(session, super::Caller::Gateway).await {
@@ -323,7 +323,7 @@ impl Gateway {
             return true;
         };
         let ctx = self.context_for(&session, &upstream.name);
-        refuse(upstream, &ctx, &unsolicited.message, &missing).await;
+        refuse(&upstream, &ctx, &unsolicited.message, &missing).await;
         false
     }
 }

@@ -71,13 +71,13 @@ impl Gateway {
             self.close_orphans(id, orphans);
         }
         self.hub.close(id);
-        self.upstreams.session_ended(id);
+        self.upstreams().session_ended(id);
     }
 
     /// Ends upstream sessions that outlived their session, in the background.
     fn close_orphans(&self, id: &SessionId, orphans: Orphans) {
         for (name, upstream_session) in orphans {
-            let Some(upstream) = self.upstreams.by_name(&name).cloned() else {
+            let Some(upstream) = self.upstreams().by_name(&name) else {
                 continue;
             };
             let ctx = CallContext {

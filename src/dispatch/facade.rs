@@ -57,12 +57,12 @@ impl Gateway {
 
     /// Waits (at most `limit`) for the upstreams to be reachable at start.
     pub async fn settle_upstreams(&self, limit: std::time::Duration) {
-        self.upstreams.settle(limit).await;
+        self.upstreams().settle(limit).await;
     }
 
     /// Whether each upstream is reachable, by name.
     pub fn upstream_health(&self) -> Vec<(String, bool)> {
-        self.upstreams
+        self.upstreams()
             .iter()
             .map(|upstream| (upstream.name.clone(), upstream.is_healthy()))
             .collect()

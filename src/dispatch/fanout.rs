@@ -93,7 +93,7 @@ impl Gateway {
             .pending
             .into_iter()
             .map(|(name, c)| {
-                self.upstreams
+                self.upstreams()
                     .by_name(&name)
                     .filter(|u| policy.allows_upstream(&u.name))
                     .map(|u| (u.clone(), Some(c)))

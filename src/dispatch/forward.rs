@@ -14,7 +14,6 @@ use super::RpcError;
 use super::capabilities::ClientCapabilities;
 use super::suspended::take_retry;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
-use crate::config::StandaloneMode;
 use crate::protocol::Method;
 use crate::protocol::jsonrpc::{Message, Notification, Request, RequestId};
 use crate::session::{Lookup, RecordChange, SessionId};
@@ -50,7 +49,9 @@ impl Gateway {
         outcome
     }
 
-    /// An HTTP upstream that forgot its session (404) gets a new one, and the call is retried once.
+    /// An upstream session that is gone (an HTTP upstream forgot it: 404; an SSE upstream's
+    /// connection dropped, expired, or is held by another replica) is re-initialized, and the
+    /// call is retried once.
     /// What a plain call on an open upstream session does not need is boxed, so that this
     /// future (moved with every request) stays small.
     async fn forward_with_reopen(
@@ -113,22 +114,28 @@ impl Gateway {
     }
 
     /// Opens the session's first session on `upstream`, unless another request of the session
-    /// opened it since this one loaded the record (on another replica, or just before).
+    /// opened it since this one loaded the record (on another replica, or just before), or,
+    /// for a stateless session, since its snapshot of this replica's shared upstream sessions.
     async fn open_first(
         &self,
         session: &Session,
         upstream: &Arc<Upstream>,
     ) -> Result<CallContext, RpcError> {
-        if !session.is_stateless()
-            && let Ok(Lookup::Live(record)) = self.store.load(&session.id).await
-            && let Some(upstream_session) = record.upstreams.get(&upstream.name)
-        {
-            return Ok(CallContext {
+        let opened = if session.is_stateless() {
+            self.stateless.get(&upstream.name)
+        } else {
+            match self.store.load(&session.id).await {
+                Ok(Lookup::Live(record)) => record.upstreams.get(&upstream.name).cloned(),
+                _ => None,
+            }
+        };
+        match opened {
+            Some(upstream_session) => Ok(CallContext {
                 session: session.id.clone(),
-                upstream_session: upstream_session.clone(),
-            });
+                upstream_session,
+            }),
+            None => self.reopen(session, upstream).await,
         }
-        self.reopen(session, upstream).await
     }
 
     /// Opens a new upstream session with the stored client info and saves it in the record
@@ -174,8 +181,8 @@ impl Gateway {
         if !upstream.has_upstream_sessions() {
             return Ok(ctx);
         }
-        self.restore_log_level(session, upstream, &ctx).await;
-        if upstream.standalone == StandaloneMode::Hold {
+        self.restore_state(session, upstream, &ctx).await;
+        if upstream.holds_standalone() {
             let resume = super::Resume::FromStart;
             self.hold_stream(upstream.clone(), ctx.clone(), resume)
                 .await;
@@ -224,7 +231,9 @@ impl Gateway {
 pub(super) fn upstream_failure(error: &UpstreamError) -> RpcError {
     tracing::warn!(%error, "upstream call failed");
     let code = match error {
-        UpstreamError::TooManyChildren { .. } => crate::limits::LimitExceeded::CODE,
+        UpstreamError::TooManyChildren { .. } | UpstreamError::TooManyConnections { .. } => {
+            crate::limits::LimitExceeded::CODE
+        }
         _ => ErrorCode::INTERNAL_ERROR,
     };
     error_object(code, error.client_message())

@@ -21,7 +21,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Gateway, Session};
-use crate::config::StandaloneMode;
 use crate::events::{Positions, StreamKey};
 use crate::session::{Hold, SessionId};
 use crate::upstream::{CallContext, Upstream, UpstreamListener};
@@ -47,10 +46,10 @@ impl Gateway {
     /// Holds the standalone streams of the session's hold-mode upstreams that no replica holds,
     /// waiting (boundedly) until the upstreams accepted them.
     pub async fn hold_streams(&self, session: &Session, resume: Resume) {
-        let held = self
-            .upstreams
+        let upstreams = self.upstreams();
+        let held = upstreams
             .iter()
-            .filter(|u| u.standalone == StandaloneMode::Hold)
+            .filter(|u| u.holds_standalone())
             .filter_map(|u| {
                 let upstream_session = session.record.upstreams.get(&u.name)?;
                 upstream_session.session_id.as_ref()?;

@@ -85,10 +85,8 @@ impl Gateway {
         self.take_session_slot(&id, &record).await?;
         let answered = self.open_upstream_sessions(&id, &mut record).await;
         let policy = self.settings.policy.for_team(record.team.as_deref());
-        let permitted = self
-            .upstreams
-            .iter()
-            .filter(|u| policy.allows_upstream(&u.name));
+        let upstreams = self.upstreams();
+        let permitted = upstreams.iter().filter(|u| policy.allows_upstream(&u.name));
         let some_missing = answered.len() < permitted.count();
         if let Err(error) = self.store.create(&id, &record).await {
             self.free_session_slot(&id, &record).await;
@@ -116,8 +114,8 @@ impl Gateway {
     ) -> Vec<Answered> {
         let snapshot = &*record;
         let policy = self.settings.policy.for_team(record.team.as_deref());
-        let healthy = self
-            .upstreams
+        let upstreams = self.upstreams();
+        let healthy = upstreams
             .iter()
             .filter(|u| u.is_healthy() && policy.allows_upstream(&u.name));
         let attempts = join_all(healthy.map(|upstream| async move {

@@ -59,7 +59,8 @@ impl Gateway {
     ) -> Outcome {
         let what = if is_tool { "tool" } else { "prompt" };
         let policy = self.policy(session);
-        let (upstream, own_name) = catalog::resolve(&self.upstreams, &name)
+        let upstreams = self.upstreams();
+        let (upstream, own_name) = catalog::resolve(&upstreams, &name)
             .filter(|(u, own)| !is_tool || u.filter.allows(own))
             .filter(|(u, _)| {
                 if is_tool {
@@ -161,7 +162,8 @@ impl Gateway {
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(invalid)?;
-                let (upstream, own) = catalog::resolve(&self.upstreams, name)
+                let upstreams = self.upstreams();
+                let (upstream, own) = catalog::resolve(&upstreams, name)
                     .filter(|(u, _)| self.policy(session).allows_prompt(&u.name, name))
                     .ok_or_else(invalid)?;
                 let (upstream, own) = (upstream.clone(), own.to_owned());
@@ -266,7 +268,7 @@ impl Gateway {
     /// The upstream that listed `uri`, when the session's team may use it.
     pub(super) fn resource_owner(&self, session: &Session, uri: &str) -> Option<Arc<Upstream>> {
         let name = self.routes.owner(uri)?;
-        let upstream = self.upstreams.by_name(&name)?;
+        let upstream = self.upstreams().by_name(&name)?;
         self.policy(session)
             .allows_upstream(&upstream.name)
             .then(|| upstream.clone())
@@ -282,7 +284,7 @@ impl Gateway {
             Some(Capability::Server(needed)) => Some(needed),
             _ => None,
         };
-        self.upstreams
+        self.upstreams()
             .iter()
             .filter(|u| u.is_healthy() && needed.is_none_or(|c| u.has_capability(c)))
             .filter(|u| !u.only_modern() || method.served_in_modern_era())

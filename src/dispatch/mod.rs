@@ -20,6 +20,7 @@ mod limited;
 mod listen;
 mod methods;
 mod modern;
+mod reload;
 mod remote;
 mod request_state;
 mod response_stream;
@@ -34,6 +35,8 @@ mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use rmcp::model::ErrorCode;
 use serde_json::Value;
@@ -230,7 +233,10 @@ pub struct Gateway {
     me: std::sync::Weak<Gateway>,
     store: Arc<dyn SessionStore>,
     events: Arc<dyn EventLog>,
-    upstreams: Upstreams,
+    /// The configured upstreams; a live reload swaps in a new set (`reload.rs`).
+    upstreams: ArcSwap<Upstreams>,
+    /// Where new upstreams send what they say outside any request.
+    sink: UnsolicitedSink,
     hub: Hub,
     metrics: Arc<Metrics>,
     routes: ResourceRoutes,
@@ -272,7 +278,7 @@ impl Gateway {
     ) -> Result<Arc<Self>, UpstreamError> {
         let (sink, unsolicited) = crate::upstream::unsolicited_queue(metrics.clone());
         let expiry_events = backends.expiry_events;
-        let upstreams = upstreams(sink)?;
+        let upstreams = ArcSwap::from_pointee(upstreams(sink.clone())?);
         let sealer =
             request_state::StateSealer::new(signer.request_state_key(), settings.request_state_ttl);
         let created_here = created_here::CreatedHere::new(settings.hub_idle);
@@ -282,6 +288,7 @@ impl Gateway {
             events: backends.events,
             bus: backends.bus,
             upstreams,
+            sink,
             hub: Hub::default(),
             metrics,
             routes: ResourceRoutes::default(),
@@ -359,7 +366,7 @@ impl Gateway {
                 (LookupOutcome::Expired, Err(SessionError::Expired))
             }
             Ok(Lookup::Deleted) => {
-                self.upstreams.session_ended(id);
+                self.upstreams().session_ended(id);
                 (LookupOutcome::Deleted, Err(SessionError::Deleted))
             }
             Ok(Lookup::Unknown) => (LookupOutcome::Unknown, Err(SessionError::Unknown)),
@@ -410,11 +417,11 @@ impl Gateway {
         self.free_session_slot(&session.id, &session.record).await;
         self.metrics.sessions_deleted.inc();
         self.hub.close(&session.id);
-        self.upstreams.session_ended(&session.id);
+        self.upstreams().session_ended(&session.id);
         if let Err(error) = self.events.remove_session(&session.id).await {
             tracing::warn!(%error, "could not drop the event log of a deleted session");
         }
-        for upstream in self.upstreams.iter() {
+        for upstream in self.upstreams().iter() {
             if let Some(ctx) = self.existing_context(session, &upstream.name) {
                 upstream.close_session(&ctx).await;
             }
@@ -497,14 +504,12 @@ impl Gateway {
             .signer
             .verify(&session.id, &response.id)
             .ok_or_else(unknown)?;
-        let upstream = self
-            .upstreams
-            .by_name(&signed.upstream)
-            .ok_or_else(unknown)?;
+        let upstreams = self.upstreams();
+        let upstream = upstreams.by_name(&signed.upstream).ok_or_else(unknown)?;
         if upstream.only_modern() {
             return self.answer_input(session, signed, response.outcome).await;
         }
-        if !upstream.has_upstream_sessions() && signed.replica != self.signer.replica() {
+        if upstream.is_replica_bound() && signed.replica != self.signer.replica() {
             let (replica, upstream, id) = (signed.replica, signed.upstream, signed.id);
             let answer = BusMessage::Answer {
                 replica,
@@ -542,7 +547,7 @@ impl Gateway {
     }
 
     async fn broadcast_notification(&self, session: &Session, notification: Notification) {
-        for upstream in self.upstreams.iter() {
+        for upstream in self.upstreams().iter() {
             let ctx = self.context_for(session, &upstream.name);
             let message = crate::protocol::jsonrpc::Message::Notification(notification.clone());
             if let Err(error) = upstream.send(&ctx, message).await {
@@ -557,8 +562,8 @@ impl Gateway {
     /// after the last upstream event logged.
     pub async fn listen_upstreams(&self, session: &Session) -> Vec<UpstreamListener> {
         self.hold_streams(session, Resume::AfterLastLogged).await;
-        let mut followed = self
-            .upstreams
+        let upstreams = self.upstreams();
+        let mut followed = upstreams
             .iter()
             .filter(|u| u.standalone == StandaloneMode::Follow)
             .peekable();

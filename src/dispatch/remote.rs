@@ -117,7 +117,7 @@ impl Gateway {
 
     /// Runs `request` on this replica's connection to `upstream` and waits for its answer.
     async fn run_here(&self, upstream: &str, request: Request) -> Outcome {
-        let upstream = self.upstreams.by_name(upstream).ok_or_else(|| {
+        let upstream = self.upstreams().by_name(upstream).ok_or_else(|| {
             error_object(ErrorCode::INVALID_PARAMS, "unknown upstream".to_owned())
         })?;
         let ctx = CallContext {

@@ -155,7 +155,7 @@ impl Gateway {
     /// Resumes the upstream's response stream after `from` and logs the rest; returns whether
     /// the response went through.
     async fn resume_orphan(&self, session: &Session, key: &StreamKey, from: Origin) -> bool {
-        let Some(upstream) = self.upstreams.by_name(&from.upstream).cloned() else {
+        let Some(upstream) = self.upstreams().by_name(&from.upstream) else {
             return false;
         };
         let ctx = self.context_for(session, &upstream.name);

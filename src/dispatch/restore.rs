@@ -1,8 +1,9 @@
 //! Putting a session's state back on upstreams that lost it, so the client never notices: the
 //! resource subscriptions and log level of a session revived on this replica (whose stdio
-//! children never heard of it), and the log level of an upstream session re-initialized after
-//! the upstream forgot it. HTTP upstreams keep subscriptions and levels in their own session,
-//! so a revival leaves them alone. An isolated stdio upstream starts the revived session's own
+//! children never heard of it), and of an upstream session re-initialized (an HTTP upstream
+//! forgot it, an SSE upstream's connection dropped or is held by another replica). HTTP
+//! upstreams keep subscriptions and levels in their own session, so a revival leaves them
+//! alone. An isolated stdio upstream starts the revived session's own
 //! child on this replica, which is initialized and restored from the record.
 
 use std::sync::Arc;
@@ -22,31 +23,42 @@ impl Gateway {
     /// children.
     pub(super) async fn restore_on_revival(&self, session: &Session) {
         self.start_isolated_children(session).await;
-        let children = self
-            .upstreams
+        let upstreams = self.upstreams();
+        let children = upstreams
             .iter()
             .filter(|u| !u.has_upstream_sessions() && !u.is_isolated())
             .cloned();
         for upstream in children {
             let ctx = self.context_for(session, &upstream.name);
-            self.restore_log_level(session, &upstream, &ctx).await;
-            let subscribed = session
-                .record
-                .subscriptions
-                .iter()
-                .filter(|(_, name)| **name == upstream.name);
-            for (uri, _) in subscribed {
-                let params = json!({"uri": uri});
-                self.quietly(&upstream, &ctx, &Method::Subscribe, params)
-                    .await;
-            }
+            self.restore_state(session, &upstream, &ctx).await;
+        }
+    }
+
+    /// Puts the session's log level and resource subscriptions back on an upstream that does
+    /// not have them: a revived session's stdio child, a new upstream session.
+    pub(super) async fn restore_state(
+        &self,
+        session: &Session,
+        upstream: &Arc<Upstream>,
+        ctx: &CallContext,
+    ) {
+        self.restore_log_level(session, upstream, ctx).await;
+        let subscribed = session
+            .record
+            .subscriptions
+            .iter()
+            .filter(|(_, name)| **name == upstream.name);
+        for (uri, _) in subscribed {
+            let params = json!({"uri": uri});
+            self.quietly(upstream, ctx, &Method::Subscribe, params)
+                .await;
         }
     }
 
     /// Starts (or joins) the revived session's children of the isolated upstreams it used.
     async fn start_isolated_children(&self, session: &Session) {
-        let used = self
-            .upstreams
+        let upstreams = self.upstreams();
+        let used = upstreams
             .iter()
             .filter(|u| u.is_isolated() && session.record.upstreams.contains_key(&u.name))
             .filter(|u| self.policy(session).allows_upstream(&u.name));
@@ -59,7 +71,7 @@ impl Gateway {
     }
 
     /// Sends the session's log level, if the client set one, to an upstream that logs.
-    pub(super) async fn restore_log_level(
+    async fn restore_log_level(
         &self,
         session: &Session,
         upstream: &Arc<Upstream>,

@@ -47,6 +47,11 @@ impl StatelessUpstreams {
         lock(&self.sessions).clone()
     }
 
+    /// The shared upstream session of `upstream`, if this replica has one.
+    pub(super) fn get(&self, upstream: &str) -> Option<UpstreamSession> {
+        lock(&self.sessions).get(upstream).cloned()
+    }
+
     /// Keeps `session` for `upstream`, replacing one the upstream forgot.
     pub(super) fn remember(&self, upstream: &str, session: UpstreamSession) {
         lock(&self.sessions).insert(upstream.to_owned(), session);
@@ -59,10 +64,8 @@ impl Gateway {
     /// gets this replica's shared upstream session (its `initialize` says). Stdio children
     /// initialize when they start.
     async fn know_upstreams(&self, session: &Session) {
-        let unknown = self
-            .upstreams
-            .iter()
-            .filter(|u| u.is_healthy() && !u.is_known());
+        let upstreams = self.upstreams();
+        let unknown = upstreams.iter().filter(|u| u.is_healthy() && !u.is_known());
         join_all(unknown.map(|upstream| async move {
             if upstream.speaks_modern().await || !upstream.has_upstream_sessions() {
                 return;
@@ -81,7 +84,7 @@ impl Gateway {
         let session = self.stateless_session(principal, Arc::new(ModernRequest::gateway()));
         self.know_upstreams(&session).await;
         let answered: Vec<Answered> = self
-            .upstreams
+            .upstreams()
             .iter()
             .filter_map(|upstream| {
                 Some(Answered {
@@ -91,11 +94,11 @@ impl Gateway {
                 })
             })
             .collect();
-        let some_missing = answered.len() < self.upstreams.iter().count();
+        let some_missing = answered.len() < self.upstreams().iter().count();
         let infos: Vec<_> = answered.iter().map(|a| &a.info).collect();
         let merged = merged_capabilities(&infos, some_missing);
         let mut listenable = ListenFilter::default();
-        for upstream in self.upstreams.iter() {
+        for upstream in self.upstreams().iter() {
             let Some(init) = upstream.last_init() else {
                 continue;
             };

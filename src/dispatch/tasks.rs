@@ -122,8 +122,8 @@ impl Gateway {
         let Some(Value::String(own_id)) = result.get(TASK_ID) else {
             return;
         };
-        let replica = self
-            .upstreams
+        let upstreams = self.upstreams();
+        let replica = upstreams
             .by_name(upstream)
             .filter(|upstream| !upstream.has_upstream_sessions())
             .map(|_| self.signer.replica().to_owned());
@@ -140,7 +140,7 @@ impl Gateway {
     /// principal and the session's team may still use that upstream.
     fn task_upstream(&self, session: &Session, task_id: &str) -> Option<(Arc<Upstream>, TaskRef)> {
         let task = open_task_id(&self.signer, &session.record.owner, task_id)?;
-        let upstream = self.upstreams.by_name(&task.upstream)?;
+        let upstream = self.upstreams().by_name(&task.upstream)?;
         self.policy(session)
             .allows_upstream(&upstream.name)
             .then(|| (upstream.clone(), task))

@@ -5,6 +5,8 @@ use std::fmt;
 /// A protocol revision negotiated with a client through `initialize`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProtocolVersion {
+    /// The HTTP+SSE transport's revision: still what many legacy clients offer.
+    V2024_11_05,
     V2025_03_26,
     V2025_06_18,
     V2025_11_25,
@@ -16,7 +18,12 @@ impl ProtocolVersion {
     /// Assumed when a request carries no `MCP-Protocol-Version` header.
     pub const ASSUMED_WITHOUT_HEADER: Self = ProtocolVersion::V2025_03_26;
     /// Every revision we negotiate, newest first.
-    pub const ALL: [Self; 3] = [Self::V2025_11_25, Self::V2025_06_18, Self::V2025_03_26];
+    pub const ALL: [Self; 4] = [
+        Self::V2025_11_25,
+        Self::V2025_06_18,
+        Self::V2025_03_26,
+        Self::V2024_11_05,
+    ];
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == text)
@@ -24,6 +31,7 @@ impl ProtocolVersion {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            ProtocolVersion::V2024_11_05 => "2024-11-05",
             ProtocolVersion::V2025_03_26 => "2025-03-26",
             ProtocolVersion::V2025_06_18 => "2025-06-18",
             ProtocolVersion::V2025_11_25 => "2025-11-25",
@@ -35,9 +43,9 @@ impl ProtocolVersion {
         Self::parse(requested).unwrap_or(Self::LATEST)
     }
 
-    /// JSON-RPC batches exist only in 2025-03-26.
+    /// JSON-RPC batches exist up to 2025-03-26 (2025-06-18 removed them).
     pub fn allows_batches(self) -> bool {
-        self == ProtocolVersion::V2025_03_26
+        self <= ProtocolVersion::V2025_03_26
     }
 }
 
@@ -62,6 +70,11 @@ mod tests {
             ProtocolVersion::LATEST
         );
         assert!(ProtocolVersion::parse("garbage").is_none());
+        assert_eq!(
+            ProtocolVersion::negotiate("2024-11-05"),
+            ProtocolVersion::V2024_11_05
+        );
+        assert!(ProtocolVersion::V2024_11_05.allows_batches());
         assert!(ProtocolVersion::V2025_03_26.allows_batches());
         assert!(!ProtocolVersion::V2025_11_25.allows_batches());
     }

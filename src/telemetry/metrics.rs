@@ -36,6 +36,34 @@ impl LookupOutcome {
     }
 }
 
+/// How a configuration reload ended: the `result` label of `mcpgate_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The upstreams changed and the new set serves.
+    Applied,
+    /// The file was valid and its upstreams the same.
+    Unchanged,
+    /// The file was unreadable or invalid; the running configuration stays.
+    Invalid,
+    /// The file was valid but a new upstream could not be built; the running set stays.
+    Failed,
+}
+
+impl ReloadResult {
+    fn label(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Invalid => "invalid",
+            ReloadResult::Failed => "failed",
+        }
+    }
+
+    fn succeeded(self) -> bool {
+        matches!(self, ReloadResult::Applied | ReloadResult::Unchanged)
+    }
+}
+
 /// Label values of what is not a request: a body of notifications or responses, and the
 /// other HTTP methods.
 const NOT_REQUESTS: [&str; 4] = ["notification", "response", "get", "delete"];
@@ -78,6 +106,8 @@ pub struct Metrics {
     limited: IntCounterVec,
     limits_unchecked: IntCounterVec,
     auth_failures: IntCounterVec,
+    config_reloads: IntCounterVec,
+    config_last_reload_successful: IntGauge,
 }
 
 impl Metrics {
@@ -132,7 +162,21 @@ impl Metrics {
             "1 while this replica is ready (/readyz: started and not draining), 0 when draining",
         )?;
         registry.register(Box::new(ready.clone()))?;
+        let config_last_reload_successful = IntGauge::new(
+            "config_last_reload_successful",
+            "1 when the last configuration reload (or the start) succeeded, 0 when the file was \
+             refused and an older configuration serves",
+        )?;
+        config_last_reload_successful.set(1);
+        registry.register(Box::new(config_last_reload_successful.clone()))?;
         Ok(Self {
+            config_last_reload_successful,
+            config_reloads: counter_vec(
+                "config_reloads_total",
+                "Configuration reloads (SIGHUP or a changed file), by result (applied, \
+                 unchanged, invalid, failed)",
+                &["result"],
+            )?,
             isolated_children,
             upstream_up,
             ready,
@@ -330,6 +374,21 @@ impl Metrics {
         self.upstream_up
             .with_label_values(&[upstream])
             .set(i64::from(up));
+    }
+
+    /// A configuration reload ended with `result`.
+    pub fn config_reloaded(&self, result: ReloadResult) {
+        self.config_reloads
+            .with_label_values(&[result.label()])
+            .inc();
+        self.config_last_reload_successful
+            .set(i64::from(result.succeeded()));
+    }
+
+    /// A live reload removed `upstream`: its gauges go, rather than stay at their last value.
+    pub fn forget_upstream(&self, upstream: &str) {
+        let _ = self.upstream_up.remove_label_values(&[upstream]);
+        let _ = self.isolated_children.remove_label_values(&[upstream]);
     }
 
     /// Whether this replica is ready (not draining).

@@ -10,5 +10,5 @@ mod otlp;
 pub mod propagation;
 
 pub use logging::init_logging;
-pub use metrics::{LookupOutcome, Metrics};
+pub use metrics::{LookupOutcome, Metrics, ReloadResult};
 pub use otlp::{Tracing, TracingError};

@@ -10,6 +10,7 @@
 //! which gathers each event whole, sees it.
 
 use bytes::{Buf, BytesMut};
+use futures::{Stream, StreamExt};
 use serde_json::Value;
 use tokio_util::codec::Decoder;
 
@@ -109,6 +110,41 @@ impl Decoder for BoundedLines {
 
 fn newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|b| *b == b'\n')
+}
+
+/// Why an upstream's body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReadError {
+    #[error("a message is over max_message_bytes")]
+    TooLarge,
+    #[error("cannot read the body: {0}")]
+    Body(String),
+}
+
+/// The SSE events of an HTTP body, failing with [`ReadError::TooLarge`] inside one over `max`
+/// bytes, before it is gathered.
+pub(super) fn bounded_events(
+    response: reqwest::Response,
+    max: usize,
+) -> impl Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Unpin + Send + use<> {
+    let mut bound = EventBound::new(max);
+    let bytes = response.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| ReadError::Body(e.without_url().to_string()))?;
+        if bound.fits(&chunk) {
+            Ok(chunk)
+        } else {
+            Err(ReadError::TooLarge)
+        }
+    });
+    sse_stream::SseStream::from_bytes_stream(bytes)
+}
+
+/// Whether an SSE stream failed on an event over `max_message_bytes`.
+pub(super) fn is_too_large(error: &sse_stream::Error) -> bool {
+    let sse_stream::Error::Body(inner) = error else {
+        return false;
+    };
+    matches!(inner.downcast_ref(), Some(ReadError::TooLarge))
 }
 
 /// Counts the bytes of the SSE event being received (its lines, without line ends).

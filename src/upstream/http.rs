@@ -22,12 +22,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::framing::EventBound;
+use super::framing::{ReadError, bounded_events, is_too_large};
 use super::http_clients::Clients;
 use super::outlet::{DropReason, Outlet};
 use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent, request_channel};
@@ -91,31 +91,7 @@ impl Health {
 impl HttpUpstream {
     pub fn new(config: &UpstreamConfig, outlet: Outlet) -> Result<Self, UpstreamError> {
         let name = config.name.clone();
-        let mut headers = HeaderMap::new();
-        for (key, value) in &config.headers {
-            let bad = |what: &str| UpstreamError::Transport {
-                upstream: name.clone(),
-                reason: format!("header {key:?}: invalid {what}"),
-            };
-            let key = HeaderName::from_bytes(key.as_bytes()).map_err(|_| bad("name"))?;
-            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad("value"))?;
-            value.set_sensitive(true);
-            headers.insert(key, value);
-        }
-        let connect_timeout = config.timeout.min(Duration::from_secs(10));
-        let clients =
-            Clients::new(headers, connect_timeout).map_err(|e| UpstreamError::Transport {
-                upstream: name.clone(),
-                reason: e.without_url().to_string(),
-            })?;
-        let url = config
-            .url
-            .as_ref()
-            .and_then(|url| reqwest::Url::parse(url.expose()).ok())
-            .ok_or_else(|| UpstreamError::Transport {
-                upstream: name.clone(),
-                reason: "url: not an absolute http(s) URL".into(),
-            })?;
+        let (clients, url) = Clients::for_upstream(config)?;
         let inner = Inner {
             name,
             url,
@@ -477,22 +453,12 @@ impl Inner {
         }
     }
 
-    /// The SSE events of a body, failing with [`ReadError::TooLarge`] inside one over
-    /// `max_message_bytes`, before it is gathered.
+    /// The SSE events of a body, each bounded by `max_message_bytes`.
     fn events(
         &self,
         response: reqwest::Response,
     ) -> impl Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Unpin + use<> {
-        let mut bound = EventBound::new(self.max_message_bytes);
-        let bytes = response.bytes_stream().map(move |chunk| {
-            let chunk = chunk.map_err(|e| ReadError::Body(e.without_url().to_string()))?;
-            if bound.fits(&chunk) {
-                Ok(chunk)
-            } else {
-                Err(ReadError::TooLarge)
-            }
-        });
-        sse_stream::SseStream::from_bytes_stream(bytes)
+        bounded_events(response, self.max_message_bytes)
     }
 
     /// Logs and counts a message over `max_message_bytes`; the error of the call it answered.
@@ -701,23 +667,6 @@ impl StandaloneStream {
             let _ = sender.send(accepted);
         }
     }
-}
-
-/// Why an upstream's body could not be read.
-#[derive(Debug, thiserror::Error)]
-enum ReadError {
-    #[error("a message is over max_message_bytes")]
-    TooLarge,
-    #[error("cannot read the body: {0}")]
-    Body(String),
-}
-
-/// Whether an SSE stream failed on an event over `max_message_bytes`.
-fn is_too_large(error: &sse_stream::Error) -> bool {
-    let sse_stream::Error::Body(inner) = error else {
-        return false;
-    };
-    matches!(inner.downcast_ref(), Some(ReadError::TooLarge))
 }
 
 /// Where an SSE response stream from an upstream stands.

@@ -5,12 +5,16 @@
 //! went out over a connection another worker drives, and both threads were woken for it: that
 //! cost a fifth of a call's CPU. With a client per thread, a worker's requests use connections
 //! its own runtime drives. Threads are few and fixed (the workers, the main runtime), so are
-//! the clients; each keeps its own idle connections to the upstream.
+//! the clients; each keeps its own idle connections to the upstream. Streamable HTTP
+//! (`http.rs`) and HTTP+SSE (`sse/`) upstreams both use them.
 
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use thread_local::ThreadLocal;
+
+use super::UpstreamError;
+use crate::config::UpstreamConfig;
 
 /// How every client of the upstream is built, and the clients built so far.
 pub struct Clients {
@@ -23,6 +27,32 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// The clients of an http or sse upstream, sending its `headers` (marked sensitive, so
+    /// never printed), and its parsed `url`.
+    pub fn for_upstream(config: &UpstreamConfig) -> Result<(Self, reqwest::Url), UpstreamError> {
+        let failed = |reason: String| UpstreamError::Transport {
+            upstream: config.name.clone(),
+            reason,
+        };
+        let mut headers = HeaderMap::new();
+        for (key, value) in &config.headers {
+            let bad = |what: &str| failed(format!("header {key:?}: invalid {what}"));
+            let key = HeaderName::from_bytes(key.as_bytes()).map_err(|_| bad("name"))?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad("value"))?;
+            value.set_sensitive(true);
+            headers.insert(key, value);
+        }
+        let connect_timeout = config.timeout.min(Duration::from_secs(10));
+        let clients = Clients::new(headers, connect_timeout)
+            .map_err(|e| failed(e.without_url().to_string()))?;
+        let url = config
+            .url
+            .as_ref()
+            .and_then(|url| reqwest::Url::parse(url.expose()).ok())
+            .ok_or_else(|| failed("url: not an absolute http(s) URL".into()))?;
+        Ok((clients, url))
+    }
+
     /// Clients that send `headers` with every request and give up connecting after
     /// `connect_timeout`.
     pub fn new(headers: HeaderMap, connect_timeout: Duration) -> Result<Self, reqwest::Error> {

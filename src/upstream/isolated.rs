@@ -16,11 +16,14 @@
 //!   sessions on this replica all ended (DELETE, or an end this replica noticed). One that
 //!   exits is forgotten; its sessions start a new one on their next use.
 //! - At most `max_children` run (or start) at once; beyond, [`UpstreamError::TooManyChildren`].
+//! - A pool retired by a live reload starts no child; each of its children stops once it has
+//!   no request in flight, and the last ones after the upstream's `timeout`.
 //!
 //! Counted in `mcpgate_isolated_children{upstream}` and `mcpgate_isolated_children_{started,
 //! stopped,refused}_total`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -57,6 +60,8 @@ enum StopReason {
     Idle,
     SessionEnded,
     Exited,
+    /// The upstream was removed or changed by a live reload.
+    Retired,
 }
 
 impl StopReason {
@@ -65,6 +70,7 @@ impl StopReason {
             StopReason::Idle => "idle",
             StopReason::SessionEnded => "session_ended",
             StopReason::Exited => "exited",
+            StopReason::Retired => "retired",
         }
     }
 }
@@ -93,6 +99,8 @@ struct Pool {
     sink: UnsolicitedSink,
     state: Mutex<State>,
     last_init: Mutex<Option<InitInfo>>,
+    /// Set by a live reload that removed or changed the upstream: no child starts any more.
+    retired: AtomicBool,
 }
 
 /// The children of one isolated stdio upstream on this replica.
@@ -108,6 +116,7 @@ impl IsolatedStdio {
             sink,
             state: Mutex::default(),
             last_init: Mutex::new(None),
+            retired: AtomicBool::new(false),
         });
         let every = (config.idle_timeout() / 4).clamp(*REAP_EVERY.start(), *REAP_EVERY.end());
         tokio::spawn(reap(Arc::downgrade(&pool), every));
@@ -173,6 +182,19 @@ impl IsolatedStdio {
         }
     }
 
+    /// Starts no more children, and stops each running one once it has no request in flight,
+    /// polling every `poll`; what still runs after `limit` is stopped anyway.
+    pub async fn retire(&self, limit: Duration, poll: Duration) {
+        self.pool.retired.store(true, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self
+            .pool
+            .stop_retired(tokio::time::Instant::now() >= deadline)
+        {
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     /// The session ended: it leaves its child, which stops when no session of this replica
     /// uses it any more (a session's child at once).
     pub fn session_ended(&self, session: &SessionId) {
@@ -193,7 +215,30 @@ impl IsolatedStdio {
     }
 }
 
+/// The last holder of the upstream is gone: its children stop.
+impl Drop for IsolatedStdio {
+    fn drop(&mut self) {
+        self.pool.retired.store(true, Ordering::Relaxed);
+        self.pool.stop_retired(true);
+    }
+}
+
 impl Pool {
+    /// Stops the children without requests in flight, or all of them when `late`; `true` when
+    /// none is left (children still starting are waited for even when late).
+    fn stop_retired(&self, late: bool) -> bool {
+        let mut state = lock(&self.state);
+        let children: Vec<Arc<Running>> = state.children.values().filter_map(running).collect();
+        let starting = state.children.len() > children.len();
+        let stopping = children
+            .into_iter()
+            .filter(|child| late || child.connection.idle_for().is_some());
+        for child in stopping {
+            self.stop(&mut state, &child, StopReason::Retired);
+        }
+        state.children.is_empty() || (late && !starting)
+    }
+
     fn key_for(&self, session: &SessionId, team: Option<&str>) -> ChildKey {
         match self.config.isolation() {
             Isolation::Session => ChildKey::Session(session.clone()),
@@ -209,6 +254,9 @@ impl Pool {
         session: &SessionId,
         record: &SessionRecord,
     ) -> Result<(watch::Receiver<Started>, bool), UpstreamError> {
+        if self.retired.load(Ordering::Relaxed) {
+            return Err(self.unavailable("removed from the configuration"));
+        }
         let mut state = lock(&self.state);
         if let Some(slot) = state.children.get(key) {
             return Ok((slot.clone(), false));

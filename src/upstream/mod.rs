@@ -9,7 +9,9 @@
 //! No message longer than the upstream's `max_message_bytes` is read whole (`framing.rs`).
 //!
 //! stdio upstreams run one child per replica shared by every session (`stdio.rs`), or one per
-//! team or per session (`isolated.rs`); `child.rs` is one child's connection either way.
+//! team or per session (`isolated.rs`); `child.rs` is one child's connection either way. HTTP
+//! upstreams speak Streamable HTTP (`http.rs`, an upstream session any replica can use) or the
+//! legacy HTTP+SSE transport (`sse/`, an upstream session bound to one replica's connection).
 
 mod child;
 mod era;
@@ -18,6 +20,8 @@ mod http;
 mod http_clients;
 mod isolated;
 mod outlet;
+mod reconcile;
+mod sse;
 mod stderr;
 mod stdio;
 mod tool_headers;
@@ -39,12 +43,19 @@ use crate::session::{SessionId, SessionRecord, UpstreamSession};
 pub use http::HttpUpstream;
 pub use isolated::IsolatedStdio;
 pub use outlet::{DropReason, UnsolicitedQueue, UnsolicitedSink, unsolicited_queue};
+pub use reconcile::{Reconciled, UpstreamChanges};
+pub use sse::SseUpstream;
 pub use stdio::StdioUpstream;
 
 use outlet::Outlet;
 
 /// Buffer of one request's message channel.
 const REQUEST_CHANNEL: usize = 64;
+/// How often a retiring upstream looks for children without requests in flight.
+const RETIRE_POLL: Duration = Duration::from_millis(50);
+/// How long a retired upstream still serves as before: the requests that chose it just
+/// before the reload replaced it reach it.
+const RETIRE_SETTLE: Duration = Duration::from_secs(1);
 
 /// What an upstream sends about one forwarded request.
 #[derive(Debug)]
@@ -117,6 +128,10 @@ pub enum UpstreamError {
         "upstream {upstream} already runs {limit} processes on this replica (max_children); try again later"
     )]
     TooManyChildren { upstream: String, limit: usize },
+    #[error(
+        "upstream {upstream} already has {limit} connections busy on this replica (max_connections); try again later"
+    )]
+    TooManyConnections { upstream: String, limit: usize },
 }
 
 impl UpstreamError {
@@ -133,7 +148,8 @@ impl UpstreamError {
             UpstreamError::Timeout { .. }
             | UpstreamError::SessionGone { .. }
             | UpstreamError::TooLarge { .. }
-            | UpstreamError::TooManyChildren { .. } => self.to_string(),
+            | UpstreamError::TooManyChildren { .. }
+            | UpstreamError::TooManyConnections { .. } => self.to_string(),
         }
     }
 
@@ -183,6 +199,8 @@ pub enum Transport {
     /// A stdio upstream with a child per team or per session.
     Isolated(IsolatedStdio),
     Http(HttpUpstream),
+    /// A legacy HTTP+SSE upstream: a connection per session, held by one replica.
+    Sse(SseUpstream),
 }
 
 /// An upstream with its namespace and tool filter.
@@ -193,11 +211,15 @@ pub struct Upstream {
     pub timeout: Duration,
     /// Who keeps a session's standalone GET stream open (HTTP upstreams).
     pub standalone: StandaloneMode,
-    pub transport: Transport,
+    /// Shared with the upstream that replaces it when a reload changes only its view
+    /// (`prefix`, `allow`, `deny`), so its children and connections carry on.
+    transport: Arc<Transport>,
     era_setting: UpstreamEra,
     era: era::EraCache,
     /// Its tools' `x-mcp-header` annotations, as far as this replica has listed them.
     pub tool_headers: tool_headers::ToolHeaders,
+    /// The entry it was built from, which a live reload compares with the new file's.
+    config: UpstreamConfig,
 }
 
 impl Upstream {
@@ -212,8 +234,14 @@ impl Upstream {
                 Transport::Isolated(IsolatedStdio::start(config, sink.clone()))
             }
             (TransportKind::Http, _) => Transport::Http(HttpUpstream::new(config, outlet())?),
+            (TransportKind::Sse, _) => Transport::Sse(SseUpstream::new(config, outlet())?),
         };
-        Ok(Self {
+        Ok(Self::over(config, Arc::new(transport)))
+    }
+
+    /// The upstream `config` describes, over `transport`.
+    fn over(config: &UpstreamConfig, transport: Arc<Transport>) -> Self {
+        Self {
             name: config.name.clone(),
             prefix: config.effective_prefix().to_owned(),
             filter: GlobFilter::new(&config.allow, &config.deny),
@@ -223,7 +251,49 @@ impl Upstream {
             era_setting: config.era,
             era: era::EraCache::default(),
             tool_headers: Default::default(),
-        })
+            config: config.clone(),
+        }
+    }
+
+    /// Whether it was built from exactly this entry (secrets included).
+    pub fn is_configured_as(&self, config: &UpstreamConfig) -> bool {
+        self.config == *config
+    }
+
+    /// Whether `config` reaches the same server the same way as this upstream's entry, and
+    /// differs at most in how its tools are shown (`prefix`, `allow`, `deny`).
+    pub fn serves_as(&self, config: &UpstreamConfig) -> bool {
+        let server = |c: &UpstreamConfig| UpstreamConfig {
+            prefix: None,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            ..c.clone()
+        };
+        server(&self.config) == server(config)
+    }
+
+    /// The same server under `config`'s view of it: the transport (its children, its
+    /// connections) is shared, the namespace and tool filter are `config`'s.
+    pub fn reviewed(&self, config: &UpstreamConfig) -> Self {
+        Self::over(config, self.transport.clone())
+    }
+
+    /// Whether both run over one transport (one is the other, or its [`Upstream::reviewed`]).
+    pub fn shares_transport_with(&self, other: &Upstream) -> bool {
+        Arc::ptr_eq(&self.transport, &other.transport)
+    }
+
+    /// A live reload removed or replaced it: after [`RETIRE_SETTLE`], its stdio children stop
+    /// once their requests in flight finish (within its `timeout`), and no new one starts.
+    /// HTTP upstreams hold nothing to stop; an SSE upstream's connections close when the last
+    /// request using it is done (the transport is dropped).
+    pub async fn retire(&self) {
+        tokio::time::sleep(RETIRE_SETTLE).await;
+        match &*self.transport {
+            Transport::Stdio(stdio) => stdio.retire(self.timeout, RETIRE_POLL).await,
+            Transport::Isolated(pool) => pool.retire(self.timeout, RETIRE_POLL).await,
+            Transport::Http(_) | Transport::Sse(_) => {}
+        }
     }
 
     /// Prepares this upstream for a session; HTTP upstreams initialize an upstream session,
@@ -233,11 +303,12 @@ impl Upstream {
         session: &SessionId,
         record: &SessionRecord,
     ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
-        match &self.transport {
+        match &*self.transport {
             Transport::Stdio(stdio) => stdio.open_session().await,
             Transport::Isolated(pool) => pool.open_session(session, record).await,
             Transport::Http(_) if self.only_modern() => self.open_modern().await,
             Transport::Http(http) => http.open_session(record).await,
+            Transport::Sse(sse) => sse.open_session(session, record).await,
         }
     }
 
@@ -255,11 +326,12 @@ impl Upstream {
     }
 
     /// What a new legacy session is told of this upstream without opening a session on it:
-    /// an HTTP upstream's last `initialize` answer on this replica. `None` for the transports
+    /// an HTTP (or SSE) upstream's last `initialize` answer on this replica. `None` for the transports
     /// that open at `initialize`, and before the first answer (that session opens at once).
     pub fn answer_without_opening(&self) -> Option<InitInfo> {
-        match &self.transport {
+        match &*self.transport {
             Transport::Http(_) if !self.only_modern() => self.last_init(),
+            Transport::Sse(_) => self.last_init(),
             _ => None,
         }
     }
@@ -289,10 +361,11 @@ impl Upstream {
     }
 
     fn last_init_slot(&self) -> &std::sync::Mutex<Option<InitInfo>> {
-        match &self.transport {
+        match &*self.transport {
             Transport::Stdio(stdio) => stdio.last_init(),
             Transport::Isolated(pool) => pool.last_init(),
             Transport::Http(http) => http.last_init(),
+            Transport::Sse(sse) => sse.last_init(),
         }
     }
 
@@ -319,16 +392,19 @@ impl Upstream {
     /// an HTTP upstream whose last connection attempt did not fail; isolated children start on
     /// demand, so they are always worth a try.
     pub fn is_healthy(&self) -> bool {
-        match &self.transport {
+        match &*self.transport {
             Transport::Stdio(stdio) => stdio.is_up(),
             Transport::Isolated(_) => true,
             Transport::Http(http) => http.is_healthy(),
+            Transport::Sse(sse) => sse.is_healthy(),
         }
     }
 
-    /// Whether this upstream speaks the modern era (see `era.rs`), probing it if need be.
+    /// Whether this upstream speaks the modern era (see `era.rs`), probing it if need be. An
+    /// SSE upstream never does: its transport predates 2026-07-28.
     pub async fn speaks_modern(&self) -> bool {
-        if self.is_isolated() || self.era_setting == UpstreamEra::Legacy {
+        let sse = matches!(*self.transport, Transport::Sse(_));
+        if sse || self.is_isolated() || self.era_setting == UpstreamEra::Legacy {
             return false;
         }
         let probed = self.era.is_modern(|| Box::pin(self.probe_modern())).await;
@@ -371,15 +447,29 @@ impl Upstream {
         modern
     }
 
-    /// Whether this upstream needs a per-session upstream session (HTTP) or not (stdio).
+    /// Whether this upstream needs a per-session upstream session (HTTP, SSE) or not (stdio).
     pub fn has_upstream_sessions(&self) -> bool {
-        matches!(self.transport, Transport::Http(_))
+        matches!(*self.transport, Transport::Http(_) | Transport::Sse(_))
+    }
+
+    /// Whether a replica holds each session's standalone GET stream of this upstream
+    /// (`standalone = "hold"`, Streamable HTTP only: an SSE upstream's messages all come on
+    /// the connection its session is bound to).
+    pub fn holds_standalone(&self) -> bool {
+        matches!(*self.transport, Transport::Http(_)) && self.standalone == StandaloneMode::Hold
+    }
+
+    /// Whether what a session does on this upstream can only be done on one replica: a stdio
+    /// child's or an SSE connection's (answers to their requests, their tasks are routed
+    /// there), as opposed to an HTTP upstream session, which any replica can use.
+    pub fn is_replica_bound(&self) -> bool {
+        !matches!(*self.transport, Transport::Http(_))
     }
 
     /// Whether sessions get children of their own (per team or per session), which restore
     /// a session's state from its record when they start.
     pub fn is_isolated(&self) -> bool {
-        matches!(self.transport, Transport::Isolated(_))
+        matches!(*self.transport, Transport::Isolated(_))
     }
 
     /// Forwards a request; the channel yields related messages and then the response.
@@ -388,13 +478,14 @@ impl Upstream {
         ctx: &CallContext,
         request: Request,
     ) -> Result<mpsc::Receiver<UpstreamEvent>, UpstreamError> {
-        match &self.transport {
+        match &*self.transport {
             Transport::Stdio(stdio) => stdio.request(ctx, request).await,
             Transport::Isolated(pool) => pool.request(ctx, request).await,
             Transport::Http(http) => {
                 let headers = self.param_headers_for(ctx, &request);
                 http.request(ctx, request, &headers).await
             }
+            Transport::Sse(sse) => sse.request(ctx, request).await,
         }
     }
 
@@ -416,19 +507,21 @@ impl Upstream {
 
     /// Sends a notification or a response (to a server-to-client request) upstream.
     pub async fn send(&self, ctx: &CallContext, message: Message) -> Result<(), UpstreamError> {
-        match &self.transport {
+        match &*self.transport {
             Transport::Stdio(stdio) => stdio.send(message).await,
             Transport::Isolated(pool) => pool.send(ctx, message).await,
             Transport::Http(http) => http.send(ctx, message).await,
+            Transport::Sse(sse) => sse.send(ctx, message).await,
         }
     }
 
     /// Tells the upstream to stop working on a request we forwarded.
     pub async fn cancel(&self, ctx: &CallContext, request: &RequestId, reason: &str) {
-        match &self.transport {
+        match &*self.transport {
             Transport::Stdio(stdio) => stdio.cancel(&ctx.session, request, reason).await,
             Transport::Isolated(pool) => pool.cancel(&ctx.session, request, reason).await,
             Transport::Http(http) => http.cancel(ctx, request, reason).await,
+            Transport::Sse(sse) => sse.cancel(ctx, request, reason).await,
         }
     }
 
@@ -440,7 +533,7 @@ impl Upstream {
         ctx: &CallContext,
         resume_after: Option<String>,
     ) -> Option<UpstreamListener> {
-        match &self.transport {
+        match &*self.transport {
             Transport::Http(http) if ctx.upstream_session.session_id.is_some() => {
                 let (task, accepted) = http.listen(ctx, resume_after);
                 Some(UpstreamListener {
@@ -459,16 +552,18 @@ impl Upstream {
         ctx: &CallContext,
         last_event_id: String,
     ) -> Option<mpsc::Receiver<UpstreamEvent>> {
-        match &self.transport {
+        match &*self.transport {
             Transport::Http(http) => Some(http.resume_response(ctx, last_event_id)),
-            Transport::Stdio(_) | Transport::Isolated(_) => None,
+            Transport::Stdio(_) | Transport::Isolated(_) | Transport::Sse(_) => None,
         }
     }
 
     /// Ends this upstream's part of a session.
     pub async fn close_session(&self, ctx: &CallContext) {
-        if let Transport::Http(http) = &self.transport {
-            http.close_session(ctx).await;
+        match &*self.transport {
+            Transport::Http(http) => http.close_session(ctx).await,
+            Transport::Sse(sse) => sse.close_session(ctx),
+            Transport::Stdio(_) | Transport::Isolated(_) => {}
         }
     }
 }
@@ -491,16 +586,18 @@ impl Upstreams {
         self.list.iter()
     }
 
-    pub fn by_name(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.list.iter().find(|u| u.name == name)
+    pub fn by_name(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.list.iter().find(|u| u.name == name).cloned()
     }
 
     /// A session ended (however this replica learnt it): the isolated children it used here
-    /// stop once no other session uses them.
+    /// stop once no other session uses them, its SSE connections here close.
     pub fn session_ended(&self, session: &SessionId) {
         for upstream in &self.list {
-            if let Transport::Isolated(pool) = &upstream.transport {
-                pool.session_ended(session);
+            match &*upstream.transport {
+                Transport::Isolated(pool) => pool.session_ended(session),
+                Transport::Sse(sse) => sse.session_ended(session),
+                Transport::Stdio(_) | Transport::Http(_) => {}
             }
         }
     }
@@ -509,7 +606,7 @@ impl Upstreams {
     pub async fn settle(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         for upstream in &self.list {
-            if let Transport::Stdio(stdio) = &upstream.transport {
+            if let Transport::Stdio(stdio) = &*upstream.transport {
                 while stdio.is_starting() && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

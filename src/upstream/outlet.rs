@@ -148,7 +148,7 @@ impl UnsolicitedQueue {
 
 impl UnsolicitedSink {
     /// The outlet of one upstream, allowed `per_second` messages a second.
-    pub(super) fn outlet(&self, upstream: &str, per_second: NonZeroU32) -> Outlet {
+    pub fn outlet(&self, upstream: &str, per_second: NonZeroU32) -> Outlet {
         Outlet {
             inner: Arc::new(OutletInner {
                 upstream: upstream.to_owned(),

@@ -7,6 +7,8 @@
 //! it cannot be attributed safely: a request is refused with the reason (no session, or
 //! several sessions, have requests in flight), a log message is dropped.
 //! A child that dies is restarted with exponential backoff; its in-flight requests fail.
+//! An upstream retired by a live reload stops its child the stdio way once the child has no
+//! request in flight (or after the upstream's `timeout`), and restarts it no more.
 //!
 //! The child is initialized once, on the gateway's behalf, with every client capability the
 //! gateway can relay (sampling, elicitation in both modes, roots), since the sessions sharing it
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::child::{self, Audience, Connection, Wire};
 use super::outlet::Outlet;
@@ -45,6 +48,8 @@ struct Shared {
     wire: Arc<Wire>,
     link: Mutex<Link>,
     last_init: Mutex<Option<InitInfo>>,
+    /// Cancelled when the upstream is retired: the supervisor stops the child and ends.
+    retired: CancellationToken,
 }
 
 /// A supervised stdio child.
@@ -65,6 +70,7 @@ impl StdioUpstream {
             wire: Arc::new(wire),
             link: Mutex::new(Link::Starting),
             last_init: Mutex::new(None),
+            retired: CancellationToken::new(),
         });
         tokio::spawn(supervise(shared.clone(), config.clone()));
         Self { shared }
@@ -122,6 +128,18 @@ impl StdioUpstream {
         }
     }
 
+    /// Stops the child for good once it has no request in flight (looked at every `poll`),
+    /// or after `limit`.
+    pub async fn retire(&self, limit: Duration, poll: Duration) {
+        if let Ok(connection) = self.connection() {
+            let deadline = tokio::time::Instant::now() + limit;
+            while connection.idle_for().is_none() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(poll).await;
+            }
+        }
+        self.shared.retired.cancel();
+    }
+
     fn connection(&self) -> Result<Arc<Connection>, UpstreamError> {
         match &*lock(&self.shared.link) {
             Link::Up(connection) => Ok(connection.clone()),
@@ -145,6 +163,14 @@ impl StdioUpstream {
     }
 }
 
+/// The last holder of the upstream is gone (a reload replaced it, or the gateway ends): the
+/// child is stopped, and not restarted.
+impl Drop for StdioUpstream {
+    fn drop(&mut self) {
+        self.shared.retired.cancel();
+    }
+}
+
 /// What a session records of a stdio child: no upstream session id, the revision it speaks.
 pub(super) fn upstream_session(init: &InitInfo) -> UpstreamSession {
     UpstreamSession {
@@ -153,37 +179,56 @@ pub(super) fn upstream_session(init: &InitInfo) -> UpstreamSession {
     }
 }
 
-/// Keeps the child running: spawn, handshake, serve until it exits, back off, repeat.
+/// Why a retired upstream's requests are refused.
+const RETIRED: &str = "removed from the configuration";
+
+/// Keeps the child running: spawn, handshake, serve until it exits, back off, repeat; until
+/// the upstream is retired.
 async fn supervise(shared: Arc<Shared>, config: UpstreamConfig) {
     let mut backoff = FIRST_BACKOFF;
-    loop {
+    while !shared.retired.is_cancelled() {
         let started = Instant::now();
         let reason = match run_child(&shared, &config).await {
             Ok(status) => format!("process exited ({status})"),
             Err(reason) => reason,
         };
+        if shared.retired.is_cancelled() {
+            break;
+        }
         tracing::warn!(upstream = %shared.wire.name, %reason, retry_in = ?backoff, "stdio upstream is down");
         *lock(&shared.link) = Link::Down(reason);
         if started.elapsed() > HEALTHY_AFTER {
             backoff = FIRST_BACKOFF;
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shared.retired.cancelled() => {}
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+    *lock(&shared.link) = Link::Down(RETIRED.into());
+    tracing::info!(upstream = %shared.wire.name, "stdio upstream retired; its child is stopped");
 }
 
-/// Runs one child to completion. Returns how it ended.
+/// Runs one child until it exits, or until the upstream is retired (then it is stopped).
+/// Returns how it ended.
 async fn run_child(shared: &Arc<Shared>, config: &UpstreamConfig) -> Result<String, String> {
     let params = gateway_params();
     let mut process = child::start(shared.wire.clone(), config, &config.env, &params).await?;
     *lock(&shared.last_init) = Some(process.init.clone());
+    if shared.retired.is_cancelled() {
+        process.stop().await;
+        process.finish(&shared.wire);
+        return Ok("stopped: retired".into());
+    }
     come_up(shared, &process.connection, &process.init);
-    let result = process
-        .child
-        .wait()
-        .await
-        .map(|s| s.to_string())
-        .map_err(|e| e.to_string());
+    let result = tokio::select! {
+        status = process.child.wait() => status.map(|s| s.to_string()).map_err(|e| e.to_string()),
+        _ = shared.retired.cancelled() => {
+            process.stop().await;
+            Ok("stopped: retired".into())
+        }
+    };
     process.finish(&shared.wire);
     result
 }

@@ -113,7 +113,7 @@ def test_defaults_deployment(rendered):
     assert pod["automountServiceAccountToken"] is False
     c = container(objects)
     assert c["image"] == "mcpgate:0.1.0"
-    assert c["args"] == ["serve", "--config", "/etc/mcpgate/mcpgate.toml", "--json-logs"]
+    assert c["args"] == ["serve", "--config", "/etc/mcpgate/config/mcpgate.toml", "--json-logs"]
     assert "command" not in c  # the image's ENTRYPOINT ["mcpgate"]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "admin": 9090}
     assert c["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
@@ -122,8 +122,8 @@ def test_defaults_deployment(rendered):
     assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
     assert "env" not in c  # no OTEL_* without otel.endpoint
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    assert mounts["/etc/mcpgate/mcpgate.toml"]["subPath"] == "mcpgate.toml"
-    assert mounts["/etc/mcpgate/mcpgate.toml"]["readOnly"] is True
+    # a folder the kubelet updates in place (live reload), never subPath
+    assert mounts["/etc/mcpgate/config"] == {"name": "config", "mountPath": "/etc/mcpgate/config", "readOnly": True}
     assert "/etc/mcpgate/secrets" not in mounts  # nothing secret configured
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "64Mi"}
@@ -239,6 +239,88 @@ def test_checksum_follows_the_configuration():
     assert with_key[1] != base[1]
     assert checksums({"hmacKey": {"value": key + "x"}})[1] != with_key[1]
     assert checksums({"hmacKey": {"existingSecret": "a"}})[1] != checksums({"hmacKey": {"existingSecret": "b"}})[1]
+
+
+UPSTREAM_A = {"name": "a", "transport": "http", "url": "http://a.example/mcp"}
+UPSTREAM_B = {"name": "b", "transport": "stdio", "command": "/opt/tools/b-server", "args": ["--stdio"]}
+KEY = "k" * 32
+
+
+def _config_checksum(values):
+    return deployment(render(values))["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_live_reload_is_on_by_default():
+    assert chart.default_values()["liveReload"] == {"enabled": True}
+
+
+def test_checksum_leaves_upstreams_out_with_live_reload():
+    """Running pods reload [[upstreams]] from the updated ConfigMap: an upstreams change must not
+    roll them. Everything else needs a restart: it must."""
+    base = _config_checksum(None)
+    one = _config_checksum({"upstreams": [UPSTREAM_A]})
+    assert one == base
+    assert _config_checksum({"upstreams": [UPSTREAM_A, UPSTREAM_B]}) == base
+    assert _config_checksum({"upstreams": [{**UPSTREAM_A, "timeout": "5s"}]}) == base
+    assert _config_checksum({"liveReload": {"enabled": True}, "upstreams": [UPSTREAM_B]}) == base
+    # ... while the ConfigMap the pods read does change
+    assert config_toml(render({"upstreams": [UPSTREAM_A]})) != config_toml(render(None))
+    # any other change of the file rolls the pods, with or without upstreams
+    assert _config_checksum({"config": {"session": {"idle_ttl": "1d"}}}) != base
+    assert _config_checksum({"upstreams": [UPSTREAM_A], "config": {"session": {"idle_ttl": "1d"}}}) != one
+    assert _config_checksum({"config": {"server": {"config_check_interval": "10s"}}}) != base
+    assert _config_checksum({"drainGraceSeconds": 31}) != base
+    fleet = {"redis": {"enabled": True, "url": "redis://redis:6379"}, "hmacKey": {"value": KEY}}
+    assert _config_checksum(fleet) != base
+    assert _config_checksum({**fleet, "upstreams": [UPSTREAM_A, UPSTREAM_B]}) == _config_checksum(fleet)
+
+
+def test_checksum_covers_everything_without_live_reload():
+    off = {"liveReload": {"enabled": False}}
+    base = _config_checksum(off)
+    assert _config_checksum(off) == base  # deterministic
+    one = _config_checksum({**off, "upstreams": [UPSTREAM_A]})
+    assert one != base
+    assert _config_checksum({**off, "upstreams": [UPSTREAM_A, UPSTREAM_B]}) != one
+    assert _config_checksum({**off, "upstreams": [{**UPSTREAM_A, "timeout": "5s"}]}) != one
+    assert _config_checksum({**off, "config": {"session": {"idle_ttl": "1d"}}}) != base
+
+
+def _live_reload(scenario: str) -> bool:
+    return ((SCENARIOS[scenario] or {}).get("liveReload") or {}).get("enabled", True)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_config_file_is_where_the_config_volume_puts_it(rendered, scenario):
+    objects = rendered[scenario]
+    c = container(objects)
+    assert c["args"][:2] == ["serve", "--config"]
+    path = c["args"][2]
+    assert path == "/etc/mcpgate/config/mcpgate.toml"
+    volumes = {v["name"]: v for v in deployment(objects)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"] == {"name": "mcpgate", "items": [{"key": "mcpgate.toml", "path": "mcpgate.toml"}]}
+    assert "mcpgate.toml" in find(objects, "ConfigMap", "mcpgate")["data"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
+    assert mount["readOnly"] is True
+    if _live_reload(scenario):
+        # a folder: the kubelet swaps its `..data` symlink when the ConfigMap changes (a subPath
+        # file is never updated)
+        assert "subPath" not in mount
+        assert f"{mount['mountPath']}/mcpgate.toml" == path
+    else:
+        assert mount == {"name": "config", "mountPath": path, "subPath": "mcpgate.toml", "readOnly": True}
+    # no other mount inside or over the ConfigMap's folder, the secrets keep their own
+    for other in c["volumeMounts"]:
+        if other is not mount:
+            assert not other["mountPath"].startswith("/etc/mcpgate/config"), other
+            assert not "/etc/mcpgate/config".startswith(other["mountPath"].rstrip("/") + "/"), other
+
+
+def test_config_check_interval_passes_through_config(rendered):
+    import tomllib
+
+    config = tomllib.loads(config_toml(rendered["everything"]))
+    assert config["server"]["config_check_interval"] == SCENARIOS["everything"]["config"]["server"]["config_check_interval"]
 
 
 def test_config_is_deep_merged_and_numbers_stay_integers(rendered):
@@ -591,6 +673,141 @@ def test_helm_test_script_against_a_real_gateway(live_gateway, tmp_path):
     assert no_key.returncode != 0 and "FAIL: initialize" in no_key.stdout
     unknown = _run_test_pod(pod, live_gateway["url"], live_gateway["key"], tmp_path, MCP_TOOL="demo__nope")
     assert unknown.returncode != 0 and "FAIL" in unknown.stdout
+
+
+# --- live reload of upstreams through the mounted ConfigMap, run for real ---------------------
+
+
+class ConfigMapVolume:
+    """A ConfigMap volume laid out as the kubelet's atomic writer does: the files live in a
+    timestamped folder, `..data` links to it, and each visible file links through `..data`. An
+    update writes a new folder and renames a new `..data` link over the old one."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.root.mkdir()
+        self.generation = 0
+
+    def write(self, files: dict[str, str]) -> None:
+        self.generation += 1
+        stamp = f"..2026_01_01_00_00_{self.generation:02d}.{os.getpid()}"
+        folder = self.root / stamp
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        old = os.readlink(self.root / "..data") if (self.root / "..data").is_symlink() else None
+        tmp = self.root / "..data_tmp"
+        os.symlink(stamp, tmp)
+        os.rename(tmp, self.root / "..data")
+        for name in files:
+            if not (self.root / name).is_symlink():
+                os.symlink(f"..data/{name}", self.root / name)
+        if old:
+            shutil.rmtree(self.root / old)
+
+
+def _mcp(url: str, message: dict, session: str | None = None):
+    """One MCP POST: (status, JSON-RPC answer or None, Mcp-Session-Id)."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2025-11-25"}
+    if session:
+        headers["Mcp-Session-Id"] = session
+    request = urllib.request.Request(url, data=json.dumps(message).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        status, body, sid = response.status, response.read().decode(), response.headers.get("Mcp-Session-Id")
+        ctype = response.headers.get("Content-Type", "")
+    if "id" not in message:
+        return status, None, sid
+    if ctype.startswith("text/event-stream"):
+        for line in body.splitlines():
+            if line.startswith("data:") and line[5:].strip():
+                data = json.loads(line[5:])
+                if data.get("id") == message["id"]:
+                    return status, data, sid
+        raise AssertionError(f"no answer in the SSE body: {body[:300]}")
+    return status, json.loads(body), sid
+
+
+def _metric(admin: int, name: str, labels: str = "") -> float | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def _wait(what: str, check, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_upstreams_reload_live_from_the_mounted_configmap(tmp_path):
+    """The chart's ConfigMap in a folder updated the kubelet's way: the gateway started with the
+    chart's `--config` path applies an upstreams change (the pods' checksum/config unchanged)
+    without a restart and keeps the session, and refuses a broken one."""
+    assert MCPGATE.is_file() and FIXTURE.is_file(), "run `cargo build --bins` first"
+    stdio = lambda name: {"name": name, "transport": "stdio", "command": str(FIXTURE), "args": ["stdio", "--name", name]}
+    values = lambda upstreams: {"upstreams": upstreams, "config": {"server": {"config_check_interval": "1s"}}}
+    first, second = render(values([stdio("demo")])), render(values([stdio("demo"), stdio("extra")]))
+    broken = render(values([stdio("demo"), stdio("extra"), {"name": "gone", "transport": "stdio", "command": str(tmp_path / "no-such-server")}]))
+    checksum = lambda objects: deployment(objects)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    assert checksum(first) == checksum(second) == checksum(broken)  # no rollout: the pods reload
+
+    c = container(first)
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
+    volume = ConfigMapVolume(tmp_path / "config")
+    volume.write({"mcpgate.toml": config_toml(first)})
+    config = Path(c["args"][2].replace(mount["mountPath"], str(volume.root)))
+    assert config.is_file() and config.parent == volume.root
+
+    port, admin = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGATE_")}
+    env |= {"MCPGATE_SERVER__LISTEN": f"127.0.0.1:{port}", "MCPGATE_ADMIN__LISTEN": f"127.0.0.1:{admin}"}
+    log_path = tmp_path / "gateway.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(MCPGATE), *c["args"][:2], str(config)], env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        def ready():
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        _wait("the gateway to be ready", ready, 20)
+        status, answer, sid = _mcp(url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test_chart", "version": "0"}}})
+        assert status == 200 and "result" in answer and sid, answer
+        assert _mcp(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)[0] == 202
+        ids = iter(range(2, 1000))
+        tools = lambda: {t["name"] for t in _mcp(url, {"jsonrpc": "2.0", "id": next(ids), "method": "tools/list"}, sid)[1]["result"]["tools"]}
+        assert "demo__echo" in tools() and "extra__echo" not in tools()
+        assert _metric(admin, "mcpgate_config_last_reload_successful") == 1
+
+        # helm upgrade with one more upstream: the kubelet swaps the folder's content
+        volume.write({"mcpgate.toml": config_toml(second)})
+        _wait("the reload to be applied", lambda: _metric(admin, "mcpgate_config_reloads_total", '{result="applied"}') == 1)
+        _wait("the new upstream's tools in the same session", lambda: "extra__echo" in tools())
+        assert "demo__echo" in tools()
+        assert proc.poll() is None
+
+        # a change the gateway refuses (a stdio command that cannot run): what runs stays
+        volume.write({"mcpgate.toml": config_toml(broken)})
+        _wait("the refusal", lambda: _metric(admin, "mcpgate_config_last_reload_successful") == 0)
+        assert (_metric(admin, "mcpgate_config_reloads_total", '{result="invalid"}') or 0) >= 1
+        assert {"demo__echo", "extra__echo"} <= tools()
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 # --- documentation --------------------------------------------------------------------------

@@ -5,6 +5,9 @@ Helm chart's default render."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -100,6 +103,66 @@ def test_key_fields_explicitly(built):
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert find(built["base"], "Service")["spec"]["sessionAffinity"] == "None"
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_config_is_a_folder_mount(built, build):
+    """The ConfigMap is mounted as a folder (never subPath, which the kubelet does not update),
+    and `--config` names the file in it: the prerequisite of live reload."""
+    c = find(built[build], "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"] == ["serve", "--config", "/etc/mcpgate/config/mcpgate.toml", "--json-logs"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
+    assert mount == {"name": "config", "mountPath": "/etc/mcpgate/config", "readOnly": True}
+    for other in c["volumeMounts"]:
+        assert other is mount or not other["mountPath"].startswith("/etc/mcpgate/config"), other
+
+
+def test_hash_suffix_rolls_the_pods_on_every_change(tmp_path):
+    """The default: the ConfigMap's name follows its whole content, so any change (upstreams
+    included) changes the pod template."""
+    def pod_template(toml: str) -> dict:
+        overlay = tmp_path / hashlib.sha256(toml.encode()).hexdigest()[:12]
+        overlay.mkdir()
+        (overlay / "mcpgate.toml").write_text(toml)
+        (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+            "resources": [os.path.relpath(KUSTOMIZE / "base", overlay)],
+            "configMapGenerator": [{"name": "mcpgate", "behavior": "replace", "files": ["mcpgate.toml"]}],
+        }))
+        return find(kustomize(overlay), "Deployment")["spec"]["template"]
+
+    base = (KUSTOMIZE / "base" / "mcpgate.toml").read_text()
+    upstream = '\n[[upstreams]]\nname = "a"\ntransport = "http"\nurl = "http://a.example/mcp"\n'
+    assert pod_template(base) != pod_template(base + upstream)
+
+
+def _documented_switch() -> dict:
+    """The configMapGenerator entry README.md documents for live reload."""
+    readme = (KUSTOMIZE / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    (block,) = [b for b in blocks if "disableNameSuffixHash" in str(b)]
+    return block
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_documented_live_reload_switch(built, build, tmp_path, k8s_validate):
+    """The README's switch on top of each build: the ConfigMap keeps its plain name (updated in
+    place by `kubectl apply`, then by the kubelet in the pods' folder), the same content, and the
+    Deployment mounts it."""
+    switch = _documented_switch()
+    assert switch["configMapGenerator"][0]["options"] == {"disableNameSuffixHash": True}
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(
+        {"resources": [os.path.relpath(BUILDS[build], tmp_path)], **switch}))
+    objects = kustomize(tmp_path)
+    for obj in objects:
+        k8s_validate(obj)
+    (configmap,) = find_all(objects, "ConfigMap")
+    assert configmap["metadata"]["name"] == "mcpgate"
+    assert configmap["data"] == find(built[build], "ConfigMap")["data"]
+    assert configmap["metadata"]["labels"] == find(built[build], "ConfigMap")["metadata"]["labels"]
+    pod = find(objects, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "config", "configMap": {"name": "mcpgate", "items": [{"key": "mcpgate.toml", "path": "mcpgate.toml"}]}} in pod["volumes"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "config")
+    assert "subPath" not in mount
 
 
 def test_overlay_makes_a_redis_fleet(built, chart_defaults):

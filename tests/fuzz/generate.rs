@@ -249,9 +249,9 @@ const STRANGE_SESSION: Spec = Spec {
 
 const PROTOCOL_VERSION: Spec = Spec {
     name: "MCP-Protocol-Version",
-    valid: &["2025-11-25", "2025-06-18", "2025-03-26"],
+    valid: &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"],
     odd: &[
-        "2024-11-05",
+        "2024-10-07",
         "2026-07-28",
         "2025-13-45",
         "latest",

@@ -16,8 +16,8 @@ update). Only the standard library; every call is bounded by a timeout.
 What `run_container` applies, as the chart's pod spec does: user 10001:10001, a read-only root
 filesystem with only a tmpfs at /tmp (64 MiB, the chart's emptyDir), every capability dropped,
 no-new-privileges, the default seccomp profile, the config file mounted read-only at
-/etc/mcpgate/mcpgate.toml, the image's entrypoint with the chart's args
-(`serve --config /etc/mcpgate/mcpgate.toml --json-logs`). Every container uses the host's
+/etc/mcpgate/config/mcpgate.toml, the image's entrypoint with the chart's args
+(`serve --config /etc/mcpgate/config/mcpgate.toml --json-logs`). Every container uses the host's
 network (`--network host`): its listeners are host ports, chosen with the environment overrides
 MCPGATE_SERVER__LISTEN / MCPGATE_ADMIN__LISTEN=127.0.0.1:<port> (see `free_port`).
 
@@ -42,7 +42,8 @@ CONTAINERS_CONF = HERE / "containers.conf"
 IMAGE = os.environ.get("MCPGATE_IMAGE", "localhost/mcpgate:test")
 PODMAN = ["podman", "--storage-driver", "vfs", "--runtime", "runc"]
 
-CONFIG_PATH = "/etc/mcpgate/mcpgate.toml"
+CONFIG_DIR = "/etc/mcpgate/config"
+CONFIG_PATH = f"{CONFIG_DIR}/mcpgate.toml"
 SECRETS_PATH = "/etc/mcpgate/secrets"
 CHART_ARGS = ("serve", "--config", CONFIG_PATH, "--json-logs")
 UID = 10001

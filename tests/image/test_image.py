@@ -226,7 +226,7 @@ def test_image_metadata_matches_the_chart(stack):
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert {p["containerPort"] for p in container["ports"]} == {8080, 9090}
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert mounts[podman.CONFIG_PATH]["readOnly"] is True
+    assert mounts[podman.CONFIG_DIR]["readOnly"] is True
     assert mounts[podman.SECRETS_PATH]["readOnly"] is True
     assert "/tmp" in mounts
     # The config really references the mounted secret.

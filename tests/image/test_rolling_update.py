@@ -133,7 +133,7 @@ def check_the_deployment(template: PodTemplate) -> None:
     assert template.pre_stop_seconds == 3
     assert template.grace_seconds >= 3 + 10 + 1, "preStop + drain_grace + the 1 s flush"
     assert template.readiness_path == "/readyz"
-    assert template.container["args"][:3] == ["serve", "--config", "/etc/mcpgate/mcpgate.toml"]
+    assert template.container["args"][:3] == ["serve", "--config", "/etc/mcpgate/config/mcpgate.toml"]
 
 
 async def load_during_roll(lb: HAProxy, slots: list[Slot], start) -> tuple[Tally, dict]:

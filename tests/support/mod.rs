@@ -53,6 +53,16 @@ fn fixture_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mcpgate-fixture")
 }
 
+/// An `[[upstreams]]` entry running the fixture over stdio as `name`.
+pub fn stdio_upstream(name: &str) -> String {
+    format!(
+        "[[upstreams]]\nname = {}\ntransport = \"stdio\"\ncommand = {}\nargs = [\"stdio\", \"--name\", {}]\ntimeout = \"10s\"\n",
+        toml_str(name),
+        toml_str(fixture_bin()),
+        toml_str(name)
+    )
+}
+
 /// A TOML string literal.
 pub fn toml_str(text: &str) -> String {
     // JSON string escaping is valid TOML basic-string escaping for everything we write.
@@ -189,6 +199,7 @@ impl GatewayBuilder {
             child,
             remote,
             log_path,
+            config_path,
             _dir: dir,
         }
     }
@@ -278,7 +289,7 @@ fn read_log(path: &Path) -> String {
     text[start..].to_owned()
 }
 
-/// A fixture process serving Streamable HTTP.
+/// A fixture process serving Streamable HTTP (or the legacy HTTP+SSE transport).
 pub struct Fixture {
     pub url: String,
     child: Child,
@@ -300,11 +311,26 @@ impl Fixture {
         Fixture::start_http_with(name, dir, "127.0.0.1:0", &["--modern-only"]).await
     }
 
+    /// Starts one serving the legacy HTTP+SSE transport; its `url` is the GET stream's.
+    pub async fn start_sse(name: &str, dir: &Path) -> Fixture {
+        Fixture::start_mode("sse", name, dir, "127.0.0.1:0", &[]).await
+    }
+
     async fn start_http_with(name: &str, dir: &Path, listen: &str, extra: &[&str]) -> Fixture {
+        Fixture::start_mode("http", name, dir, listen, extra).await
+    }
+
+    async fn start_mode(
+        mode: &str,
+        name: &str,
+        dir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> Fixture {
         let log_path = dir.join(format!("fixture-{name}.log"));
         let log = std::fs::File::create(&log_path).expect("cannot create the fixture log");
         let mut child = Command::new(fixture_bin())
-            .args(["http", "--listen", listen, "--name", name])
+            .args([mode, "--listen", listen, "--name", name])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -332,11 +358,26 @@ impl Fixture {
             .to_owned()
     }
 
+    /// `http://127.0.0.1:PORT`, without the endpoint's path.
+    fn base(&self) -> &str {
+        self.url
+            .rsplit_once('/')
+            .map_or(&self.url, |(base, _)| base)
+    }
+
     /// The fixture's count of open MCP sessions.
     pub async fn open_sessions(&self) -> u64 {
-        let url = self.url.replace("/mcp", "/sessions");
+        let url = format!("{}/sessions", self.base());
         let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
         body["open"].as_u64().expect("open count")
+    }
+
+    /// Ends every connection of an SSE fixture, as a network failure would; how many there were.
+    pub async fn drop_connections(&self) -> u64 {
+        let url = format!("{}/drop-connections", self.base());
+        let reply = reqwest::Client::new().post(url).send().await.unwrap();
+        let body: Value = reply.json().await.unwrap();
+        body["dropped"].as_u64().expect("dropped count")
     }
 
     /// Stops the process and waits for it to exit.
@@ -366,6 +407,7 @@ pub struct Gateway {
     child: Child,
     remote: Option<Fixture>,
     log_path: PathBuf,
+    config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -425,6 +467,25 @@ impl Gateway {
     /// The default setup: the stdio fixture as `local`.
     pub async fn start() -> Gateway {
         Self::builder().start().await
+    }
+
+    /// The configuration file it watches.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Replaces its configuration file at once (written aside, then renamed over it), as a
+    /// deploy tool would; the gateway sees it at its next check.
+    pub fn rewrite_config(&self, text: &str) {
+        let aside = self.config_path.with_extension("new");
+        std::fs::write(&aside, text).expect("cannot write the new config");
+        std::fs::rename(&aside, &self.config_path).expect("cannot replace the config");
+    }
+
+    /// Sends the gateway SIGHUP.
+    pub fn hang_up(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("cannot signal");
     }
 
     /// The gateway's process id.

@@ -218,6 +218,33 @@ The gateway configuration (mcpgate.toml): `config` deep-merged under what the ch
 {{- toToml $c -}}
 {{- end -}}
 
+{{/*
+Where the gateway reads its configuration: the ConfigMap's folder (a separate folder, so that
+/etc/mcpgate/secrets and /etc/mcpgate/api-keys stay mounts of their own) and the file in it.
+*/}}
+{{- define "mcpgate.configDir" -}}
+/etc/mcpgate/config
+{{- end -}}
+
+{{- define "mcpgate.configPath" -}}
+{{- printf "%s/mcpgate.toml" (include "mcpgate.configDir" .) -}}
+{{- end -}}
+
+{{/*
+What checksum/config hashes. With liveReload.enabled, the configuration rendered without
+`upstreams`: the running pods reload [[upstreams]] from the updated ConfigMap by themselves, and
+every other key takes effect only at a restart, so only those roll the pods. Otherwise the whole
+configuration: any change rolls the pods.
+*/}}
+{{- define "mcpgate.configChecksumSource" -}}
+{{- if .Values.liveReload.enabled -}}
+{{- $values := omit .Values "upstreams" -}}
+{{- include "mcpgate.configToml" (dict "Values" $values "Release" .Release "Chart" .Chart "Capabilities" .Capabilities "Template" .Template) -}}
+{{- else -}}
+{{- include "mcpgate.configToml" . -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Data of the chart-made Secret. */}}
 {{- define "mcpgate.secretData" -}}
 {{- if and .Values.hmacKey.value (not .Values.hmacKey.existingSecret) }}

@@ -4,12 +4,12 @@
 //! - `huge_line` answers its own call with about `bytes` bytes of text. Over stdio it writes
 //!   that answer as one JSON-RPC line straight to stdout, in pieces, so the fixture never holds
 //!   it whole; rmcp then answers the call a second time, which the gateway must ignore. Over
-//!   HTTP it returns the text as its result;
+//!   HTTP (Streamable or SSE) it returns the text as its result;
 //! - `flood_notifications` sends `count` notifications (`method`, by default
 //!   `notifications/tools/list_changed`) carrying about `bytes` of padding each, outside any
 //!   request, and logs `flood done` to stderr after the last one. Over stdio a thread of its own
 //!   writes them straight to stdout, a whole line at a time, as fast as the pipe takes them;
-//!   over HTTP they go through rmcp, on the standalone stream.
+//!   over HTTP they go through rmcp, on the standalone stream (SSE: the one stream).
 
 use std::io::Write as _;
 
@@ -49,7 +49,7 @@ pub async fn huge_line(
     args: &JsonObject,
 ) -> Result<CallToolResult, McpError> {
     let bytes = number(args, "bytes").min(MAX_HUGE_LINE) as usize;
-    if fixture.streams.is_some() {
+    if !fixture.over_stdio {
         return Ok(text("x".repeat(bytes)));
     }
     let id = serde_json::to_string(&context.id)
@@ -130,7 +130,7 @@ pub fn flood_notifications(
         padding: "x".repeat(number(args, "bytes").min(MAX_PADDING) as usize),
     };
     let count = flood.count;
-    if fixture.streams.is_some() {
+    if !fixture.over_stdio {
         let peer = context.peer.clone();
         tokio::spawn(async move { report(flood.send(&peer).await) });
     } else {

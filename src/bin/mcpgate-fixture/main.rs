@@ -8,7 +8,8 @@
 //! gateway-oriented tools (`echo`, `whoami`, `slow`) and some that misbehave on purpose
 //! (`hostile.rs`). It serves legacy sessions (`initialize`) and the 2026-07-28 per-request
 //! wire side by side (`era.rs`); over HTTP, `--modern-only` makes it refuse the legacy
-//! revisions.
+//! revisions. It serves stdio, Streamable HTTP (`http.rs`) or the legacy HTTP+SSE transport
+//! (`sse.rs`).
 //!
 //! This file owns the command line and process setup; each concern lives in its
 //! own module.
@@ -26,6 +27,7 @@ mod reconnect;
 mod request_state;
 mod resources;
 mod server;
+mod sse;
 mod standalone;
 mod subscriptions;
 mod tasks;
@@ -69,6 +71,13 @@ enum Mode {
         #[arg(long)]
         modern_only: bool,
     },
+    /// Serve the legacy HTTP+SSE transport (2024-11-05) at `/sse` and `/messages`; the first
+    /// stdout line is the stream's URL.
+    Sse {
+        /// Address to bind; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
 }
 
 #[tokio::main]
@@ -81,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             modern_only,
         } => http::serve(listen, cli.name, modern_only).await,
+        Mode::Sse { listen } => sse::serve(listen, cli.name).await,
     }
 }
 
@@ -98,7 +108,9 @@ fn init_tracing() {
 
 /// Serves one session over stdio until the client closes stdin.
 async fn serve_stdio(name: String) -> anyhow::Result<()> {
-    let running = Fixture::new(name, None, Changes::default())
+    let mut fixture = Fixture::new(name, None, Changes::default());
+    fixture.over_stdio = true;
+    let running = fixture
         .serve(rmcp::transport::stdio())
         .await
         .context("stdio handshake failed")?;

@@ -43,6 +43,8 @@ pub struct Fixture {
     pub streams: Option<Arc<ReconnectingSessions>>,
     /// List changes, shared by every handler of the process (`subscriptions/listen`).
     pub changes: Changes,
+    /// Serving on stdin/stdout: the hostile tools write their huge lines there themselves.
+    pub over_stdio: bool,
 }
 
 impl Fixture {
@@ -58,6 +60,7 @@ impl Fixture {
             subscriptions: resources::Subscriptions::default(),
             streams,
             changes,
+            over_stdio: false,
         }
     }
 }
