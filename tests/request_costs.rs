@@ -4,13 +4,14 @@
 //! - a `tools/call` on a live session is one Redis round trip (the load pipeline) and nothing
 //!   else: no connection check before it, and no event-log write for a plain JSON answer;
 //! - `initialize` is one round trip and opens no upstream session; a session opens its session
-//!   on an HTTP upstream at its first request there, once however many requests race to it.
+//!   on an HTTP upstream at its first request there, once however many requests race to it;
+//! - calls to an HTTP upstream that answers on SSE streams keep their kept-alive connections.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::support::redis::RedisServer;
-use crate::support::{Fixture, Gateway};
+use crate::support::{Fixture, Gateway, Session};
 use serde_json::json;
 
 const CALLS: u64 = 20;
@@ -120,6 +121,35 @@ async fn initialize_is_one_round_trip_and_opens_no_upstream_session() {
     let tools = gateway.tool_names(&session).await;
     assert!(tools.contains(&"remote__echo".to_owned()), "{tools:?}");
     assert_eq!(fixture.open_sessions().await, upstream_sessions + 1);
+}
+
+async fn remote_echo(gateway: &Gateway, session: &Session, text: &str) {
+    let response = gateway
+        .call_tool(session, "remote__echo", json!({"text": text}))
+        .await;
+    assert_eq!(response["result"]["content"][0]["text"], json!(text));
+}
+
+/// The fixture answers every POST on an SSE stream whose last chunk often comes in a read of
+/// its own after the response event: a body dropped before that chunk closes the connection.
+#[tokio::test]
+async fn calls_to_an_http_upstream_answering_on_sse_streams_keep_their_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gateway = Gateway::builder().remote_at(&fixture).start().await;
+    let session = gateway.initialize().await;
+    remote_echo(&gateway, &session, "warm").await;
+    let before = fixture.accepted_connections().await;
+
+    for n in 0..300 {
+        remote_echo(&gateway, &session, &format!("call {n}")).await;
+    }
+
+    let opened = fixture.accepted_connections().await - before - 1;
+    assert!(
+        opened <= 2,
+        "300 sequential calls opened {opened} new upstream connections"
+    );
 }
 
 #[tokio::test]

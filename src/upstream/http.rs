@@ -44,6 +44,10 @@ const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
 /// How many times one response stream is resumed before giving up.
 const MAX_RESUMES: usize = 10;
+/// How long the end of a response stream is awaited once its response went through. A server
+/// ends the stream right after the response, but its last chunk often arrives in a read of its
+/// own, and a body dropped before its end closes the connection instead of pooling it.
+const STREAM_END_WAIT: Duration = Duration::from_millis(10);
 /// Pause before resuming when the upstream gave no `retry` hint.
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
 /// Pause before reopening a standalone stream whose event could not be logged.
@@ -729,12 +733,23 @@ impl SseCursor {
                 return true;
             }
             let is_response = matches!(message, Message::Response(_));
-            if tx.send(message.into()).await.is_err() || is_response {
+            if tx.send(message.into()).await.is_err() {
+                return true;
+            }
+            if is_response {
+                finish_reading(events).await;
                 return true;
             }
         }
         false
     }
+}
+
+/// Reads what is left of a response stream after its response, for at most
+/// [`STREAM_END_WAIT`], so that a stream ended as it should returns its connection to the pool.
+async fn finish_reading<E>(mut events: impl Stream<Item = Result<sse_stream::Sse, E>> + Unpin) {
+    let rest = async { while let Some(Ok(_)) = events.next().await {} };
+    let _ = tokio::time::timeout(STREAM_END_WAIT, rest).await;
 }
 
 /// Whether a modern answer is a refusal with a JSON-RPC error body (400 for a bad request,

@@ -372,6 +372,13 @@ impl Fixture {
         body["open"].as_u64().expect("open count")
     }
 
+    /// How many TCP connections an HTTP fixture has accepted (this query's own included).
+    pub async fn accepted_connections(&self) -> u64 {
+        let url = format!("{}/connections", self.base());
+        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        body["accepted"].as_u64().expect("accepted count")
+    }
+
     /// Ends every connection of an SSE fixture, as a network failure would; how many there were.
     pub async fn drop_connections(&self) -> u64 {
         let url = format!("{}/drop-connections", self.base());

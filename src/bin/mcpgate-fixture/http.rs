@@ -3,7 +3,8 @@
 //! answering at [`MCP_PATH`], plus, for tests, [`SESSIONS_PATH`]: `{"open": N}`,
 //! the number of MCP sessions open right now, and [`TRACEPARENTS_PATH`]:
 //! `{"seen": [...]}`, the `traceparent` headers of the last [`TRACEPARENTS_KEPT`]
-//! requests to [`MCP_PATH`] that had one, oldest first.
+//! requests to [`MCP_PATH`] that had one, oldest first, and [`CONNECTIONS_PATH`]:
+//! `{"accepted": N}`, the TCP connections accepted so far (whether a client keeps them alive).
 //!
 //! With `--modern-only`, requests to [`MCP_PATH`] that do not declare 2026-07-28 in
 //! `MCP-Protocol-Version` are refused before rmcp sees them, as by a server that dropped the
@@ -11,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::{io::Write as _, net::SocketAddr, sync::Arc};
 
 use std::convert::Infallible;
@@ -34,6 +36,8 @@ const MCP_PATH: &str = "/mcp";
 const SESSIONS_PATH: &str = "/sessions";
 /// The `traceparent` headers received (GET).
 const TRACEPARENTS_PATH: &str = "/traceparents";
+/// How many connections were accepted (GET).
+const CONNECTIONS_PATH: &str = "/connections";
 /// How many `traceparent` headers are kept.
 const TRACEPARENTS_KEPT: usize = 256;
 
@@ -107,19 +111,25 @@ async fn accept_loop(
     modern_only: bool,
 ) {
     let traceparents = TraceParents::default();
+    let accepted = Arc::new(AtomicU64::new(0));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                accepted.fetch_add(1, Ordering::Relaxed);
                 // Small responses go out at once instead of waiting on delayed ACKs.
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "cannot set TCP_NODELAY");
                 }
                 let (service, sessions) = (service.clone(), sessions.clone());
+                let seen = Seen {
+                    traceparents: traceparents.clone(),
+                    accepted: accepted.clone(),
+                };
                 tokio::spawn(serve_connection(
                     stream,
                     service,
                     sessions,
-                    traceparents.clone(),
+                    seen,
                     modern_only,
                 ));
             }
@@ -128,26 +138,33 @@ async fn accept_loop(
     }
 }
 
+/// What the fixture saw of its clients, for tests.
+#[derive(Clone)]
+struct Seen {
+    traceparents: TraceParents,
+    accepted: Arc<AtomicU64>,
+}
+
 /// Serves one HTTP/1.1 connection, routing [`MCP_PATH`] to rmcp.
 async fn serve_connection(
     stream: TcpStream,
     service: McpService,
     sessions: Arc<ReconnectingSessions>,
-    traceparents: TraceParents,
+    seen: Seen,
     modern_only: bool,
 ) {
     let handler = service_fn(move |request: Request<Incoming>| {
-        let (service, sessions) = (service.clone(), sessions.clone());
-        let traceparents = traceparents.clone();
+        let (service, sessions, seen) = (service.clone(), sessions.clone(), seen.clone());
         async move {
             let response = match request.uri().path() {
                 MCP_PATH if modern_only && !declares_modern(&request) => legacy_refused(&request),
                 MCP_PATH => {
-                    remember_traceparent(&traceparents, &request);
+                    remember_traceparent(&seen.traceparents, &request);
                     service.handle(request).await
                 }
                 SESSIONS_PATH => session_count(&sessions).await,
-                TRACEPARENTS_PATH => seen_traceparents(&traceparents),
+                TRACEPARENTS_PATH => seen_traceparents(&seen.traceparents),
+                CONNECTIONS_PATH => accepted_count(&seen.accepted),
                 _ => not_found(),
             };
             Ok::<_, std::convert::Infallible>(response)
@@ -164,6 +181,12 @@ async fn serve_connection(
 /// `{"open": N}`.
 async fn session_count(sessions: &ReconnectingSessions) -> Response<BoxBody<Bytes, Infallible>> {
     let body = serde_json::json!({"open": sessions.open_sessions().await}).to_string();
+    Response::new(Full::new(Bytes::from(body)).boxed())
+}
+
+/// `{"accepted": N}`.
+fn accepted_count(accepted: &AtomicU64) -> Response<BoxBody<Bytes, Infallible>> {
+    let body = serde_json::json!({"accepted": accepted.load(Ordering::Relaxed)}).to_string();
     Response::new(Full::new(Bytes::from(body)).boxed())
 }
 
