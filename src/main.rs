@@ -137,7 +137,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let signer = signer(&config);
     report_upstream_problems(&config);
     let settings = Settings::new(config.session.idle_ttl, config.session.max_lifetime)
-        .with_policy(Policy::new(&config.policy));
+        .with_policy(Policy::new(&config.policy))
+        .with_max_held_streams(config.server.max_held_streams);
     let settings = Settings {
         request_state_ttl: config.server.request_state_ttl,
         ..settings

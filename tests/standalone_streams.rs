@@ -299,3 +299,46 @@ async fn a_call_that_cannot_be_resumed_fails_instead_of_hanging() {
     println!("the call failed {took:?} after its replica was killed");
     assert_eq!(response["error"]["code"], -32603, "{response}");
 }
+
+/// A replica holds at most `server.max_held_streams` upstream streams: the session beyond it
+/// is served without one (and counted), and a place freed by a session's end is taken again.
+#[tokio::test]
+async fn a_replica_holds_at_most_max_held_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gateway = Gateway::builder()
+        .server("max_held_streams = 2")
+        .remote_at(&fixture)
+        .start()
+        .await;
+    let held = "mcpgate_upstream_streams_held ";
+    let refused = "mcpgate_upstream_streams_hold_refused_total{upstream=\"remote\"}";
+    let mut sessions = Vec::new();
+    for n in 0..3 {
+        let session = gateway.initialize().await;
+        let text = format!("session {n}");
+        let response = gateway
+            .call_tool(&session, "remote__echo", json!({"text": text}))
+            .await;
+        assert_eq!(response["result"]["content"][0]["text"], json!(text));
+        sessions.push(session);
+    }
+    assert_eq!(gateway.metric(held).await, 2.0);
+    assert_eq!(gateway.metric(refused).await, 1.0);
+
+    let reply = gateway.delete(Some(&sessions[0]), &[]).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let limit = Duration::from_secs(5);
+    assert_eq!(gateway.metric_reaching(held, 1.0, limit).await, 1.0);
+    let fourth = gateway.initialize().await;
+    let response = gateway
+        .call_tool(&fourth, "remote__echo", json!({"text": "fourth"}))
+        .await;
+    assert_eq!(response["result"]["content"][0]["text"], json!("fourth"));
+    assert_eq!(gateway.metric(held).await, 2.0);
+    assert_eq!(
+        gateway.metric(refused).await,
+        1.0,
+        "the freed place was taken"
+    );
+}

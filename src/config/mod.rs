@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     /// Most connections one worker holds open; beyond it new connections wait to be accepted.
     pub max_connections: usize,
+    /// Most upstream standalone streams (`standalone = "hold"`) this replica holds for sessions;
+    /// beyond it a session's stream is not held here (see the README).
+    pub max_held_streams: usize,
     /// The `retry` hint sent on SSE streams.
     #[serde(with = "humantime_serde")]
     pub sse_retry: Duration,
@@ -115,6 +118,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(75),
             max_connections: 8192,
+            max_held_streams: 8192,
             sse_retry: Duration::from_secs(2),
             sse_initialize_timeout: Duration::from_secs(30),
             drain_grace: Duration::from_secs(30),
@@ -610,6 +614,7 @@ impl Config {
             ),
             ("max_batch_len", server.max_batch_len),
             ("max_connections", server.max_connections),
+            ("max_held_streams", server.max_held_streams),
         ];
         let timeouts = [
             ("body_read_timeout", server.body_read_timeout),
@@ -902,6 +907,7 @@ mod tests {
             ("[server]\nlisten = \"nope\"", "server.listen"),
             ("[server]\nbogus = 1", "bogus"),
             ("[server]\nmax_batch_len = 0", "server.max_batch_len"),
+            ("[server]\nmax_held_streams = 0", "server.max_held_streams"),
             (
                 "[server]\nbody_read_timeout = \"0s\"",
                 "server.body_read_timeout",

@@ -13,11 +13,16 @@
 //! logged ([`EventLog::positions`](crate::events::EventLog::positions)), so an upstream that
 //! keeps events loses nothing across the handover either.
 //!
+//! A replica holds at most `server.max_held_streams` streams (each is an upstream connection
+//! and its buffers): beyond it, a session's stream is left for another replica, or for this one
+//! once it holds fewer, at the next occasion above, and counted as refused.
+//!
 //! [`SessionStore::hold`]: crate::session::SessionStore::hold
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::{Gateway, Session};
@@ -69,6 +74,11 @@ impl Gateway {
         ctx: CallContext,
         resume: Resume,
     ) {
+        let Ok(permit) = self.held_streams.clone().try_acquire_owned() else {
+            tracing::debug!(upstream = %upstream.name, "not holding a stream: server.max_held_streams reached");
+            self.metrics.upstream_stream_refused(&upstream.name);
+            return;
+        };
         let held = ctx.upstream_session.session_id.clone();
         let Some(stop) = self
             .hub
@@ -82,6 +92,7 @@ impl Gateway {
             upstream: upstream.name.clone(),
             held,
             stop,
+            _place: HeldPlace::take(permit, &self.metrics.upstream_streams_held),
         };
         let lease = self
             .store
@@ -127,6 +138,31 @@ struct Holder {
     held: Option<String>,
     /// Cancelled when the session ended on this replica, or a newer holder replaced this one.
     stop: CancellationToken,
+    /// Its place among the streams this replica may hold, freed with the holder.
+    _place: HeldPlace,
+}
+
+/// One of the `server.max_held_streams` places, counted in `mcpgate_upstream_streams_held`
+/// while it is taken.
+struct HeldPlace {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl HeldPlace {
+    fn take(permit: OwnedSemaphorePermit, gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self {
+            _permit: permit,
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for HeldPlace {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 impl Holder {

@@ -202,6 +202,8 @@ pub struct Settings {
     pub policy: Arc<Policy>,
     /// Lifetime of a sealed MRTR `requestState`.
     pub request_state_ttl: Duration,
+    /// Most upstream standalone streams this replica holds for sessions.
+    pub max_held_streams: usize,
 }
 
 impl Settings {
@@ -215,6 +217,15 @@ impl Settings {
             hub_idle: idle_ttl.min(Self::MAX_HUB_IDLE),
             policy: Arc::new(Policy::default()),
             request_state_ttl: Duration::from_secs(600),
+            max_held_streams: crate::config::ServerConfig::default().max_held_streams,
+        }
+    }
+
+    /// The same settings holding at most `max` upstream standalone streams.
+    pub fn with_max_held_streams(self, max: usize) -> Self {
+        Self {
+            max_held_streams: max,
+            ..self
         }
     }
 
@@ -265,6 +276,8 @@ pub struct Gateway {
     first_opens: first_open::FirstOpens,
     /// Sessions created here that have not made a request here yet.
     created_here: created_here::CreatedHere,
+    /// One permit per upstream standalone stream this replica may hold.
+    held_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -282,6 +295,7 @@ impl Gateway {
         let sealer =
             request_state::StateSealer::new(signer.request_state_key(), settings.request_state_ttl);
         let created_here = created_here::CreatedHere::new(settings.hub_idle);
+        let held_streams = Arc::new(tokio::sync::Semaphore::new(settings.max_held_streams));
         let gateway = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             store: backends.store,
@@ -305,6 +319,7 @@ impl Gateway {
             shared_streams: watch::SharedStreams::default(),
             first_opens: Default::default(),
             created_here,
+            held_streams,
         });
         if gateway.bus.is_some() {
             tokio::spawn(remote::serve_inbox(Arc::downgrade(&gateway)));

@@ -100,6 +100,8 @@ pub struct Metrics {
     isolated_children_refused: IntCounterVec,
     pub sse_streams_open: IntGauge,
     pub sessions_held: IntGauge,
+    pub upstream_streams_held: IntGauge,
+    upstream_streams_refused: IntCounterVec,
     pub sse_events_replayed: IntCounter,
     store_duration: HistogramVec,
     store_errors: IntCounterVec,
@@ -140,6 +142,11 @@ impl Metrics {
             "Sessions this replica keeps in-memory state for (updated every 5 s)",
         )?;
         registry.register(Box::new(sessions_held.clone()))?;
+        let upstream_streams_held = IntGauge::new(
+            "upstream_streams_held",
+            "Upstream standalone streams this replica holds for sessions (standalone = \"hold\")",
+        )?;
+        registry.register(Box::new(upstream_streams_held.clone()))?;
         let isolated_children = IntGaugeVec::new(
             Opts::new(
                 "isolated_children",
@@ -207,6 +214,11 @@ impl Metrics {
                 "Upstream sessions re-initialized after the upstream forgot them",
                 &["upstream"],
             )?,
+            upstream_streams_refused: counter_vec(
+                "upstream_streams_hold_refused_total",
+                "Upstream standalone streams not held because server.max_held_streams were, by upstream",
+                &["upstream"],
+            )?,
             upstream_messages_dropped: counter_vec(
                 "upstream_messages_dropped_total",
                 "Upstream messages dropped by a bound, by upstream and reason",
@@ -269,6 +281,7 @@ impl Metrics {
             )?,
             sse_streams_open,
             sessions_held,
+            upstream_streams_held,
             registry,
         })
     }
@@ -303,6 +316,13 @@ impl Metrics {
     /// `upstream` is a configured name.
     pub fn upstream_reinitialized(&self, upstream: &str) {
         self.upstream_reinitializations
+            .with_label_values(&[upstream])
+            .inc();
+    }
+
+    /// `upstream` is a configured name.
+    pub fn upstream_stream_refused(&self, upstream: &str) {
+        self.upstream_streams_refused
             .with_label_values(&[upstream])
             .inc();
     }
