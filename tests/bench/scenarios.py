@@ -14,7 +14,7 @@ Scenarios (`tools/call echo`, 8 connections unless said):
   d   three replicas behind round-robin haproxy (tests/fleet/fleet.py's config: one request
       per connection, `option httpclose`), Redis
   d'  the same with haproxy keeping connections alive (`option http-keep-alive`)
-      a-d, d', h, i: 1, 8 and 64 connections
+      a-d, d', h, i, y: 1, 8 and 64 connections
   e   session creation + deletion rate (`--mode sessions`) for a, b, c, d
   f   revival: two replicas on one Redis, sessions created on one, first request on the other
   g   idle scale: BENCH_IDLE sessions (default 100000) on one replica with Redis: replica RSS,
@@ -22,6 +22,8 @@ Scenarios (`tools/call echo`, 8 connections unless said):
   h   one replica, memory store, the fixture as a stdio child
   i   other gateways in front of the same stdio fixture: supergateway (npm, --stateful) and
       mcp-proxy (PyPI, stateful by default), both serving Streamable HTTP
+  y   nginx as a plain reverse proxy in front of the HTTP fixture (kept-alive upstream
+      connections, no MCP logic): what one HTTP hop costs at the least, next to b
   z   the load generator against nginx returning a canned JSON-RPC result: its own ceiling
 
 CPU: utime+stime (/proc/PID/stat; to the nanosecond from its threads' schedstat, see
@@ -414,8 +416,10 @@ class Stack:
                                        {"gateway": [r.proc.popen.pid]})
         if self.needs("i"):
             self._start_competitors()
+        if self.needs("y"):
+            self._start_proxy_nginx()
         if self.needs("z"):
-            self._start_nginx()
+            self._start_canned_nginx()
 
     def _start_competitors(self) -> None:
         fixture_cmd = f"{FIXTURE_BIN} stdio --name local"
@@ -444,20 +448,15 @@ class Stack:
         wait_tools(url, proc)
         self.targets[key] = Target(key, label, url, {"gateway": [proc.popen.pid]})
 
-    def _start_nginx(self) -> None:
+    def _start_nginx(self, key: str, label: str, location: str, upstream: str = "") -> None:
+        """nginx serving `location` at 127.0.0.1:<port>/, one worker; `upstream` goes in `http`."""
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
         if nginx is None:
-            self.notes.append("nginx not installed: scenario z skipped (tests/tools/install.sh installs it)")
+            self.notes.append(f"nginx not installed: scenario {key} skipped (tests/tools/install.sh installs it)")
             return
-        prefix = self.logdir / "nginx"
+        prefix = self.logdir / f"nginx-{key}"
         (prefix / "logs").mkdir(parents=True, exist_ok=True)
         port = free_port()
-        # One canned answer for everything: a tools/call result that is also an initialize
-        # result; the generator sends ids in order, the body always says id 1.
-        result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "nginx", "version": "0"},
-                  "content": [{"type": "text", "text": "ping"}], "isError": False}
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": result}, separators=(",", ":"))
         conf = prefix / "nginx.conf"
         conf.write_text(f"""\
 daemon off;
@@ -474,20 +473,45 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     keepalive_requests 1000000;
+    {upstream}
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            default_type application/json;
-            add_header Mcp-Session-Id bench-session always;
-            return 200 '{body}';
+            {location}
         }}
     }}
 }}
 """)
-        proc = self._spawn("nginx", [nginx, "-p", prefix, "-c", conf, "-e", "stderr"])
+        proc = self._spawn(f"nginx-{key}", [nginx, "-p", prefix, "-c", conf, "-e", "stderr"])
         wait_port(port, proc)
-        self.targets["z"] = Target("z", "z. nginx canned reply (generator ceiling)", f"http://127.0.0.1:{port}/mcp",
-                                   {"gateway": [proc.popen.pid]})
+        roles = {"gateway": [proc.popen.pid]}
+        if key != "z":
+            roles["upstream"] = [self.fixture.popen.pid]
+        self.targets[key] = Target(key, label, f"http://127.0.0.1:{port}/mcp", roles)
+
+    def _start_canned_nginx(self) -> None:
+        # One canned answer for everything: a tools/call result that is also an initialize
+        # result; the generator sends ids in order, the body always says id 1.
+        result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "nginx", "version": "0"},
+                  "content": [{"type": "text", "text": "ping"}], "isError": False}
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": result}, separators=(",", ":"))
+        location = ("default_type application/json;\n"
+                    "            add_header Mcp-Session-Id bench-session always;\n"
+                    f"            return 200 '{body}';")
+        self._start_nginx("z", "z. nginx canned reply (generator ceiling)", location)
+
+    def _start_proxy_nginx(self) -> None:
+        # A bare HTTP hop: nginx relays every request to the fixture over kept-alive
+        # connections, with no MCP knowledge; what any reverse proxy costs at the least.
+        address = self.fixture_url.split("://", 1)[1].split("/", 1)[0]
+        upstream = f"upstream fixture {{ server {address}; keepalive 64; }}"
+        location = ("proxy_pass http://fixture;\n"
+                    "            proxy_http_version 1.1;\n"
+                    "            proxy_set_header Connection \"\";\n"
+                    "            proxy_set_header Host $http_host;\n"
+                    "            proxy_buffering off;")
+        self._start_nginx("y", "y. nginx reverse proxy, HTTP fixture", location, upstream)
 
     def stop(self) -> None:
         """Stops everything (replicas in parallel); each step goes on whatever the last did."""
@@ -729,10 +753,10 @@ def render_table(rows: list[dict]) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 s runs, BENCH_IDLE 2000 (CI smoke run)")
-    parser.add_argument("--only", default="", help="comma-separated subset: a,b,c,d,d',e,f,g,h,i,z")
+    parser.add_argument("--only", default="", help="comma-separated subset: a,b,c,d,d',e,f,g,h,i,y,z")
     args = parser.parse_args(argv)
 
-    everything = ["a", "b", "c", "d", "d'", "e", "f", "g", "h", "i", "z"]
+    everything = ["a", "b", "c", "d", "d'", "e", "f", "g", "h", "i", "y", "z"]
     wanted = set(x.strip() for x in args.only.split(",") if x.strip()) or set(everything)
     unknown = wanted - set(everything)
     if unknown:
@@ -761,9 +785,9 @@ def main(argv: list[str]) -> int:
         log(f"stack up in {time.monotonic() - began:.1f} s: {', '.join(stack.targets)}")
         t = stack.targets
 
-        # a-d, d', h, i: calls at 1, 8 and 64 connections, interleaved (every target at one
+        # a-d, d', h, i, y: calls at 1, 8 and 64 connections, interleaved (every target at one
         # connection count before the next count), so drift over the run spreads evenly.
-        call_keys = [k for k in ("a", "b", "c", "d", "d'", "h", "i-sg", "i-mp")
+        call_keys = [k for k in ("a", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp")
                      if k in t and (k.split("-")[0] in wanted)]
         for connections in CONNECTIONS:
             for key in call_keys:
@@ -870,7 +894,7 @@ def idle_scale(stack: Stack, runner: Runner, rows: list[dict], n: int) -> dict:
 
 
 def finish(rows, extra, stack: Stack, out_path: Path, seconds, warmup, idle_n, fsync, began, quick) -> None:
-    order = ["a", "b", "c", "d", "d'", "h", "i-sg", "i-mp", "z", "e-a", "e-b", "e-c", "e-d", "f", "g"]
+    order = ["a", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp", "z", "e-a", "e-b", "e-c", "e-d", "f", "g"]
     rows.sort(key=lambda r: (order.index(r["scenario"]) if r["scenario"] in order else 99, r["connections"]))
     add_ratios(rows)
     took = time.monotonic() - began
