@@ -5,7 +5,8 @@
 //!   else: no connection check before it, and no event-log write for a plain JSON answer;
 //! - `initialize` is one round trip and opens no upstream session; a session opens its session
 //!   on an HTTP upstream at its first request there, once however many requests race to it;
-//! - calls to an HTTP upstream that answers on SSE streams keep their kept-alive connections.
+//! - calls to an HTTP upstream that answers on SSE streams keep their kept-alive connections;
+//! - a DELETE frees no stream lease of the session it ends.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -202,4 +203,28 @@ async fn idle_sessions_keep_nothing_on_the_replica() {
         0.0,
         "a session created here is not revived here"
     );
+}
+
+/// Ending a session stops its held upstream stream without freeing the lease: the lease of an
+/// ended session only runs out, so the DELETE costs no round trip for it.
+#[tokio::test]
+async fn a_delete_frees_no_lease_of_the_ended_session() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gateway = redis.replica("1h").remote_at(&fixture).start().await;
+    let session = gateway.initialize().await;
+    remote_echo(&gateway, &session, "holds the stream").await;
+    let held = "mcpgate_upstream_streams_held ";
+    assert_eq!(gateway.metric(held).await, 1.0);
+    let releases = round_trips(&gateway, "session_release").await;
+
+    let reply = gateway.delete(Some(&session), &[]).await;
+
+    assert_eq!(reply.status, reqwest::StatusCode::NO_CONTENT);
+    let stopped = gateway
+        .metric_reaching(held, 0.0, Duration::from_secs(5))
+        .await;
+    assert_eq!(stopped, 0.0, "the held stream stopped");
+    assert_eq!(round_trips(&gateway, "session_release").await, releases);
 }

@@ -167,24 +167,31 @@ impl Drop for HeldPlace {
 
 impl Holder {
     /// Keeps the stream and renews the lease until the session ends, the lease goes to another
-    /// replica, the upstream refuses the stream, or this replica drains.
+    /// replica, the upstream refuses the stream, or this replica drains. The lease is freed
+    /// for another replica, except when the session ended or a newer holder here replaced
+    /// this one: an ended session's lease only runs out, and a newer holder's must stay.
     async fn keep(self, mut listener: UpstreamListener, draining: CancellationToken) {
         let mut renew = tokio::time::interval(RENEW_EVERY);
         renew.reset();
-        loop {
+        let stopped = loop {
             tokio::select! {
-                () = self.stop.cancelled() => break,
-                () = draining.cancelled() => break,
-                () = listener.ended() => break,
+                () = self.stop.cancelled() => break true,
+                () = draining.cancelled() => break false,
+                () = listener.ended() => break false,
                 _ = renew.tick() => {
                     if !self.renew().await {
-                        break;
+                        break false;
                     }
                 }
             }
-        }
+        };
         drop(listener);
-        if let Some(gateway) = self.gateway.upgrade() {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return;
+        };
+        if stopped {
+            self.forget(&gateway);
+        } else {
             self.give_up(&gateway).await;
         }
     }
