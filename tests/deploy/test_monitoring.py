@@ -352,7 +352,7 @@ def test_session_panels_have_data(monitored: Monitored):
         assert value is not None and value > 0, (ref, expr, value)
     outcomes = {r["metric"].get("outcome") for r in prom.query(promql.substitute(by_title["Session lookups by outcome"][0][1]))}
     assert {"hit", "revived", "unknown", "deleted", "expired"} <= outcomes, outcomes
-    for title in ("Revivals share of lookups", "Sessions held per replica", "Requests by method",
+    for title in ("Revivals share of lookups", "Sessions and upstream streams held per replica", "Requests by method",
                   "Request latency", "Upstream requests", "Store latency", "SSE streams open"):
         for ref, expr in by_title[title]:
             assert prom.query(promql.substitute(expr)), f"{title}/{ref} is empty: {expr}"
