@@ -342,3 +342,28 @@ async fn a_replica_holds_at_most_max_held_streams() {
         "the freed place was taken"
     );
 }
+
+/// A stream the replica already holds is not refused again at the bound: a GET stream's
+/// keep-alive (or a revival) asks for the session's streams again without counting.
+#[tokio::test]
+async fn a_held_stream_asked_for_again_at_the_bound_is_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gateway = Gateway::builder()
+        .server("max_held_streams = 1")
+        .remote_at(&fixture)
+        .start()
+        .await;
+    let session = gateway.initialize().await;
+    let response = gateway
+        .call_tool(&session, "remote__echo", json!({"text": "held"}))
+        .await;
+    assert_eq!(response["result"]["content"][0]["text"], json!("held"));
+    let refused = "mcpgate_upstream_streams_hold_refused_total{upstream=\"remote\"}";
+
+    let stream = gateway.get(Some(&session), &[]).await;
+
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(gateway.metric("mcpgate_upstream_streams_held ").await, 1.0);
+    assert_eq!(gateway.metric(refused).await, 0.0);
+}

@@ -74,17 +74,19 @@ impl Gateway {
         ctx: CallContext,
         resume: Resume,
     ) {
-        let Ok(permit) = self.held_streams.clone().try_acquire_owned() else {
-            tracing::debug!(upstream = %upstream.name, "not holding a stream: server.max_held_streams reached");
-            self.metrics.upstream_stream_refused(&upstream.name);
-            return;
-        };
         let held = ctx.upstream_session.session_id.clone();
         let Some(stop) = self
             .hub
             .start_holding(&ctx.session, &upstream.name, held.as_deref())
         else {
             return;
+        };
+        let Ok(permit) = self.held_streams.clone().try_acquire_owned() else {
+            tracing::debug!(upstream = %upstream.name, "not holding a stream: server.max_held_streams reached");
+            self.metrics.upstream_stream_refused(&upstream.name);
+            return self
+                .hub
+                .stop_holding(&ctx.session, &upstream.name, held.as_deref());
         };
         let holder = Holder {
             gateway: self.me.clone(),
