@@ -167,27 +167,45 @@ impl Gateway {
                 upstream_session,
             });
         }
-        let change = RecordChange::Upstream {
-            name: upstream.name.clone(),
-            session: upstream_session.clone(),
-        };
-        if let Err(error) = self.store.update(&session.id, &change).await {
-            tracing::warn!(%error, "could not save a re-opened upstream session");
-        }
         let ctx = CallContext {
             session: session.id.clone(),
             upstream_session,
         };
-        if !upstream.has_upstream_sessions() {
-            return Ok(ctx);
+        let save = self.save_upstream_session(upstream, &ctx);
+        if upstream.has_upstream_sessions() {
+            tokio::join!(save, self.settle_upstream_session(session, upstream, &ctx));
+        } else {
+            save.await;
         }
-        self.restore_state(session, upstream, &ctx).await;
+        Ok(ctx)
+    }
+
+    /// Names a newly opened upstream session in the record; a failure is logged, and the next
+    /// request on another replica opens its own.
+    async fn save_upstream_session(&self, upstream: &Upstream, ctx: &CallContext) {
+        let change = RecordChange::Upstream {
+            name: upstream.name.clone(),
+            session: ctx.upstream_session.clone(),
+        };
+        if let Err(error) = self.store.update(&ctx.session, &change).await {
+            tracing::warn!(%error, "could not save a re-opened upstream session");
+        }
+    }
+
+    /// Puts the session's state back on a newly opened upstream session and holds its stream
+    /// (while the record is saved: neither needs the other).
+    async fn settle_upstream_session(
+        &self,
+        session: &Session,
+        upstream: &Arc<Upstream>,
+        ctx: &CallContext,
+    ) {
+        self.restore_state(session, upstream, ctx).await;
         if upstream.holds_standalone() {
             let resume = super::Resume::FromStart;
             self.hold_stream(upstream.clone(), ctx.clone(), resume)
                 .await;
         }
-        Ok(ctx)
     }
 
     /// Rewrites an upstream message for the client of `session`.
