@@ -105,6 +105,11 @@ pub struct ServerConfig {
     pub auth: auth::AuthConfig,
 }
 
+impl ServerConfig {
+    /// The default of [`ServerConfig::max_held_streams`].
+    pub const DEFAULT_MAX_HELD_STREAMS: usize = 8192;
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -118,7 +123,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(75),
             max_connections: 8192,
-            max_held_streams: 8192,
+            max_held_streams: Self::DEFAULT_MAX_HELD_STREAMS,
             sse_retry: Duration::from_secs(2),
             sse_initialize_timeout: Duration::from_secs(30),
             drain_grace: Duration::from_secs(30),

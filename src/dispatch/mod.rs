@@ -217,7 +217,7 @@ impl Settings {
             hub_idle: idle_ttl.min(Self::MAX_HUB_IDLE),
             policy: Arc::new(Policy::default()),
             request_state_ttl: Duration::from_secs(600),
-            max_held_streams: crate::config::ServerConfig::default().max_held_streams,
+            max_held_streams: crate::config::ServerConfig::DEFAULT_MAX_HELD_STREAMS,
         }
     }
 

@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 use tokio_util::codec::Decoder;
 
-use crate::protocol::jsonrpc::RequestId;
+use crate::protocol::jsonrpc::{Message, RequestId};
 
 /// Longest top-level key the scanner remembers (`method`).
 const MAX_KEY: usize = 6;
@@ -137,6 +137,17 @@ pub(super) fn bounded_events(
         }
     });
     sse_stream::SseStream::from_bytes_stream(bytes)
+}
+
+/// One SSE event's data as a JSON-RPC message from `upstream`; `None` (logged) for anything
+/// else.
+pub(super) fn event_message(upstream: &str, data: &str) -> Option<Message> {
+    let parsed = serde_json::from_str(data)
+        .map_err(|e| e.to_string())
+        .and_then(|v| Message::from_value(v).map_err(|e| e.to_string()));
+    parsed
+        .inspect_err(|reason| tracing::warn!(%upstream, %reason, "ignoring a malformed SSE event"))
+        .ok()
 }
 
 /// Whether an SSE stream failed on an event over `max_message_bytes`.

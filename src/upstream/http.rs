@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::framing::{ReadError, bounded_events, is_too_large};
+use super::framing::{ReadError, bounded_events, event_message, is_too_large};
 use super::http_clients::Clients;
 use super::outlet::{DropReason, Outlet};
 use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent, request_channel};
@@ -645,14 +645,7 @@ impl Inner {
         if data.trim().is_empty() {
             return None;
         }
-        let parsed = serde_json::from_str(data)
-            .map_err(|e| e.to_string())
-            .and_then(|v| Message::from_value(v).map_err(|e| e.to_string()));
-        parsed
-            .inspect_err(|reason| {
-                tracing::warn!(upstream = %self.name, %reason, "ignoring a malformed SSE event")
-            })
-            .ok()
+        event_message(&self.name, data)
     }
 }
 

@@ -449,7 +449,8 @@ class Stack:
         self.targets[key] = Target(key, label, url, {"gateway": [proc.popen.pid]})
 
     def _start_nginx(self, key: str, label: str, location: str, upstream: str = "") -> None:
-        """nginx serving `location` at 127.0.0.1:<port>/, one worker; `upstream` goes in `http`."""
+        """nginx serving `location` at 127.0.0.1:<port>/, one worker; `upstream` (the fixture, whose
+        CPU then counts as the upstream's) goes in `http`."""
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
         if nginx is None:
             self.notes.append(f"nginx not installed: scenario {key} skipped (tests/tools/install.sh installs it)")
@@ -485,7 +486,7 @@ http {{
         proc = self._spawn(f"nginx-{key}", [nginx, "-p", prefix, "-c", conf, "-e", "stderr"])
         wait_port(port, proc)
         roles = {"gateway": [proc.popen.pid]}
-        if key != "z":
+        if upstream:
             roles["upstream"] = [self.fixture.popen.pid]
         self.targets[key] = Target(key, label, f"http://127.0.0.1:{port}/mcp", roles)
 

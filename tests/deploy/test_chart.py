@@ -25,6 +25,7 @@ import yaml
 
 import chart
 from chart import config_toml, find, find_all, render
+from mcp_http import post as mcp_post
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -706,28 +707,6 @@ class ConfigMapVolume:
             shutil.rmtree(self.root / old)
 
 
-def _mcp(url: str, message: dict, session: str | None = None):
-    """One MCP POST: (status, JSON-RPC answer or None, Mcp-Session-Id)."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
-               "MCP-Protocol-Version": "2025-11-25"}
-    if session:
-        headers["Mcp-Session-Id"] = session
-    request = urllib.request.Request(url, data=json.dumps(message).encode(), headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        status, body, sid = response.status, response.read().decode(), response.headers.get("Mcp-Session-Id")
-        ctype = response.headers.get("Content-Type", "")
-    if "id" not in message:
-        return status, None, sid
-    if ctype.startswith("text/event-stream"):
-        for line in body.splitlines():
-            if line.startswith("data:") and line[5:].strip():
-                data = json.loads(line[5:])
-                if data.get("id") == message["id"]:
-                    return status, data, sid
-        raise AssertionError(f"no answer in the SSE body: {body[:300]}")
-    return status, json.loads(body), sid
-
-
 def _metric(admin: int, name: str, labels: str = "") -> float | None:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -780,12 +759,12 @@ def test_upstreams_reload_live_from_the_mounted_configmap(tmp_path):
             except OSError:
                 return False
         _wait("the gateway to be ready", ready, 20)
-        status, answer, sid = _mcp(url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        status, answer, sid = mcp_post(url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test_chart", "version": "0"}}})
         assert status == 200 and "result" in answer and sid, answer
-        assert _mcp(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)[0] == 202
+        assert mcp_post(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)[0] == 202
         ids = iter(range(2, 1000))
-        tools = lambda: {t["name"] for t in _mcp(url, {"jsonrpc": "2.0", "id": next(ids), "method": "tools/list"}, sid)[1]["result"]["tools"]}
+        tools = lambda: {t["name"] for t in mcp_post(url, {"jsonrpc": "2.0", "id": next(ids), "method": "tools/list"}, sid)[1]["result"]["tools"]}
         assert "demo__echo" in tools() and "extra__echo" not in tools()
         assert _metric(admin, "mcpgate_config_last_reload_successful") == 1
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests" / "fleet"))
 
 import promql  # noqa: E402
+from mcp_http import post as mcp_post  # noqa: E402
 from promql import Prometheus  # noqa: E402
 
 RULES = ROOT / "deploy" / "prometheus" / "mcpgate-rules.yaml"
@@ -129,32 +130,6 @@ def test_dashboard_shape():
 # --- a fleet, traffic and a Prometheus -------------------------------------------------------
 
 
-def _post(url: str, message: dict, session: str | None = None, timeout: float = 10.0):
-    """One MCP POST; returns (HTTP status, JSON-RPC answer or None, session id header)."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
-               "MCP-Protocol-Version": PROTOCOL}
-    if session:
-        headers["Mcp-Session-Id"] = session
-    request = urllib.request.Request(url, data=json.dumps(message).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, body = response.status, response.read().decode()
-            ctype = response.headers.get("Content-Type", "")
-            sid = response.headers.get("Mcp-Session-Id")
-    except urllib.error.HTTPError as err:
-        return err.code, None, None
-    if "id" not in message or not body:
-        return status, None, sid
-    if ctype.startswith("text/event-stream"):
-        for line in body.splitlines():
-            if line.startswith("data:") and line[5:].strip():
-                data = json.loads(line[5:])
-                if data.get("id") == message["id"]:
-                    return status, data, sid
-        raise AssertionError(f"no answer to {message.get('method')} in the SSE body: {body[:300]}")
-    return status, json.loads(body), sid
-
-
 def _delete(url: str, session: str) -> int:
     request = urllib.request.Request(url, headers={"Mcp-Session-Id": session,
                                                    "MCP-Protocol-Version": PROTOCOL}, method="DELETE")
@@ -175,17 +150,17 @@ class Client:
         return self.next_id
 
     def initialize(self) -> str:
-        status, answer, sid = _post(self.url, {
+        status, answer, sid = mcp_post(self.url, {
             "jsonrpc": "2.0", "id": self._id(), "method": "initialize",
             "params": {"protocolVersion": PROTOCOL, "capabilities": {},
                        "clientInfo": {"name": "test_monitoring", "version": "0"}}})
         assert status == 200 and answer and "result" in answer and sid, (status, answer)
-        status, _, _ = _post(self.url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
+        status, _, _ = mcp_post(self.url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
         assert status == 202, status
         return sid
 
     def call(self, sid: str, text: str) -> tuple[int, dict | None]:
-        status, answer, _ = _post(self.url, {
+        status, answer, _ = mcp_post(self.url, {
             "jsonrpc": "2.0", "id": self._id(), "method": "tools/call",
             "params": {"name": TOOL, "arguments": {"text": text}}}, sid)
         return status, answer

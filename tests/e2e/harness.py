@@ -261,6 +261,16 @@ class Stack:
         self.procs.clear()
 
 
+def metric(admin: str, line_prefix: str) -> float:
+    """The value of the first line of `admin`'s /metrics starting with `line_prefix` (0 when
+    there is none)."""
+    with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(line_prefix):
+                return float(line.split()[-1])
+    return 0.0
+
+
 # --- a minimal raw MCP client, only for the readiness probe ---------------------------
 
 

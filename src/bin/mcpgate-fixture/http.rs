@@ -52,13 +52,7 @@ type McpService = StreamableHttpService<Fixture, ReconnectingSessions>;
 
 /// Binds `listen`, prints the endpoint URL, and serves until Ctrl-C.
 pub async fn serve(listen: SocketAddr, name: String, modern_only: bool) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot bind {listen}"))?;
-    let addr = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
-    announce(addr).context("cannot write the listening line to stdout")?;
+    let listener = bind_and_announce(listen, MCP_PATH).await?;
     let shutdown = CancellationToken::new();
     let sessions = Arc::new(ReconnectingSessions::default());
     let service = mcp_service(name.into(), sessions.clone(), shutdown.child_token());
@@ -71,11 +65,20 @@ pub async fn serve(listen: SocketAddr, name: String, modern_only: bool) -> anyho
     }
 }
 
-/// Prints `listening on http://ADDR/mcp` as the first stdout line, flushed.
-fn announce(addr: SocketAddr) -> std::io::Result<()> {
+/// Binds `listen` and prints `listening on http://ADDR<path>` as the first stdout line, flushed
+/// (what the tests wait for).
+pub async fn bind_and_announce(listen: SocketAddr, path: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind {listen}"))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on http://{addr}{MCP_PATH}")?;
-    stdout.flush()
+    writeln!(stdout, "listening on http://{addr}{path}")
+        .and_then(|()| stdout.flush())
+        .context("cannot write the listening line to stdout")?;
+    Ok(listener)
 }
 
 /// Builds the rmcp service; each session (or stateless request) gets its own [`Fixture`], all of

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,13 +64,7 @@ struct Sessions {
 
 /// Binds `listen`, prints the stream's URL, and serves until Ctrl-C.
 pub async fn serve(listen: SocketAddr, name: String) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot bind {listen}"))?;
-    let addr = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
-    announce(addr).context("cannot write the listening line to stdout")?;
+    let listener = crate::http::bind_and_announce(listen, SSE_PATH).await?;
     let sessions = Sessions {
         open: Arc::default(),
         next_id: Arc::default(),
@@ -82,13 +75,6 @@ pub async fn serve(listen: SocketAddr, name: String) -> anyhow::Result<()> {
         () = accept_loop(listener, sessions) => Ok(()),
         signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C"),
     }
-}
-
-/// Prints `listening on http://ADDR/sse` as the first stdout line, flushed.
-fn announce(addr: SocketAddr) -> std::io::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on http://{addr}{SSE_PATH}")?;
-    stdout.flush()
 }
 
 async fn accept_loop(listener: TcpListener, sessions: Sessions) {

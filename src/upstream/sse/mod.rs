@@ -29,7 +29,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::framing::{bounded_events, is_too_large};
+use super::framing::{bounded_events, event_message, is_too_large};
 use super::http_clients::Clients;
 use super::outlet::{DropReason, Outlet};
 use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent, request_channel};
@@ -391,18 +391,6 @@ impl Inner {
         }
     }
 
-    /// One event's data as a JSON-RPC message; `None` (logged) for anything else.
-    fn parse(&self, data: &str) -> Option<Message> {
-        let parsed = serde_json::from_str(data)
-            .map_err(|e| e.to_string())
-            .and_then(|v| Message::from_value(v).map_err(|e| e.to_string()));
-        parsed
-            .inspect_err(|reason| {
-                tracing::warn!(upstream = %self.name, %reason, "ignoring a malformed SSE event")
-            })
-            .ok()
-    }
-
     fn mark_down(&self) {
         lock(&self.down_since).get_or_insert_with(Instant::now);
     }
@@ -488,7 +476,7 @@ async fn read_stream(upstream: Weak<Inner>, connection: Arc<Connection>, mut eve
             continue;
         }
         let data = event.data.unwrap_or_default();
-        if let Some(message) = upstream.parse(&data) {
+        if let Some(message) = event_message(&upstream.name, &data) {
             upstream.deliver(&connection, message, data.len()).await;
         }
     };

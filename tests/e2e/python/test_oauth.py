@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import tempfile
-import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -19,7 +18,7 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from harness import FIXTURE_BIN, GATEWAY_BIN, HarnessError, Proc, missing_binary
+from harness import FIXTURE_BIN, GATEWAY_BIN, HarnessError, Proc, metric, missing_binary
 from mcp import Client
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
@@ -127,14 +126,6 @@ class AutoApprovingBrowser:
 
     async def callback(self) -> AuthorizationCodeResult:
         return AuthorizationCodeResult(code=self.redirect["code"], state=self.redirect.get("state"))
-
-
-def metric(admin: str, line_prefix: str) -> float:
-    with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(line_prefix):
-                return float(line.split()[-1])
-    return 0.0
 
 
 async def test_sdk_client_discovers_oauth_and_calls_a_tool(auth_server, oauth_gateway):

@@ -7,12 +7,11 @@ the client's back, counted in mcpgate_upstream_reinitializations_total."""
 
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import anyio
 import pytest
-from harness import GATEWAY_BIN, HarnessError, Proc, gateway_config, missing_binary
+from harness import GATEWAY_BIN, HarnessError, Proc, gateway_config, metric, missing_binary
 from mcp import Client
 from sdk_checks import TIMEOUT, texts
 
@@ -26,14 +25,6 @@ def start_server(logdir: Path, port: int) -> tuple[Proc, str]:
     """The SDK's SSE server on `port` (0: a free one), and its stream's URL."""
     server = Proc(f"sse-server-{port}", [sys.executable, str(SERVER), str(port)], logdir)
     return server, server.next_line().removeprefix("sse on ").strip()
-
-
-def metric(admin: str, line_prefix: str) -> float:
-    with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(line_prefix):
-                return float(line.split()[-1])
-    return 0.0
 
 
 @pytest.fixture
