@@ -228,3 +228,43 @@ async fn a_delete_frees_no_lease_of_the_ended_session() {
     assert_eq!(stopped, 0.0, "the held stream stopped");
     assert_eq!(round_trips(&gateway, "session_release").await, releases);
 }
+
+/// A session's first request on a replica that never served it (a revival) reads who holds
+/// its upstream streams in the round trip that loads it: a stream another replica holds is
+/// neither taken nor waited for, and one that nobody holds any more is taken at once.
+#[tokio::test]
+async fn a_revival_takes_only_the_streams_no_replica_holds() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let replica = || redis.replica("1h").remote_at(&fixture).start();
+    let (a, b, c) = (replica().await, replica().await, replica().await);
+    let session = a.initialize().await;
+    remote_echo(&a, &session, "a holds the stream").await;
+    let held = "mcpgate_upstream_streams_held ";
+    assert_eq!(a.metric(held).await, 1.0);
+
+    remote_echo(&b, &session, "revived on b").await;
+
+    assert_eq!(b.metric("mcpgate_sessions_revived_total").await, 1.0);
+    assert_eq!(round_trips(&b, "session_hold").await, 0.0, "a holds it");
+    assert_eq!(round_trips(&b, "session_holders").await, 1.0);
+    assert_eq!(b.metric(held).await, 0.0);
+
+    let mut client = redis.client().await;
+    let leases: Vec<String> = redis::cmd("KEYS")
+        .arg("mcpgate:*:h:remote")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(&leases)
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    remote_echo(&c, &session, "revived on c, where a's lease ran out").await;
+
+    assert_eq!(round_trips(&c, "session_hold").await, 1.0);
+    assert_eq!(c.metric(held).await, 1.0, "c holds the stream now");
+}

@@ -50,6 +50,13 @@ impl CreatedHere {
         generations.current.insert(key);
     }
 
+    /// Whether `id` was created here lately, remembering it.
+    pub(super) fn contains(&self, id: &SessionId) -> bool {
+        let key = self.hasher.hash_one(id);
+        let generations = lock(&self.generations);
+        generations.current.contains(&key) || generations.previous.contains(&key)
+    }
+
     /// Whether `id` was created here lately; forgets it (the hub knows it from now on).
     pub(super) fn take(&self, id: &SessionId) -> bool {
         let key = self.hasher.hash_one(id);
@@ -68,8 +75,13 @@ mod tests {
         let (a, b) = (SessionId::generate(), SessionId::generate());
         created.insert(&a);
         created.insert(&b);
+        assert!(
+            created.contains(&a) && created.contains(&a),
+            "contains keeps it"
+        );
         assert!(created.take(&a));
         assert!(!created.take(&a), "taken once");
+        assert!(!created.contains(&a));
         std::thread::sleep(Duration::from_millis(25));
         created.insert(&SessionId::generate());
         assert!(created.take(&b), "still in the previous generation");

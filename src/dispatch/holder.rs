@@ -1,17 +1,20 @@
 //! Holding HTTP upstreams' standalone GET streams for sessions (`standalone = "hold"`, the
-//! default): one replica of the fleet keeps each such stream open from `initialize` until the
-//! session ends, and logs what it carries to the session's standalone event stream, where the
-//! client's GET picks it up on any replica. An upstream's server-to-client request sent outside
-//! any request therefore always finds its stream open, whatever order the client's own
-//! connections take, and nothing is lost while the client is away.
+//! default): one replica of the fleet keeps each such stream open from the opening of the
+//! session's upstream session (its first request to the upstream) until the session ends, and
+//! logs what it carries to the session's standalone event stream, where the client's GET picks
+//! it up on any replica. An upstream's server-to-client request sent outside any request
+//! therefore always finds its stream open, whatever order the client's own connections take,
+//! and nothing is lost while the client is away.
 //!
 //! Which replica holds a stream is a lease in the store ([`SessionStore::hold`]), renewed every
 //! [`RENEW_EVERY`] and lost [`LEASE`] after its holder stops renewing (it died), or at once
-//! when it drains. A replica takes a free lease when it creates a session, revives one, opens
-//! a client's GET stream, and at each keep-alive of such a stream (so a holder that died is
-//! replaced within [`LEASE`] + 15 s while the client listens); it resumes the upstream stream after the last upstream event
-//! logged ([`EventLog::positions`](crate::events::EventLog::positions)), so an upstream that
-//! keeps events loses nothing across the handover either.
+//! when it drains. A replica takes a free lease when it opens a session's upstream session,
+//! revives a session (whose leases it reads together with the record, so it tries, and waits
+//! for, only those nobody holds), opens a client's GET stream, and at each keep-alive of such a
+//! stream (so a holder that died is replaced within [`LEASE`] + 15 s while the client listens).
+//! It resumes the upstream stream after the last upstream event logged
+//! ([`EventLog::positions`](crate::events::EventLog::positions)), so an upstream that keeps
+//! events loses nothing across the handover either.
 //!
 //! A replica holds at most `server.max_held_streams` streams (each is an upstream connection
 //! and its buffers): beyond it, a session's stream is left for another replica, or for this one
@@ -19,6 +22,7 @@
 //!
 //! [`SessionStore::hold`]: crate::session::SessionStore::hold
 
+use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -51,10 +55,21 @@ impl Gateway {
     /// Holds the standalone streams of the session's hold-mode upstreams that no replica holds,
     /// waiting (boundedly) until the upstreams accepted them.
     pub async fn hold_streams(&self, session: &Session, resume: Resume) {
+        self.hold_streams_except(session, resume, &HeldElsewhere::default())
+            .await;
+    }
+
+    /// [`Gateway::hold_streams`], leaving out the streams another replica was seen holding.
+    pub(super) async fn hold_streams_except(
+        &self,
+        session: &Session,
+        resume: Resume,
+        held_elsewhere: &HeldElsewhere,
+    ) {
         let upstreams = self.upstreams();
         let held = upstreams
             .iter()
-            .filter(|u| u.holds_standalone())
+            .filter(|u| u.holds_standalone() && !held_elsewhere.0.contains(&u.name))
             .filter_map(|u| {
                 let upstream_session = session.record.upstreams.get(&u.name)?;
                 upstream_session.session_id.as_ref()?;
@@ -115,6 +130,31 @@ impl Gateway {
         tokio::spawn(holder.keep(listener, self.hub.draining()));
     }
 
+    /// The hold-mode upstreams whose stream of a session another replica holds now; none when
+    /// the store cannot tell (every stream is then tried as if free).
+    pub(super) async fn held_elsewhere(&self, session: &SessionId) -> HeldElsewhere {
+        let upstreams = self.upstreams();
+        let names: Vec<String> = upstreams
+            .iter()
+            .filter(|u| u.holds_standalone())
+            .map(|u| u.name.clone())
+            .collect();
+        let holders = match self.store.holders(session, &names).await {
+            Ok(holders) => holders,
+            Err(error) => {
+                tracing::debug!(%error, "cannot tell who holds a session's streams");
+                return HeldElsewhere::default();
+            }
+        };
+        let replica = self.signer.replica();
+        let elsewhere = names
+            .into_iter()
+            .zip(holders)
+            .filter(|(_, holder)| holder.as_deref().is_some_and(|h| h != replica))
+            .map(|(name, _)| name);
+        HeldElsewhere(elsewhere.collect())
+    }
+
     /// The upstream event id after which its standalone stream of a session resumes.
     async fn upstream_position(&self, session: &SessionId, upstream: &str) -> Option<String> {
         self.upstream_positions(session).await.remove(upstream)
@@ -130,6 +170,11 @@ impl Gateway {
         })
     }
 }
+
+/// The hold-mode upstreams whose stream of a session another replica held when looked up
+/// ([`Gateway::held_elsewhere`]): a revival need not try, nor wait for, those.
+#[derive(Debug, Default)]
+pub(super) struct HeldElsewhere(HashSet<String>);
 
 /// One held stream, on the replica holding it.
 struct Holder {

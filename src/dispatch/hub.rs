@@ -268,6 +268,11 @@ impl Hub {
         sessions.entry(id.clone()).or_default().slot_refreshed = Some(Instant::now());
     }
 
+    /// Whether this replica serves the session now (it has seen it and not forgotten it).
+    pub fn serves(&self, id: &SessionId) -> bool {
+        self.lock().contains_key(id)
+    }
+
     /// The owner tag of a session this replica has seen.
     pub fn owner(&self, id: &SessionId) -> Option<String> {
         self.lock().get(id).and_then(|p| p.owner.clone())

@@ -61,6 +61,7 @@ use crate::upstream::{CallContext, UnsolicitedSink, UpstreamError, UpstreamListe
 pub use bus::Bus;
 use bus::BusMessage;
 pub use ending::ExpiryEvents;
+use holder::HeldElsewhere;
 pub use holder::Resume;
 pub use hub::Hub;
 pub use initialize::InitializeError;
@@ -360,7 +361,8 @@ impl Gateway {
         caller: Caller<'_>,
         serve_here: bool,
     ) -> Result<Session, SessionError> {
-        let (outcome, result) = match self.store.load(id).await {
+        let (loaded, held_elsewhere) = self.load_record(id, serve_here).await;
+        let (outcome, result) = match loaded {
             Ok(Lookup::Live(record)) if !self.serves(caller, &record) => {
                 (LookupOutcome::Foreign, Err(SessionError::Unknown))
             }
@@ -371,7 +373,7 @@ impl Gateway {
                     modern: None,
                 };
                 let outcome = match serve_here {
-                    true => self.serve_here(&session).await,
+                    true => self.serve_here(&session, &held_elsewhere).await,
                     false => LookupOutcome::Hit,
                 };
                 (outcome, Ok(session))
@@ -391,9 +393,24 @@ impl Gateway {
         result
     }
 
+    /// Loads a session's record; for a request that may revive the session here, also reads
+    /// who holds its streams, in the same round trip, so that the revival waits only for the
+    /// streams nobody holds.
+    async fn load_record(
+        &self,
+        id: &SessionId,
+        serve_here: bool,
+    ) -> (Result<Lookup, StoreError>, HeldElsewhere) {
+        if !serve_here || self.hub.serves(id) || self.created_here.contains(id) {
+            return (self.store.load(id).await, HeldElsewhere::default());
+        }
+        tokio::join!(self.store.load(id), self.held_elsewhere(id))
+    }
+
     /// Registers a live session with this replica; revives it when it is new here and was not
-    /// created here: restores its upstream state and holds its upstream streams.
-    async fn serve_here(&self, session: &Session) -> LookupOutcome {
+    /// created here: restores its upstream state and holds the upstream streams no other
+    /// replica holds.
+    async fn serve_here(&self, session: &Session, held_elsewhere: &HeldElsewhere) -> LookupOutcome {
         let (_, fresh_here) = self.hub.attach(&session.id, &session.record);
         self.refresh_session_slot(session);
         if !fresh_here || self.created_here.take(&session.id) {
@@ -402,7 +419,8 @@ impl Gateway {
         self.metrics.sessions_revived.inc();
         let restore = self.restore_on_revival(session);
         let _ = tokio::time::timeout(restore::REVIVAL_RESTORE_LIMIT, restore).await;
-        self.hold_streams(session, Resume::AfterLastLogged).await;
+        self.hold_streams_except(session, Resume::AfterLastLogged, held_elsewhere)
+            .await;
         LookupOutcome::Revived
     }
 

@@ -241,6 +241,20 @@ impl SessionStore for MemoryStore {
         Ok(Hold::Held)
     }
 
+    async fn holders(
+        &self,
+        id: &SessionId,
+        upstreams: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let now = Instant::now();
+        let state = self.lock();
+        let holder = |upstream: &String| {
+            let (holder, until) = state.leases.get(&(id.clone(), upstream.clone()))?;
+            (*until > now).then(|| holder.clone())
+        };
+        Ok(upstreams.iter().map(holder).collect())
+    }
+
     async fn release(
         &self,
         id: &SessionId,

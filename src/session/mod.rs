@@ -131,6 +131,13 @@ pub trait SessionStore: Send + Sync {
         holder: &str,
         lease: std::time::Duration,
     ) -> Result<Hold, StoreError>;
+    /// The holder of each of `upstreams`' leases of a session, in that order (`None` where
+    /// none is live); takes none of them.
+    async fn holders(
+        &self,
+        id: &SessionId,
+        upstreams: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError>;
     /// Gives up a lease `holder` has.
     async fn release(&self, id: &SessionId, upstream: &str, holder: &str)
     -> Result<(), StoreError>;

@@ -16,11 +16,12 @@
 //! apart: `live` with no record means the session timed out, and the one caller that flips it
 //! to `expired` (atomically, in a script) gets `first_notice`, so a fleet counts an expiry once.
 //!
-//! Round trips: `create`, `update`, `delete` and `exists` take one; `load` takes one (a
-//! pipeline of HGETALL, PEXPIRE and GETEX) unless the record is within `idle_ttl` of its
-//! absolute cap (one PEXPIREAT more), its tombstone went missing (restored), it is gone with a
-//! `live` tombstone (the expire script), or it is a schema-1 record (upgraded in place, once).
-//! Every pooled connection also costs the pool's own check on checkout.
+//! Round trips: `create`, `update`, `delete`, `exists`, `hold` and `holders` take one; `load`
+//! takes one (a pipeline of HGETALL, PEXPIRE and GETEX) unless the record is within `idle_ttl`
+//! of its absolute cap (one PEXPIREAT more), its tombstone went missing (restored), it is gone
+//! with a `live` tombstone (the expire script), or it is a schema-1 record (upgraded in place,
+//! once). Operations issued together share a round trip on the multiplexed connection; a
+//! pooled (Sentinel) connection also costs the pool's own check on checkout.
 //!
 //! **Memory pressure.** The load pipeline is not a MULTI and uses only commands Redis runs when
 //! `maxmemory` is reached (HGETALL, PEXPIRE, GETEX), so a Redis that refuses new data
@@ -568,6 +569,24 @@ impl SessionStore for RedisStore {
             0 => Hold::HeldElsewhere,
             _ => Hold::SessionGone,
         })
+    }
+
+    async fn holders(
+        &self,
+        id: &SessionId,
+        upstreams: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if upstreams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases: Vec<String> = upstreams
+            .iter()
+            .map(|upstream| keys::holder_lease(id, upstream))
+            .collect();
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("MGET").arg(leases);
+        let (holders,): (Vec<Option<String>>,) = self.query("session_holders", pipe).await?;
+        Ok(holders)
     }
 
     async fn release(

@@ -105,6 +105,15 @@ impl<S: SessionStore> SessionStore for TracedStore<S> {
             .await
     }
 
+    async fn holders(
+        &self,
+        id: &SessionId,
+        upstreams: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        self.traced("holders", self.inner.holders(id, upstreams))
+            .await
+    }
+
     async fn release(
         &self,
         id: &SessionId,
