@@ -18,7 +18,8 @@ Scenarios (`tools/call echo`, 8 connections unless said):
   e   session creation + deletion rate (`--mode sessions`) for a, b, c, d
   f   revival: two replicas on one Redis, sessions created on one, first request on the other
   g   idle scale: BENCH_IDLE sessions (default 100000) on one replica with Redis: replica RSS,
-      Redis memory per session, upstream sessions the fixture holds, calls on old sessions
+      Redis memory per session, upstream sessions the fixture holds, calls on old sessions,
+      and the same calls on as many sessions created just before (what age changes)
   h   one replica, memory store, the fixture as a stdio child
   i   other gateways in front of the same stdio fixture: supergateway (npm, --stateful) and
       mcp-proxy (PyPI, stateful by default), both serving Streamable HTTP
@@ -885,6 +886,7 @@ def idle_scale(stack: Stack, runner: Runner, rows: list[dict], n: int) -> dict:
     rows.append(make_row("g", label, result, 8))
     info["fixture_open_sessions_after_calls"] = open_upstream_sessions(fixture_sessions)
     info["replica_rss_kib_after_calls"] = rss_kib(pid)
+    fresh_calls(runner, target, stack.logdir / "fresh-ids.txt", n, bound, rows)
     try:
         text = replica.metrics_text()
         info["replica_session_metrics"] = {l.split(" ")[0]: l.split(" ")[-1] for l in text.splitlines()
@@ -894,8 +896,22 @@ def idle_scale(stack: Stack, runner: Runner, rows: list[dict], n: int) -> dict:
     return info
 
 
+def fresh_calls(runner: Runner, target: Target, ids: Path, n: int, bound: int, rows: list[dict]) -> None:
+    """The same calls as on the old sessions, on as many sessions created just before: what a
+    session's age changes in a request's cost (in both runs nearly every call is the first of
+    its session, which opens its upstream session)."""
+    log(f"g. fresh: creating {n} more sessions, then the same calls on them")
+    created = runner.run(target, "idle", 64, timed=False, limit=bound + 120,
+                         extra=["--sessions", str(n), "--ids-out", str(ids), "--duration", f"{bound}s"])
+    if created.get("error"):
+        return
+    made = len([l for l in ids.read_text().splitlines() if l.strip()]) if ids.exists() else 0
+    result = runner.run(target, "calls", 8, extra=["--ids-in", str(ids)])
+    rows.append(make_row("g-fresh", f"g. the same calls on fresh sessions ({made} just created)", result, 8))
+
+
 def finish(rows, extra, stack: Stack, out_path: Path, seconds, warmup, idle_n, fsync, began, quick) -> None:
-    order = ["a", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp", "z", "e-a", "e-b", "e-c", "e-d", "f", "g"]
+    order = ["a", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp", "z", "e-a", "e-b", "e-c", "e-d", "f", "g", "g-fresh"]
     rows.sort(key=lambda r: (order.index(r["scenario"]) if r["scenario"] in order else 99, r["connections"]))
     add_ratios(rows)
     took = time.monotonic() - began
