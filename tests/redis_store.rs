@@ -9,8 +9,8 @@ use mcpgate::config::RedisConfig;
 use mcpgate::protocol::ProtocolVersion;
 use mcpgate::redis::RedisPool;
 use mcpgate::session::{
-    Lookup, RecordChange, RedisStore, SessionId, SessionRecord, SessionStore, StoreError,
-    UpstreamSession,
+    Claimed, Hold, Lookup, RecordChange, RedisStore, SessionId, SessionRecord, SessionStore,
+    StoreError, UpstreamSession,
 };
 use mcpgate::telemetry::Metrics;
 use redis::AsyncCommands;
@@ -672,5 +672,59 @@ async fn sessions_survive_a_persistent_redis_restart() {
     assert!(
         pttl(&server, &record_key(&ids[0])).await > 0,
         "TTLs survive too"
+    );
+}
+
+/// The first upstream session claimed for an upstream is kept; a later claim gets it back,
+/// and a claim on a gone session saves nothing.
+#[tokio::test]
+async fn the_first_claimed_upstream_session_is_kept() {
+    let server = RedisServer::start().await;
+    let store = store(&server, Duration::from_secs(10));
+    let id = SessionId::generate();
+    store.create(&id, &record(HOUR)).await.unwrap();
+    let session = |sid: &str| UpstreamSession {
+        session_id: Some(sid.into()),
+        protocol_version: Some("2025-11-25".into()),
+    };
+
+    let first = store.claim_upstream(&id, "remote", &session("u-1")).await;
+    let second = store.claim_upstream(&id, "remote", &session("u-2")).await;
+
+    assert_eq!(first.unwrap(), Claimed::Won);
+    assert_eq!(second.unwrap(), Claimed::Taken(session("u-1")));
+    let loaded = live(store.load(&id).await.unwrap());
+    assert_eq!(loaded.upstreams.get("remote"), Some(&session("u-1")));
+    assert!(pttl(&server, &upstreams_key(&id)).await > 0);
+    store.delete(&id).await.unwrap();
+    let gone = store.claim_upstream(&id, "remote", &session("u-3")).await;
+    assert_eq!(gone.unwrap(), Claimed::SessionGone);
+    assert!(!exists(&server, &upstreams_key(&id)).await);
+}
+
+/// `holders` reads the live leases in the order asked, and takes none.
+#[tokio::test]
+async fn holders_reads_leases_without_taking_them() {
+    let server = RedisServer::start().await;
+    let store = store(&server, Duration::from_secs(10));
+    let id = SessionId::generate();
+    store.create(&id, &record(HOUR)).await.unwrap();
+    let lease = Duration::from_secs(30);
+    assert_eq!(
+        store.hold(&id, "b", "replica-1", lease).await.unwrap(),
+        Hold::Held
+    );
+
+    let names = ["a".to_owned(), "b".to_owned()];
+    let holders = store.holders(&id, &names).await.unwrap();
+
+    assert_eq!(holders, vec![None, Some("replica-1".to_owned())]);
+    assert_eq!(
+        store.hold(&id, "a", "replica-2", lease).await.unwrap(),
+        Hold::Held
+    );
+    assert_eq!(
+        store.holders(&id, &[]).await.unwrap(),
+        Vec::<Option<String>>::new()
     );
 }

@@ -184,6 +184,40 @@ async fn racing_first_requests_open_one_upstream_session() {
     assert_eq!(fixture.open_sessions().await, 2);
 }
 
+/// First requests of one session racing on two replicas may open two upstream sessions; the
+/// first saved is kept for every request, and the other is closed.
+#[tokio::test]
+async fn racing_first_requests_on_two_replicas_keep_one_upstream_session() {
+    const SESSIONS: u64 = 10;
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let replica = || redis.replica("1h").remote_at(&fixture).start();
+    let (a, b) = (replica().await, replica().await);
+    let warm = a.initialize().await;
+    remote_echo(&a, &warm, "a knows the upstream's capabilities").await;
+    let sessions: Vec<_> = futures::future::join_all((0..SESSIONS).map(|_| a.initialize())).await;
+    let before = fixture.open_sessions().await;
+
+    let calls = sessions.iter().enumerate().flat_map(|(n, session)| {
+        [&a, &b, &a, &b]
+            .into_iter()
+            .enumerate()
+            .map(move |(k, replica)| async move {
+                remote_echo(replica, session, &format!("session {n} call {k}")).await;
+            })
+    });
+    futures::future::join_all(calls).await;
+
+    let open = fixture.open_sessions().await - before;
+    assert_eq!(open, SESSIONS, "one upstream session per session");
+    for session in &sessions {
+        remote_echo(&b, session, "again on b").await;
+        remote_echo(&a, session, "again on a").await;
+    }
+    assert_eq!(fixture.open_sessions().await - before, SESSIONS);
+}
+
 #[tokio::test]
 async fn idle_sessions_keep_nothing_on_the_replica() {
     let gateway = Gateway::start().await;

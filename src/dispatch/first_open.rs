@@ -5,8 +5,12 @@
 //!
 //! [`FirstOpens`] makes the concurrent first requests of one session to one upstream share one
 //! opening on this replica. An entry lives only while its opening runs (bounded by the
-//! upstream's timeout); two replicas opening the same session's upstream at the same moment
-//! may still open two, and the record keeps the last.
+//! upstream's timeout). Two replicas opening the same session's upstream at the same moment
+//! (or a request that loaded the record just before another's opening here was saved) open
+//! two: the first saved is kept ([`SessionStore::claim_upstream`]), and the other is closed
+//! upstream before its request goes on through the kept one.
+//!
+//! [`SessionStore::claim_upstream`]: crate::session::SessionStore::claim_upstream
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -16,7 +16,7 @@ use super::suspended::take_retry;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::protocol::Method;
 use crate::protocol::jsonrpc::{Message, Notification, Request, RequestId};
-use crate::session::{Lookup, RecordChange, SessionId};
+use crate::session::{Claimed, RecordChange, SessionId};
 use crate::telemetry::mcp_spans::{self, Side};
 use crate::upstream::{CallContext, Upstream, UpstreamError};
 
@@ -113,29 +113,52 @@ impl Gateway {
             .await
     }
 
-    /// Opens the session's first session on `upstream`, unless another request of the session
-    /// opened it since this one loaded the record (on another replica, or just before), or,
-    /// for a stateless session, since its snapshot of this replica's shared upstream sessions.
+    /// Opens the session's first session on `upstream`. Another request of the session may
+    /// have opened one since this one loaded the record (on another replica, or just before):
+    /// the first saved is kept, and the other closed. A stateless session uses this replica's
+    /// shared upstream session when there is one.
     async fn open_first(
         &self,
         session: &Session,
         upstream: &Arc<Upstream>,
     ) -> Result<CallContext, RpcError> {
-        let opened = if session.is_stateless() {
-            self.stateless.get(&upstream.name)
-        } else {
-            match self.store.load(&session.id).await {
-                Ok(Lookup::Live(record)) => record.upstreams.get(&upstream.name).cloned(),
-                _ => None,
-            }
-        };
-        match opened {
-            Some(upstream_session) => Ok(CallContext {
-                session: session.id.clone(),
-                upstream_session,
-            }),
-            None => self.reopen(session, upstream).await,
+        if session.is_stateless() {
+            return match self.stateless.get(&upstream.name) {
+                Some(upstream_session) => Ok(CallContext {
+                    session: session.id.clone(),
+                    upstream_session,
+                }),
+                None => self.reopen(session, upstream).await,
+            };
         }
+        let (upstream_session, _) = upstream
+            .open_session(&session.id, &session.record)
+            .await
+            .map_err(|e| upstream_failure(&e))?;
+        let ours = CallContext {
+            session: session.id.clone(),
+            upstream_session,
+        };
+        let claimed =
+            self.store
+                .claim_upstream(&ours.session, &upstream.name, &ours.upstream_session);
+        match claimed.await {
+            Ok(Claimed::Taken(upstream_session)) => {
+                upstream.close_session(&ours).await;
+                return Ok(CallContext {
+                    session: ours.session,
+                    upstream_session,
+                });
+            }
+            Ok(Claimed::SessionGone) => {
+                upstream.close_session(&ours).await;
+                return Err(error_object(ErrorCode::INTERNAL_ERROR, "the session ended"));
+            }
+            Ok(Claimed::Won) => {}
+            Err(error) => tracing::warn!(%error, "could not save a new upstream session"),
+        }
+        self.settle_upstream_session(session, upstream, &ours).await;
+        Ok(ours)
     }
 
     /// Opens a new upstream session with the stored client info and saves it in the record

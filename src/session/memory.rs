@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Hold, Lookup, Orphans, RecordChange, SessionId, SessionRecord, SessionStore, StoreError,
+    Claimed, Hold, Lookup, Orphans, RecordChange, SessionId, SessionRecord, SessionStore,
+    StoreError, UpstreamSession,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +242,26 @@ impl SessionStore for MemoryStore {
         Ok(Hold::Held)
     }
 
+    async fn claim_upstream(
+        &self,
+        id: &SessionId,
+        upstream: &str,
+        session: &UpstreamSession,
+    ) -> Result<Claimed, StoreError> {
+        let mut state = self.lock();
+        if !state.records.contains_key(id) {
+            return Ok(Claimed::SessionGone);
+        }
+        let Some(tomb) = state.tombs.get_mut(id) else {
+            return Ok(Claimed::SessionGone);
+        };
+        if let Some(saved) = tomb.upstreams.get(upstream) {
+            return Ok(Claimed::Taken(saved.clone()));
+        }
+        tomb.upstreams.insert(upstream.to_owned(), session.clone());
+        Ok(Claimed::Won)
+    }
+
     async fn holders(
         &self,
         id: &SessionId,
@@ -300,6 +321,35 @@ mod tests {
             json!({}),
             Duration::from_secs(3600),
         )
+    }
+
+    #[tokio::test]
+    async fn keeps_the_first_claimed_upstream_session_and_reads_leases_without_taking_them() {
+        let store = MemoryStore::new(Duration::from_secs(60));
+        let id = SessionId::generate();
+        store.create(&id, &record()).await.unwrap();
+        let session = |sid: &str| UpstreamSession {
+            session_id: Some(sid.into()),
+            protocol_version: None,
+        };
+        let claim = |sid| {
+            let claimed = session(sid);
+            let (store, id) = (&store, &id);
+            async move { store.claim_upstream(id, "remote", &claimed).await.unwrap() }
+        };
+        assert_eq!(claim("u-1").await, Claimed::Won);
+        assert_eq!(claim("u-2").await, Claimed::Taken(session("u-1")));
+        let lease = Duration::from_secs(30);
+        store.hold(&id, "remote", "r-1", lease).await.unwrap();
+        let names = ["remote".to_owned(), "other".to_owned()];
+        let holders = store.holders(&id, &names).await.unwrap();
+        assert_eq!(holders, vec![Some("r-1".to_owned()), None]);
+        assert_eq!(
+            store.hold(&id, "other", "r-2", lease).await.unwrap(),
+            Hold::Held
+        );
+        store.delete(&id).await.unwrap();
+        assert_eq!(claim("u-3").await, Claimed::SessionGone);
     }
 
     #[tokio::test]

@@ -94,6 +94,17 @@ pub enum StoreError {
     NewerSchema { found: u32, supported: u32 },
 }
 
+/// The answer to [`SessionStore::claim_upstream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The session's session on that upstream is now the caller's.
+    Won,
+    /// Another one was saved first; here it is.
+    Taken(UpstreamSession),
+    /// The session is gone.
+    SessionGone,
+}
+
 /// The answer to [`SessionStore::hold`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
@@ -114,6 +125,14 @@ pub trait SessionStore: Send + Sync {
     async fn load(&self, id: &SessionId) -> Result<Lookup, StoreError>;
     /// Applies one change to a live session's record, atomically; a no-op when it is gone.
     async fn update(&self, id: &SessionId, change: &RecordChange) -> Result<(), StoreError>;
+    /// Saves a newly opened upstream session as the session's session on `upstream` unless
+    /// one is saved already (another request opened one first, maybe on another replica).
+    async fn claim_upstream(
+        &self,
+        id: &SessionId,
+        upstream: &str,
+        session: &UpstreamSession,
+    ) -> Result<Claimed, StoreError>;
     /// Ends the session; returns whether it was live.
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;
     /// Whether the record still exists, without sliding its TTL (open streams ask this).

@@ -10,7 +10,9 @@
 //! Every change is one field, written atomically and only while the record exists (a script),
 //! so replicas changing the same session at once never lose each other's changes. Upstream
 //! sessions live in their own key, which outlives the record: whoever notices that a session
-//! expired gets them (the expire script hands them over once) and closes them upstream.
+//! expired gets them (the expire script hands them over once) and closes them upstream. A
+//! session's first session on an upstream is claimed rather than set: the first one saved is
+//! kept, so requests racing to open it on several replicas agree on one.
 //!
 //! The tombstone outlives the record so that an id whose record is gone can still be told
 //! apart: `live` with no record means the session timed out, and the one caller that flips it
@@ -40,8 +42,8 @@ use ::redis::{ExistenceCheck, Expiry, Pipeline, Script, SetExpiry, SetOptions};
 use async_trait::async_trait;
 
 use super::{
-    Hold, Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore, SessionId, SessionRecord,
-    SessionStore, StoreError, UpstreamSession,
+    Claimed, Hold, Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore, SessionId,
+    SessionRecord, SessionStore, StoreError, UpstreamSession,
 };
 use crate::redis::{Connection, RedisPool, keys};
 
@@ -82,6 +84,22 @@ if ARGV[3] ~= '0' then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 return 1
+";
+
+/// Saves an upstream session unless one is saved for that upstream. KEYS: record (must
+/// exist), upstreams. ARGV: upstream, JSON, the upstreams' TTL in ms. Returns {1, ''} when
+/// saved, {0, the saved JSON} when one was, {-1, ''} when the session is gone.
+const CLAIM_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {-1, ''}
+end
+local saved = redis.call('HGET', KEYS[2], ARGV[1])
+if saved then
+  return {0, saved}
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {1, ''}
 ";
 
 /// Takes or renews a hold lease. KEYS: record, lease. ARGV: holder, lease ms.
@@ -228,6 +246,7 @@ pub struct RedisStore {
     set_field: Script,
     upgrade: Script,
     hold: Script,
+    claim: Script,
     release: Script,
 }
 
@@ -243,6 +262,7 @@ impl RedisStore {
             set_field: Script::new(SET_FIELD_SCRIPT),
             upgrade: Script::new(UPGRADE_SCRIPT),
             hold: Script::new(HOLD_SCRIPT),
+            claim: Script::new(CLAIM_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
         }
     }
@@ -568,6 +588,34 @@ impl SessionStore for RedisStore {
             1 => Hold::Held,
             0 => Hold::HeldElsewhere,
             _ => Hold::SessionGone,
+        })
+    }
+
+    async fn claim_upstream(
+        &self,
+        id: &SessionId,
+        upstream: &str,
+        session: &UpstreamSession,
+    ) -> Result<Claimed, StoreError> {
+        let keys = Keys::new(id);
+        let mut invocation = self.claim.prepare_invoke();
+        invocation
+            .key(&keys.record)
+            .key(&keys.upstreams)
+            .arg(upstream)
+            .arg(encode(session)?)
+            .arg(self.tombstone_ttl_ms);
+        let (answer, saved): (i64, String) = self
+            .run("session_claim_upstream", |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(match answer {
+            1 => Claimed::Won,
+            0 => Claimed::Taken(
+                serde_json::from_str(&saved).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
+            _ => Claimed::SessionGone,
         })
     }
 

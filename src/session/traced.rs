@@ -11,7 +11,10 @@ use async_trait::async_trait;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use super::{Hold, Lookup, RecordChange, SessionId, SessionRecord, SessionStore, StoreError};
+use super::{
+    Claimed, Hold, Lookup, RecordChange, SessionId, SessionRecord, SessionStore, StoreError,
+    UpstreamSession,
+};
 
 /// Traces the operations of the store it wraps.
 pub struct TracedStore<S> {
@@ -103,6 +106,19 @@ impl<S: SessionStore> SessionStore for TracedStore<S> {
     ) -> Result<Hold, StoreError> {
         self.traced("hold", self.inner.hold(id, upstream, holder, lease))
             .await
+    }
+
+    async fn claim_upstream(
+        &self,
+        id: &SessionId,
+        upstream: &str,
+        session: &UpstreamSession,
+    ) -> Result<Claimed, StoreError> {
+        self.traced(
+            "claim_upstream",
+            self.inner.claim_upstream(id, upstream, session),
+        )
+        .await
     }
 
     async fn holders(
