@@ -444,21 +444,28 @@ impl Gateway {
         }
     }
 
-    /// Ends a session: record gone, tombstone set, streams closed, upstream sessions ended.
+    /// Ends a session: record gone, tombstone set, streams closed; then, all at once, its
+    /// slot freed, its event log dropped and its upstream sessions ended.
     pub async fn delete(&self, session: &Session) -> Result<(), StoreError> {
         self.store.delete(&session.id).await?;
-        self.free_session_slot(&session.id, &session.record).await;
         self.metrics.sessions_deleted.inc();
         self.hub.close(&session.id);
-        self.upstreams().session_ended(&session.id);
-        if let Err(error) = self.events.remove_session(&session.id).await {
-            tracing::warn!(%error, "could not drop the event log of a deleted session");
-        }
-        for upstream in self.upstreams().iter() {
-            if let Some(ctx) = self.existing_context(session, &upstream.name) {
-                upstream.close_session(&ctx).await;
+        let upstreams = self.upstreams();
+        upstreams.session_ended(&session.id);
+        let events_dropped = async {
+            if let Err(error) = self.events.remove_session(&session.id).await {
+                tracing::warn!(%error, "could not drop the event log of a deleted session");
             }
-        }
+        };
+        let upstream_sessions_closed = upstreams.iter().filter_map(|upstream| {
+            let ctx = self.existing_context(session, &upstream.name)?;
+            Some(async move { upstream.close_session(&ctx).await })
+        });
+        tokio::join!(
+            self.free_session_slot(&session.id, &session.record),
+            events_dropped,
+            futures::future::join_all(upstream_sessions_closed),
+        );
         Ok(())
     }
 
