@@ -153,6 +153,33 @@ async fn calls_to_an_http_upstream_answering_on_sse_streams_keep_their_connectio
     );
 }
 
+/// A session's held upstream stream is not cut when the session ends: the upstream ends it
+/// (the upstream session's DELETE follows), and its connection goes back to the pool, so
+/// sessions one after another do not each open a connection for their stream.
+#[tokio::test]
+async fn held_streams_of_ended_sessions_leave_their_connections_to_the_pool() {
+    const SESSIONS: u64 = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gateway = Gateway::builder().remote_at(&fixture).start().await;
+    let warm = gateway.initialize().await;
+    remote_echo(&gateway, &warm, "warm").await;
+    let before = fixture.accepted_connections().await;
+
+    for n in 0..SESSIONS {
+        let session = gateway.initialize().await;
+        remote_echo(&gateway, &session, &format!("session {n}")).await;
+        let deleted = gateway.delete(Some(&session), &[]).await;
+        assert_eq!(deleted.status, reqwest::StatusCode::NO_CONTENT);
+    }
+
+    let opened = fixture.accepted_connections().await - before - 1;
+    assert!(
+        opened <= SESSIONS / 5,
+        "{SESSIONS} sessions, each holding a stream, opened {opened} new upstream connections"
+    );
+}
+
 #[tokio::test]
 async fn racing_first_requests_open_one_upstream_session() {
     let dir = tempfile::tempdir().unwrap();

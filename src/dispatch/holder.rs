@@ -40,6 +40,10 @@ const LEASE: Duration = Duration::from_secs(30);
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// Longest wait for an upstream to accept a stream before the request that opened it goes on.
 const ACCEPT_LIMIT: Duration = Duration::from_secs(5);
+/// Longest a holder stopped by its session's end waits for the upstream to end the stream
+/// (the upstream session's DELETE follows the session's end), so that the stream's connection
+/// goes back to the pool instead of being closed.
+const FINISH_LIMIT: Duration = Duration::from_secs(1);
 
 /// Where a newly held stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +220,9 @@ impl Holder {
     /// Keeps the stream and renews the lease until the session ends, the lease goes to another
     /// replica, the upstream refuses the stream, or this replica drains. The lease is freed
     /// for another replica, except when the session ended or a newer holder here replaced
-    /// this one: an ended session's lease only runs out, and a newer holder's must stay.
+    /// this one: an ended session's lease only runs out, and a newer holder's must stay. In
+    /// those two cases the upstream ends the stream (its session is closed) and the holder lets
+    /// it, within [`FINISH_LIMIT`], so that the stream's connection is kept for the next.
     async fn keep(self, mut listener: UpstreamListener, draining: CancellationToken) {
         let mut renew = tokio::time::interval(RENEW_EVERY);
         renew.reset();
@@ -232,7 +238,11 @@ impl Holder {
                 }
             }
         };
-        drop(listener);
+        if stopped {
+            listener.finish(FINISH_LIMIT).await;
+        } else {
+            drop(listener);
+        }
         let Some(gateway) = self.gateway.upgrade() else {
             return;
         };

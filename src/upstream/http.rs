@@ -26,6 +26,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::framing::{ReadError, bounded_events, event_message, is_too_large};
 use super::http_clients::Clients;
@@ -193,12 +194,14 @@ impl HttpUpstream {
         self.inner.end_session(&ctx.upstream_session).await;
     }
 
-    /// Opens the upstream's GET stream for one session until the returned task is aborted or
-    /// the upstream refuses the stream; the receiver says whether the upstream accepted it.
+    /// Opens the upstream's GET stream for one session until the returned task is aborted,
+    /// the upstream refuses the stream, or, once `finish` is cancelled, the stream ends; the
+    /// receiver says whether the upstream accepted it.
     pub fn listen(
         &self,
         ctx: &CallContext,
         resume_after: Option<String>,
+        finish: CancellationToken,
     ) -> (JoinHandle<()>, oneshot::Receiver<bool>) {
         let (accepted, answer) = oneshot::channel();
         let stream = StandaloneStream {
@@ -206,6 +209,7 @@ impl HttpUpstream {
             upstream_session: ctx.upstream_session.clone(),
             resume_after,
             accepted: Some(accepted),
+            finish,
         };
         (tokio::spawn(self.inner.clone().listen(stream)), answer)
     }
@@ -569,7 +573,7 @@ impl Inner {
     /// its events sends the rest again.
     async fn listen(self: Arc<Self>, mut stream: StandaloneStream) {
         let mut logged = stream.resume_after.take();
-        loop {
+        while !stream.finish.is_cancelled() {
             let mut request = self.get_stream(&stream.upstream_session);
             if let Some(id) = &logged {
                 request = request.header(LAST_EVENT_HEADER, id);
@@ -577,8 +581,7 @@ impl Inner {
             let retry = match request.send().await.map(|r| (r.status().as_u16(), r)) {
                 Ok((200, response)) => {
                     stream.answer(true);
-                    self.relay_standalone(response, &stream.session, &mut logged)
-                        .await
+                    self.relay_standalone(response, &stream, &mut logged).await
                 }
                 Ok((status, _)) => {
                     tracing::debug!(upstream = %self.name, status, "upstream offers no GET stream");
@@ -590,19 +593,24 @@ impl Inner {
                     DEFAULT_RETRY
                 }
             };
-            tokio::time::sleep(retry.max(DEFAULT_RETRY)).await;
+            tokio::select! {
+                () = tokio::time::sleep(retry.max(DEFAULT_RETRY)) => {}
+                () = stream.finish.cancelled() => {}
+            }
         }
     }
 
     /// Relays one standalone SSE body, an event at a time, updating `logged`; returns the
     /// pause before reconnecting (the upstream's `retry`, or [`UNLOGGED_RETRY`] when an event
-    /// could not be logged).
+    /// could not be logged). Once the stream is finishing, the rest of the body is read (so
+    /// that its connection can be kept) but not relayed: its session ended.
     async fn relay_standalone(
         &self,
         response: reqwest::Response,
-        session: &SessionId,
+        stream: &StandaloneStream,
         logged: &mut Option<String>,
     ) -> Duration {
+        let session = &stream.session;
         let resumed_after = logged.clone();
         let mut retry = DEFAULT_RETRY;
         let mut events = self.events(response);
@@ -618,7 +626,7 @@ impl Inner {
             if let Some(hint) = event.retry {
                 retry = Duration::from_millis(hint);
             }
-            if event.id.is_some() && event.id == resumed_after {
+            if stream.finish.is_cancelled() || event.id.is_some() && event.id == resumed_after {
                 continue;
             }
             let data = event.data.as_deref().unwrap_or_default();
@@ -656,6 +664,9 @@ struct StandaloneStream {
     resume_after: Option<String>,
     /// Told once whether the upstream accepted the stream.
     accepted: Option<oneshot::Sender<bool>>,
+    /// Cancelled when the stream is no longer wanted: it is not reopened, and what the
+    /// current one still carries is read to its end but not relayed.
+    finish: CancellationToken,
 }
 
 impl StandaloneStream {

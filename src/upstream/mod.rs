@@ -169,6 +169,8 @@ pub struct UpstreamListener {
     task: tokio::task::JoinHandle<()>,
     /// Answers once: whether the upstream accepted the stream.
     accepted: Option<tokio::sync::oneshot::Receiver<bool>>,
+    /// Asks the task to stop once the current stream ends.
+    finish: tokio_util::sync::CancellationToken,
 }
 
 impl UpstreamListener {
@@ -184,6 +186,14 @@ impl UpstreamListener {
     /// or it offers no GET stream).
     pub async fn ended(&mut self) {
         let _ = (&mut self.task).await;
+    }
+
+    /// Stops listening once the current stream ends, waiting at most `limit` for the upstream
+    /// to end it (then it is cut): a stream that ends leaves its connection to the pool,
+    /// where a cut one closes it. What it still carries is not relayed.
+    pub async fn finish(mut self, limit: Duration) {
+        self.finish.cancel();
+        let _ = tokio::time::timeout(limit, self.ended()).await;
     }
 }
 
@@ -535,10 +545,12 @@ impl Upstream {
     ) -> Option<UpstreamListener> {
         match &*self.transport {
             Transport::Http(http) if ctx.upstream_session.session_id.is_some() => {
-                let (task, accepted) = http.listen(ctx, resume_after);
+                let finish = tokio_util::sync::CancellationToken::new();
+                let (task, accepted) = http.listen(ctx, resume_after, finish.clone());
                 Some(UpstreamListener {
                     task,
                     accepted: Some(accepted),
+                    finish,
                 })
             }
             _ => None,
