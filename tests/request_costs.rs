@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::support::redis::RedisServer;
-use crate::support::{Fixture, Gateway, Session};
+use crate::support::{Fixture, Gateway};
 use serde_json::json;
 
 const CALLS: u64 = 20;
@@ -124,13 +124,6 @@ async fn initialize_is_one_round_trip_and_opens_no_upstream_session() {
     assert_eq!(fixture.open_sessions().await, upstream_sessions + 1);
 }
 
-async fn remote_echo(gateway: &Gateway, session: &Session, text: &str) {
-    let response = gateway
-        .call_tool(session, "remote__echo", json!({"text": text}))
-        .await;
-    assert_eq!(response["result"]["content"][0]["text"], json!(text));
-}
-
 /// The fixture answers every POST on an SSE stream whose last chunk often comes in a read of
 /// its own after the response event: a body dropped before that chunk closes the connection.
 #[tokio::test]
@@ -139,11 +132,13 @@ async fn calls_to_an_http_upstream_answering_on_sse_streams_keep_their_connectio
     let fixture = Fixture::start_http("remote", dir.path()).await;
     let gateway = Gateway::builder().remote_at(&fixture).start().await;
     let session = gateway.initialize().await;
-    remote_echo(&gateway, &session, "warm").await;
+    gateway.assert_remote_echo(&session, "warm").await;
     let before = fixture.accepted_connections().await;
 
     for n in 0..300 {
-        remote_echo(&gateway, &session, &format!("call {n}")).await;
+        gateway
+            .assert_remote_echo(&session, &format!("call {n}"))
+            .await;
     }
 
     let opened = fixture.accepted_connections().await - before - 1;
@@ -163,12 +158,14 @@ async fn held_streams_of_ended_sessions_leave_their_connections_to_the_pool() {
     let fixture = Fixture::start_http("remote", dir.path()).await;
     let gateway = Gateway::builder().remote_at(&fixture).start().await;
     let warm = gateway.initialize().await;
-    remote_echo(&gateway, &warm, "warm").await;
+    gateway.assert_remote_echo(&warm, "warm").await;
     let before = fixture.accepted_connections().await;
 
     for n in 0..SESSIONS {
         let session = gateway.initialize().await;
-        remote_echo(&gateway, &session, &format!("session {n}")).await;
+        gateway
+            .assert_remote_echo(&session, &format!("session {n}"))
+            .await;
         let deleted = gateway.delete(Some(&session), &[]).await;
         assert_eq!(deleted.status, reqwest::StatusCode::NO_CONTENT);
     }
@@ -222,7 +219,8 @@ async fn racing_first_requests_on_two_replicas_keep_one_upstream_session() {
     let replica = || redis.replica("1h").remote_at(&fixture).start();
     let (a, b) = (replica().await, replica().await);
     let warm = a.initialize().await;
-    remote_echo(&a, &warm, "a knows the upstream's capabilities").await;
+    a.assert_remote_echo(&warm, "a knows the upstream's capabilities")
+        .await;
     let sessions: Vec<_> = futures::future::join_all((0..SESSIONS).map(|_| a.initialize())).await;
     let before = fixture.open_sessions().await;
 
@@ -231,7 +229,9 @@ async fn racing_first_requests_on_two_replicas_keep_one_upstream_session() {
             .into_iter()
             .enumerate()
             .map(move |(k, replica)| async move {
-                remote_echo(replica, session, &format!("session {n} call {k}")).await;
+                replica
+                    .assert_remote_echo(session, &format!("session {n} call {k}"))
+                    .await;
             })
     });
     futures::future::join_all(calls).await;
@@ -239,8 +239,8 @@ async fn racing_first_requests_on_two_replicas_keep_one_upstream_session() {
     let open = fixture.open_sessions().await - before;
     assert_eq!(open, SESSIONS, "one upstream session per session");
     for session in &sessions {
-        remote_echo(&b, session, "again on b").await;
-        remote_echo(&a, session, "again on a").await;
+        b.assert_remote_echo(session, "again on b").await;
+        a.assert_remote_echo(session, "again on a").await;
     }
     assert_eq!(fixture.open_sessions().await - before, SESSIONS);
 }
@@ -275,7 +275,9 @@ async fn a_delete_frees_no_lease_of_the_ended_session() {
     let fixture = Fixture::start_http("remote", dir.path()).await;
     let gateway = redis.replica("1h").remote_at(&fixture).start().await;
     let session = gateway.initialize().await;
-    remote_echo(&gateway, &session, "holds the stream").await;
+    gateway
+        .assert_remote_echo(&session, "holds the stream")
+        .await;
     let held = "mcpgate_upstream_streams_held ";
     assert_eq!(gateway.metric(held).await, 1.0);
     let releases = round_trips(&gateway, "session_release").await;
@@ -301,11 +303,11 @@ async fn a_revival_takes_only_the_streams_no_replica_holds() {
     let replica = || redis.replica("1h").remote_at(&fixture).start();
     let (a, b, c) = (replica().await, replica().await, replica().await);
     let session = a.initialize().await;
-    remote_echo(&a, &session, "a holds the stream").await;
+    a.assert_remote_echo(&session, "a holds the stream").await;
     let held = "mcpgate_upstream_streams_held ";
     assert_eq!(a.metric(held).await, 1.0);
 
-    remote_echo(&b, &session, "revived on b").await;
+    b.assert_remote_echo(&session, "revived on b").await;
 
     assert_eq!(b.metric("mcpgate_sessions_revived_total").await, 1.0);
     assert_eq!(round_trips(&b, "session_hold").await, 0.0, "a holds it");
@@ -324,7 +326,8 @@ async fn a_revival_takes_only_the_streams_no_replica_holds() {
         .query_async(&mut client)
         .await
         .unwrap();
-    remote_echo(&c, &session, "revived on c, where a's lease ran out").await;
+    c.assert_remote_echo(&session, "revived on c, where a's lease ran out")
+        .await;
 
     assert_eq!(round_trips(&c, "session_hold").await, 1.0);
     assert_eq!(c.metric(held).await, 1.0, "c holds the stream now");

@@ -316,11 +316,9 @@ async fn a_replica_holds_at_most_max_held_streams() {
     let mut sessions = Vec::new();
     for n in 0..3 {
         let session = gateway.initialize().await;
-        let text = format!("session {n}");
-        let response = gateway
-            .call_tool(&session, "remote__echo", json!({"text": text}))
+        gateway
+            .assert_remote_echo(&session, &format!("session {n}"))
             .await;
-        assert_eq!(response["result"]["content"][0]["text"], json!(text));
         sessions.push(session);
     }
     assert_eq!(gateway.metric(held).await, 2.0);
@@ -331,10 +329,7 @@ async fn a_replica_holds_at_most_max_held_streams() {
     let limit = Duration::from_secs(5);
     assert_eq!(gateway.metric_reaching(held, 1.0, limit).await, 1.0);
     let fourth = gateway.initialize().await;
-    let response = gateway
-        .call_tool(&fourth, "remote__echo", json!({"text": "fourth"}))
-        .await;
-    assert_eq!(response["result"]["content"][0]["text"], json!("fourth"));
+    gateway.assert_remote_echo(&fourth, "fourth").await;
     assert_eq!(gateway.metric(held).await, 2.0);
     assert_eq!(
         gateway.metric(refused).await,
@@ -355,10 +350,7 @@ async fn a_held_stream_asked_for_again_at_the_bound_is_not_refused() {
         .start()
         .await;
     let session = gateway.initialize().await;
-    let response = gateway
-        .call_tool(&session, "remote__echo", json!({"text": "held"}))
-        .await;
-    assert_eq!(response["result"]["content"][0]["text"], json!("held"));
+    gateway.assert_remote_echo(&session, "held").await;
     let refused = "mcpgate_upstream_streams_hold_refused_total{upstream=\"remote\"}";
 
     let stream = gateway.get(Some(&session), &[]).await;

@@ -240,16 +240,14 @@ impl Holder {
         };
         if stopped {
             listener.finish(FINISH_LIMIT).await;
+            if let Some(gateway) = self.gateway.upgrade() {
+                self.forget(&gateway);
+            }
         } else {
             drop(listener);
-        }
-        let Some(gateway) = self.gateway.upgrade() else {
-            return;
-        };
-        if stopped {
-            self.forget(&gateway);
-        } else {
-            self.give_up(&gateway).await;
+            if let Some(gateway) = self.gateway.upgrade() {
+                self.give_up(&gateway).await;
+            }
         }
     }
 

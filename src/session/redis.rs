@@ -337,8 +337,7 @@ impl RedisStore {
             })
             .await?;
         let Some(json) = json else { return Ok(()) };
-        let legacy: SessionRecord =
-            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let legacy: SessionRecord = decode_json(&json)?;
         let fields = record_fields(&legacy)?;
         let upstreams = upstream_fields(&legacy.upstreams)?;
         let mut invocation = self.upgrade.prepare_invoke();
@@ -612,9 +611,7 @@ impl SessionStore for RedisStore {
             .await?;
         Ok(match answer {
             1 => Claimed::Won,
-            0 => Claimed::Taken(
-                serde_json::from_str(&saved).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            ),
+            0 => Claimed::Taken(decode_json(&saved)?),
             _ => Claimed::SessionGone,
         })
     }
@@ -713,8 +710,7 @@ fn decode(
     let core = fields
         .get(FIELD_CORE)
         .ok_or_else(|| StoreError::Corrupt("record has no core field".into()))?;
-    let core: RecordCore =
-        serde_json::from_str(core).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let core: RecordCore = decode_json(core)?;
     let mut record = SessionRecord::from_parts(core);
     record.log_level = fields.get(FIELD_LOG).cloned();
     record.subscriptions = fields
@@ -733,11 +729,7 @@ fn decode_upstreams(
 ) -> Result<Orphans, StoreError> {
     upstreams
         .into_iter()
-        .map(|(name, json)| {
-            let session =
-                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok((name, session))
-        })
+        .map(|(name, json)| Ok((name, decode_json(&json)?)))
         .collect()
 }
 
@@ -749,6 +741,11 @@ fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
 
 fn encode(value: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// What [`encode`] wrote; anything else is corrupt.
+fn decode_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// The record's absolute cap, Unix milliseconds.

@@ -690,6 +690,15 @@ impl Gateway {
         reply.json()
     }
 
+    /// Calls `remote__echo` (the HTTP fixture named `remote`) on `session` and asserts that
+    /// `text` comes back.
+    pub async fn assert_remote_echo(&self, session: &Session, text: &str) {
+        let response = self
+            .call_tool(session, "remote__echo", json!({"text": text}))
+            .await;
+        assert_eq!(response["result"]["content"][0]["text"], json!(text));
+    }
+
     /// Asserts that `local__echo` works on `session`.
     pub async fn assert_echo(&self, session: &Session, context: &str) {
         let text = format!("still alive after {context}");
