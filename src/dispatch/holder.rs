@@ -196,7 +196,8 @@ struct Holder {
 /// One of the `server.max_held_streams` places, counted in `mcpgate_upstream_streams_held`
 /// while it is taken.
 struct HeldPlace {
-    _permit: OwnedSemaphorePermit,
+    /// `None` only while dropped.
+    permit: Option<OwnedSemaphorePermit>,
     gauge: prometheus::IntGauge,
 }
 
@@ -204,14 +205,16 @@ impl HeldPlace {
     fn take(permit: OwnedSemaphorePermit, gauge: &prometheus::IntGauge) -> Self {
         gauge.inc();
         Self {
-            _permit: permit,
+            permit: Some(permit),
             gauge: gauge.clone(),
         }
     }
 }
 
 impl Drop for HeldPlace {
+    /// Frees the place before the gauge says so: a gauge below the bound means room.
     fn drop(&mut self) {
+        drop(self.permit.take());
         self.gauge.dec();
     }
 }

@@ -781,13 +781,13 @@ impl Gateway {
             .unwrap_or(0.0)
     }
 
-    /// Waits, at most `limit`, until the metric `line_prefix` reaches `want`; returns its last
-    /// value (counters move a moment after the event they count).
+    /// Waits, at most `limit`, until the metric `line_prefix` is `want`, from above or below;
+    /// returns its last value (metrics move a moment after the event they count).
     pub async fn metric_reaching(&self, line_prefix: &str, want: f64, limit: Duration) -> f64 {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let value = self.metric(line_prefix).await;
-            if value >= want || tokio::time::Instant::now() >= deadline {
+            if value == want || tokio::time::Instant::now() >= deadline {
                 return value;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
