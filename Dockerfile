@@ -18,6 +18,10 @@ FROM rust:1.95-slim-bookworm AS build
 # mounts the host's bundle at /run/build-ca.crt for the build only and passes that path).
 ARG CARGO_HTTP_CAINFO
 WORKDIR /src
+# make: jemalloc (the gateway's allocator) is built from C sources with configure and make.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # Cache mounts (BuildKit, buildah): crates and build artifacts survive between builds on one
