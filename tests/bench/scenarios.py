@@ -896,10 +896,25 @@ def idle_scale(stack: Stack, runner: Runner, rows: list[dict], n: int) -> dict:
     return info
 
 
+def restart(target: Target) -> None:
+    """Restarts the target's replica (a new process on a new port). It drains first, so it
+    frees the leases of the upstream streams it held and ends them."""
+    replica = target.replica
+    replica.stop()
+    replica.start()
+    replica.wait_ready(probe_tools={""})
+    target.url = replica.url
+    target.roles["gateway"] = [replica.proc.popen.pid]
+
+
 def fresh_calls(runner: Runner, target: Target, ids: Path, n: int, bound: int, rows: list[dict]) -> None:
     """The same calls as on the old sessions, on as many sessions created just before: what a
     session's age changes in a request's cost (in both runs nearly every call is the first of
-    its session, which opens its upstream session)."""
+    its session, which opens its upstream session). The replica is restarted first: the old
+    sessions' run filled its `server.max_held_streams`, and with the bound reached the calls
+    on fresh sessions would hold no stream, which made them cheaper than the first ones."""
+    log("g. fresh: restarting the replica, so that it holds no upstream stream, as at the start of the old sessions' run")
+    restart(target)
     log(f"g. fresh: creating {n} more sessions, then the same calls on them")
     created = runner.run(target, "idle", 64, timed=False, limit=bound + 120,
                          extra=["--sessions", str(n), "--ids-out", str(ids), "--duration", f"{bound}s"])
