@@ -1,6 +1,7 @@
 //! A span per session store operation (`session.load`, `session.update`, …), around any
 //! [`SessionStore`], for operations made inside a traced span (a client's request): background
-//! work (lease renewals, readiness probes, expiry checks) starts no trace of its own.
+//! work (lease renewals, readiness probes, expiry checks) starts no trace of its own. The spans
+//! are recorded only while traces are exported ([`crate::telemetry::Tracing::layer`]).
 //!
 //! Attributes: `db.system.name` (`redis`, or `memory`), `db.operation.name`, and on failure
 //! `error.type` (`unavailable`, `corrupt`, `newer_schema`) with an error status; a Redis

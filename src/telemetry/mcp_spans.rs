@@ -1,6 +1,7 @@
 //! The spans of MCP traffic, named and attributed per the OpenTelemetry semantic conventions for
 //! MCP (development status): `{mcp.method.name} {target}`, the target being the tool or prompt
-//! name. One server span per `/mcp` request, one client span per call to an upstream.
+//! name. One server span per `/mcp` request, one client span per call to an upstream (recorded
+//! only while traces are exported, see [`super::Tracing::layer`]).
 //!
 //! Attributes: `mcp.method.name`, `mcp.protocol.version`, `jsonrpc.request.id`,
 //! `gen_ai.tool.name` with `gen_ai.operation.name = execute_tool`, `gen_ai.prompt.name`,
@@ -19,6 +20,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::protocol::Method;
 use crate::protocol::jsonrpc::Request;
+
+/// The server span's name until [`record_request`] renames it (in the exported span only).
+pub const SERVER_SPAN: &str = "POST /mcp";
 
 /// Longest client-chosen text (a method, tool or prompt name, a request id) put in a span.
 pub const MAX_TEXT: usize = 128;
@@ -40,7 +44,7 @@ pub enum Side {
 /// when it names one. Named `POST /mcp` until [`record_request`] names the method.
 pub fn request_span(parent: opentelemetry::Context, http_version: &str) -> Span {
     let span = tracing::info_span!(
-        "POST /mcp",
+        SERVER_SPAN,
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = "POST",

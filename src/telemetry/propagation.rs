@@ -4,7 +4,6 @@
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry_http::HeaderInjector;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The client's trace context from its request headers (an empty context when it sent none or
 /// an invalid one); `headers` reads one header by its lowercase name.
@@ -12,11 +11,13 @@ pub fn incoming_context(headers: &dyn Extractor) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(headers)
 }
 
-/// The trace context headers naming the current span as the parent, for a request to an
-/// upstream; empty outside a traced span.
+/// The trace context headers naming the innermost entered span the OpenTelemetry layer
+/// records as the parent, for a request to an upstream; empty outside a traced span. (Not
+/// `Span::current()`: without export the upstream call's own span is not recorded, and has no
+/// context of its own.)
 pub fn outgoing_headers() -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
-    let context = tracing::Span::current().context();
+    let context = opentelemetry::Context::current();
     TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(&mut headers));
     headers
 }
