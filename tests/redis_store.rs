@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use crate::support::redis::RedisServer;
 use mcpgate::config::RedisConfig;
 use mcpgate::protocol::ProtocolVersion;
-use mcpgate::redis::RedisPool;
+use mcpgate::redis::{RedisPool, keys};
 use mcpgate::session::{
-    Claimed, Hold, Lookup, RecordChange, RedisStore, SessionId, SessionRecord, SessionStore,
-    StoreError, UpstreamSession,
+    Claimed, Hold, LeaseWanted, Lookup, RecordChange, RedisStore, SessionId, SessionRecord,
+    SessionStore, StoreError, UpstreamSession,
 };
 use mcpgate::telemetry::Metrics;
 use redis::AsyncCommands;
@@ -688,18 +688,70 @@ async fn the_first_claimed_upstream_session_is_kept() {
         protocol_version: Some("2025-11-25".into()),
     };
 
-    let first = store.claim_upstream(&id, "remote", &session("u-1")).await;
-    let second = store.claim_upstream(&id, "remote", &session("u-2")).await;
+    let first = store
+        .claim_upstream(&id, "remote", &session("u-1"), None)
+        .await;
+    let second = store
+        .claim_upstream(&id, "remote", &session("u-2"), None)
+        .await;
 
-    assert_eq!(first.unwrap(), Claimed::Won);
+    assert_eq!(first.unwrap(), Claimed::Won { holding: false });
     assert_eq!(second.unwrap(), Claimed::Taken(session("u-1")));
     let loaded = live(store.load(&id).await.unwrap());
     assert_eq!(loaded.upstreams.get("remote"), Some(&session("u-1")));
     assert!(pttl(&server, &upstreams_key(&id)).await > 0);
     store.delete(&id).await.unwrap();
-    let gone = store.claim_upstream(&id, "remote", &session("u-3")).await;
+    let gone = store
+        .claim_upstream(&id, "remote", &session("u-3"), None)
+        .await;
     assert_eq!(gone.unwrap(), Claimed::SessionGone);
     assert!(!exists(&server, &upstreams_key(&id)).await);
+}
+
+/// A claim that asks for the stream's lease takes it when it saves the upstream session and
+/// the lease is free; a lost claim takes nothing.
+#[tokio::test]
+async fn a_claim_takes_the_stream_lease_it_asks_for_with_the_upstream_session() {
+    let server = RedisServer::start().await;
+    let store = store(&server, Duration::from_secs(10));
+    let id = SessionId::generate();
+    store.create(&id, &record(HOUR)).await.unwrap();
+    let session = |sid: &str| UpstreamSession {
+        session_id: Some(sid.into()),
+        protocol_version: None,
+    };
+    let wanted = |holder| {
+        Some(LeaseWanted {
+            holder,
+            time: Duration::from_secs(30),
+        })
+    };
+    let held = Duration::from_secs(30);
+    store.hold(&id, "b", "replica-1", held).await.unwrap();
+
+    let claim = |upstream, sid, holder| {
+        let (store, id, upstream_session) = (&store, &id, session(sid));
+        async move {
+            let lease = wanted(holder);
+            let claimed = store.claim_upstream(id, upstream, &upstream_session, lease);
+            claimed.await.unwrap()
+        }
+    };
+
+    let a = claim("a", "u-a", "replica-2").await;
+    let b = claim("b", "u-b", "replica-2").await;
+    let again = claim("a", "u-x", "replica-3").await;
+
+    assert_eq!(a, Claimed::Won { holding: true });
+    assert_eq!(b, Claimed::Won { holding: false });
+    assert_eq!(again, Claimed::Taken(session("u-a")));
+    let holders = store.holders(&id, &["a".into(), "b".into()]).await.unwrap();
+    assert_eq!(
+        holders,
+        vec![Some("replica-2".to_owned()), Some("replica-1".to_owned())]
+    );
+    let lease_ttl = pttl(&server, &keys::holder_lease(&id, "a")).await;
+    assert!(lease_ttl > 20_000 && lease_ttl <= 30_000, "{lease_ttl}");
 }
 
 /// `holders` reads the live leases in the order asked, and takes none.

@@ -5,6 +5,7 @@
 //!   else: no connection check before it, and no event-log write for a plain JSON answer;
 //! - `initialize` is one round trip and opens no upstream session; a session opens its session
 //!   on an HTTP upstream at its first request there, once however many requests race to it;
+//! - the round trip that saves a new upstream session also takes its stream's lease;
 //! - calls to an HTTP upstream that answers on SSE streams keep their kept-alive connections;
 //! - a DELETE frees no stream lease of the session it ends.
 
@@ -295,6 +296,39 @@ async fn a_delete_frees_no_lease_of_the_ended_session() {
 /// A session's first request on a replica that never served it (a revival) reads who holds
 /// its upstream streams in the round trip that loads it: a stream another replica holds is
 /// neither taken nor waited for, and one that nobody holds any more is taken at once.
+#[tokio::test]
+async fn the_first_call_to_an_upstream_takes_its_stream_lease_with_the_upstream_session() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gateway = redis.replica("1h").remote_at(&fixture).start().await;
+    // The replica's first session opens its upstream session at `initialize`, for the
+    // upstream's capabilities; later ones open theirs at their first call.
+    let warm = gateway.initialize().await;
+    gateway.assert_remote_echo(&warm, "warm").await;
+    let (claims, holds) = (
+        round_trips(&gateway, "session_claim_upstream").await,
+        round_trips(&gateway, "session_hold").await,
+    );
+    let session = gateway.initialize().await;
+
+    gateway.assert_remote_echo(&session, "first").await;
+
+    let claimed = round_trips(&gateway, "session_claim_upstream").await - claims;
+    assert_eq!(claimed, 1.0);
+    assert_eq!(round_trips(&gateway, "session_hold").await, holds);
+    let held = "mcpgate_upstream_streams_held ";
+    assert_eq!(gateway.metric(held).await, 2.0);
+    let mut client = redis.client().await;
+    let lease = format!("mcpgate:{{{}}}:h:remote", session.id);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&lease)
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert!(ttl > 20_000, "the lease {lease} runs for {ttl} ms");
+}
+
 #[tokio::test]
 async fn a_revival_takes_only_the_streams_no_replica_holds() {
     let redis = RedisServer::start().await;

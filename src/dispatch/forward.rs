@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::RpcError;
 use super::capabilities::ClientCapabilities;
+use super::holder::Lease;
 use super::suspended::take_retry;
 use super::{Gateway, Outbox, Outcome, Session, error_object};
 use crate::protocol::Method;
@@ -139,10 +140,13 @@ impl Gateway {
             session: session.id.clone(),
             upstream_session,
         };
-        let claimed =
-            self.store
-                .claim_upstream(&ours.session, &upstream.name, &ours.upstream_session);
-        match claimed.await {
+        let claimed = self.store.claim_upstream(
+            &ours.session,
+            &upstream.name,
+            &ours.upstream_session,
+            self.stream_lease_wanted(upstream),
+        );
+        let lease = match claimed.await {
             Ok(Claimed::Taken(upstream_session)) => {
                 upstream.close_session(&ours).await;
                 return Ok(CallContext {
@@ -154,10 +158,15 @@ impl Gateway {
                 upstream.close_session(&ours).await;
                 return Err(error_object(ErrorCode::INTERNAL_ERROR, "the session ended"));
             }
-            Ok(Claimed::Won) => {}
-            Err(error) => tracing::warn!(%error, "could not save a new upstream session"),
-        }
-        self.settle_upstream_session(session, upstream, &ours).await;
+            Ok(Claimed::Won { holding: true }) => Lease::Taken,
+            Ok(Claimed::Won { holding: false }) => Lease::ToTake,
+            Err(error) => {
+                tracing::warn!(%error, "could not save a new upstream session");
+                Lease::ToTake
+            }
+        };
+        self.settle_upstream_session(session, upstream, &ours, lease)
+            .await;
         Ok(ours)
     }
 
@@ -196,7 +205,8 @@ impl Gateway {
         };
         let save = self.save_upstream_session(upstream, &ctx);
         if upstream.has_upstream_sessions() {
-            tokio::join!(save, self.settle_upstream_session(session, upstream, &ctx));
+            let settle = self.settle_upstream_session(session, upstream, &ctx, Lease::ToTake);
+            tokio::join!(save, settle);
         } else {
             save.await;
         }
@@ -222,11 +232,12 @@ impl Gateway {
         session: &Session,
         upstream: &Arc<Upstream>,
         ctx: &CallContext,
+        lease: Lease,
     ) {
         self.restore_state(session, upstream, ctx).await;
         if upstream.holds_standalone() {
             let resume = super::Resume::FromStart;
-            self.hold_stream(upstream.clone(), ctx.clone(), resume)
+            self.hold_leased_stream(upstream.clone(), ctx.clone(), resume, lease)
                 .await;
         }
     }

@@ -8,8 +8,8 @@
 //!
 //! Which replica holds a stream is a lease in the store ([`SessionStore::hold`]), renewed every
 //! [`RENEW_EVERY`] and lost [`LEASE`] after its holder stops renewing (it died), or at once
-//! when it drains. A replica takes a free lease when it opens a session's upstream session,
-//! revives a session (whose leases it reads together with the record, so it tries, and waits
+//! when it drains. A replica takes a free lease when it opens a session's upstream session
+//! (in the step that saves that session, [`SessionStore::claim_upstream`]), revives a session (whose leases it reads together with the record, so it tries, and waits
 //! for, only those nobody holds), opens a client's GET stream, and at each keep-alive of such a
 //! stream (so a holder that died is replaced within [`LEASE`] + 15 s while the client listens).
 //! It resumes the upstream stream after the last upstream event logged
@@ -21,6 +21,7 @@
 //! once it holds fewer, at the next occasion above, and counted as refused.
 //!
 //! [`SessionStore::hold`]: crate::session::SessionStore::hold
+//! [`SessionStore::claim_upstream`]: crate::session::SessionStore::claim_upstream
 
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Gateway, Session};
 use crate::events::{Positions, StreamKey};
-use crate::session::{Hold, SessionId};
+use crate::session::{Hold, LeaseWanted, SessionId};
 use crate::upstream::{CallContext, Upstream, UpstreamListener};
 
 /// How long a holder's lease lasts without renewal.
@@ -44,6 +45,16 @@ const ACCEPT_LIMIT: Duration = Duration::from_secs(5);
 /// (the upstream session's DELETE follows the session's end), so that the stream's connection
 /// goes back to the pool instead of being closed.
 const FINISH_LIMIT: Duration = Duration::from_secs(1);
+
+/// Where the lease of a stream about to be held stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lease {
+    /// Holding takes it first, unless another replica has it.
+    ToTake,
+    /// Taken with the claim of the stream's upstream session
+    /// ([`SessionStore::claim_upstream`](crate::session::SessionStore::claim_upstream)).
+    Taken,
+}
 
 /// Where a newly held stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,19 +104,42 @@ impl Gateway {
         ctx: CallContext,
         resume: Resume,
     ) {
+        self.hold_leased_stream(upstream, ctx, resume, Lease::ToTake)
+            .await;
+    }
+
+    /// The lease to ask for with the claim of a new upstream session: its stream's, when this
+    /// replica would hold it (a hold-mode upstream, and room for one more held stream).
+    pub(super) fn stream_lease_wanted(&self, upstream: &Upstream) -> Option<LeaseWanted<'_>> {
+        let room = self.held_streams.available_permits() > 0;
+        (upstream.holds_standalone() && room).then(|| LeaseWanted {
+            holder: self.signer.replica(),
+            time: LEASE,
+        })
+    }
+
+    /// [`Gateway::hold_stream`], its lease maybe taken already: then freed again when the
+    /// stream is not held here after all.
+    pub(super) async fn hold_leased_stream(
+        &self,
+        upstream: Arc<Upstream>,
+        ctx: CallContext,
+        resume: Resume,
+        lease: Lease,
+    ) {
         let held = ctx.upstream_session.session_id.clone();
         let Some(stop) = self
             .hub
             .start_holding(&ctx.session, &upstream.name, held.as_deref())
         else {
-            return;
+            return self.free_unused(&ctx.session, &upstream.name, lease).await;
         };
         let Ok(permit) = self.held_streams.clone().try_acquire_owned() else {
             tracing::debug!(upstream = %upstream.name, "not holding a stream: server.max_held_streams reached");
             self.metrics.upstream_stream_refused(&upstream.name);
-            return self
-                .hub
+            self.hub
                 .stop_holding(&ctx.session, &upstream.name, held.as_deref());
+            return self.free_unused(&ctx.session, &upstream.name, lease).await;
         };
         let holder = Holder {
             gateway: self.me.clone(),
@@ -115,11 +149,13 @@ impl Gateway {
             stop,
             _place: HeldPlace::take(permit, &self.metrics.upstream_streams_held),
         };
-        let lease = self
-            .store
-            .hold(&ctx.session, &upstream.name, self.signer.replica(), LEASE);
-        if !matches!(lease.await, Ok(Hold::Held)) {
-            return holder.forget(self);
+        if lease == Lease::ToTake {
+            let taken = self
+                .store
+                .hold(&ctx.session, &upstream.name, self.signer.replica(), LEASE);
+            if !matches!(taken.await, Ok(Hold::Held)) {
+                return holder.forget(self);
+            }
         }
         let resume_after = match resume {
             Resume::FromStart => None,
@@ -132,6 +168,17 @@ impl Gateway {
             tracing::debug!(upstream = %upstream.name, "upstream did not accept a held stream in time");
         }
         tokio::spawn(holder.keep(listener, self.hub.draining()));
+    }
+
+    /// Frees a lease taken for a stream this replica does not hold after all.
+    async fn free_unused(&self, session: &SessionId, upstream: &str, lease: Lease) {
+        if lease == Lease::ToTake {
+            return;
+        }
+        let released = self.store.release(session, upstream, self.signer.replica());
+        if let Err(error) = released.await {
+            tracing::debug!(%error, "could not free an unused stream lease; it runs out by itself");
+        }
     }
 
     /// The hold-mode upstreams whose stream of a session another replica holds now; none when

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Claimed, Hold, Lookup, Orphans, RecordChange, SessionId, SessionRecord, SessionStore,
-    StoreError, UpstreamSession,
+    Claimed, Hold, LeaseWanted, Lookup, Orphans, RecordChange, SessionId, SessionRecord,
+    SessionStore, StoreError, UpstreamSession,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +118,21 @@ impl State {
         tomb.state = state;
         tomb.deadline = deadline;
         self.tomb_deadlines.insert((deadline, id.clone()));
+    }
+
+    /// Takes or renews `holder`'s lease of a live session's stream of `upstream` unless another
+    /// holder's runs.
+    fn take_lease(&mut self, id: &SessionId, upstream: &str, holder: &str, time: Duration) -> Hold {
+        let now = Instant::now();
+        let entry = self
+            .leases
+            .entry((id.clone(), upstream.to_owned()))
+            .or_insert_with(|| (holder.to_owned(), now));
+        if entry.0 != holder && entry.1 > now {
+            return Hold::HeldElsewhere;
+        }
+        *entry = (holder.to_owned(), now + time);
+        Hold::Held
     }
 
     /// Classifies an id without a record, flipping a `live` tomb to `expired`.
@@ -226,20 +241,11 @@ impl SessionStore for MemoryStore {
         holder: &str,
         lease: Duration,
     ) -> Result<Hold, StoreError> {
-        let now = Instant::now();
         let mut state = self.lock();
         if !state.records.contains_key(id) {
             return Ok(Hold::SessionGone);
         }
-        let entry = state
-            .leases
-            .entry((id.clone(), upstream.to_owned()))
-            .or_insert_with(|| (holder.to_owned(), now));
-        if entry.0 != holder && entry.1 > now {
-            return Ok(Hold::HeldElsewhere);
-        }
-        *entry = (holder.to_owned(), now + lease);
-        Ok(Hold::Held)
+        Ok(state.take_lease(id, upstream, holder, lease))
     }
 
     async fn claim_upstream(
@@ -247,6 +253,7 @@ impl SessionStore for MemoryStore {
         id: &SessionId,
         upstream: &str,
         session: &UpstreamSession,
+        lease: Option<LeaseWanted<'_>>,
     ) -> Result<Claimed, StoreError> {
         let mut state = self.lock();
         if !state.records.contains_key(id) {
@@ -259,7 +266,10 @@ impl SessionStore for MemoryStore {
             return Ok(Claimed::Taken(saved.clone()));
         }
         tomb.upstreams.insert(upstream.to_owned(), session.clone());
-        Ok(Claimed::Won)
+        let holding = lease.is_some_and(|lease| {
+            state.take_lease(id, upstream, lease.holder, lease.time) == Hold::Held
+        });
+        Ok(Claimed::Won { holding })
     }
 
     async fn holders(
@@ -335,21 +345,37 @@ mod tests {
         let claim = |sid| {
             let claimed = session(sid);
             let (store, id) = (&store, &id);
-            async move { store.claim_upstream(id, "remote", &claimed).await.unwrap() }
+            async move {
+                store
+                    .claim_upstream(id, "remote", &claimed, None)
+                    .await
+                    .unwrap()
+            }
         };
-        assert_eq!(claim("u-1").await, Claimed::Won);
+        assert_eq!(claim("u-1").await, Claimed::Won { holding: false });
         assert_eq!(claim("u-2").await, Claimed::Taken(session("u-1")));
         let lease = Duration::from_secs(30);
         store.hold(&id, "remote", "r-1", lease).await.unwrap();
         let names = ["remote".to_owned(), "other".to_owned()];
         let holders = store.holders(&id, &names).await.unwrap();
         assert_eq!(holders, vec![Some("r-1".to_owned()), None]);
+        let wanted = |holder| {
+            Some(LeaseWanted {
+                holder,
+                time: lease,
+            })
+        };
+        let third = session("u-3");
+        let claimed = store.claim_upstream(&id, "third", &third, wanted("r-3"));
+        assert_eq!(claimed.await.unwrap(), Claimed::Won { holding: true });
+        let held_by = store.holders(&id, &["third".to_owned()]).await.unwrap();
+        assert_eq!(held_by, vec![Some("r-3".to_owned())]);
         assert_eq!(
             store.hold(&id, "other", "r-2", lease).await.unwrap(),
             Hold::Held
         );
         store.delete(&id).await.unwrap();
-        assert_eq!(claim("u-3").await, Claimed::SessionGone);
+        assert_eq!(claim("u-4").await, Claimed::SessionGone);
     }
 
     #[tokio::test]

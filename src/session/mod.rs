@@ -94,11 +94,20 @@ pub enum StoreError {
     NewerSchema { found: u32, supported: u32 },
 }
 
+/// A stream lease asked for together with a claim ([`SessionStore::claim_upstream`]): the
+/// lease [`SessionStore::hold`] would take, by `holder`, for `time`.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseWanted<'a> {
+    pub holder: &'a str,
+    pub time: std::time::Duration,
+}
+
 /// The answer to [`SessionStore::claim_upstream`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
-    /// The session's session on that upstream is now the caller's.
-    Won,
+    /// The session's session on that upstream is now the caller's; `holding` when the caller
+    /// asked for the stream's lease and took it too.
+    Won { holding: bool },
     /// Another one was saved first; here it is.
     Taken(UpstreamSession),
     /// The session is gone.
@@ -126,12 +135,15 @@ pub trait SessionStore: Send + Sync {
     /// Applies one change to a live session's record, atomically; a no-op when it is gone.
     async fn update(&self, id: &SessionId, change: &RecordChange) -> Result<(), StoreError>;
     /// Saves a newly opened upstream session as the session's session on `upstream` unless
-    /// one is saved already (another request opened one first, maybe on another replica).
+    /// one is saved already (another request opened one first, maybe on another replica);
+    /// when it is saved, also takes the `lease` of its stream if one is wanted and free, in the
+    /// same step.
     async fn claim_upstream(
         &self,
         id: &SessionId,
         upstream: &str,
         session: &UpstreamSession,
+        lease: Option<LeaseWanted<'_>>,
     ) -> Result<Claimed, StoreError>;
     /// Ends the session; returns whether it was live.
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;

@@ -42,8 +42,8 @@ use ::redis::{ExistenceCheck, Expiry, Pipeline, Script, SetExpiry, SetOptions};
 use async_trait::async_trait;
 
 use super::{
-    Claimed, Hold, Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore, SessionId,
-    SessionRecord, SessionStore, StoreError, UpstreamSession,
+    Claimed, Hold, LeaseWanted, Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore,
+    SessionId, SessionRecord, SessionStore, StoreError, UpstreamSession,
 };
 use crate::redis::{Connection, RedisPool, keys};
 
@@ -86,9 +86,12 @@ end
 return 1
 ";
 
-/// Saves an upstream session unless one is saved for that upstream. KEYS: record (must
-/// exist), upstreams. ARGV: upstream, JSON, the upstreams' TTL in ms. Returns {1, ''} when
-/// saved, {0, the saved JSON} when one was, {-1, ''} when the session is gone.
+/// Saves an upstream session unless one is saved for that upstream, and then takes its
+/// stream's lease if asked and free. KEYS: record (must exist), upstreams, and the lease when
+/// asked. ARGV: upstream, JSON, the upstreams' TTL in ms, and when the lease is asked its
+/// holder and time in ms. Returns {1, 'held'} when saved and the lease taken, {1, ''} when
+/// saved only, {0, the saved JSON} when one was saved before, {-1, ''} when the session is
+/// gone.
 const CLAIM_SCRIPT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {-1, ''}
@@ -99,6 +102,9 @@ if saved then
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if KEYS[3] and redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then
+  return {1, 'held'}
+end
 return {1, ''}
 ";
 
@@ -595,6 +601,7 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         upstream: &str,
         session: &UpstreamSession,
+        lease: Option<LeaseWanted<'_>>,
     ) -> Result<Claimed, StoreError> {
         let keys = Keys::new(id);
         let mut invocation = self.claim.prepare_invoke();
@@ -604,13 +611,21 @@ impl SessionStore for RedisStore {
             .arg(upstream)
             .arg(encode(session)?)
             .arg(self.tombstone_ttl_ms);
+        if let Some(lease) = lease {
+            invocation
+                .key(keys::holder_lease(id, upstream))
+                .arg(lease.holder)
+                .arg(millis(lease.time));
+        }
         let (answer, saved): (i64, String) = self
             .run("session_claim_upstream", |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
             })
             .await?;
         Ok(match answer {
-            1 => Claimed::Won,
+            1 => Claimed::Won {
+                holding: saved == "held",
+            },
             0 => Claimed::Taken(decode_json(&saved)?),
             _ => Claimed::SessionGone,
         })

@@ -13,8 +13,8 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use super::{
-    Claimed, Hold, Lookup, RecordChange, SessionId, SessionRecord, SessionStore, StoreError,
-    UpstreamSession,
+    Claimed, Hold, LeaseWanted, Lookup, RecordChange, SessionId, SessionRecord, SessionStore,
+    StoreError, UpstreamSession,
 };
 
 /// Traces the operations of the store it wraps.
@@ -114,10 +114,11 @@ impl<S: SessionStore> SessionStore for TracedStore<S> {
         id: &SessionId,
         upstream: &str,
         session: &UpstreamSession,
+        lease: Option<LeaseWanted<'_>>,
     ) -> Result<Claimed, StoreError> {
         self.traced(
             "claim_upstream",
-            self.inner.claim_upstream(id, upstream, session),
+            self.inner.claim_upstream(id, upstream, session, lease),
         )
         .await
     }
