@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use opentelemetry::context::FutureExt;
 use rmcp::model::ErrorCode;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -493,7 +494,7 @@ impl Gateway {
                 .send(Outgoing::Message(response_value(&id, outcome)))
                 .await;
         };
-        tokio::spawn(work.instrument(span));
+        tokio::spawn(work.instrument(span).with_current_context());
         Ok(receiver)
     }
 

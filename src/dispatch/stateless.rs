@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::join_all;
+use opentelemetry::context::FutureExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -165,7 +166,10 @@ impl Gateway {
                 .send(Outgoing::Message(response_value(&id, outcome)))
                 .await;
         };
-        tokio::spawn(work.instrument(tracing::Span::current()));
+        tokio::spawn(
+            work.instrument(tracing::Span::current())
+                .with_current_context(),
+        );
         Ok(receiver)
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web::{self, Payload};
 use actix_web::{HttpRequest, HttpResponse};
+use opentelemetry::context::FutureExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
@@ -34,12 +35,14 @@ pub async fn handle(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
     let started = std::time::Instant::now();
-    let span = trace_context::request_span(&request);
+    let (span, context) = trace_context::request_trace(&request);
     let result = handle_post(&request, payload, &state)
         .instrument(span.clone())
+        .with_context(context.clone())
         .await;
     let (method, result) = result;
     let status = span.in_scope(|| {
+        let _in_context = context.attach();
         let status = super::observe(&state, &method, started, &result);
         tracing::debug!(status, "POST /mcp answered");
         status

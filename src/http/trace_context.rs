@@ -1,5 +1,6 @@
-//! The span of an incoming `/mcp` request, continuing the W3C trace context (`traceparent`,
-//! `tracestate`) the client sent, read from actix-web's headers.
+//! The span of an incoming `/mcp` request and the OpenTelemetry context it runs in, continuing
+//! the W3C trace context (`traceparent`, `tracestate`) the client sent, read from actix-web's
+//! headers.
 
 use actix_web::HttpRequest;
 use actix_web::http::Version;
@@ -23,9 +24,12 @@ impl Extractor for Headers<'_> {
 }
 
 /// The server span of `request`, a child of the client's span when it sent a valid
-/// `traceparent`, a new trace otherwise.
-pub(super) fn request_span(request: &HttpRequest) -> Span {
+/// `traceparent`, a new trace otherwise; and the context to run the request in, which stands
+/// for the span when spans are not recorded (see [`propagation::request_context`]; a
+/// recorded span's own context replaces it while the span is entered).
+pub(super) fn request_trace(request: &HttpRequest) -> (Span, opentelemetry::Context) {
     let parent = propagation::incoming_context(&Headers(request.headers()));
+    let context = propagation::request_context(&parent);
     let version = match request.version() {
         Version::HTTP_09 => "0.9",
         Version::HTTP_10 => "1.0",
@@ -33,5 +37,5 @@ pub(super) fn request_span(request: &HttpRequest) -> Span {
         Version::HTTP_3 => "3",
         _ => "1.1",
     };
-    mcp_spans::request_span(parent, version)
+    (mcp_spans::request_span(parent, version), context)
 }

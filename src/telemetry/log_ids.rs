@@ -1,6 +1,8 @@
-//! JSON log lines that name their trace: `trace_id` and `span_id` of the span the event happened
-//! in, first in the object, whenever that span has valid OpenTelemetry ids (whether or not
-//! spans are exported), so a line can be found from the client's `traceparent`.
+//! JSON log lines that name their trace: `trace_id` and `span_id` of the current OpenTelemetry
+//! context, first in the object, whenever it has valid ids: the recorded span the event
+//! happened in, or without export the request's own context
+//! ([`request_context`](super::propagation::request_context)). So a line can be found from the
+//! client's `traceparent`.
 
 use std::fmt;
 
@@ -25,7 +27,8 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        // The OpenTelemetry layer makes the entered span's context the current one.
+        // The OpenTelemetry layer makes the entered span's context the current one; without it,
+        // the request runs in its own context.
         let context = opentelemetry::Context::current();
         let span = context.span();
         let ids = span.span_context();

@@ -21,9 +21,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::protocol::Method;
 use crate::protocol::jsonrpc::Request;
 
-/// The server span's name until [`record_request`] renames it (in the exported span only).
-pub const SERVER_SPAN: &str = "POST /mcp";
-
 /// Longest client-chosen text (a method, tool or prompt name, a request id) put in a span.
 pub const MAX_TEXT: usize = 128;
 
@@ -44,7 +41,7 @@ pub enum Side {
 /// when it names one. Named `POST /mcp` until [`record_request`] names the method.
 pub fn request_span(parent: opentelemetry::Context, http_version: &str) -> Span {
     let span = tracing::info_span!(
-        SERVER_SPAN,
+        "POST /mcp",
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = "POST",

@@ -1,8 +1,8 @@
 //! Traces: the OpenTelemetry tracer behind `tracing`'s spans, and its OTLP export.
 //!
-//! Each request's server span always gets trace and span ids (so log lines can name them and
-//! an incoming `traceparent` is continued), but spans are all recorded, and leave the process,
-//! only when the standard variables ask for it: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and
+//! Spans are recorded, and leave the process, only when the standard variables ask for it
+//! (each request gets trace and span ids either way, so that log lines can name them and an
+//! incoming `traceparent` is continued): `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and
 //! neither `OTEL_TRACES_EXPORTER=none` nor `OTEL_SDK_DISABLED=true` says otherwise. Export is
 //! OTLP over HTTP with protobuf bodies, in batches: ended spans wait in a queue of
 //! `OTEL_BSP_MAX_QUEUE_SIZE` (2048) spans, which a thread of the SDK sends every
@@ -22,7 +22,6 @@ use tracing_subscriber::filter::{FilterFn, LevelFilter};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::export_client::ExportClient;
-use super::mcp_spans::SERVER_SPAN;
 
 /// Longest wait at shutdown for queued spans to reach the collector.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
@@ -107,30 +106,32 @@ impl Tracing {
     }
 
     /// The `tracing` layer that turns mcpgate's spans into OpenTelemetry spans, whatever the
-    /// log level: INFO spans and, as span events, WARN and ERROR events of mcpgate. Without
-    /// export, only the server span of each request: its ids are all that log lines and
-    /// upstream `traceparent`s need, and the store and upstream spans under it cost a tenth of
-    /// a call's CPU for nothing (the callsites of spans no layer wants are switched off).
-    pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync + 'static
+    /// log level: INFO spans and, as span events, WARN and ERROR events of mcpgate; `None`
+    /// when spans are not exported. Recording spans only to drop them cost a fifth of a call's
+    /// CPU: without export, a request's trace ids come from
+    /// [`propagation::request_context`](super::propagation::request_context) instead.
+    pub fn layer<S>(&self) -> Option<impl Layer<S> + Send + Sync + 'static>
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
     {
-        let exported = self.export == Export::Otlp;
-        let ours = FilterFn::new(move |meta| {
-            if !meta.target().starts_with("mcpgate") {
-                return false;
-            }
-            if !meta.is_span() {
-                return *meta.level() <= LevelFilter::WARN;
-            }
-            *meta.level() <= LevelFilter::INFO && (exported || meta.name() == SERVER_SPAN)
+        if self.export != Export::Otlp {
+            return None;
+        }
+        let ours = FilterFn::new(|meta| {
+            let limit = if meta.is_span() {
+                LevelFilter::INFO
+            } else {
+                LevelFilter::WARN
+            };
+            meta.target().starts_with("mcpgate") && *meta.level() <= limit
         });
-        tracing_opentelemetry::layer()
+        let layer = tracing_opentelemetry::layer()
             .with_tracer(self.tracer())
             .with_threads(false)
             .with_target(false)
             .with_tracked_inactivity(false)
-            .with_filter(ours)
+            .with_filter(ours);
+        Some(layer)
     }
 
     /// Says at start whether spans are exported.
@@ -173,83 +174,7 @@ fn resource() -> Resource {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::TraceContextExt;
-    use serde_json::json;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    use tracing_subscriber::layer::SubscriberExt;
-
     use super::*;
-    use crate::protocol::jsonrpc::{Request, RequestId};
-    use crate::telemetry::{mcp_spans, propagation};
-
-    /// Spans go to a layer of a tracer that exports (or not) nowhere, and when `logged` to a
-    /// log output that shows every span too (as `RUST_LOG=debug` does), on this thread, until
-    /// the guard is dropped.
-    fn traced(export: Export, logged: bool) -> (Tracing, tracing::subscriber::DefaultGuard) {
-        let tracing = Tracing {
-            provider: SdkTracerProvider::builder().build(),
-            export,
-        };
-        let log_output =
-            logged.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::sink));
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing.layer())
-            .with(log_output);
-        let guard = tracing::subscriber::set_default(subscriber);
-        (tracing, guard)
-    }
-
-    /// Opens a request's server span and, inside it, an upstream call's span; returns whether
-    /// the latter is recorded, and the span ids of the server span and of the `traceparent`
-    /// sent upstream.
-    fn call_upstream(export: Export, logged: bool) -> (bool, String, String) {
-        let (_tracing, _guard) = traced(export, logged);
-        let server = mcp_spans::request_span(opentelemetry::Context::new(), "1.1");
-        let _in_server = server.enter();
-        let server_id = opentelemetry::Context::current()
-            .span()
-            .span_context()
-            .span_id();
-        let request = Request {
-            id: RequestId::Number(1),
-            method: "tools/call".into(),
-            params: Some(json!({"name": "echo"})),
-        };
-        let upstream = mcp_spans::upstream_span("remote", "tcp", &request);
-        let _in_upstream = upstream.enter();
-        let headers = propagation::outgoing_headers();
-        let traceparent = headers["traceparent"].to_str().unwrap();
-        let parent_id = traceparent.split('-').nth(2).unwrap().to_owned();
-        let recorded = upstream.context().span().span_context().is_valid();
-        (recorded, server_id.to_string(), parent_id)
-    }
-
-    #[test]
-    fn without_export_an_upstream_call_has_no_span_of_its_own() {
-        for logged in [false, true] {
-            let (recorded, server_id, parent_id) = call_upstream(Export::Off("test"), logged);
-            assert!(
-                !recorded,
-                "logged: {logged}: the upstream call's span is recorded"
-            );
-            assert_eq!(
-                parent_id, server_id,
-                "logged: {logged}: not the server span upstream"
-            );
-        }
-    }
-
-    #[test]
-    fn with_export_an_upstream_call_is_its_own_span_and_the_upstream_s_parent() {
-        for logged in [false, true] {
-            let (recorded, server_id, parent_id) = call_upstream(Export::Otlp, logged);
-            assert!(recorded, "logged: {logged}");
-            assert_ne!(
-                parent_id, server_id,
-                "logged: {logged}: the server span upstream"
-            );
-        }
-    }
 
     fn decide(vars: &[(&str, &str)]) -> Export {
         Export::from_vars(|name| {

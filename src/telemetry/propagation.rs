@@ -1,9 +1,12 @@
 //! W3C trace context (`traceparent`, `tracestate`) across HTTP: read from a client's request,
-//! written into requests to upstreams, so a call is one trace from client to upstream.
+//! written into requests to upstreams, so a call is one trace from client to upstream; and,
+//! when spans are not recorded, the context a request runs in instead of its span's.
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags};
 use opentelemetry_http::HeaderInjector;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
 /// The client's trace context from its request headers (an empty context when it sent none or
 /// an invalid one); `headers` reads one header by its lowercase name.
@@ -11,13 +14,97 @@ pub fn incoming_context(headers: &dyn Extractor) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(headers)
 }
 
-/// The trace context headers naming the innermost entered span the OpenTelemetry layer
-/// records as the parent, for a request to an upstream; empty outside a traced span. (Not
-/// `Span::current()`: without export the upstream call's own span is not recorded, and has no
-/// context of its own.)
+/// The trace context headers naming the current OpenTelemetry context as the parent, for a
+/// request to an upstream: the innermost recorded span, or without export the request's own
+/// context ([`request_context`]); empty outside a request.
 pub fn outgoing_headers() -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
     let context = opentelemetry::Context::current();
     TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(&mut headers));
     headers
+}
+
+/// The context a request runs in when spans are not recorded (no export): the client's trace,
+/// or a new one, with a new span id standing for the request's server span, and the client's
+/// sampling flag and `tracestate` (a new trace is sampled, as the default sampler would have
+/// it). Log lines name it, and upstreams get it as their parent, as they would the span.
+pub fn request_context(parent: &opentelemetry::Context) -> opentelemetry::Context {
+    let ids = RandomIdGenerator::default();
+    let span = parent.span();
+    let client = span.span_context();
+    let (trace_id, flags, state) = if client.is_valid() {
+        let state = client.trace_state().clone();
+        (client.trace_id(), client.trace_flags(), state)
+    } else {
+        (ids.new_trace_id(), TraceFlags::SAMPLED, Default::default())
+    };
+    let own = SpanContext::new(trace_id, ids.new_span_id(), flags, false, state);
+    opentelemetry::Context::new().with_remote_span_context(own)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use opentelemetry::context::FutureExt;
+
+    use super::*;
+
+    /// The `traceparent` an upstream gets from inside `context`, split into its four fields.
+    fn traceparent_in(context: opentelemetry::Context) -> Vec<String> {
+        let _entered = context.attach();
+        let headers = outgoing_headers();
+        let value = headers["traceparent"].to_str().unwrap();
+        value.split('-').map(str::to_owned).collect()
+    }
+
+    fn client_context(traceparent: &str, tracestate: &str) -> opentelemetry::Context {
+        let headers = HashMap::from([
+            ("traceparent".to_owned(), traceparent.to_owned()),
+            ("tracestate".to_owned(), tracestate.to_owned()),
+        ]);
+        incoming_context(&headers)
+    }
+
+    #[test]
+    fn a_request_continues_the_client_s_trace_under_a_span_id_of_its_own() {
+        let client_span = "00f067aa0ba902b7";
+        let sent = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{client_span}-00");
+        let client = client_context(&sent, "vendor=x");
+
+        let context = request_context(&client);
+
+        let own = context.span().span_context().clone();
+        let fields = traceparent_in(context);
+        assert_eq!(fields[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(fields[2], own.span_id().to_string());
+        assert_ne!(fields[2], client_span);
+        assert_eq!(fields[3], "00", "the client's sampling decision");
+        assert_eq!(own.trace_state().header(), "vendor=x");
+    }
+
+    #[test]
+    fn a_request_without_a_client_trace_starts_a_sampled_one() {
+        let a = request_context(&opentelemetry::Context::new());
+        let b = request_context(&opentelemetry::Context::new());
+
+        let (a, b) = (traceparent_in(a), traceparent_in(b));
+        assert_ne!(a[1], b[1], "each request is a trace of its own");
+        assert_eq!(a[3], "01");
+    }
+
+    #[tokio::test]
+    async fn work_a_request_hands_over_keeps_its_context() {
+        let context = request_context(&opentelemetry::Context::new());
+        let own = context.span().span_context().span_id().to_string();
+
+        let handed_over = async {
+            let work = async { outgoing_headers() };
+            tokio::spawn(work.with_current_context()).await.unwrap()
+        };
+        let headers = handed_over.with_context(context).await;
+
+        let traceparent = headers["traceparent"].to_str().unwrap();
+        assert!(traceparent.contains(&own), "{traceparent}");
+    }
 }

@@ -113,8 +113,7 @@ def test_a_tools_call_is_one_trace_from_client_to_upstream():
         assert request["status"] != "ERROR"
         assert request["resource"]["service.name"] == "mcpgate"
 
-        # The request's own lookup; a session's first call to an upstream also re-reads the
-        # record under the upstream span before it opens its upstream session.
+        # The request's own lookup, under the request span.
         loads = [s for s in spans if s["name"] == "session.load"]
         store = next((s for s in loads if s["parent_span_id"] == request["span_id"]), None)
         assert store is not None, f"no session.load under the request span: {loads}"
@@ -141,17 +140,30 @@ def test_a_tools_call_is_one_trace_from_client_to_upstream():
         assert session not in json.dumps(logs), "a raw session id was logged"
 
 
-def test_without_otel_variables_nothing_is_exported_but_logs_name_the_trace():
-    trace_id, _, traceparent = new_traceparent()
+@pytest.mark.parametrize("rust_log", ["info,mcpgate=debug", "debug"])
+def test_without_otel_variables_nothing_is_exported_but_logs_and_upstreams_name_the_trace(rust_log):
+    # Without export no span is recorded; the request still has its own span id, which its
+    # log lines carry and the upstream gets as its parent, within the client's trace. With
+    # RUST_LOG=debug the log output records spans too: that must change nothing.
+    trace_id, client_span, traceparent = new_traceparent()
     with OtlpReceiver() as receiver:
         # The receiver listens, but no OTEL_EXPORTER_OTLP_*ENDPOINT names it.
-        env = {"RUST_LOG": "info,mcpgate=debug", "OTEL_SERVICE_NAME": "unused"}
+        env = {"RUST_LOG": rust_log, "OTEL_SERVICE_NAME": "unused"}
         with Stack(upstreams=("http",), env=env, gateway_args=("--json-logs",)) as stack:
             session = open_session(stack.url)
             echo(stack.url, session, "not exported", traceparent)
+            with urllib.request.urlopen(f"{fixture_url(stack)}/traceparents", timeout=CALL_TIMEOUT) as answer:
+                upstream_saw = json.load(answer)["seen"]
             stack.stop()
             logs = json_logs(stack)
-        assert any(line.get("trace_id") == trace_id for line in logs)
+        answered = [line for line in logs if line.get("fields", {}).get("message") == "POST /mcp answered"
+                    and line.get("trace_id") == trace_id]
+        assert len(answered) == 1, [line for line in logs if line.get("trace_id")]
+        request_span = answered[0]["span_id"]
+        assert request_span != client_span and len(request_span) == 16
+        # The call and the opening of its upstream session (initialize, initialized) all name it.
+        ours = {sent for sent in upstream_saw if sent.split("-")[1] == trace_id}
+        assert ours == {f"00-{trace_id}-{request_span}-01"}, upstream_saw
         assert receiver.bodies == []
 
 
