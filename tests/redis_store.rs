@@ -675,6 +675,14 @@ async fn sessions_survive_a_persistent_redis_restart() {
     );
 }
 
+/// An upstream session named `sid`.
+fn upstream_session(sid: &str) -> UpstreamSession {
+    UpstreamSession {
+        session_id: Some(sid.into()),
+        protocol_version: Some("2025-11-25".into()),
+    }
+}
+
 /// The first upstream session claimed for an upstream is kept; a later claim gets it back,
 /// and a claim on a gone session saves nothing.
 #[tokio::test]
@@ -683,26 +691,25 @@ async fn the_first_claimed_upstream_session_is_kept() {
     let store = store(&server, Duration::from_secs(10));
     let id = SessionId::generate();
     store.create(&id, &record(HOUR)).await.unwrap();
-    let session = |sid: &str| UpstreamSession {
-        session_id: Some(sid.into()),
-        protocol_version: Some("2025-11-25".into()),
-    };
 
     let first = store
-        .claim_upstream(&id, "remote", &session("u-1"), None)
+        .claim_upstream(&id, "remote", &upstream_session("u-1"), None)
         .await;
     let second = store
-        .claim_upstream(&id, "remote", &session("u-2"), None)
+        .claim_upstream(&id, "remote", &upstream_session("u-2"), None)
         .await;
 
     assert_eq!(first.unwrap(), Claimed::Won { holding: false });
-    assert_eq!(second.unwrap(), Claimed::Taken(session("u-1")));
+    assert_eq!(second.unwrap(), Claimed::Taken(upstream_session("u-1")));
     let loaded = live(store.load(&id).await.unwrap());
-    assert_eq!(loaded.upstreams.get("remote"), Some(&session("u-1")));
+    assert_eq!(
+        loaded.upstreams.get("remote"),
+        Some(&upstream_session("u-1"))
+    );
     assert!(pttl(&server, &upstreams_key(&id)).await > 0);
     store.delete(&id).await.unwrap();
     let gone = store
-        .claim_upstream(&id, "remote", &session("u-3"), None)
+        .claim_upstream(&id, "remote", &upstream_session("u-3"), None)
         .await;
     assert_eq!(gone.unwrap(), Claimed::SessionGone);
     assert!(!exists(&server, &upstreams_key(&id)).await);
@@ -716,10 +723,6 @@ async fn a_claim_takes_the_stream_lease_it_asks_for_with_the_upstream_session() 
     let store = store(&server, Duration::from_secs(10));
     let id = SessionId::generate();
     store.create(&id, &record(HOUR)).await.unwrap();
-    let session = |sid: &str| UpstreamSession {
-        session_id: Some(sid.into()),
-        protocol_version: None,
-    };
     let wanted = |holder| {
         Some(LeaseWanted {
             holder,
@@ -730,10 +733,10 @@ async fn a_claim_takes_the_stream_lease_it_asks_for_with_the_upstream_session() 
     store.hold(&id, "b", "replica-1", held).await.unwrap();
 
     let claim = |upstream, sid, holder| {
-        let (store, id, upstream_session) = (&store, &id, session(sid));
+        let (store, id, claimed) = (&store, &id, upstream_session(sid));
         async move {
             let lease = wanted(holder);
-            let claimed = store.claim_upstream(id, upstream, &upstream_session, lease);
+            let claimed = store.claim_upstream(id, upstream, &claimed, lease);
             claimed.await.unwrap()
         }
     };
@@ -744,7 +747,7 @@ async fn a_claim_takes_the_stream_lease_it_asks_for_with_the_upstream_session() 
 
     assert_eq!(a, Claimed::Won { holding: true });
     assert_eq!(b, Claimed::Won { holding: false });
-    assert_eq!(again, Claimed::Taken(session("u-a")));
+    assert_eq!(again, Claimed::Taken(upstream_session("u-a")));
     let holders = store.holders(&id, &["a".into(), "b".into()]).await.unwrap();
     assert_eq!(
         holders,

@@ -107,7 +107,7 @@ impl Tracing {
 
     /// The `tracing` layer that turns mcpgate's spans into OpenTelemetry spans, whatever the
     /// log level: INFO spans and, as span events, WARN and ERROR events of mcpgate; `None`
-    /// when spans are not exported. Recording spans only to drop them cost a fifth of a call's
+    /// when spans are not exported. Recording spans only to drop them cost 13-15% of a call's
     /// CPU: without export, a request's trace ids come from
     /// [`propagation::request_context`](super::propagation::request_context) instead.
     pub fn layer<S>(&self) -> Option<impl Layer<S> + Send + Sync + 'static>
