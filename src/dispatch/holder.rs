@@ -9,10 +9,11 @@
 //! Which replica holds a stream is a lease in the store ([`SessionStore::hold`]), renewed every
 //! [`RENEW_EVERY`] and lost [`LEASE`] after its holder stops renewing (it died), or at once
 //! when it drains. A replica takes a free lease when it opens a session's upstream session
-//! (in the step that saves that session, [`SessionStore::claim_upstream`]), revives a session (whose leases it reads together with the record, so it tries, and waits
-//! for, only those nobody holds), opens a client's GET stream, and at each keep-alive of such a
-//! stream (so a holder that died is replaced within [`LEASE`] + 15 s while the client listens).
-//! It resumes the upstream stream after the last upstream event logged
+//! (in the step that saves that session, [`SessionStore::claim_upstream`]), revives a session
+//! (whose leases it reads together with the record, so it tries, and waits for, only those
+//! nobody holds), opens a client's GET stream, and at each keep-alive of such a stream (so a
+//! holder that died is replaced within [`LEASE`] + 15 s while the client listens). It resumes
+//! the upstream stream after the last upstream event logged
 //! ([`EventLog::positions`](crate::events::EventLog::positions)), so an upstream that keeps
 //! events loses nothing across the handover either.
 //!
@@ -118,8 +119,8 @@ impl Gateway {
         })
     }
 
-    /// [`Gateway::hold_stream`], its lease maybe taken already: then freed again when the
-    /// stream is not held here after all.
+    /// [`Gateway::hold_stream`], its lease maybe taken already: then freed again when there is
+    /// no room to hold the stream after all.
     pub(super) async fn hold_leased_stream(
         &self,
         upstream: Arc<Upstream>,
@@ -132,7 +133,8 @@ impl Gateway {
             .hub
             .start_holding(&ctx.session, &upstream.name, held.as_deref())
         else {
-            return self.free_unused(&ctx.session, &upstream.name, lease).await;
+            // Held here already (a GET of the session got there first), under the same lease.
+            return;
         };
         let Ok(permit) = self.held_streams.clone().try_acquire_owned() else {
             tracing::debug!(upstream = %upstream.name, "not holding a stream: server.max_held_streams reached");
