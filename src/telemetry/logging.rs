@@ -1,8 +1,9 @@
 //! Log output through `tracing`, to stderr, filtered by `RUST_LOG` (default `info`), next to
 //! the OpenTelemetry layer of [`Tracing`] when spans are exported (which has its own filter, so
-//! `RUST_LOG` never turns spans off). Log lines name the spans they happened in only when `RUST_LOG` enables DEBUG:
-//! the log output formats every span's fields when the span opens, which cost about 15% of a
-//! call's CPU; JSON lines always carry the span's trace and span ids.
+//! `RUST_LOG` never turns spans off). Log lines name the spans they happened in only when
+//! `RUST_LOG` enables DEBUG: the log output formats every span's fields when the span opens,
+//! which cost about 15% of a call's CPU; JSON lines always carry the request's trace and span
+//! ids (see `log_ids.rs`).
 
 use std::io::IsTerminal;
 

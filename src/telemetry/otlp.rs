@@ -2,9 +2,10 @@
 //!
 //! Spans are recorded, and leave the process, only when the standard variables ask for it
 //! (each request gets trace and span ids either way, so that log lines can name them and an
-//! incoming `traceparent` is continued): `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and
-//! neither `OTEL_TRACES_EXPORTER=none` nor `OTEL_SDK_DISABLED=true` says otherwise. Export is
-//! OTLP over HTTP with protobuf bodies, in batches: ended spans wait in a queue of
+//! incoming `traceparent` is continued): `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and neither `OTEL_TRACES_EXPORTER=none` nor
+//! `OTEL_SDK_DISABLED=true` says otherwise. Export is OTLP over HTTP with protobuf bodies, in
+//! batches: ended spans wait in a queue of
 //! `OTEL_BSP_MAX_QUEUE_SIZE` (2048) spans, which a thread of the SDK sends every
 //! `OTEL_BSP_SCHEDULE_DELAY` (5 s) or when 512 are waiting. Requests never wait for it: when
 //! the queue is full (a slow or unreachable collector), further spans are dropped, and the SDK
