@@ -12,7 +12,9 @@ use mcpgate::events::{EventLog, EventLogError, RedisEventLog, StreamId, StreamKe
 use mcpgate::protocol::ProtocolVersion;
 use mcpgate::redis::RedisPool;
 use mcpgate::redis::pubsub::{self, Notification, Subscriber};
-use mcpgate::session::{Lookup, RecordChange, RedisStore, SessionId, SessionRecord, SessionStore};
+use mcpgate::session::{
+    Hold, Lookup, RecordChange, RedisStore, SessionId, SessionRecord, SessionStore, StreamLease,
+};
 use mcpgate::telemetry::Metrics;
 use serde_json::json;
 
@@ -21,6 +23,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// opened within it, so not too tight).
 const TIMEOUT: Duration = Duration::from_secs(1);
 const WINDOW: Duration = Duration::from_secs(60);
+const LEASE: Duration = Duration::from_secs(30);
 /// How long a test reader is willing to wait, and the most a prompt wake-up may take.
 const LONG_WAIT: Duration = Duration::from_secs(5);
 const PROMPT: Duration = Duration::from_secs(2);
@@ -95,6 +98,7 @@ async fn exercise_store(config: &RedisConfig) {
         };
         assert_eq!(saved.log_level.as_deref(), Some("debug"));
     }
+    renew_leases_in_every_slot(&store, &ids).await;
     for id in ids.iter().step_by(2) {
         assert!(store.delete(id).await.expect("delete"));
         assert!(matches!(
@@ -106,6 +110,27 @@ async fn exercise_store(config: &RedisConfig) {
         store.load(&SessionId::generate()).await.expect("load"),
         Lookup::Unknown
     ));
+}
+
+/// Renews, in one call, leases of sessions in many slots: taken when free, kept when the
+/// caller's, refused when another replica's.
+async fn renew_leases_in_every_slot(store: &RedisStore, ids: &[SessionId]) {
+    let streams: Vec<StreamLease> = ids
+        .iter()
+        .map(|id| StreamLease {
+            session: id.clone(),
+            upstream: "remote".into(),
+        })
+        .collect();
+    let other = store.hold(&ids[0], "remote", "replica-b", LEASE).await;
+    assert_eq!(other.expect("hold"), Hold::Held);
+    let taken = store.renew_holds(&streams, "replica-a", LEASE).await;
+    let renewed = store.renew_holds(&streams, "replica-a", LEASE).await;
+    for answers in [taken.expect("renew"), renewed.expect("renew")] {
+        assert_eq!(answers[0], Hold::HeldElsewhere);
+        assert!(answers[1..].iter().all(|answer| *answer == Hold::Held));
+        assert_eq!(answers.len(), SESSIONS);
+    }
 }
 
 /// Two replicas' event logs: for sessions in many slots, a reader on one is woken promptly by

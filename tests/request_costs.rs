@@ -5,7 +5,8 @@
 //!   else: no connection check before it, and no event-log write for a plain JSON answer;
 //! - `initialize` is one round trip and opens no upstream session; a session opens its session
 //!   on an HTTP upstream at its first request there, once however many requests race to it;
-//! - the round trip that saves a new upstream session also takes its stream's lease;
+//! - the round trip that saves a new upstream session also takes its stream's lease, and one
+//!   round trip renews the leases of all the streams a replica holds;
 //! - calls to an HTTP upstream that answers on SSE streams keep their kept-alive connections;
 //! - a DELETE frees no stream lease of the session it ends.
 
@@ -291,6 +292,48 @@ async fn a_delete_frees_no_lease_of_the_ended_session() {
         .await;
     assert_eq!(stopped, 0.0, "the held stream stopped");
     assert_eq!(round_trips(&gateway, "session_release").await, releases);
+}
+
+/// A replica renews the leases of the streams it holds together: one round trip for all of
+/// them, rather than one each.
+#[tokio::test]
+async fn the_leases_of_held_streams_are_renewed_in_one_round_trip() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let gateway = redis.replica("1h").remote_at(&fixture).start().await;
+    let mut sessions = Vec::new();
+    for n in 0..12 {
+        let session = gateway.initialize().await;
+        gateway.assert_remote_echo(&session, &format!("{n}")).await;
+        sessions.push(session);
+    }
+    let held = gateway.metric("mcpgate_upstream_streams_held ").await;
+    assert_eq!(held, 12.0);
+    let holds = round_trips(&gateway, "session_hold").await;
+
+    // Leases are renewed every 10 s, at the gateway's next one-second tick.
+    tokio::time::sleep(Duration::from_millis(12_500)).await;
+
+    assert_eq!(round_trips(&gateway, "session_hold").await, holds);
+    let renewals = round_trips(&gateway, "session_renew").await;
+    assert!(
+        (1.0..=2.0).contains(&renewals),
+        "12 leases taken within a tick took {renewals} round trips to renew"
+    );
+    let mut client = redis.client().await;
+    for session in &sessions {
+        let lease = format!("mcpgate:{{{}}}:h:remote", session.id);
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&lease)
+            .query_async(&mut client)
+            .await
+            .unwrap();
+        assert!(
+            ttl > 25_000,
+            "the lease {lease} runs for {ttl} ms: not renewed"
+        );
+    }
 }
 
 /// A session's first request on a replica that never served it (a revival) reads who holds

@@ -7,21 +7,22 @@
 //! and nothing is lost while the client is away.
 //!
 //! Which replica holds a stream is a lease in the store ([`SessionStore::hold`]), renewed every
-//! [`RENEW_EVERY`] and lost [`LEASE`] after its holder stops renewing (it died), or at once
-//! when it drains. A replica takes a free lease when it opens a session's upstream session
-//! (in the step that saves that session, [`SessionStore::claim_upstream`]), revives a session
-//! (whose leases it reads together with the record, so it tries, and waits for, only those
-//! nobody holds), opens a client's GET stream, and at each keep-alive of such a stream (so a
-//! holder that died is replaced within [`LEASE`] + 15 s while the client listens). It resumes
-//! the upstream stream after the last upstream event logged
-//! ([`EventLog::positions`](crate::events::EventLog::positions)), so an upstream that keeps
-//! events loses nothing across the handover either.
+//! [`RENEW_EVERY`] with the replica's other leases (`renewals.rs`) and lost [`LEASE`] after its
+//! holder stops renewing (it died), or at once when it drains. A replica takes a free lease when it
+//! opens a session's upstream session (in the step that saves that session,
+//! [`SessionStore::claim_upstream`]), revives a session (whose leases it reads together with the
+//! record, so it tries, and waits for, only those nobody holds), opens a client's GET stream, and
+//! at each keep-alive of such a stream (so a holder that died is replaced within [`LEASE`] + 15 s
+//! while the client listens). It resumes the upstream stream after the last upstream event logged
+//! ([`EventLog::positions`](crate::events::EventLog::positions)), so an upstream that keeps events
+//! loses nothing across the handover either.
 //!
 //! A replica holds at most `server.max_held_streams` streams (each is an upstream connection
 //! and its buffers): beyond it, a session's stream is left for another replica, or for this one
 //! once it holds fewer, at the next occasion above, and counted as refused.
 //!
 //! [`SessionStore::hold`]: crate::session::SessionStore::hold
+//! [`RENEW_EVERY`]: super::renewals::RENEW_EVERY
 //! [`SessionStore::claim_upstream`]: crate::session::SessionStore::claim_upstream
 
 use std::collections::HashSet;
@@ -31,15 +32,12 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+use super::renewals::{LEASE, LeaseLost, Renewal};
 use super::{Gateway, Session};
 use crate::events::{Positions, StreamKey};
-use crate::session::{Hold, LeaseWanted, SessionId};
+use crate::session::{Hold, LeaseWanted, SessionId, StreamLease};
 use crate::upstream::{CallContext, Upstream, UpstreamListener};
 
-/// How long a holder's lease lasts without renewal.
-const LEASE: Duration = Duration::from_secs(30);
-/// How often a holder renews its lease (and checks that its session lives).
-const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// Longest wait for an upstream to accept a stream before the request that opened it goes on.
 const ACCEPT_LIMIT: Duration = Duration::from_secs(5);
 /// Longest a holder stopped by its session's end waits for the upstream to end the stream
@@ -169,7 +167,11 @@ impl Gateway {
         if !listener.accepted(ACCEPT_LIMIT).await {
             tracing::debug!(upstream = %upstream.name, "upstream did not accept a held stream in time");
         }
-        tokio::spawn(holder.keep(listener, self.hub.draining()));
+        let renewal = self.renewals.register(StreamLease {
+            session: ctx.session.clone(),
+            upstream: upstream.name.clone(),
+        });
+        tokio::spawn(holder.keep(listener, renewal, self.hub.draining()));
     }
 
     /// Frees a lease taken for a stream this replica does not hold after all.
@@ -275,21 +277,22 @@ impl Holder {
     /// this one: an ended session's lease only runs out, and a newer holder's must stay. In
     /// those two cases the upstream ends the stream (its session is closed) and the holder lets
     /// it, within [`FINISH_LIMIT`], so that the stream's connection is kept for the next.
-    async fn keep(self, mut listener: UpstreamListener, draining: CancellationToken) {
-        let mut renew = tokio::time::interval(RENEW_EVERY);
-        renew.reset();
-        let stopped = loop {
-            tokio::select! {
-                () = self.stop.cancelled() => break true,
-                () = draining.cancelled() => break false,
-                () = listener.ended() => break false,
-                _ = renew.tick() => {
-                    if !self.renew().await {
-                        break false;
-                    }
-                }
+    async fn keep(
+        self,
+        mut listener: UpstreamListener,
+        mut renewal: Renewal,
+        draining: CancellationToken,
+    ) {
+        let stopped = tokio::select! {
+            () = self.stop.cancelled() => true,
+            () = draining.cancelled() => false,
+            () = listener.ended() => false,
+            lost = renewal.lost() => {
+                self.lease_lost(lost).await;
+                false
             }
         };
+        drop(renewal);
         if stopped {
             listener.finish(FINISH_LIMIT).await;
             if let Some(gateway) = self.gateway.upgrade() {
@@ -303,34 +306,21 @@ impl Holder {
         }
     }
 
-    /// Renews the lease; `false` when this replica should stop holding. A store failure keeps
-    /// the stream: an outage must not cost what the upstream sends meanwhile.
-    async fn renew(&self) -> bool {
+    /// The lease went to another replica, or the session is gone (then ended here too).
+    async fn lease_lost(&self, lost: LeaseLost) {
         let Some(gateway) = self.gateway.upgrade() else {
-            return false;
+            return;
         };
-        let lease = gateway
-            .store
-            .hold(
-                &self.session,
-                &self.upstream,
-                gateway.signer.replica(),
-                LEASE,
-            )
-            .await;
-        match lease {
-            Ok(Hold::Held) | Err(_) => true,
-            Ok(Hold::HeldElsewhere) => false,
-            Ok(Hold::SessionGone) => {
-                gateway.still_live(&self.session).await;
-                false
-            }
+        if lost == LeaseLost::SessionGone {
+            gateway.still_live(&self.session).await;
         }
     }
 
     /// Frees the lease for another replica, then stops holding here (a draining replica waits
-    /// for the latter, so the lease is free before it exits).
+    /// for the latter, so the lease is free before it exits). The lease is no longer renewed
+    /// here, and it is freed while no renewal batch runs, so none takes it back.
     async fn give_up(&self, gateway: &Gateway) {
+        let _held_off = gateway.renewals.held_off().await;
         let released = gateway
             .store
             .release(&self.session, &self.upstream, gateway.signer.replica())

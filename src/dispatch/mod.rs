@@ -22,6 +22,7 @@ mod methods;
 mod modern;
 mod reload;
 mod remote;
+mod renewals;
 mod request_state;
 mod response_stream;
 mod restore;
@@ -280,6 +281,8 @@ pub struct Gateway {
     created_here: created_here::CreatedHere,
     /// One permit per upstream standalone stream this replica may hold.
     held_streams: Arc<tokio::sync::Semaphore>,
+    /// The leases of the streams held here, renewed together.
+    renewals: renewals::LeaseRenewals,
 }
 
 impl Gateway {
@@ -322,12 +325,14 @@ impl Gateway {
             first_opens: Default::default(),
             created_here,
             held_streams,
+            renewals: Default::default(),
         });
         if gateway.bus.is_some() {
             tokio::spawn(remote::serve_inbox(Arc::downgrade(&gateway)));
         }
         tokio::spawn(unsolicited::relay(Arc::downgrade(&gateway), unsolicited));
         tokio::spawn(ending::keep_house(Arc::downgrade(&gateway)));
+        tokio::spawn(renewals::renew_leases(Arc::downgrade(&gateway)));
         if let Some(events) = expiry_events {
             tokio::spawn(ending::watch_expiries(Arc::downgrade(&gateway), events));
         }

@@ -78,6 +78,33 @@ impl ConnectionLike for Connection {
     }
 }
 
+impl Connection {
+    /// Runs independent commands together; their answers come in order. They go as one
+    /// pipeline (one round trip), except on a cluster, whose pipelines must stay within one
+    /// slot: there they are sent at once on its multiplexed connection, routed by their keys.
+    pub async fn query_each<T: ::redis::FromRedisValue>(
+        self,
+        commands: Vec<::redis::Cmd>,
+    ) -> ::redis::RedisResult<Vec<T>> {
+        match self {
+            Connection::Cluster(conn) => {
+                let sent = commands.iter().map(|command| {
+                    let mut conn = conn.clone();
+                    async move { command.query_async(&mut conn).await }
+                });
+                futures::future::try_join_all(sent).await
+            }
+            mut connection => {
+                let mut pipe = ::redis::pipe();
+                for command in commands {
+                    pipe.add_command(command);
+                }
+                pipe.query_async(&mut connection).await
+            }
+        }
+    }
+}
+
 /// The standalone connection, replaced when an operation on it times out.
 struct Standalone {
     client: ::redis::Client,

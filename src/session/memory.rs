@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use super::{
     Claimed, Hold, LeaseWanted, Lookup, Orphans, RecordChange, SessionId, SessionRecord,
-    SessionStore, StoreError, UpstreamSession,
+    SessionStore, StoreError, StreamLease, UpstreamSession,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +246,22 @@ impl SessionStore for MemoryStore {
             return Ok(Hold::SessionGone);
         }
         Ok(state.take_lease(id, upstream, holder, lease))
+    }
+
+    async fn renew_holds(
+        &self,
+        streams: &[StreamLease],
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Vec<Hold>, StoreError> {
+        let mut renewed = Vec::with_capacity(streams.len());
+        for stream in streams {
+            renewed.push(
+                self.hold(&stream.session, &stream.upstream, holder, lease)
+                    .await?,
+            );
+        }
+        Ok(renewed)
     }
 
     async fn claim_upstream(

@@ -114,6 +114,14 @@ pub enum Claimed {
     SessionGone,
 }
 
+/// A session's standalone stream of an upstream, whose lease a replica renews
+/// ([`SessionStore::renew_holds`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamLease {
+    pub session: SessionId,
+    pub upstream: String,
+}
+
 /// The answer to [`SessionStore::hold`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
@@ -162,6 +170,14 @@ pub trait SessionStore: Send + Sync {
         holder: &str,
         lease: std::time::Duration,
     ) -> Result<Hold, StoreError>;
+    /// Renews `holder`'s leases of `streams` for `lease`, together (one round trip on Redis);
+    /// the answer for each, in order, is [`SessionStore::hold`]'s.
+    async fn renew_holds(
+        &self,
+        streams: &[StreamLease],
+        holder: &str,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Hold>, StoreError>;
     /// The holder of each of `upstreams`' leases of a session, in that order (`None` where
     /// none is live); takes none of them.
     async fn holders(

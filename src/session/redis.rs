@@ -18,7 +18,8 @@
 //! apart: `live` with no record means the session timed out, and the one caller that flips it
 //! to `expired` (atomically, in a script) gets `first_notice`, so a fleet counts an expiry once.
 //!
-//! Round trips: `create`, `update`, `delete`, `exists`, `hold` and `holders` take one; `load`
+//! Round trips: `create`, `update`, `delete`, `exists`, `hold` and `holders` take one, and so
+//! does `renew_holds` for all its leases (one per node on a cluster); `load`
 //! takes one (a pipeline of HGETALL, PEXPIRE and GETEX) unless the record is within `idle_ttl`
 //! of its absolute cap (one PEXPIREAT more), its tombstone went missing (restored), it is gone
 //! with a `live` tombstone (the expire script), or it is a schema-1 record (upgraded in place,
@@ -43,7 +44,7 @@ use async_trait::async_trait;
 
 use super::{
     Claimed, Hold, LeaseWanted, Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore,
-    SessionId, SessionRecord, SessionStore, StoreError, UpstreamSession,
+    SessionId, SessionRecord, SessionStore, StoreError, StreamLease, UpstreamSession,
 };
 use crate::redis::{Connection, RedisPool, keys};
 
@@ -589,11 +590,38 @@ impl SessionStore for RedisStore {
                 invocation.invoke_async(&mut conn).await
             })
             .await?;
-        Ok(match answer {
-            1 => Hold::Held,
-            0 => Hold::HeldElsewhere,
-            _ => Hold::SessionGone,
-        })
+        Ok(hold_answer(answer))
+    }
+
+    async fn renew_holds(
+        &self,
+        streams: &[StreamLease],
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Vec<Hold>, StoreError> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        // EVAL rather than EVALSHA: a batch cannot load a script Redis lacks (NOSCRIPT would
+        // fail it), and Redis keeps the compiled script by its hash either way.
+        let commands = streams
+            .iter()
+            .map(|stream| {
+                let mut command = ::redis::cmd("EVAL");
+                command
+                    .arg(HOLD_SCRIPT)
+                    .arg(2)
+                    .arg(keys::session_record(&stream.session))
+                    .arg(keys::holder_lease(&stream.session, &stream.upstream))
+                    .arg(holder)
+                    .arg(millis(lease));
+                command
+            })
+            .collect();
+        let answers: Vec<i64> = self
+            .run("session_renew", |conn| conn.query_each(commands))
+            .await?;
+        Ok(answers.into_iter().map(hold_answer).collect())
     }
 
     async fn claim_upstream(
@@ -775,6 +803,15 @@ fn now_ms() -> u64 {
 }
 
 /// Whole milliseconds, at least 1 (Redis refuses a zero TTL).
+/// The hold script's answer: -1 the session is gone, 1 held by the caller, 0 by another.
+fn hold_answer(answer: i64) -> Hold {
+    match answer {
+        1 => Hold::Held,
+        0 => Hold::HeldElsewhere,
+        _ => Hold::SessionGone,
+    }
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)

@@ -14,7 +14,7 @@ use tracing::{Instrument, Span};
 
 use super::{
     Claimed, Hold, LeaseWanted, Lookup, RecordChange, SessionId, SessionRecord, SessionStore,
-    StoreError, UpstreamSession,
+    StoreError, StreamLease, UpstreamSession,
 };
 
 /// Traces the operations of the store it wraps.
@@ -107,6 +107,19 @@ impl<S: SessionStore> SessionStore for TracedStore<S> {
     ) -> Result<Hold, StoreError> {
         self.traced("hold", self.inner.hold(id, upstream, holder, lease))
             .await
+    }
+
+    async fn renew_holds(
+        &self,
+        streams: &[StreamLease],
+        holder: &str,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Hold>, StoreError> {
+        self.traced(
+            "renew_holds",
+            self.inner.renew_holds(streams, holder, lease),
+        )
+        .await
     }
 
     async fn claim_upstream(
