@@ -56,6 +56,16 @@ async fn round_trips(gateway: &Gateway, op: &str) -> f64 {
         .await
 }
 
+/// How long the lease of a session's stream of the upstream `remote` still runs, in ms.
+async fn remote_lease_ms(redis: &RedisServer, session: &str) -> i64 {
+    let mut client = redis.client().await;
+    redis::cmd("PTTL")
+        .arg(format!("mcpgate:{{{session}}}:h:remote"))
+        .query_async(&mut client)
+        .await
+        .expect("PTTL")
+}
+
 #[tokio::test]
 async fn a_tool_call_on_a_live_session_is_one_redis_round_trip() {
     let redis = RedisServer::start().await;
@@ -321,17 +331,12 @@ async fn the_leases_of_held_streams_are_renewed_in_one_round_trip() {
         (1.0..=2.0).contains(&renewals),
         "12 leases taken within a tick took {renewals} round trips to renew"
     );
-    let mut client = redis.client().await;
     for session in &sessions {
-        let lease = format!("mcpgate:{{{}}}:h:remote", session.id);
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(&lease)
-            .query_async(&mut client)
-            .await
-            .unwrap();
+        let ttl = remote_lease_ms(&redis, &session.id).await;
         assert!(
             ttl > 25_000,
-            "the lease {lease} runs for {ttl} ms: not renewed"
+            "{}'s lease runs for {ttl} ms: not renewed",
+            session.id
         );
     }
 }
@@ -362,14 +367,8 @@ async fn the_first_call_to_an_upstream_takes_its_stream_lease_with_the_upstream_
     assert_eq!(round_trips(&gateway, "session_hold").await, holds);
     let held = "mcpgate_upstream_streams_held ";
     assert_eq!(gateway.metric(held).await, 2.0);
-    let mut client = redis.client().await;
-    let lease = format!("mcpgate:{{{}}}:h:remote", session.id);
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(&lease)
-        .query_async(&mut client)
-        .await
-        .unwrap();
-    assert!(ttl > 20_000, "the lease {lease} runs for {ttl} ms");
+    let ttl = remote_lease_ms(&redis, &session.id).await;
+    assert!(ttl > 20_000, "the stream lease runs for {ttl} ms");
 }
 
 #[tokio::test]
