@@ -316,4 +316,29 @@ mod tests {
         let holders = store.holders(&stream.session, &upstreams).await.unwrap();
         assert_eq!(holders, vec![None], "the released lease stays free");
     }
+
+    #[tokio::test]
+    async fn a_batch_the_store_fails_keeps_every_stream() {
+        let nothing_listens = crate::config::RedisConfig {
+            url: "redis://127.0.0.1:1".into(),
+            timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let metrics = Arc::new(crate::telemetry::Metrics::new().unwrap());
+        let pool = crate::redis::RedisPool::new(&nothing_listens, metrics).unwrap();
+        let store = crate::session::RedisStore::new(pool, Duration::from_secs(3600));
+        let renewals = LeaseRenewals::default();
+        let stream = StreamLease {
+            session: SessionId::generate(),
+            upstream: "remote".into(),
+        };
+        let mut renewal = renewals.register(stream);
+
+        renewals
+            .renew_due(&store, HERE, Instant::now() + RENEW_EVERY)
+            .await;
+
+        assert_eq!(lost_now(&mut renewal), None, "the stream is kept");
+        assert_eq!(renewals.len(), 1, "and renewed again when next due");
+    }
 }
