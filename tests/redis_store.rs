@@ -723,14 +723,14 @@ async fn a_claim_takes_the_stream_lease_it_asks_for_with_the_upstream_session() 
     let store = store(&server, Duration::from_secs(10));
     let id = SessionId::generate();
     store.create(&id, &record(HOUR)).await.unwrap();
+    let lease = Duration::from_secs(30);
     let wanted = |holder| {
         Some(LeaseWanted {
             holder,
-            time: Duration::from_secs(30),
+            time: lease,
         })
     };
-    let held = Duration::from_secs(30);
-    store.hold(&id, "b", "replica-1", held).await.unwrap();
+    store.hold(&id, "b", "replica-1", lease).await.unwrap();
 
     let claim = |upstream, sid, holder| {
         let (store, id, claimed) = (&store, &id, upstream_session(sid));

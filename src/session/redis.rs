@@ -18,13 +18,14 @@
 //! apart: `live` with no record means the session timed out, and the one caller that flips it
 //! to `expired` (atomically, in a script) gets `first_notice`, so a fleet counts an expiry once.
 //!
-//! Round trips: `create`, `update`, `delete`, `exists`, `hold` and `holders` take one, and so
-//! does `renew_holds` for all its leases (one per node on a cluster); `load`
-//! takes one (a pipeline of HGETALL, PEXPIRE and GETEX) unless the record is within `idle_ttl`
-//! of its absolute cap (one PEXPIREAT more), its tombstone went missing (restored), it is gone
-//! with a `live` tombstone (the expire script), or it is a schema-1 record (upgraded in place,
-//! once). Operations issued together share a round trip on the multiplexed connection; a
-//! pooled (Sentinel) connection also costs the pool's own check on checkout.
+//! Round trips: `create`, `update`, `delete`, `exists`, `hold` and `holders` take one, and so does
+//! `renew_holds` for all its leases (on a cluster they go out together, unpipelined:
+//! [`Connection::query_each`]); `load` takes one (a pipeline of HGETALL, PEXPIRE and GETEX) unless
+//! the record is within `idle_ttl` of its absolute cap (one PEXPIREAT more), its tombstone went
+//! missing (restored), it is gone with a `live` tombstone (the expire script), or it is a schema-1
+//! record (upgraded in place, once). Operations issued together share a round trip on the
+//! multiplexed connection; a pooled (Sentinel) connection also costs the pool's own check on
+//! checkout.
 //!
 //! **Memory pressure.** The load pipeline is not a MULTI and uses only commands Redis runs when
 //! `maxmemory` is reached (HGETALL, PEXPIRE, GETEX), so a Redis that refuses new data
@@ -802,7 +803,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Whole milliseconds, at least 1 (Redis refuses a zero TTL).
 /// The hold script's answer: -1 the session is gone, 1 held by the caller, 0 by another.
 fn hold_answer(answer: i64) -> Hold {
     match answer {
@@ -812,6 +812,7 @@ fn hold_answer(answer: i64) -> Hold {
     }
 }
 
+/// Whole milliseconds, at least 1 (Redis refuses a zero TTL).
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
