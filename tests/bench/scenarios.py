@@ -14,7 +14,7 @@ Scenarios (`tools/call echo`, 8 connections unless said):
   d   three replicas behind round-robin haproxy (tests/fleet/fleet.py's config: one request
       per connection, `option httpclose`), Redis
   d'  the same with haproxy keeping connections alive (`option http-keep-alive`)
-      a-d, d', h, i, y: 1, 8 and 64 connections
+      a-d, d', h, i, x, y: 1, 8 and 64 connections
   e   session creation + deletion rate (`--mode sessions`) for a, b, c, d
   f   revival: two replicas on one Redis, sessions created on one, first request on the other
   g   idle scale: BENCH_IDLE sessions (default 100000) on one replica with Redis: replica RSS,
@@ -23,6 +23,9 @@ Scenarios (`tools/call echo`, 8 connections unless said):
   h   one replica, memory store, the fixture as a stdio child
   i   other gateways in front of the same stdio fixture: supergateway (npm, --stateful) and
       mcp-proxy (PyPI, stateful by default), both serving Streamable HTTP
+  x   a bare relay built from the crates mcpgate's request path is made of (actix-web server,
+      reqwest client per worker; `mcpgate-fixture relay`, no MCP) in front of the HTTP
+      fixture: the least a gateway on those crates costs, next to b and y
   y   nginx as a plain reverse proxy in front of the HTTP fixture (kept-alive upstream
       connections, no MCP logic): what one HTTP hop costs at the least, next to b
   z   the load generator against nginx returning a canned JSON-RPC result: its own ceiling
@@ -417,6 +420,8 @@ class Stack:
                                        {"gateway": [r.proc.popen.pid]})
         if self.needs("i"):
             self._start_competitors()
+        if self.needs("x"):
+            self._start_bare_relay(fx)
         if self.needs("y"):
             self._start_proxy_nginx()
         if self.needs("z"):
@@ -440,6 +445,12 @@ class Stack:
                                     "--", FIXTURE_BIN, "stdio", "--name", "local"])
         else:
             self.notes.append(f"mcp-proxy not installed ({MCP_PROXY}): run tests/tools/install.sh")
+
+    def _start_bare_relay(self, fixture_pids: list[int]) -> None:
+        proc = self._spawn("relay", [FIXTURE_BIN, "relay", "--listen", "127.0.0.1:0", "--upstream", self.fixture_url])
+        url = proc.wait_listening()
+        self.targets["x"] = Target("x", "x. bare actix-web + reqwest relay, HTTP fixture", url,
+                                   {"gateway": [proc.popen.pid], "upstream": fixture_pids})
 
     def _start_competitor(self, key: str, label: str, port: int, argv: list) -> None:
         """Another gateway serving Streamable HTTP at 127.0.0.1:`port`/mcp, once it lists tools."""
@@ -755,10 +766,10 @@ def render_table(rows: list[dict]) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 s runs, BENCH_IDLE 2000 (CI smoke run)")
-    parser.add_argument("--only", default="", help="comma-separated subset: a,b,c,d,d',e,f,g,h,i,y,z")
+    parser.add_argument("--only", default="", help="comma-separated subset: a,b,c,d,d',e,f,g,h,i,x,y,z")
     args = parser.parse_args(argv)
 
-    everything = ["a", "b", "c", "d", "d'", "e", "f", "g", "h", "i", "y", "z"]
+    everything = ["a", "b", "c", "d", "d'", "e", "f", "g", "h", "i", "x", "y", "z"]
     wanted = set(x.strip() for x in args.only.split(",") if x.strip()) or set(everything)
     unknown = wanted - set(everything)
     if unknown:
@@ -787,9 +798,9 @@ def main(argv: list[str]) -> int:
         log(f"stack up in {time.monotonic() - began:.1f} s: {', '.join(stack.targets)}")
         t = stack.targets
 
-        # a-d, d', h, i, y: calls at 1, 8 and 64 connections, interleaved (every target at one
+        # a-d, d', h, i, x, y: calls at 1, 8 and 64 connections, interleaved (every target at one
         # connection count before the next count), so drift over the run spreads evenly.
-        call_keys = [k for k in ("a", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp")
+        call_keys = [k for k in ("a", "x", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp")
                      if k in t and (k.split("-")[0] in wanted)]
         for connections in CONNECTIONS:
             for key in call_keys:

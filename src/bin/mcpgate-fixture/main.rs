@@ -9,7 +9,7 @@
 //! (`hostile.rs`). It serves legacy sessions (`initialize`) and the 2026-07-28 per-request
 //! wire side by side (`era.rs`); over HTTP, `--modern-only` makes it refuse the legacy
 //! revisions. It serves stdio, Streamable HTTP (`http.rs`) or the legacy HTTP+SSE transport
-//! (`sse.rs`).
+//! (`sse.rs`), or relays to another endpoint with no MCP at all (`relay.rs`, for the benchmark).
 //!
 //! This file owns the command line and process setup; each concern lives in its
 //! own module.
@@ -24,6 +24,7 @@ mod media;
 mod mrtr;
 mod prompts;
 mod reconnect;
+mod relay;
 mod request_state;
 mod resources;
 mod server;
@@ -78,6 +79,16 @@ enum Mode {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Relay POSTs to `/mcp` to another endpoint with no MCP in between (the benchmark's bare
+    /// relay, `relay.rs`); the first stdout line is the URL.
+    Relay {
+        /// Address to bind; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The endpoint requests go to.
+        #[arg(long)]
+        upstream: String,
+    },
 }
 
 #[tokio::main]
@@ -91,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             modern_only,
         } => http::serve(listen, cli.name, modern_only).await,
         Mode::Sse { listen } => sse::serve(listen, cli.name).await,
+        Mode::Relay { listen, upstream } => relay::serve(listen, upstream).await,
     }
 }
 
