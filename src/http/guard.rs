@@ -100,33 +100,25 @@ fn host_name(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
-/// Media ranges of an Accept header, lowercased, without parameters.
-fn accepted(request: &HttpRequest) -> Vec<String> {
+/// Whether the request's Accept header lists `media` (a lowercase `type/subtype`), its type's
+/// wildcard or `*/*`, in any case and whatever its parameters. Read in place: this runs on
+/// every request.
+fn accepts(request: &HttpRequest, media: &str) -> bool {
+    let family = media.split_once('/').map_or(media, |(family, _)| family);
     header(request, ACCEPT)
         .unwrap_or_default()
         .split(',')
-        .map(|range| {
-            range
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
+        .map(|range| range.split(';').next().unwrap_or_default().trim())
+        .any(|range| match range.split_once('/') {
+            Some(("*", "*")) => true,
+            Some((kind, "*")) => kind.eq_ignore_ascii_case(family),
+            _ => range.eq_ignore_ascii_case(media),
         })
-        .collect()
-}
-
-fn accepts(ranges: &[String], media: &str) -> bool {
-    let family = format!("{}/*", media.split('/').next().unwrap_or_default());
-    ranges
-        .iter()
-        .any(|r| r == media || r == &family || r == "*/*")
 }
 
 /// POST needs both `application/json` and `text/event-stream` (406 otherwise).
 pub fn check_post_accept(request: &HttpRequest) -> Result<(), HttpError> {
-    let ranges = accepted(request);
-    if accepts(&ranges, "application/json") && accepts(&ranges, "text/event-stream") {
+    if accepts(request, "application/json") && accepts(request, "text/event-stream") {
         Ok(())
     } else {
         Err(HttpError::NotAcceptable(
@@ -152,7 +144,7 @@ pub fn check_no_body(request: &HttpRequest) -> Result<(), HttpError> {
 
 /// GET needs `text/event-stream` (406 otherwise).
 pub fn check_get_accept(request: &HttpRequest) -> Result<(), HttpError> {
-    if accepts(&accepted(request), "text/event-stream") {
+    if accepts(request, "text/event-stream") {
         Ok(())
     } else {
         Err(HttpError::NotAcceptable(
@@ -244,6 +236,26 @@ pub fn last_event_id(request: &HttpRequest) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn accepting(accept: &str) -> HttpRequest {
+        actix_web::test::TestRequest::default()
+            .insert_header((ACCEPT, accept))
+            .to_http_request()
+    }
+
+    #[test]
+    fn accept_ranges_match_in_any_case_with_parameters_and_wildcards() {
+        let request = accepting("Application/JSON;q=0.5 , TEXT/*");
+        assert!(accepts(&request, "application/json"));
+        assert!(accepts(&request, "text/event-stream"));
+        assert!(accepts(&accepting("*/*"), "text/event-stream"));
+        assert!(!accepts(&accepting("text/*"), "application/json"));
+        assert!(!accepts(
+            &accepting("application/jsonx, text"),
+            "application/json"
+        ));
+        assert!(!accepts(&accepting("*/json"), "application/json"));
+    }
 
     #[test]
     fn host_names_strip_ports() {

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::body::Incoming;
 use super::error::HttpError;
 use super::guard::{SESSION_HEADER, VERSION_HEADER};
-use super::post::json_response;
+use super::post::{json_bytes, json_response};
 use super::{AppState, mirrored};
 use crate::auth::Principal;
 use crate::delivery::request_scoped::{self, next_message};
@@ -97,7 +97,7 @@ async fn answer(gateway: &Arc<Gateway>, mut outgoing: mpsc::Receiver<Outgoing>) 
         let status = status_of(&first);
         return HttpResponse::build(status)
             .insert_header((CONTENT_TYPE, "application/json"))
-            .body(first.to_string());
+            .body(json_bytes(&first));
     }
     super::sse::response(request_scoped::events(gateway.clone(), outgoing, first))
 }

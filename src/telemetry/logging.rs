@@ -10,6 +10,7 @@ use std::io::IsTerminal;
 use tracing_subscriber::filter::{FilterExt, FilterFn, LevelFilter};
 use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -26,6 +27,35 @@ const CONNECTION_ERRORS: &str = "actix_http::h1::dispatcher";
 pub fn init_logging(json: bool) -> Result<Tracing, TracingError> {
     let tracing = Tracing::from_env()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    subscriber(&tracing, json, filter).init();
+    tracing.announce();
+    Ok(tracing)
+}
+
+/// The log output under `filter`, next to the span layer when spans are exported. Without
+/// export there is no span layer at all: an absent layer (`None`) counts as one that wants
+/// every span, so the registry would build and drop every span the log output never shows.
+fn subscriber(
+    tracing: &Tracing,
+    json: bool,
+    filter: EnvFilter,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
+    match tracing.layer() {
+        Some(spans) => Box::new(
+            tracing_subscriber::registry()
+                .with(spans)
+                .with(log_output(json, filter)),
+        ),
+        None => Box::new(tracing_subscriber::registry().with(log_output(json, filter))),
+    }
+}
+
+/// Log lines under `filter`, as text or (`json`) one JSON object per line; spans only when
+/// `filter` enables DEBUG.
+fn log_output<S>(json: bool, filter: EnvFilter) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
+{
     let filter = client_mistakes_at_debug(filter);
     let spans_shown = filter
         .max_level_hint()
@@ -34,7 +64,7 @@ pub fn init_logging(json: bool) -> Result<Tracing, TracingError> {
     let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let output = if json {
+    if json {
         output
             .fmt_fields(JsonFields::new())
             .event_format(WithTraceIds(tracing_subscriber::fmt::format().json()))
@@ -42,13 +72,7 @@ pub fn init_logging(json: bool) -> Result<Tracing, TracingError> {
             .boxed()
     } else {
         output.with_filter(filter).boxed()
-    };
-    tracing_subscriber::registry()
-        .with(tracing.layer())
-        .with(output)
-        .init();
-    tracing.announce();
-    Ok(tracing)
+    }
 }
 
 /// Shows actix-web's connection errors only when DEBUG is on, as if they were DEBUG events: a
@@ -64,4 +88,32 @@ fn client_mistakes_at_debug(filter: EnvFilter) -> EnvFilter {
         .parse()
         .expect("a valid directive");
     filter.add_directive(silence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn without_export() -> Tracing {
+        Tracing::from_vars(|_| None).expect("a tracer without export")
+    }
+
+    /// A span of the request path, as the log output and the span layer see it.
+    fn request_span_is_recorded(filter: &str) -> bool {
+        let subscriber = subscriber(&without_export(), false, EnvFilter::new(filter));
+        tracing::subscriber::with_default(subscriber, || {
+            !tracing::info_span!(target: "mcpgate::http", "request").is_disabled()
+        })
+    }
+
+    #[test]
+    fn without_export_no_span_is_built_below_debug() {
+        assert!(!request_span_is_recorded("info"));
+        assert!(!request_span_is_recorded("warn"));
+    }
+
+    #[test]
+    fn without_export_log_lines_show_spans_at_debug() {
+        assert!(request_span_is_recorded("debug"));
+    }
 }

@@ -67,6 +67,9 @@ pub fn request_span(parent: opentelemetry::Context, http_version: &str) -> Span 
 
 /// Names the request span after the (first) request of the body and records what it asks.
 pub fn record_request(span: &Span, request: &Request) {
+    if span.is_disabled() {
+        return;
+    }
     let target = Target::of(request);
     let method = clamp(&request.method);
     span.record("mcp.method.name", method);
@@ -77,14 +80,21 @@ pub fn record_request(span: &Span, request: &Request) {
 
 /// Names the request span after a notification the body carries.
 pub fn record_notification(span: &Span, method: &str) {
+    if span.is_disabled() {
+        return;
+    }
     let method = clamp(method);
     span.record("mcp.method.name", method);
     span.context().span().update_name(method.to_owned());
 }
 
-/// Records the session a request uses: its keyed hash (never its id) and protocol revision.
-pub fn record_session(span: &Span, session_tag: &str, protocol_version: &str) {
-    span.record("mcp.session.id", session_tag);
+/// Records the session a request uses: its keyed hash (never its id; `session_tag` computes
+/// it, only when the span is recorded) and protocol revision.
+pub fn record_session(span: &Span, session_tag: impl FnOnce() -> String, protocol_version: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("mcp.session.id", session_tag());
     span.record("mcp.protocol.version", protocol_version);
 }
 
@@ -100,6 +110,9 @@ pub fn record_status(span: &Span, status: u16) {
 /// The client span of one call to an upstream (the request as the upstream sees it, with the
 /// tool's own name), over `tcp` (HTTP) or a `pipe` (stdio).
 pub fn upstream_span(upstream: &str, network_transport: &'static str, request: &Request) -> Span {
+    if !tracing::span_enabled!(tracing::Level::INFO) {
+        return Span::none();
+    }
     let target = Target::of(request);
     let method = clamp(&request.method);
     let span = tracing::info_span!(

@@ -91,7 +91,13 @@ pub struct Tracing {
 impl Tracing {
     /// The tracer the environment asks for (see the module documentation).
     pub fn from_env() -> Result<Self, TracingError> {
-        let export = Export::from_vars(|name| std::env::var(name).ok());
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// As [`Tracing::from_env`], but whether spans are exported is decided by the variables
+    /// `var` returns (the exporter and the resource still read the environment).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, TracingError> {
+        let export = Export::from_vars(&var);
         let mut builder = SdkTracerProvider::builder().with_resource(resource());
         if export == Export::Otlp {
             let exporter = SpanExporter::builder()
