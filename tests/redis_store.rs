@@ -783,3 +783,51 @@ async fn holders_reads_leases_without_taking_them() {
         Vec::<Option<String>>::new()
     );
 }
+
+/// The id Redis gave the connection that `pool` runs an operation on from the calling thread.
+async fn connection_id(pool: &RedisPool) -> i64 {
+    pool.run("client_id", |mut conn| async move {
+        redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await
+    })
+    .await
+    .expect("CLIENT ID")
+}
+
+/// Each thread's operations go over a connection of its own, which its own runtime drives (as
+/// each actix worker has a runtime of its own): a worker never waits on another's connection.
+#[tokio::test]
+async fn each_thread_runs_its_operations_on_a_connection_of_its_own() {
+    let server = RedisServer::start().await;
+    let pool = pool(&server);
+    let here = [connection_id(&pool).await, connection_id(&pool).await];
+
+    let (sent, received) = tokio::sync::oneshot::channel();
+    let elsewhere = pool.clone();
+    let worker = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let ids = runtime.block_on(async {
+            [
+                connection_id(&elsewhere).await,
+                connection_id(&elsewhere).await,
+            ]
+        });
+        let _ = sent.send(ids);
+    });
+    let there = tokio::time::timeout(Duration::from_secs(10), received)
+        .await
+        .expect("the other thread's operations finish")
+        .expect("the other thread answers");
+    worker.join().expect("the other thread");
+
+    assert_eq!(here[0], here[1], "one thread, one connection");
+    assert_eq!(there[0], there[1], "one thread, one connection");
+    assert_ne!(here[0], there[0], "another thread, another connection");
+    assert_eq!(
+        connection_id(&pool).await,
+        here[0],
+        "kept for the next request"
+    );
+}

@@ -5,23 +5,33 @@
 //! client: never into "session not found".
 //!
 //! Three deployments (`redis.mode`):
-//! - `standalone`: one multiplexed connection ([`ConnectionManager`]) that every request
-//!   pipelines its commands on. There is no checkout and no health ping, so an operation is
-//!   exactly its own round trip. It speaks RESP3 (Redis 6 or newer), so the server closing it
-//!   (a restart, a failover) is noticed at once and it is reconnected in the background while
-//!   operations wait, within their deadline. An operation that times out replaces it, so a
-//!   half-open connection (a host gone without a reset) heals at the next request.
-//! - `cluster`: one cluster connection, also multiplexed, that routes every command, script
-//!   and MULTI by its keys' slot; all of a session's keys share the `{<sid>}` hash tag, so they
-//!   always land in one slot.
+//! - `standalone`: a multiplexed connection ([`ConnectionManager`]) per thread, that every
+//!   request served on that thread pipelines its commands on. There is no checkout and no
+//!   health ping, so an operation is exactly its own round trip. It speaks RESP3 (Redis 6 or
+//!   newer), so the server closing it (a restart, a failover) is noticed at once and it is
+//!   reconnected in the background while operations wait, within their deadline. An operation
+//!   that times out replaces its thread's connection, so a half-open connection (a host gone
+//!   without a reset) heals at the next request.
+//! - `cluster`: a cluster connection per thread, also multiplexed, that routes every command,
+//!   script and MULTI by its keys' slot; all of a session's keys share the `{<sid>}` hash tag,
+//!   so they always land in one slot.
 //! - `sentinel`: a deadpool-redis pool of `redis.pool_size` connections to the master the
 //!   Sentinels report. Each new connection asks the Sentinels, which is what follows a
 //!   failover; the price is the pool's ping on every checkout (one more round trip).
 //!
 //! Callers see one [`Connection`] type either way.
+//!
+//! **Per thread.** A multiplexed connection is driven by a task on the runtime that opened it,
+//! and each actix worker thread has its own runtime. With one connection for the replica, a
+//! worker's round trip on another worker's connection woke both threads twice (the command
+//! handed over, the answer handed back: an eventfd write and an `epoll_wait` each). So each
+//! thread that uses Redis opens its own, as `upstream/http_clients.rs` does for HTTP: the
+//! threads are few and fixed (the workers, the main runtime), and so are the connections.
+//! Sentinel mode's pool stays one per replica, so `redis.pool_size` bounds its connections.
 
+use std::cell::RefCell;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::redis::ProtocolVersion;
@@ -29,6 +39,7 @@ use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
 use deadpool_redis::{Runtime, sentinel};
+use thread_local::ThreadLocal;
 use tokio::sync::OnceCell;
 
 use super::RedisError;
@@ -105,12 +116,13 @@ impl Connection {
     }
 }
 
-/// The standalone connection, replaced when an operation on it times out.
+/// The standalone connections, one per thread, each replaced when an operation on it times
+/// out.
 struct Standalone {
     client: ::redis::Client,
     config: ConnectionManagerConfig,
-    /// The connection in use and its generation (counting replacements).
-    current: RwLock<(u64, ConnectionManager)>,
+    /// Each thread's connection and its generation (counting replacements).
+    per_thread: ThreadLocal<RefCell<(u64, ConnectionManager)>>,
 }
 
 impl Standalone {
@@ -127,29 +139,41 @@ impl Standalone {
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY)
             .set_number_of_retries(RECONNECT_ATTEMPTS);
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(config_error)?;
-        Ok(Self {
+        let standalone = Self {
             client,
             config,
-            current: RwLock::new((0, manager)),
-        })
+            per_thread: ThreadLocal::new(),
+        };
+        standalone.fresh().map_err(config_error)?;
+        Ok(standalone)
     }
 
-    fn connection(&self) -> (u64, ConnectionManager) {
-        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-        (current.0, current.1.clone())
+    /// A connection not yet opened: it connects on its first use, from the runtime using it.
+    fn fresh(&self) -> ::redis::RedisResult<ConnectionManager> {
+        ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
     }
 
-    /// Replaces generation `stale` with a fresh connection (once, however many operations
-    /// timed out on it).
+    /// This thread's connection and its generation.
+    fn connection(&self) -> Result<(u64, ConnectionManager), String> {
+        let current = self
+            .per_thread
+            .get_or_try(|| self.fresh().map(|manager| RefCell::new((0, manager))))
+            .map_err(|error| error.to_string())?;
+        let current = current.borrow();
+        Ok((current.0, current.1.clone()))
+    }
+
+    /// Replaces this thread's connection if it is still generation `stale` (once, however
+    /// many operations timed out on it).
     fn replace(&self, stale: u64) {
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if current.0 != stale {
+        let Some(current) = self.per_thread.get() else {
+            return;
+        };
+        if current.borrow().0 != stale {
             return;
         }
-        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
-            Ok(fresh) => *current = (stale + 1, fresh),
+        match self.fresh() {
+            Ok(fresh) => *current.borrow_mut() = (stale + 1, fresh),
             Err(error) => tracing::warn!(%error, "cannot replace the Redis connection"),
         }
     }
@@ -168,8 +192,9 @@ enum Connections {
     Sentinel(sentinel::Pool),
     Cluster {
         client: ClusterClient,
-        /// Connected on first use; a failed attempt leaves it empty for the next one.
-        connection: OnceCell<ClusterConnection>,
+        /// Each thread's, connected on its first use there; a failed attempt leaves it empty
+        /// for the next one.
+        per_thread: ThreadLocal<OnceCell<ClusterConnection>>,
     },
 }
 
@@ -190,7 +215,7 @@ impl Connections {
                     .connection_timeout(config.timeout)
                     .build()
                     .map_err(config_error)?,
-                connection: OnceCell::new(),
+                per_thread: ThreadLocal::new(),
             },
         })
     }
@@ -201,7 +226,7 @@ impl Connections {
     async fn get(&self) -> Result<(Used, Connection), String> {
         match self {
             Connections::Standalone(standalone) => {
-                let (generation, manager) = standalone.connection();
+                let (generation, manager) = standalone.connection()?;
                 Ok((
                     Used::Standalone(generation),
                     Connection::Standalone(manager),
@@ -211,7 +236,8 @@ impl Connections {
                 .await
                 .map(|c| (Used::Other, Connection::Sentinel(c)))
                 .map_err(|e| e.to_string()),
-            Connections::Cluster { client, connection } => {
+            Connections::Cluster { client, per_thread } => {
+                let connection = per_thread.get_or_default();
                 Box::pin(connection.get_or_try_init(|| client.get_async_connection()))
                     .await
                     .map(|c| (Used::Other, Connection::Cluster(c.clone())))
