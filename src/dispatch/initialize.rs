@@ -2,6 +2,8 @@
 //! sessions opened on the client's behalf, and the merged capabilities of every upstream that
 //! answered.
 
+use std::sync::Arc;
+
 use futures::future::join_all;
 use rmcp::model::{ErrorCode, ErrorData};
 use serde_json::{Map, Value, json};
@@ -96,7 +98,7 @@ impl Gateway {
         self.metrics.sessions_created.inc();
         let session = super::Session {
             id,
-            record,
+            record: Arc::new(record),
             modern: None,
         };
         self.hold_streams(&session, super::Resume::FromStart).await;

@@ -108,7 +108,9 @@ pub enum Caller<'a> {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub id: SessionId,
-    pub record: SessionRecord,
+    /// Shared, not copied, by the work a request hands over (a session is cloned for each
+    /// request of a body and each upstream exchange).
+    pub record: Arc<SessionRecord>,
     /// For a modern request's one-request session (see `stateless.rs`, never stored), the
     /// request's protocol fields and mirrored headers.
     modern: Option<Arc<ModernRequest>>,
@@ -375,7 +377,7 @@ impl Gateway {
             Ok(Lookup::Live(record)) => {
                 let session = Session {
                     id: id.clone(),
-                    record: *record,
+                    record: Arc::from(record),
                     modern: None,
                 };
                 let outcome = match serve_here {

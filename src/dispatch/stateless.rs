@@ -190,7 +190,7 @@ impl Gateway {
         record.upstreams.extend(self.stateless.snapshot());
         Session {
             id: stateless_id(&owner),
-            record,
+            record: Arc::new(record),
             modern: Some(modern),
         }
     }

@@ -53,6 +53,22 @@ pub struct Request {
     pub params: Option<Value>,
 }
 
+/// The wire form, `{"jsonrpc": "2.0", "id", "method", "params"}` (no `params` when it has none),
+/// written straight from the request's parts rather than copied into a `Value` first.
+impl Serialize for Request {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(3 + usize::from(self.params.is_some())))?;
+        map.serialize_entry("jsonrpc", "2.0")?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("method", &self.method)?;
+        if let Some(params) = &self.params {
+            map.serialize_entry("params", params)?;
+        }
+        map.end()
+    }
+}
+
 /// A notification: no id, no response.
 #[derive(Debug, Clone)]
 pub struct Notification {
@@ -205,6 +221,26 @@ pub fn is_response(message: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_serializes_to_its_wire_form() {
+        let with_params = Request {
+            id: RequestId::String("a-1".into()),
+            method: "tools/call".into(),
+            params: Some(json!({"name": "echo", "arguments": {"text": "hi"}})),
+        };
+        let without = Request {
+            id: RequestId::Number(7),
+            method: "ping".into(),
+            params: None,
+        };
+        for request in [with_params, without] {
+            let sent: Value =
+                serde_json::from_slice(&serde_json::to_vec(&request).unwrap()).unwrap();
+            let expected = request_value(&request.id, &request.method, request.params.as_ref());
+            assert_eq!(sent, expected);
+        }
+    }
 
     #[test]
     fn classifies_requests_notifications_and_responses() {

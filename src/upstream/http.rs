@@ -45,10 +45,13 @@ const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
 /// How many times one response stream is resumed before giving up.
 const MAX_RESUMES: usize = 10;
-/// How long the end of a response stream is awaited once its response went through. A server
-/// ends the stream right after the response, but its last chunk often arrives in a read of its
-/// own, and a body dropped before its end closes the connection instead of pooling it.
-const STREAM_END_WAIT: Duration = Duration::from_millis(10);
+/// How long the end of a response stream is awaited once its response went through (the
+/// client has its answer by then). A server ends the stream right after the response, but its
+/// last chunk often arrives in a read of its own, and a body dropped before its end closes the
+/// connection instead of pooling it. Not shorter: tokio wakes its driver (an eventfd write and
+/// one more `epoll_wait`) whenever a timer is set to expire before every other timer of the
+/// thread, which a 10 ms wait did on nearly every call; a second is rarely the first to expire.
+const STREAM_END_WAIT: Duration = Duration::from_secs(1);
 /// Pause before resuming when the upstream gave no `retry` hint.
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
 /// Pause before reopening a standalone stream whose event could not be logged.
@@ -144,10 +147,9 @@ impl HttpUpstream {
         request: Request,
         extra_headers: &[(String, String)],
     ) -> Result<mpsc::Receiver<UpstreamEvent>, UpstreamError> {
-        let message = request_value(&request.id, &request.method, request.params.as_ref());
         let response = self
             .inner
-            .post_with(&message, &ctx.upstream_session, extra_headers)
+            .post_with(&request, &ctx.upstream_session, extra_headers)
             .await?;
         Ok(self
             .inner
@@ -345,17 +347,17 @@ impl Inner {
     /// The headers a modern request mirrors its method and name in.
     fn with_mirrored(
         request: reqwest::RequestBuilder,
-        message: &Value,
+        message: &impl Posted,
         session: &UpstreamSession,
     ) -> reqwest::RequestBuilder {
-        let Some(method) = message.get("method").and_then(Value::as_str) else {
+        let Some(method) = message.method() else {
             return request;
         };
         if !session.is_modern() {
             return request;
         }
         let mut request = request.header(METHOD_HEADER, method);
-        if let Some(name) = era::mirrored_name(method, message.get("params")) {
+        if let Some(name) = era::mirrored_name(method, message.params()) {
             request = request.header(NAME_HEADER, name);
         }
         request
@@ -373,7 +375,7 @@ impl Inner {
     /// [`Inner::post`] with extra headers.
     async fn post_with(
         &self,
-        message: &Value,
+        message: &impl Posted,
         session: &UpstreamSession,
         extra_headers: &[(String, String)],
     ) -> Result<reqwest::Response, UpstreamError> {
@@ -746,6 +748,34 @@ impl SseCursor {
             }
         }
         false
+    }
+}
+
+/// A JSON-RPC message as POSTed: serialized as it is, and read for the headers a modern request
+/// mirrors its method and name in. A forwarded request is posted as it is, its params not copied
+/// into a `Value` first.
+trait Posted: serde::Serialize {
+    fn method(&self) -> Option<&str>;
+    fn params(&self) -> Option<&Value>;
+}
+
+impl Posted for Value {
+    fn method(&self) -> Option<&str> {
+        self.get("method").and_then(Value::as_str)
+    }
+
+    fn params(&self) -> Option<&Value> {
+        self.get("params")
+    }
+}
+
+impl Posted for Request {
+    fn method(&self) -> Option<&str> {
+        Some(&self.method)
+    }
+
+    fn params(&self) -> Option<&Value> {
+        self.params.as_ref()
     }
 }
 
