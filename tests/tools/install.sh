@@ -13,8 +13,8 @@
 #                        -- pinned by tests/tools/requirements-mcp-proxy.txt
 #   Debian packages, when missing (apt-get, as root): redis-server, haproxy, openssl;
 #   prometheus (promtool); podman, buildah, runc, debootstrap (building and running the image);
-#   nginx (tests/bench/run.sh: the load generator's own ceiling); valgrind
-#   (tests/bench/instructions.sh)
+#   nginx (tests/bench/run.sh: the load generator's own ceiling); valgrind and strace
+#   (tests/bench/counts.sh)
 #
 # Needs: npm (any Node >= 18 to bootstrap), python3 >= 3.10 with venv.
 set -euo pipefail
@@ -122,6 +122,7 @@ command -v runc >/dev/null || missing+=(runc)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 command -v valgrind >/dev/null || missing+=(valgrind)
+command -v strace >/dev/null || missing+=(strace)
 if ((${#missing[@]})); then
   command -v apt-get >/dev/null || { echo "install.sh: need ${missing[*]} and apt-get is missing" >&2; exit 1; }
   say "installing ${missing[*]} with apt-get"
