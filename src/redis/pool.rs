@@ -164,7 +164,8 @@ impl Standalone {
     }
 
     /// Replaces this thread's connection if it is still generation `stale` (once, however
-    /// many operations timed out on it).
+    /// many operations timed out on it). Called on the thread the operation ran on: every
+    /// runtime of the gateway is single-threaded, so a task never moves between threads.
     fn replace(&self, stale: u64) {
         let Some(current) = self.per_thread.get() else {
             return;
