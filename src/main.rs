@@ -280,20 +280,39 @@ fn backends(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Backends>
 /// clients reconnect, to another replica behind a load balancer), held upstream streams are
 /// released for another replica to take, requests in flight finish (for at most `grace`,
 /// `server.drain_grace`), then the listeners stop.
-async fn drain_on_signal(
+///
+/// The signals are caught from the call on, not from the returned task's first poll: until a
+/// handler is installed, SIGTERM and SIGINT end the process at once, so a signal sent as soon as
+/// the gateway announced itself would skip the drain.
+fn drain_on_signal(
+    grace: Duration,
+    admin: Arc<admin::AdminState>,
+    server: ServerHandle,
+    admin_server: ServerHandle,
+) -> impl Future<Output = ()> {
+    let signals = signal(SignalKind::terminate())
+        .and_then(|terminate| Ok((terminate, signal(SignalKind::interrupt())?)));
+    async move {
+        let (mut terminate, mut interrupt) = match signals {
+            Ok(signals) => signals,
+            Err(error) => {
+                return tracing::error!(%error, "cannot listen for SIGTERM and SIGINT; no draining");
+            }
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        drain(grace, admin, server, admin_server).await;
+    }
+}
+
+async fn drain(
     grace: Duration,
     admin: Arc<admin::AdminState>,
     server: ServerHandle,
     admin_server: ServerHandle,
 ) {
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(terminate) => terminate,
-        Err(error) => return tracing::error!(%error, "cannot listen for SIGTERM; no draining"),
-    };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
     tracing::info!("draining: not ready, ending SSE streams, finishing requests in flight");
     admin.draining.store(true, Ordering::Relaxed);
     admin.gateway.drain();

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::config::{Config, ConfigError};
 use crate::dispatch::Gateway;
@@ -80,14 +80,19 @@ impl Reloader {
     }
 
     /// Reloads on SIGHUP and whenever the file's content changes, until the process ends.
-    pub async fn run(mut self) {
-        let mut hangups = match signal(SignalKind::hangup()) {
+    /// SIGHUP is caught from the call on (see [`ignore_hangups`]).
+    pub fn run(self) -> impl Future<Output = ()> {
+        let hangups = match signal(SignalKind::hangup()) {
             Ok(hangups) => Some(hangups),
             Err(error) => {
                 tracing::error!(%error, "cannot listen for SIGHUP; reloading on file changes only");
                 None
             }
         };
+        self.watch(hangups)
+    }
+
+    async fn watch(mut self, mut hangups: Option<Signal>) {
         let mut checks = tokio::time::interval(self.running.server.config_check_interval);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -149,13 +154,17 @@ impl Reloader {
 }
 
 /// Without a configuration file there is nothing to reload: SIGHUP (whose default would end
-/// the process) is only logged.
-pub async fn ignore_hangups() {
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        tracing::warn!("SIGHUP: no --config file to reload; nothing changes");
+/// the process) is only logged. It is caught from the call on, not from the returned task's
+/// first poll, so a SIGHUP sent as soon as the gateway announced itself does not end it.
+pub fn ignore_hangups() -> impl Future<Output = ()> {
+    let hangups = signal(SignalKind::hangup());
+    async move {
+        let Ok(mut hangups) = hangups else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::warn!("SIGHUP: no --config file to reload; nothing changes");
+        }
     }
 }
 

@@ -384,3 +384,37 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(true)
 }
+
+/// A SIGTERM sent the moment the gateway announces where it listens drains it to a clean exit:
+/// the handler is installed before the announcement, not when a spawned task first runs (CI
+/// once saw a SIGTERM end a replica with no drain at all, and its listen stream end without its
+/// result).
+#[tokio::test]
+async fn a_sigterm_sent_as_soon_as_the_gateway_announces_itself_drains_it() {
+    for round in 0..5 {
+        let mut gw = Gateway::builder().start().await;
+        gw.terminate();
+        let status = gw.exit_status(Duration::from_secs(10)).await;
+        let log = gw.log();
+        assert!(status.success(), "round {round}: {status}\n{log}");
+        assert!(log.contains("draining"), "round {round}: {log}");
+    }
+}
+
+/// A SIGHUP sent the moment the gateway announces itself is a reload, not the default action
+/// that would end the process.
+#[tokio::test]
+async fn a_sighup_sent_as_soon_as_the_gateway_announces_itself_does_not_end_it() {
+    for round in 0..5 {
+        let gw = Gateway::builder().start().await;
+        gw.hang_up();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gw.log().contains("SIGHUP") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        gw.initialize().await;
+        let log = gw.log();
+        assert!(log.contains("SIGHUP: reloading"), "round {round}: {log}");
+        assert!(!is_zombie(gw.pid()), "round {round}: {log}");
+    }
+}

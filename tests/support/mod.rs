@@ -491,8 +491,25 @@ impl Gateway {
 
     /// Sends the gateway SIGHUP.
     pub fn hang_up(&self) {
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+
+    /// Sends the gateway SIGTERM.
+    pub fn terminate(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("cannot signal");
+        nix::sys::signal::kill(pid, signal).expect("cannot signal");
+    }
+
+    /// How the process ended; it must end `within`.
+    pub async fn exit_status(&mut self, within: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("the gateway did not exit in time")
+            .expect("cannot wait for the gateway")
     }
 
     /// The gateway's process id.
