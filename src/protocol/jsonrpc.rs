@@ -53,19 +53,32 @@ pub struct Request {
     pub params: Option<Value>,
 }
 
-/// The wire form, `{"jsonrpc": "2.0", "id", "method", "params"}` (no `params` when it has none),
-/// written straight from the request's parts rather than copied into a `Value` first.
+/// A request's wire form, `{"jsonrpc": "2.0", "id", "method", "params"}` (no `params` when it
+/// has none), borrowed from its parts: the one place that form is written.
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    jsonrpc: &'static str,
+    id: &'a RequestId,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a Value>,
+}
+
+impl<'a> WireRequest<'a> {
+    fn new(id: &'a RequestId, method: &'a str, params: Option<&'a Value>) -> Self {
+        Self {
+            jsonrpc: "2.0",
+            id,
+            method,
+            params,
+        }
+    }
+}
+
+/// Serialized in its wire form, straight from its parts rather than copied into a `Value`.
 impl Serialize for Request {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(3 + usize::from(self.params.is_some())))?;
-        map.serialize_entry("jsonrpc", "2.0")?;
-        map.serialize_entry("id", &self.id)?;
-        map.serialize_entry("method", &self.method)?;
-        if let Some(params) = &self.params {
-            map.serialize_entry("params", params)?;
-        }
-        map.end()
+        WireRequest::new(&self.id, &self.method, self.params.as_ref()).serialize(serializer)
     }
 }
 
@@ -180,11 +193,7 @@ impl Message {
 
 /// Builds a request object.
 pub fn request_value(id: &RequestId, method: &str, params: Option<&Value>) -> Value {
-    let mut v = json!({"jsonrpc": "2.0", "id": id.to_value(), "method": method});
-    if let Some(p) = params {
-        v["params"] = p.clone();
-    }
-    v
+    serde_json::to_value(WireRequest::new(id, method, params)).expect("a request always serializes")
 }
 
 /// Builds a notification object.

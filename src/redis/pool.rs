@@ -126,6 +126,8 @@ struct Standalone {
 }
 
 impl Standalone {
+    /// Builds the calling thread's connection (not yet opened) at once, so that settings the
+    /// client refuses fail the start.
     fn new(config: &RedisConfig) -> Result<Self, RedisError> {
         let info = connection_info(config)?;
         let settings = info
@@ -144,7 +146,8 @@ impl Standalone {
             config,
             per_thread: ThreadLocal::new(),
         };
-        standalone.fresh().map_err(config_error)?;
+        let first = standalone.fresh().map_err(config_error)?;
+        standalone.per_thread.get_or(|| RefCell::new((0, first)));
         Ok(standalone)
     }
 
