@@ -25,6 +25,21 @@ step() {
   fi
 }
 
+# counts.sh on every target, keeping the callgrind profiles it says it keeps.
+counts_smoke() {
+  local profiles
+  profiles="$(mktemp -d -t mcpgate-profiles-XXXXXX)"
+  env MCPGATE_BIN_DIR="$root/target/debug" BENCH_CALLS=200 COUNTS_PROFILES="$profiles" \
+    timeout 600 bash tests/bench/counts.sh || return
+  for target in a x b c; do
+    if [[ ! -s "$profiles/$target.callgrind" ]]; then
+      echo "counts.sh kept no callgrind profile of target $target in $profiles"
+      return 1
+    fi
+  done
+  rm -rf "$profiles"
+}
+
 unit_tests() {
   if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run
@@ -63,9 +78,7 @@ step "fleet: Redis + 3 replicas behind round-robin haproxy" timeout 900 bash tes
 # figures are printed, never asserted (the real run: tests/bench/run.sh on a release build).
 step "benchmark smoke run: tests/bench/run.sh --quick (debug build)" \
   env MCPGATE_BIN_DIR="$root/target/debug" timeout 600 bash tests/bench/run.sh --quick
-step "benchmark smoke run: tests/bench/counts.sh, 200 calls (debug build)" \
-  env MCPGATE_BIN_DIR="$root/target/debug" BENCH_CALLS=200 timeout 600 \
-  bash tests/bench/counts.sh
+step "benchmark smoke run: tests/bench/counts.sh, 200 calls (debug build)" counts_smoke
 
 step "deploy: Helm chart, kustomize base, alert rules, dashboard on a scraped fleet" \
   timeout 600 "$venv/bin/python" -m pytest -v tests/deploy

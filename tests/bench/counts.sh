@@ -10,18 +10,27 @@
 # but not weighed (a wake-up's eventfd write counts as much as a read).
 #
 #   tests/bench/counts.sh          2,000 measured calls per target and count, 4 connections
+#   tests/bench/counts.sh b c      only the targets named (a, x, b, c)
 #   BENCH_CALLS=5000 tests/bench/counts.sh
 #   MCPGATE_BIN_DIR=/tmp/old tests/bench/counts.sh   another build's binaries
+#   COUNTS_PROFILES=/tmp/p tests/bench/counts.sh      also keeps each target's callgrind profile
+#                                                     there (a.callgrind, ...) for callgrind_annotate
 #
 # Builds the release binaries when they are missing, and runs tests/tools/install.sh when
-# valgrind, strace or redis-server is missing. Takes about two minutes.
+# valgrind, strace or redis-server is missing. Takes about a minute once built.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 bin="${MCPGATE_BIN_DIR:-$root/target/release}"
 calls="${BENCH_CALLS:-2000}"
+profiles="${COUNTS_PROFILES:-}"
 say() { printf '[counts] %s\n' "$*" >&2; }
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || targets=(a x b c)
+for name in "${targets[@]}"; do
+  [[ "$name" =~ ^[axbc]$ ]] || { echo "counts.sh: no target $name (a, x, b or c)" >&2; exit 2; }
+done
 
 if [[ ! -x "$bin/mcpgate" || ! -x "$bin/mcpgate-fixture" ]]; then
   if [[ "$bin" != "$root/target/release" ]]; then
@@ -122,15 +131,16 @@ stop() {
 }
 
 # Sets `counted` to the user-space instructions of $calls calls to the target on port $1 (then
-# its command line), from the warmed-up state.
+# its command line), from the warmed-up state; keeps the profile as $profiles/$2.callgrind.
 instructions() {
-  local port="$1"
-  shift
+  local port="$1" name="$2"
+  shift 2
   start "$port" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$@"
   callgrind_control -z "$target" > /dev/null 2>&1
   calls_on "$port" "$calls" > "$work/$port.cg.json"
   callgrind_control -d "$target" > /dev/null 2>&1
   counted="$(awk '/^(summary|totals):/ { print $2; exit }' "$work/cg.$target.1")"
+  [[ -z "$profiles" ]] || cp "$work/cg.$target.1" "$profiles/$name.callgrind"
   stop
 }
 
@@ -163,7 +173,7 @@ count() {
   local label="$1" port
   port="$(free_port)"
   command_for "$2" "$port"
-  instructions "$port" "${cmd[@]}"
+  instructions "$port" "${label%%.*}" "${cmd[@]}"
   port="$(free_port)"
   command_for "$2" "$port"
   syscalls "$port" "${cmd[@]}"
@@ -180,9 +190,14 @@ PY
   rm -f "$work"/*.json
 }
 
+[[ -z "$profiles" ]] || mkdir -p "$profiles"
 wait_http "$fixture_url"
 say "fixture at $fixture_url, Redis on $redis_port; $calls calls per target and count"
-count "a. the fixture alone, direct" fixture
-count "x. bare relay (actix-web + reqwest, no MCP)" relay
-count "b. 1 replica, memory store" memory
-count "c. 1 replica, Redis" redis
+for name in "${targets[@]}"; do
+  case "$name" in
+    a) count "a. the fixture alone, direct" fixture ;;
+    x) count "x. bare relay (actix-web + reqwest, no MCP)" relay ;;
+    b) count "b. 1 replica, memory store" memory ;;
+    c) count "c. 1 replica, Redis" redis ;;
+  esac
+done
