@@ -138,26 +138,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let auth = Authenticator::start(&config.server)
         .await
         .context("cannot start authentication")?;
-    let backends = backends(&config, &metrics)?;
-    let signer = signer(&config);
-    report_upstream_problems(&config);
-    let settings = Settings::new(config.session.idle_ttl, config.session.max_lifetime)
-        .with_policy(Policy::new(&config.policy))
-        .with_max_held_streams(config.server.max_held_streams);
-    let settings = Settings {
-        request_state_ttl: config.server.request_state_ttl,
-        ..settings
-    };
-    let upstream_configs = config.upstreams.clone();
-    let gateway = Gateway::start(
-        backends,
-        |sink| Upstreams::start(&upstream_configs, sink),
-        signer,
-        metrics.clone(),
-        settings,
-    )
-    .context("cannot start upstreams")?;
-    gateway.settle_upstreams(UPSTREAM_SETTLE).await;
+    let gateway = start_gateway(&config, &metrics).await?;
     match path {
         Some(path) => {
             let reloader = Reloader::new(path, config.clone(), gateway.clone(), metrics);
@@ -198,6 +179,31 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     announce(&listener, &admin_listener)?;
     tokio::try_join!(server, admin_server).context("server failed")?;
     Ok(())
+}
+
+/// The gateway `config` describes, its upstreams given [`UPSTREAM_SETTLE`] to answer first.
+async fn start_gateway(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<Gateway>> {
+    let backends = backends(config, metrics)?;
+    let signer = signer(config);
+    report_upstream_problems(config);
+    let settings = Settings::new(config.session.idle_ttl, config.session.max_lifetime)
+        .with_policy(Policy::new(&config.policy))
+        .with_max_held_streams(config.server.max_held_streams);
+    let settings = Settings {
+        request_state_ttl: config.server.request_state_ttl,
+        ..settings
+    };
+    let upstream_configs = &config.upstreams;
+    let gateway = Gateway::start(
+        backends,
+        |sink| Upstreams::start(upstream_configs, sink),
+        signer,
+        metrics.clone(),
+        settings,
+    )
+    .context("cannot start upstreams")?;
+    gateway.settle_upstreams(UPSTREAM_SETTLE).await;
+    Ok(gateway)
 }
 
 /// The key signing ids and owner tags: the fleet's, or a random one. A random key is only a

@@ -53,6 +53,8 @@ struct Routing {
     listener: Option<BusListener>,
     /// Server-to-client requests relayed by this exchange, by the upstream's id.
     relayed: HashSet<RequestId>,
+    /// When a call that has not needed the bus yet starts listening anyway.
+    listen_at: tokio::time::Instant,
 }
 
 impl Gateway {
@@ -76,43 +78,12 @@ impl Gateway {
         let mut routing = Routing {
             listener: None,
             relayed: HashSet::new(),
+            listen_at: tokio::time::Instant::now() + LISTEN_AFTER,
         };
-        let listen_at = tokio::time::Instant::now() + LISTEN_AFTER;
         loop {
-            let can_listen = self.bus.is_some() && routing.listener.is_none();
-            let turn = tokio::select! {
-                next = tokio::time::timeout(upstream.timeout, messages.recv()) => {
-                    next.map_or(Turn::TimedOut, Turn::Upstream)
-                }
-                routed = next_routed(&mut routing.listener) => Turn::Routed(routed),
-                () = tokio::time::sleep_until(listen_at), if can_listen => Turn::Listen,
-            };
-            let event = match turn {
-                Turn::Upstream(Some(event)) => event,
-                Turn::Upstream(None) => {
-                    let reason = "the exchange ended without a response".into();
-                    let error = UpstreamError::Protocol {
-                        upstream: upstream.name.clone(),
-                        reason,
-                    };
-                    return Err(upstream_failure(&error));
-                }
-                Turn::TimedOut => {
-                    let error = UpstreamError::Timeout {
-                        upstream: upstream.name.clone(),
-                        after: upstream.timeout,
-                    };
-                    return Err(upstream_failure(&error));
-                }
-                Turn::Routed(message) => {
-                    self.on_routed(ctx, upstream, &routing, message).await;
-                    continue;
-                }
-                Turn::Listen => {
-                    self.start_listening(ctx, &mut routing).await;
-                    continue;
-                }
-            };
+            let event = self
+                .next_event(ctx, upstream, &mut messages, &mut routing)
+                .await?;
             match self.judge(capabilities, upstream, ctx, &event).await {
                 Verdict::Relay => {}
                 Verdict::Refused => continue,
@@ -135,30 +106,81 @@ impl Gateway {
                     return self.suspend(suspension, listener);
                 }
             }
-            let outgoing = match event {
-                UpstreamEvent::Message(Message::Response(response)) => {
-                    guard.disarm();
-                    return response.outcome;
-                }
-                UpstreamEvent::Message(Message::Request(request)) => {
-                    self.start_listening(ctx, &mut routing).await;
-                    routing.relayed.insert(request.id.clone());
-                    Outgoing::Message(self.relayed(
-                        &ctx.session,
-                        &upstream.name,
-                        Message::Request(request),
-                    ))
-                }
-                UpstreamEvent::Message(other) => {
-                    Outgoing::Message(self.relayed(&ctx.session, &upstream.name, other))
-                }
-                UpstreamEvent::Paused => Outgoing::Pause,
-                UpstreamEvent::Position(event_id) => Outgoing::Position(Origin {
-                    upstream: upstream.name.clone(),
-                    event_id,
-                }),
-            };
+            if let UpstreamEvent::Message(Message::Response(response)) = event {
+                guard.disarm();
+                return response.outcome;
+            }
+            let outgoing = self.outgoing(ctx, upstream, &mut routing, event).await;
             let _ = outbox.send(outgoing).await;
+        }
+    }
+
+    /// The upstream's next event. Meanwhile it acts on what other replicas route here, and
+    /// starts listening for that once the call has run [`LISTEN_AFTER`]. An error when the
+    /// upstream ends the exchange without a response or stays silent for its whole timeout.
+    async fn next_event(
+        &self,
+        ctx: &CallContext,
+        upstream: &Upstream,
+        messages: &mut mpsc::Receiver<UpstreamEvent>,
+        routing: &mut Routing,
+    ) -> Result<UpstreamEvent, RpcError> {
+        loop {
+            let can_listen = self.bus.is_some() && routing.listener.is_none();
+            let turn = tokio::select! {
+                next = tokio::time::timeout(upstream.timeout, messages.recv()) => {
+                    next.map_or(Turn::TimedOut, Turn::Upstream)
+                }
+                routed = next_routed(&mut routing.listener) => Turn::Routed(routed),
+                () = tokio::time::sleep_until(routing.listen_at), if can_listen => Turn::Listen,
+            };
+            let error = match turn {
+                Turn::Upstream(Some(event)) => return Ok(event),
+                Turn::Upstream(None) => UpstreamError::Protocol {
+                    upstream: upstream.name.clone(),
+                    reason: "the exchange ended without a response".into(),
+                },
+                Turn::TimedOut => UpstreamError::Timeout {
+                    upstream: upstream.name.clone(),
+                    after: upstream.timeout,
+                },
+                Turn::Routed(message) => {
+                    self.on_routed(ctx, upstream, routing, message).await;
+                    continue;
+                }
+                Turn::Listen => {
+                    self.start_listening(ctx, routing).await;
+                    continue;
+                }
+            };
+            return Err(upstream_failure(&error));
+        }
+    }
+
+    /// What the client gets for an upstream event other than the response; a relayed
+    /// server-to-client request is remembered, and starts listening for its answer.
+    async fn outgoing(
+        &self,
+        ctx: &CallContext,
+        upstream: &Upstream,
+        routing: &mut Routing,
+        event: UpstreamEvent,
+    ) -> Outgoing {
+        match event {
+            UpstreamEvent::Message(Message::Request(request)) => {
+                self.start_listening(ctx, routing).await;
+                routing.relayed.insert(request.id.clone());
+                let request = Message::Request(request);
+                Outgoing::Message(self.relayed(&ctx.session, &upstream.name, request))
+            }
+            UpstreamEvent::Message(other) => {
+                Outgoing::Message(self.relayed(&ctx.session, &upstream.name, other))
+            }
+            UpstreamEvent::Paused => Outgoing::Pause,
+            UpstreamEvent::Position(event_id) => Outgoing::Position(Origin {
+                upstream: upstream.name.clone(),
+                event_id,
+            }),
         }
     }
 

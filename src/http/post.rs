@@ -233,15 +233,10 @@ async fn answer(
     batch: bool,
     state: &AppState,
 ) -> Result<HttpResponse, HttpError> {
-    let mut responses = Vec::new();
-    let mut accepted = Vec::new();
-    for request in requests {
-        match gateway.check_request(&request) {
-            Ok(call) => accepted.push((request, call)),
-            Err(rejection) if batch => responses.push(rejection.response()),
-            Err(rejection) => return Err(rejected(rejection)),
-        }
-    }
+    let Checked {
+        accepted,
+        mut responses,
+    } = check_requests(gateway, requests, batch)?;
     let expected = responses.len() + accepted.len();
     if accepted.is_empty() {
         return Ok(json_response(Value::Array(responses)));
@@ -276,15 +271,50 @@ async fn answer(
             break;
         }
     }
+    Ok(answered(responses, batch))
+}
+
+/// A body's requests, checked.
+struct Checked {
+    /// The requests that may start, each with its parsed call.
+    accepted: Vec<(Request, Call)>,
+    /// In a batch, the error responses of the others.
+    responses: Vec<Value>,
+}
+
+/// Checks a body's requests; a request refused outside a batch is the whole body's refusal.
+fn check_requests(
+    gateway: &Gateway,
+    requests: Vec<Request>,
+    batch: bool,
+) -> Result<Checked, HttpError> {
+    let mut accepted = Vec::new();
+    let mut responses = Vec::new();
+    for request in requests {
+        match gateway.check_request(&request) {
+            Ok(call) => accepted.push((request, call)),
+            Err(rejection) if batch => responses.push(rejection.response()),
+            Err(rejection) => return Err(rejected(rejection)),
+        }
+    }
+    Ok(Checked {
+        accepted,
+        responses,
+    })
+}
+
+/// The JSON answer of responses that all came before anything else: a batch's array, a lone
+/// request's response, or 202 when there is none.
+fn answered(mut responses: Vec<Value>, batch: bool) -> HttpResponse {
     if responses.is_empty() {
-        return Ok(HttpResponse::Accepted().finish());
+        return HttpResponse::Accepted().finish();
     }
     let body = if batch {
         Value::Array(responses)
     } else {
         responses.remove(0)
     };
-    Ok(json_response(body))
+    json_response(body)
 }
 
 pub(super) fn json_response(body: Value) -> HttpResponse {
