@@ -719,12 +719,19 @@ def make_row(scenario: str, label: str, result: dict, connections: int, unit: st
 
 def add_ratios(rows: list[dict]) -> None:
     """ratio to direct, added p50/p99 and gateway/fixture CPU, against `a` (calls) or `e-a`
-    (sessions) at the same connection count."""
+    (sessions) at the same connection count; gateway/relay CPU against `x` there."""
     base = {}
+    relay = {}
     for row in rows:
         if row["scenario"] in ("a", "e-a"):
             base[(row["unit"], row["connections"])] = row
+        if row["scenario"] == "x":
+            relay[row["connections"]] = row["cpu_us_per_op"].get("gateway")
     for row in rows:
+        gw = row["cpu_us_per_op"].get("gateway")
+        bare = relay.get(row["connections"]) if row["unit"] == "req" else None
+        compared = gw is not None and bare and row["scenario"] not in ("x", "z")
+        row["gateway_cpu_vs_relay"] = gw / bare if compared else None
         ref = base.get((row["unit"], row["connections"])) or base.get((row["unit"], 8))
         row["ratio_to_direct"] = row["added_p50_ms"] = row["added_p99_ms"] = row["gateway_cpu_vs_fixture"] = None
         if ref is None or ref is row:
@@ -735,7 +742,6 @@ def add_ratios(rows: list[dict]) -> None:
             row["added_p50_ms"] = row["p50_ms"] - ref["p50_ms"]
         if row["p99_ms"] is not None and ref["p99_ms"] is not None:
             row["added_p99_ms"] = row["p99_ms"] - ref["p99_ms"]
-        gw = row["cpu_us_per_op"].get("gateway")
         fx = ref["cpu_us_per_op"].get("upstream")
         if gw is not None and fx and row["scenario"] != "z":
             row["gateway_cpu_vs_fixture"] = gw / fx
@@ -749,7 +755,7 @@ def fmt(value, spec: str = ".0f", dash: str = "-") -> str:
 
 def render_table(rows: list[dict]) -> str:
     head = ["scenario", "conn", "rate/s", "x direct", "p50 ms", "p99 ms", "+p50", "+p99",
-            "gw µs", "up µs", "redis µs", "lb µs", "gen µs", "gw/fixture", "errors"]
+            "gw µs", "up µs", "redis µs", "lb µs", "gen µs", "gw/fixture", "gw/relay", "errors"]
     lines = []
     for row in rows:
         cpu = row["cpu_us_per_op"]
@@ -760,7 +766,7 @@ def render_table(rows: list[dict]) -> str:
             label, str(row["connections"]), fmt(row["rate_per_s"]), fmt(row["ratio_to_direct"], ".2f"),
             fmt(row["p50_ms"], ".2f"), fmt(row["p99_ms"], ".2f"), fmt(row["added_p50_ms"], "+.2f"),
             fmt(row["added_p99_ms"], "+.2f"), *(mark + fmt(cpu.get(role)) if role in cpu else "-" for role in ROLES),
-            fmt(row["gateway_cpu_vs_fixture"], ".1f"), errors,
+            fmt(row["gateway_cpu_vs_fixture"], ".1f"), fmt(row["gateway_cpu_vs_relay"], ".1f"), errors,
         ])
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
     def line(cells):
@@ -985,7 +991,9 @@ def finish(rows, extra, stack: Stack, out_path: Path, seconds, warmup, idle_n, f
     print("rate: req/s (or sessions/s where marked); x direct: rate / `a` at the same connection count "
           "(sessions: / `e. sessions: direct`); +p50/+p99: ms over `a`'s at the same count; CPU: µs of "
           "utime+stime per request (or session) per process role; gw/fixture: gateway CPU / the fixture's "
-          "own CPU per direct request; h and i have a stdio fixture, still compared with the HTTP `a`.")
+          "own CPU per direct request; gw/relay: gateway CPU / the bare relay's (`x`) at the same count, "
+          "what the gateway costs beyond the least a relay on its crates costs; h and i have a stdio "
+          "fixture, still compared with the HTTP `a`.")
     for note in notes:
         print(f"note: {note}")
     load = os.getloadavg()
