@@ -82,7 +82,7 @@ async fn remove(server: &RedisServer, key: &str) {
 
 fn live(lookup: Lookup) -> SessionRecord {
     match lookup {
-        Lookup::Live(record) => *record,
+        Lookup::Live(record) => Arc::unwrap_or_clone(record),
         other => panic!("expected a live session, got {other:?}"),
     }
 }

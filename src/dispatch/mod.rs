@@ -377,7 +377,7 @@ impl Gateway {
             Ok(Lookup::Live(record)) => {
                 let session = Session {
                     id: id.clone(),
-                    record: Arc::from(record),
+                    record,
                     modern: None,
                 };
                 let outcome = match serve_here {

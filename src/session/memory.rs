@@ -7,7 +7,7 @@
 //! last `2 × idle_ttl`, whatever the traffic; there is no background task.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -187,7 +187,7 @@ impl SessionStore for MemoryStore {
         state.set_record_deadline(id, record_deadline);
         state.set_tomb(id, Tombstone::Live, tomb_deadline);
         record.upstreams = state.tombs[id].upstreams.clone();
-        Ok(Lookup::Live(Box::new(record)))
+        Ok(Lookup::Live(Arc::new(record)))
     }
 
     async fn update(&self, id: &SessionId, change: &RecordChange) -> Result<(), StoreError> {

@@ -8,6 +8,8 @@ mod record;
 mod redis;
 mod traced;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use base64::Engine;
 use rand::Rng;
@@ -67,7 +69,7 @@ pub type Orphans = std::collections::BTreeMap<String, UpstreamSession>;
 #[derive(Debug, Clone)]
 pub enum Lookup {
     /// The session is live; its idle TTL was slid by this lookup.
-    Live(Box<SessionRecord>),
+    Live(Arc<SessionRecord>),
     /// The session existed and timed out. `first_notice` is true for exactly one lookup
     /// across the fleet, so the expiry is counted once; that lookup also gets the session's
     /// upstream sessions (`orphans`), which it must close.

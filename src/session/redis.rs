@@ -38,6 +38,7 @@
 //! missing session. Needs Redis 6.2 or later (GETEX, SET … KEEPTTL).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::{ExistenceCheck, Expiry, Pipeline, Script, SetExpiry, SetOptions};
@@ -516,7 +517,7 @@ impl SessionStore for RedisStore {
             return self.expire(&keys).await;
         }
         self.fix_up(&keys, cap, now, tombstone).await?;
-        Ok(Lookup::Live(Box::new(record)))
+        Ok(Lookup::Live(Arc::new(record)))
     }
 
     async fn update(&self, id: &SessionId, change: &RecordChange) -> Result<(), StoreError> {
