@@ -8,7 +8,8 @@
 //! - the round trip that saves a new upstream session also takes its stream's lease, and one
 //!   round trip renews the leases of all the streams a replica holds;
 //! - calls to an HTTP upstream that answers on SSE streams keep their kept-alive connections;
-//! - a DELETE frees no stream lease of the session it ends.
+//! - a DELETE frees no stream lease of the session it ends, and revives nothing on a replica
+//!   that never served the session.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -302,6 +303,38 @@ async fn a_delete_frees_no_lease_of_the_ended_session() {
         .await;
     assert_eq!(stopped, 0.0, "the held stream stopped");
     assert_eq!(round_trips(&gateway, "session_release").await, releases);
+}
+
+/// A DELETE ends the session without serving it first: on a replica that never served the
+/// session it revives nothing (no restore, no stream held only to be stopped, no read of the
+/// stream holders), and costs the load, the delete and the event log's removal.
+#[tokio::test]
+async fn a_delete_on_another_replica_revives_nothing() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::start_http("remote", dir.path()).await;
+    let a = redis.replica("1h").remote_at(&fixture).start().await;
+    let b = redis.replica("1h").remote_at(&fixture).start().await;
+    let session = a.initialize().await;
+    a.assert_remote_echo(&session, "a holds the stream").await;
+
+    let reply = b.delete(Some(&session), &[]).await;
+
+    assert_eq!(reply.status, reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(b.metric("mcpgate_sessions_revived_total").await, 0.0);
+    assert_eq!(b.metric("mcpgate_sessions_held").await, 0.0);
+    for (op, trips) in [
+        ("session_load", 1.0),
+        ("session_delete", 1.0),
+        ("events_remove_session", 1.0),
+        ("session_holders", 0.0),
+        ("session_hold", 0.0),
+    ] {
+        assert_eq!(round_trips(&b, op).await, trips, "{op}");
+    }
+    let ping = json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}).to_string();
+    let ended = a.post(Some(&session), ping, &[]).await;
+    assert_eq!(ended.status, reqwest::StatusCode::NOT_FOUND);
 }
 
 /// A replica renews the leases of the streams it holds together: one round trip for all of

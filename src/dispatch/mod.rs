@@ -351,10 +351,11 @@ impl Gateway {
         self.load_session(id, caller, true).await
     }
 
-    /// Loads a session for a body of notifications and answers only, sliding its TTL: this
-    /// replica keeps nothing of the session for it (an idle session that only sent
-    /// `notifications/initialized` costs no replica memory), and a revival waits for the
-    /// session's next request.
+    /// Loads a session for a body of notifications and answers only, or for its DELETE,
+    /// sliding its TTL: this replica keeps nothing of the session for it (an idle session that
+    /// only sent `notifications/initialized` costs no replica memory), and a revival waits for
+    /// the session's next request (a DELETE on a replica that never served the session restores
+    /// nothing upstream and holds no stream only to end it).
     pub async fn lookup_in_passing(
         self: &Arc<Self>,
         id: &SessionId,
@@ -452,12 +453,13 @@ impl Gateway {
         }
     }
 
-    /// Ends a session: record gone, tombstone set, streams closed; then, all at once, its
-    /// slot freed, its event log dropped and its upstream sessions ended.
+    /// Ends a session: record gone, tombstone set, streams closed, nothing of it kept here;
+    /// then, all at once, its slot freed, its event log dropped and its upstream sessions ended.
     pub async fn delete(&self, session: &Session) -> Result<(), StoreError> {
         self.store.delete(&session.id).await?;
         self.metrics.sessions_deleted.inc();
         self.hub.close(&session.id);
+        self.created_here.take(&session.id);
         let upstreams = self.upstreams();
         upstreams.session_ended(&session.id);
         let events_dropped = async {

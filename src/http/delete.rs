@@ -26,7 +26,7 @@ async fn end_session(request: &HttpRequest, state: &AppState) -> Result<HttpResp
     guard::protocol_version(request)?;
     let session = state
         .gateway
-        .lookup(&id, Caller::Client(&principal))
+        .lookup_in_passing(&id, Caller::Client(&principal))
         .await
         .map_err(session_error)?;
     state
