@@ -128,6 +128,11 @@ async fn keys_are_named_and_hash_tagged_as_documented() {
         .await
         .unwrap();
     assert_eq!(stored["schema"], "2");
+    let kept: u64 = stored["kept"].parse().unwrap();
+    assert!(
+        kept > unix_ms() + 7_100_000,
+        "kept for two idle TTLs: {kept}"
+    );
     let core: serde_json::Value = serde_json::from_str(&stored["core"]).unwrap();
     assert_eq!(core["client_info"], created.client_info);
     assert_eq!(
@@ -194,12 +199,33 @@ async fn gone_sessions_are_classified() {
     assert!(matches!(unknown, Lookup::Unknown), "{unknown:?}");
 }
 
+/// Sets the record's note of until when its tombstone and upstream sessions are kept.
+async fn set_kept(server: &RedisServer, id: &SessionId, kept_ms: u64) {
+    let _: () = server
+        .client()
+        .await
+        .hset(record_key(id), "kept", kept_ms)
+        .await
+        .unwrap();
+}
+
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since.unwrap().as_millis()).unwrap()
+}
+
+/// A load slides the record's idle TTL. The tombstone and the upstream sessions, kept beyond
+/// it, are slid only once they would outlive the record by less than 3/4 of that margin.
 #[tokio::test]
-async fn loads_slide_the_idle_ttl_and_refresh_the_tombstone() {
+async fn loads_slide_the_idle_ttl_and_keep_the_tombstone_beyond_it() {
     let server = RedisServer::start().await;
     let store = store(&server, Duration::from_millis(1000));
     let id = SessionId::generate();
     store.create(&id, &record(HOUR)).await.unwrap();
+    store
+        .update(&id, &upstream_change("remote", "u-1"))
+        .await
+        .unwrap();
     let tombstone_ttl = pttl(&server, &tombstone_key(&id)).await;
     assert!(
         (60_500..=61_000).contains(&tombstone_ttl),
@@ -212,11 +238,28 @@ async fn loads_slide_the_idle_ttl_and_refresh_the_tombstone() {
     live(store.load(&id).await.unwrap());
     let after = pttl(&server, &record_key(&id)).await;
     assert!(after > 900, "record PTTL after the load: {after}");
-    let tombstone_ttl = pttl(&server, &tombstone_key(&id)).await;
+    let not_due = pttl(&server, &tombstone_key(&id)).await;
     assert!(
-        tombstone_ttl > 60_900,
-        "tombstone PTTL after the load: {tombstone_ttl}"
+        (46_000..=60_700).contains(&not_due),
+        "tombstone PTTL after a load it was not due at: {not_due}"
     );
+
+    set_kept(&server, &id, unix_ms() + 1_000 + 44_000).await;
+    live(store.load(&id).await.unwrap());
+    for key in [tombstone_key(&id), upstreams_key(&id)] {
+        let slid = pttl(&server, &key).await;
+        assert!(
+            slid > 60_900,
+            "{key} PTTL after a load it was due at: {slid}"
+        );
+    }
+    let kept: u64 = server
+        .client()
+        .await
+        .hget(record_key(&id), "kept")
+        .await
+        .unwrap();
+    assert!(kept >= unix_ms() + 60_000, "kept until {kept}");
 
     // Busy for longer than the idle TTL: still live.
     let short = RedisStore::new(pool(&server), Duration::from_millis(300));
@@ -436,13 +479,21 @@ async fn the_first_notice_of_an_expiry_hands_over_the_upstream_sessions() {
     assert!(!exists(&server, &upstreams_key(&id)).await);
 }
 
+/// A lost tombstone (evicted, say) is restored by the next slide, which a record an older
+/// release wrote (no `kept` field) is due for at once.
 #[tokio::test]
-async fn a_missing_tombstone_is_restored_on_load() {
+async fn a_missing_tombstone_is_restored_by_the_next_slide() {
     let server = RedisServer::start().await;
     let store = store(&server, HOUR);
     let id = SessionId::generate();
     store.create(&id, &record(HOUR)).await.unwrap();
     remove(&server, &tombstone_key(&id)).await;
+    let _: () = server
+        .client()
+        .await
+        .hdel(record_key(&id), "kept")
+        .await
+        .unwrap();
 
     live(store.load(&id).await.unwrap());
     assert_eq!(
@@ -559,12 +610,24 @@ async fn a_full_redis_still_serves_existing_sessions() {
     let store = store(&server, Duration::from_secs(30));
     let id = SessionId::generate();
     store.create(&id, &record(HOUR)).await.unwrap();
+    set_kept(&server, &id, 0).await;
+    let _: () = server
+        .client()
+        .await
+        .pexpire(tombstone_key(&id), 5_000)
+        .await
+        .unwrap();
     server.fill_past_maxmemory().await;
 
     let loaded = live(store.load(&id).await.unwrap());
     assert_eq!(loaded.client_info["name"], "test-client");
     let ttl = pttl(&server, &record_key(&id)).await;
     assert!(ttl > 29_000, "the load slid the TTL: {ttl}");
+    let tombstone_ttl = pttl(&server, &tombstone_key(&id)).await;
+    assert!(
+        tombstone_ttl > 80_000,
+        "and the due tombstone's: {tombstone_ttl}"
+    );
     let created = store.create(&SessionId::generate(), &record(HOUR)).await;
     assert!(
         matches!(created, Err(StoreError::Unavailable(_))),

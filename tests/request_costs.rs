@@ -87,9 +87,8 @@ async fn a_tool_call_on_a_live_session_is_one_redis_round_trip() {
 
     let counts = command_counts(&redis).await;
     let load_pipeline = BTreeMap::from([
-        ("getex".to_owned(), CALLS),
         ("hgetall".to_owned(), 2 * CALLS),
-        ("pexpire".to_owned(), 2 * CALLS),
+        ("pexpire".to_owned(), CALLS),
     ]);
     assert_eq!(
         counts, load_pipeline,

@@ -53,9 +53,11 @@ impl std::fmt::Display for SessionId {
     }
 }
 
-/// How long a tombstone (and the upstream sessions it keeps) outlives the last use of its
-/// session: twice the idle TTL, and at least a minute more than it, so that an open stream's
-/// next keep-alive check (every 15 s) still finds the tombstone of a session that just expired.
+/// The TTL a tombstone (and the upstream sessions it keeps) gets from the last use of its
+/// session, or (Redis) from its last slide: twice the idle TTL, and at least a minute more than
+/// it, so that an open stream's next keep-alive check (every 15 s) still finds the tombstone of
+/// a session that just expired. The Redis store slides it before less than 3/4 of its margin
+/// beyond the record is left.
 pub fn tombstone_ttl(idle_ttl: std::time::Duration) -> std::time::Duration {
     idle_ttl
         .saturating_mul(2)

@@ -17,21 +17,29 @@
 //! The tombstone outlives the record so that an id whose record is gone can still be told
 //! apart: `live` with no record means the session timed out, and the one caller that flips it
 //! to `expired` (atomically, in a script) gets `first_notice`, so a fleet counts an expiry once.
+//! A load slides the record's idle TTL only; the tombstone and the upstream sessions are given
+//! `tombstone_ttl` at creation and again by a load that finds them due (the keep script), which
+//! notes until when in the record's `kept` field. They are due once they would outlive the
+//! record by less than [`KEEP_MARGIN`] of what a slide gives them, so they always outlive it, by
+//! at least 45 s, and a busy session's tombstone is slid about every `idle_ttl / 4` (at least
+//! 15 s apart). A tombstone lost meanwhile (evicted, say) is restored by the next slide.
 //!
 //! Round trips: `create`, `update`, `delete`, `exists`, `hold` and `holders` take one, and so does
 //! `renew_holds` for all its leases (on a cluster they go out together, unpipelined:
-//! [`Connection::query_each`]); `load` takes one (a pipeline of HGETALL, PEXPIRE and GETEX) unless
-//! the record is within `idle_ttl` of its absolute cap (one PEXPIREAT more), its tombstone went
-//! missing (restored), it is gone with a `live` tombstone (the expire script), or it is a schema-1
-//! record (upgraded in place, once). Operations issued together share a round trip on the
-//! multiplexed connection; a pooled (Sentinel) connection also costs the pool's own check on
-//! checkout.
+//! [`Connection::query_each`]); `load` takes one (a pipeline of HGETALL, PEXPIRE and HGETALL)
+//! unless the record is within `idle_ttl` of its absolute cap (one PEXPIREAT more), its
+//! tombstone and upstream sessions are due (the keep script), it is gone (the expire script reads
+//! the tombstone, and flips a `live` one), or it is a schema-1 record (upgraded in place, once).
+//! Operations issued together share a round trip on the multiplexed connection; a pooled
+//! (Sentinel) connection also costs the pool's own check on checkout.
 //!
 //! **Memory pressure.** The load pipeline is not a MULTI and uses only commands Redis runs when
-//! `maxmemory` is reached (HGETALL, PEXPIRE, GETEX), so a Redis that refuses new data
-//! (`noeviction`) still serves, and slides, existing sessions; creating a session (a MULTI of
-//! writes) fails with 503. [`SessionStore::ping`] probes with PEXPIRE: it fails when Redis
-//! refuses writes altogether (paused, read-only) and passes when it is only full.
+//! `maxmemory` is reached (HGETALL, PEXPIRE), so a Redis that refuses new data (`noeviction`)
+//! still serves, and slides, existing sessions; the keep script slides TTLs before it writes, and
+//! a load whose keep script fails serves the session all the same (the next load tries again);
+//! creating a session (a MULTI of writes) fails with 503. [`SessionStore::ping`] probes with
+//! PEXPIRE: it fails when Redis refuses writes altogether (paused, read-only) and passes when it
+//! is only full.
 //!
 //! Expiry is Redis's job: nothing here scans keys or sweeps. Every Redis call goes through
 //! [`RedisPool::run`] (deadline, metrics); a failure is [`StoreError::Unavailable`], never a
@@ -41,7 +49,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::redis::{ExistenceCheck, Expiry, Pipeline, Script, SetExpiry, SetOptions};
+use ::redis::{ExistenceCheck, Pipeline, Script, SetExpiry, SetOptions};
 use async_trait::async_trait;
 
 use super::{
@@ -54,6 +62,12 @@ use crate::redis::{Connection, RedisPool, keys};
 const FIELD_SCHEMA: &str = "schema";
 const FIELD_CORE: &str = "core";
 const FIELD_LOG: &str = "log";
+/// Unix ms until which the tombstone and the upstream sessions are kept (by the last slide).
+const FIELD_KEPT: &str = "kept";
+/// The tombstone and the upstream sessions are slid again once they would outlive the record
+/// by less than this share of what a slide gives them beyond it (`tombstone_ttl - idle_ttl`,
+/// at least 60 s): 3/4, so they outlive it by at least 45 s, far beyond the replicas' clock skew.
+const KEEP_MARGIN: (u64, u64) = (3, 4);
 const SUBSCRIPTION_PREFIX: &str = "sub:";
 
 /// Ends a session whose record is gone, or (ARGV[1] = `force`) past its absolute cap. With
@@ -86,6 +100,23 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if ARGV[3] ~= '0' then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
+return 1
+";
+
+/// Slides the tombstone and the upstream sessions of a live session to ARGV[1] ms (restoring a
+/// lost tombstone as `live`) and notes in the record's field ARGV[2] that they are kept until
+/// ARGV[3] (Unix ms). TTLs first: under `maxmemory` Redis refuses only a script's first write
+/// that may grow memory. KEYS: record (must exist), tombstone, upstreams. Returns 0 when the
+/// session is gone.
+const KEEP_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+if redis.call('PEXPIRE', KEYS[2], ARGV[1]) == 0 then
+  redis.call('SET', KEYS[2], 'live', 'PX', ARGV[1])
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 return 1
 ";
 
@@ -240,7 +271,6 @@ enum Read {
     Hashes {
         record: HashMap<String, String>,
         upstreams: HashMap<String, String>,
-        tombstone: Option<String>,
     },
     /// The record is a schema-1 string.
     Legacy,
@@ -251,8 +281,11 @@ pub struct RedisStore {
     pool: RedisPool,
     idle_ttl_ms: u64,
     tombstone_ttl_ms: u64,
+    /// How far beyond a loaded record's idle TTL its tombstone must still be kept, or be slid.
+    keep_margin_ms: u64,
     expire: Script,
     set_field: Script,
+    keep: Script,
     upgrade: Script,
     hold: Script,
     claim: Script,
@@ -261,14 +294,20 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// A store whose records expire after `idle_ttl` without a load. Tombstones and upstream
-    /// sessions are kept [`tombstone_ttl`](super::tombstone_ttl) from the last load, so they always outlive the record.
+    /// sessions are kept [`tombstone_ttl`](super::tombstone_ttl) from their creation or last
+    /// slide, and slid before the record could outlive them.
     pub fn new(pool: RedisPool, idle_ttl: Duration) -> Self {
+        let (idle_ttl_ms, tombstone_ttl_ms) =
+            (millis(idle_ttl), millis(super::tombstone_ttl(idle_ttl)));
+        let (share, of) = KEEP_MARGIN;
         Self {
             pool,
-            idle_ttl_ms: millis(idle_ttl),
-            tombstone_ttl_ms: millis(super::tombstone_ttl(idle_ttl)),
+            idle_ttl_ms,
+            tombstone_ttl_ms,
+            keep_margin_ms: tombstone_ttl_ms.saturating_sub(idle_ttl_ms) / of * share,
             expire: Script::new(EXPIRE_SCRIPT),
             set_field: Script::new(SET_FIELD_SCRIPT),
+            keep: Script::new(KEEP_SCRIPT),
             upgrade: Script::new(UPGRADE_SCRIPT),
             hold: Script::new(HOLD_SCRIPT),
             claim: Script::new(CLAIM_SCRIPT),
@@ -309,24 +348,17 @@ impl RedisStore {
         }
     }
 
-    /// Reads the record, upstream sessions and tombstone, sliding their TTLs, in one round
+    /// Reads the record and the upstream sessions, sliding the record's idle TTL, in one round
     /// trip that Redis serves even when it is out of memory.
     async fn read(&self, keys: &Keys) -> Result<Read, StoreError> {
         let mut pipe = ::redis::pipe();
         pipe.hgetall(&keys.record)
             .pexpire(&keys.record, ms_i64(self.idle_ttl_ms))
             .ignore()
-            .hgetall(&keys.upstreams)
-            .pexpire(&keys.upstreams, ms_i64(self.tombstone_ttl_ms))
-            .ignore()
-            .get_ex(&keys.tombstone, Expiry::PX(self.tombstone_ttl_ms));
+            .hgetall(&keys.upstreams);
         self.run("session_load", |mut conn| async move {
             match pipe.query_async(&mut conn).await {
-                Ok((record, upstreams, tombstone)) => Ok(Read::Hashes {
-                    record,
-                    upstreams,
-                    tombstone,
-                }),
+                Ok((record, upstreams)) => Ok(Read::Hashes { record, upstreams }),
                 Err(error) if is_wrong_type(&error) => Ok(Read::Legacy),
                 Err(error) => Err(error),
             }
@@ -365,12 +397,11 @@ impl RedisStore {
         .await
     }
 
-    /// The record is gone: classify the id, flipping a `live` tombstone if it says so.
-    async fn gone(&self, keys: &Keys, tombstone: Option<Tombstone>) -> Result<Lookup, StoreError> {
-        match tombstone {
-            Some(Tombstone::Live) => self.expire(keys).await,
-            other => Ok(Tombstone::classify(other, Orphans::new())),
-        }
+    /// The record is gone: classifies the id by its tombstone, flipping a `live` one.
+    async fn gone(&self, keys: &Keys) -> Result<Lookup, StoreError> {
+        self.run_expire(keys, ExpireMode::Notice)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("the record came back during its load".into()))
     }
 
     /// Ends a timed-out session whatever its record says; only the caller that flips the
@@ -412,28 +443,44 @@ impl RedisStore {
     }
 
     /// After a successful load: pins the record's TTL to the absolute cap when that is nearer
-    /// than the idle TTL, and restores a missing tombstone. Usually nothing to do.
+    /// than the idle TTL, and slides the tombstone and upstream sessions when they are due.
+    /// Usually nothing to do.
     async fn fix_up(
         &self,
         keys: &Keys,
         cap: u64,
         now: u64,
-        tombstone: Option<Tombstone>,
+        kept: Option<u64>,
     ) -> Result<(), StoreError> {
-        let mut pipe = ::redis::pipe();
         if cap.saturating_sub(now) < self.idle_ttl_ms {
+            let mut pipe = ::redis::pipe();
             pipe.pexpire_at(&keys.record, ms_i64(cap)).ignore();
+            self.query::<()>("session_load_fixup", pipe).await?;
         }
-        if tombstone.is_none() {
-            // NX: a concurrent delete's `deleted` wins over this repair.
-            let options = self.tombstone_options(Some(ExistenceCheck::NX));
-            pipe.set_options(&keys.tombstone, Tombstone::Live.as_str(), options)
-                .ignore();
+        let due = now + self.idle_ttl_ms + self.keep_margin_ms;
+        if kept.is_none_or(|kept| kept < due) {
+            self.keep(keys, now).await;
         }
-        if pipe.is_empty() {
-            return Ok(());
+        Ok(())
+    }
+
+    /// Slides the tombstone and the upstream sessions (the keep script). A failure is logged,
+    /// not returned: the session is live, and the next load tries again.
+    async fn keep(&self, keys: &Keys, now: u64) {
+        let mut invocation = self.keep.prepare_invoke();
+        invocation
+            .key(&keys.record)
+            .key(&keys.tombstone)
+            .key(&keys.upstreams)
+            .arg(self.tombstone_ttl_ms)
+            .arg(FIELD_KEPT)
+            .arg(now + self.tombstone_ttl_ms);
+        let kept = self.run("session_keep", |mut conn| async move {
+            invocation.invoke_async::<()>(&mut conn).await
+        });
+        if let Err(error) = kept.await {
+            tracing::warn!(%error, "could not slide a session's tombstone");
         }
-        self.query::<()>("session_load_fixup", pipe).await
     }
 
     /// Sets `field` of hash `target` to `value` while the session's record exists.
@@ -463,12 +510,14 @@ impl RedisStore {
 impl SessionStore for RedisStore {
     async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
         let keys = Keys::new(id);
-        let fields = record_fields(record)?;
+        let (cap, now) = (cap_ms(record), now_ms());
+        let mut fields = record_fields(record)?;
+        let kept = now + self.tombstone_ttl_ms;
+        fields.push((FIELD_KEPT.to_owned(), kept.to_string()));
         let upstreams = upstream_fields(&record.upstreams)?;
-        let cap = cap_ms(record);
         let mut pipe = ::redis::pipe();
         pipe.atomic().hset_multiple(&keys.record, &fields).ignore();
-        if cap.saturating_sub(now_ms()) < self.idle_ttl_ms {
+        if cap.saturating_sub(now) < self.idle_ttl_ms {
             pipe.pexpire_at(&keys.record, ms_i64(cap)).ignore();
         } else {
             pipe.pexpire(&keys.record, ms_i64(self.idle_ttl_ms))
@@ -496,27 +545,22 @@ impl SessionStore for RedisStore {
             self.upgrade(&keys).await?;
             read = self.read(&keys).await?;
         }
-        let Read::Hashes {
-            record,
-            upstreams,
-            tombstone,
-        } = read
-        else {
+        let Read::Hashes { record, upstreams } = read else {
             return Err(StoreError::Corrupt(
                 "the record is still schema 1 after its upgrade".into(),
             ));
         };
-        let tombstone = Tombstone::parse(tombstone)?;
         if record.is_empty() {
-            return self.gone(&keys, tombstone).await;
+            return self.gone(&keys).await;
         }
+        let kept = kept_until(&record);
         let record = decode(record, upstreams)?;
         let (cap, now) = (cap_ms(&record), now_ms());
         if cap <= now {
             // Past the absolute cap: Redis would have dropped it had the clocks agreed.
             return self.expire(&keys).await;
         }
-        self.fix_up(&keys, cap, now, tombstone).await?;
+        self.fix_up(&keys, cap, now, kept).await?;
         Ok(Lookup::Live(Arc::new(record)))
     }
 
@@ -735,6 +779,12 @@ fn upstream_fields(
 
 fn subscription_field(uri: &str) -> String {
     format!("{SUBSCRIPTION_PREFIX}{uri}")
+}
+
+/// Until when the last slide kept the tombstone and the upstream sessions; `None` (due) when
+/// no slide noted it (a record an older release wrote) or the field is not a number.
+fn kept_until(fields: &HashMap<String, String>) -> Option<u64> {
+    fields.get(FIELD_KEPT)?.parse().ok()
 }
 
 /// Rebuilds a record from its two hashes; a newer schema is refused, not guessed at.
