@@ -1,10 +1,15 @@
 //! The in-memory store: the embedded default for development and single-replica use.
 //!
 //! It mirrors the Redis semantics (sliding idle TTL capped by the absolute lifetime;
-//! tombstones, holding the upstream sessions, that outlive records so 404s can be classified
-//! and an expiry's upstream sessions closed by whoever notices it). Entries are pruned in
-//! deadline order on every operation, so memory is bounded by the sessions active within the
-//! last `2 × idle_ttl`, whatever the traffic; there is no background task.
+//! tombstones that outlive records so 404s can be classified, and that take over a record's
+//! upstream sessions when it expires so that whoever notices the expiry closes them). Entries
+//! are pruned in deadline order on every operation, so memory is bounded by the sessions active
+//! within the last `2 × idle_ttl`, whatever the traffic; there is no background task.
+//!
+//! A load costs a map lookup and an `Arc` clone: the record is stored as the `Arc` it is
+//! served in (a change copies it only while a request still holds the old one), and sliding a
+//! deadline only moves the entry's own, not its place in the deadline order (pruning files an
+//! entry again when it finds it slid).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,20 +29,27 @@ enum Tombstone {
     Deleted,
 }
 
-/// What outlives a record: its state and its upstream sessions (like the Redis `:t` and `:u`).
+/// A live record, with its upstream sessions, and its idle deadline.
+struct Stored {
+    record: Arc<SessionRecord>,
+    deadline: Instant,
+}
+
+/// What outlives a record: its state and, once it expired, its upstream sessions (like the
+/// Redis `:t` and `:u`).
 struct Tomb {
     state: Tombstone,
     deadline: Instant,
     upstreams: Orphans,
 }
 
-/// Entries by deadline, so that pruning takes only what is due.
+/// Entries by the deadline they were filed under, so that pruning takes only what is due. An
+/// entry's own deadline is never earlier (deadlines only slide forward).
 type Deadlines = BTreeSet<(Instant, SessionId)>;
 
 #[derive(Default)]
 struct State {
-    /// Records (without upstream sessions, which are in the tomb) and their idle deadline.
-    records: HashMap<SessionId, (SessionRecord, Instant)>,
+    records: HashMap<SessionId, Stored>,
     record_deadlines: Deadlines,
     tombs: HashMap<SessionId, Tomb>,
     tomb_deadlines: Deadlines,
@@ -79,44 +91,53 @@ impl MemoryStore {
 }
 
 impl State {
-    /// Drops records and tombs whose deadline passed. A record's tomb stays `live`, so the
-    /// first to notice gets the expiry and its upstream sessions.
+    /// Drops records and tombs whose deadline passed, and files again those slid since. An
+    /// expired record's tomb stays `live` and takes its upstream sessions, so the first to
+    /// notice gets the expiry and them.
     fn prune(&mut self, now: Instant) {
-        while let Some((deadline, id)) = self.record_deadlines.first().cloned() {
-            if deadline > now {
-                break;
+        while let Some(id) = take_due(&mut self.record_deadlines, now) {
+            match self.records.get(&id).map(|stored| stored.deadline) {
+                Some(slid) if slid > now => _ = self.record_deadlines.insert((slid, id)),
+                Some(_) => self.expire_record(&id),
+                None => {}
             }
-            self.record_deadlines.pop_first();
-            self.records.remove(&id);
-            self.leases.retain(|(session, _), _| *session != id);
         }
-        while let Some((deadline, id)) = self.tomb_deadlines.first().cloned() {
-            if deadline > now {
-                break;
+        while let Some(id) = take_due(&mut self.tomb_deadlines, now) {
+            match self.tombs.get(&id).map(|tomb| tomb.deadline) {
+                Some(slid) if slid > now => _ = self.tomb_deadlines.insert((slid, id)),
+                Some(_) => _ = self.tombs.remove(&id),
+                None => {}
             }
-            self.tomb_deadlines.pop_first();
-            self.tombs.remove(&id);
         }
     }
 
-    fn set_record_deadline(&mut self, id: &SessionId, deadline: Instant) {
-        if let Some((_, current)) = self.records.get_mut(id) {
-            self.record_deadlines.remove(&(*current, id.clone()));
-            *current = deadline;
-            self.record_deadlines.insert((deadline, id.clone()));
+    fn expire_record(&mut self, id: &SessionId) {
+        let Some(stored) = self.records.remove(id) else {
+            return;
+        };
+        self.leases.retain(|(session, _), _| session != id);
+        if let Some(tomb) = self.tombs.get_mut(id) {
+            tomb.upstreams = stored.record.upstreams.clone();
         }
     }
 
-    /// Sets a tomb's state (creating it when absent) and its deadline.
+    /// Sets a tomb's state (creating it when absent) and its deadline, which only slides
+    /// forward.
     fn set_tomb(&mut self, id: &SessionId, state: Tombstone, deadline: Instant) {
-        let tomb = self.tombs.entry(id.clone()).or_insert_with(|| Tomb {
-            state,
-            deadline,
-            upstreams: Orphans::new(),
-        });
-        self.tomb_deadlines.remove(&(tomb.deadline, id.clone()));
-        tomb.state = state;
-        tomb.deadline = deadline;
+        if let Some(tomb) = self.tombs.get_mut(id) {
+            tomb.state = state;
+            tomb.deadline = deadline;
+            return;
+        }
+        let upstreams = Orphans::new();
+        self.tombs.insert(
+            id.clone(),
+            Tomb {
+                state,
+                deadline,
+                upstreams,
+            },
+        );
         self.tomb_deadlines.insert((deadline, id.clone()));
     }
 
@@ -157,21 +178,28 @@ impl State {
     }
 }
 
+/// Takes the first entry filed under a deadline that passed.
+fn take_due(deadlines: &mut Deadlines, now: Instant) -> Option<SessionId> {
+    let (filed, _) = deadlines.first()?;
+    if *filed > now {
+        return None;
+    }
+    deadlines.pop_first().map(|(_, id)| id)
+}
+
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
         let now = Instant::now();
-        let (record_deadline, tomb_deadline) =
+        let (deadline, tomb_deadline) =
             (self.record_deadline(record, now), self.tomb_deadline(now));
+        let record = Arc::new(record.clone());
         let mut state = self.lock();
-        let mut stored = record.clone();
-        let upstreams = std::mem::take(&mut stored.upstreams);
-        state.records.insert(id.clone(), (stored, record_deadline));
-        state.record_deadlines.insert((record_deadline, id.clone()));
+        state
+            .records
+            .insert(id.clone(), Stored { record, deadline });
+        state.record_deadlines.insert((deadline, id.clone()));
         state.set_tomb(id, Tombstone::Live, tomb_deadline);
-        if let Some(tomb) = state.tombs.get_mut(id) {
-            tomb.upstreams = upstreams;
-        }
         Ok(())
     }
 
@@ -179,30 +207,18 @@ impl SessionStore for MemoryStore {
         let now = Instant::now();
         let tomb_deadline = self.tomb_deadline(now);
         let mut state = self.lock();
-        let Some((record, _)) = state.records.get(id) else {
+        let Some(stored) = state.records.get_mut(id) else {
             return Ok(state.classify_gone(id));
         };
-        let mut record = record.clone();
-        let record_deadline = self.record_deadline(&record, now);
-        state.set_record_deadline(id, record_deadline);
+        stored.deadline = self.record_deadline(&stored.record, now);
+        let record = Arc::clone(&stored.record);
         state.set_tomb(id, Tombstone::Live, tomb_deadline);
-        record.upstreams = state.tombs[id].upstreams.clone();
-        Ok(Lookup::Live(Arc::new(record)))
+        Ok(Lookup::Live(record))
     }
 
     async fn update(&self, id: &SessionId, change: &RecordChange) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let Some((record, _)) = state.records.get_mut(id) else {
-            return Ok(());
-        };
-        match change {
-            RecordChange::Upstream { name, session } => {
-                if let Some(tomb) = state.tombs.get_mut(id) {
-                    tomb.upstreams.insert(name.clone(), session.clone());
-                }
-            }
-            other => other.apply(record),
+        if let Some(stored) = self.lock().records.get_mut(id) {
+            change.apply(Arc::make_mut(&mut stored.record));
         }
         Ok(())
     }
@@ -212,9 +228,6 @@ impl SessionStore for MemoryStore {
         let mut state = self.lock();
         let removed = state.records.remove(id);
         state.leases.retain(|(session, _), _| session != id);
-        if let Some((_, deadline)) = &removed {
-            state.record_deadlines.remove(&(*deadline, id.clone()));
-        }
         state.set_tomb(id, Tombstone::Deleted, tomb_deadline);
         if let Some(tomb) = state.tombs.get_mut(id) {
             tomb.upstreams.clear();
@@ -272,16 +285,16 @@ impl SessionStore for MemoryStore {
         lease: Option<LeaseWanted<'_>>,
     ) -> Result<Claimed, StoreError> {
         let mut state = self.lock();
-        if !state.records.contains_key(id) {
-            return Ok(Claimed::SessionGone);
-        }
-        let Some(tomb) = state.tombs.get_mut(id) else {
+        let Some(stored) = state.records.get_mut(id) else {
             return Ok(Claimed::SessionGone);
         };
-        if let Some(saved) = tomb.upstreams.get(upstream) {
+        if let Some(saved) = stored.record.upstreams.get(upstream) {
             return Ok(Claimed::Taken(saved.clone()));
         }
-        tomb.upstreams.insert(upstream.to_owned(), session.clone());
+        let record = Arc::make_mut(&mut stored.record);
+        record
+            .upstreams
+            .insert(upstream.to_owned(), session.clone());
         let holding = lease.is_some_and(|lease| {
             state.take_lease(id, upstream, lease.holder, lease.time) == Hold::Held
         });
