@@ -7,10 +7,12 @@
 //! sets by the creation rate, and matches the hub, which forgets an idle session after `keep`
 //! too (its next request then counts as a revival either way).
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use foldhash::fast::RandomState;
+use foldhash::{HashSet, HashSetExt};
 
 use crate::session::SessionId;
 use crate::sync::lock;
@@ -31,7 +33,7 @@ impl CreatedHere {
     pub(super) fn new(keep: Duration) -> Self {
         Self {
             keep,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             generations: Mutex::new(Generations {
                 current: HashSet::new(),
                 previous: HashSet::new(),

@@ -10,10 +10,11 @@
 //! while that hold nothing open; entries with resource subscriptions are only dropped once the
 //! store says their session is gone (the caller checks, see `Gateway::housekeeping`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::jsonrpc::RequestId;
@@ -105,10 +106,15 @@ impl Hub {
     pub fn attach(&self, id: &SessionId, record: &SessionRecord) -> (CancellationToken, bool) {
         let mut sessions = self.lock();
         let fresh = !sessions.contains_key(id);
-        let presence = sessions.entry(id.clone()).or_default();
         if fresh {
-            presence.subscriptions = record.subscriptions.keys().cloned().collect();
+            let subscriptions = record.subscriptions.keys().cloned().collect();
+            let presence = Presence {
+                subscriptions,
+                ..Presence::default()
+            };
+            sessions.insert(id.clone(), presence);
         }
+        let presence = sessions.get_mut(id).expect("inserted above when absent");
         if presence.owner.is_none() {
             presence.owner = Some(record.owner.clone());
         }

@@ -11,11 +11,12 @@
 //! deadline only moves the entry's own, not its place in the deadline order (pruning files an
 //! entry again when it finds it slid).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use foldhash::HashMap;
 
 use super::{
     Claimed, Hold, LeaseWanted, Lookup, Orphans, RecordChange, SessionId, SessionRecord,
