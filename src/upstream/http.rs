@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -38,11 +38,16 @@ use crate::protocol::{ProtocolVersion, era};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 use crate::sync::lock;
 
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
-const LAST_EVENT_HEADER: &str = "last-event-id";
-const METHOD_HEADER: &str = "mcp-method";
-const NAME_HEADER: &str = "mcp-name";
+// Header names and fixed values as `http` types, so that no request parses them again.
+const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const LAST_EVENT_HEADER: HeaderName = HeaderName::from_static("last-event-id");
+const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
+const ACCEPT_JSON_OR_SSE: HeaderValue =
+    HeaderValue::from_static("application/json, text/event-stream");
+const ACCEPT_SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// How many times one response stream is resumed before giving up.
 const MAX_RESUMES: usize = 10;
 /// How long the end of a response stream is awaited once its response went through (the
@@ -384,8 +389,8 @@ impl Inner {
             .get()
             .post(self.url.clone())
             .headers(crate::telemetry::propagation::outgoing_headers())
-            .header(ACCEPT, "application/json, text/event-stream")
-            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, ACCEPT_JSON_OR_SSE)
+            .header(CONTENT_TYPE, JSON)
             .json(message);
         for (name, value) in extra_headers {
             request = request.header(name.as_str(), value.as_str());
@@ -430,7 +435,7 @@ impl Inner {
     ) -> mpsc::Receiver<UpstreamEvent> {
         let (tx, rx) = request_channel();
         tokio::spawn(async move {
-            let is_sse = header_text(response.headers(), CONTENT_TYPE.as_str())
+            let is_sse = header_text(response.headers(), CONTENT_TYPE)
                 .is_some_and(|ct| ct.starts_with("text/event-stream"));
             if is_sse {
                 self.relay_response_stream(response, session, answers, &tx)
@@ -564,7 +569,7 @@ impl Inner {
             self.clients
                 .get()
                 .get(self.url.clone())
-                .header(ACCEPT, "text/event-stream"),
+                .header(ACCEPT, ACCEPT_SSE),
             session,
         )
     }
@@ -790,11 +795,11 @@ async fn finish_reading<E>(mut events: impl Stream<Item = Result<sse_stream::Sse
 /// 404 for an unknown method): relayed to the client as the error it is.
 fn carries_rpc_error(response: &reqwest::Response) -> bool {
     matches!(response.status().as_u16(), 400 | 404)
-        && header_text(response.headers(), CONTENT_TYPE.as_str())
+        && header_text(response.headers(), CONTENT_TYPE)
             .is_some_and(|ct| ct.starts_with("application/json"))
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
