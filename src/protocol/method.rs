@@ -2,6 +2,10 @@
 //! what the gateway knows about a method (its metric label, the capability its receiver needs,
 //! the list it merges) is asked of the enum, never of the string.
 
+use std::sync::LazyLock;
+
+use foldhash::HashMap;
+
 use super::capability::{Capability, ClientCapability, ServerCapability};
 
 /// The lists the gateway merges across upstreams.
@@ -137,11 +141,16 @@ impl Method {
         Method::ResourceUpdated,
     ];
 
-    /// The method named `name`; [`Method::Other`] when the gateway does not know it.
+    /// The method named `name`; [`Method::Other`] when the gateway does not know it. Looked
+    /// up by hash: every message is parsed, several times per call.
     pub fn parse(name: &str) -> Self {
-        Self::KNOWN
-            .into_iter()
-            .find(|method| method.known_name() == Some(name))
+        static BY_NAME: LazyLock<HashMap<&'static str, Method>> = LazyLock::new(|| {
+            let named = |method: Method| Some((method.known_name()?, method));
+            Method::KNOWN.into_iter().filter_map(named).collect()
+        });
+        BY_NAME
+            .get(name)
+            .cloned()
             .unwrap_or_else(|| Method::Other(name.to_owned()))
     }
 
