@@ -118,7 +118,7 @@ impl State {
         };
         self.leases.retain(|(session, _), _| session != id);
         if let Some(tomb) = self.tombs.get_mut(id) {
-            tomb.upstreams = stored.record.upstreams.clone();
+            tomb.upstreams = Arc::unwrap_or_clone(stored.record).upstreams;
         }
     }
 

@@ -49,7 +49,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::redis::{ExistenceCheck, Pipeline, Script, SetExpiry, SetOptions};
+use ::redis::{Pipeline, Script, SetExpiry, SetOptions};
 use async_trait::async_trait;
 
 use super::{
@@ -339,13 +339,9 @@ impl RedisStore {
         .await
     }
 
-    /// `PX tombstone_ttl`, with an optional existence check.
-    fn tombstone_options(&self, check: Option<ExistenceCheck>) -> SetOptions {
-        let options = SetOptions::default().with_expiration(SetExpiry::PX(self.tombstone_ttl_ms));
-        match check {
-            Some(check) => options.conditional_set(check),
-            None => options,
-        }
+    /// `PX tombstone_ttl`.
+    fn tombstone_options(&self) -> SetOptions {
+        SetOptions::default().with_expiration(SetExpiry::PX(self.tombstone_ttl_ms))
     }
 
     /// Reads the record and the upstream sessions, sliding the record's idle TTL, in one round
@@ -532,7 +528,7 @@ impl SessionStore for RedisStore {
         pipe.set_options(
             &keys.tombstone,
             Tombstone::Live.as_str(),
-            self.tombstone_options(None),
+            self.tombstone_options(),
         )
         .ignore();
         self.query("session_create", pipe).await
@@ -600,7 +596,7 @@ impl SessionStore for RedisStore {
             .set_options(
                 &keys.tombstone,
                 Tombstone::Deleted.as_str(),
-                self.tombstone_options(None),
+                self.tombstone_options(),
             )
             .ignore();
         let (removed,): (u64,) = self.query("session_delete", pipe).await?;

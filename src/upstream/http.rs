@@ -47,7 +47,6 @@ const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 const ACCEPT_JSON_OR_SSE: HeaderValue =
     HeaderValue::from_static("application/json, text/event-stream");
 const ACCEPT_SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// How many times one response stream is resumed before giving up.
 const MAX_RESUMES: usize = 10;
 /// How long the end of a response stream is awaited once its response went through (the
@@ -231,7 +230,7 @@ impl Inner {
         let id = RequestId::String("mcpgate-initialize".into());
         let message = request_value(&id, "initialize", Some(params));
         let response = self.post(&message, &UpstreamSession::default()).await?;
-        let session_id = header_text(response.headers(), SESSION_HEADER);
+        let session_id = header_text(response.headers(), SESSION_HEADER).map(str::to_owned);
         let mut messages = self
             .clone()
             .read_messages(response, UpstreamSession::default(), id);
@@ -390,7 +389,6 @@ impl Inner {
             .post(self.url.clone())
             .headers(crate::telemetry::propagation::outgoing_headers())
             .header(ACCEPT, ACCEPT_JSON_OR_SSE)
-            .header(CONTENT_TYPE, JSON)
             .json(message);
         for (name, value) in extra_headers {
             request = request.header(name.as_str(), value.as_str());
@@ -799,9 +797,6 @@ fn carries_rpc_error(response: &reqwest::Response) -> bool {
             .is_some_and(|ct| ct.starts_with("application/json"))
 }
 
-fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
