@@ -68,6 +68,12 @@ pub fn parse(body: &[u8], max_batch_len: usize) -> Result<Incoming, HttpError> {
         let message = format!("Invalid Request: a batch may hold at most {max_batch_len} messages");
         return Err(invalid(None, &message));
     }
+    if let Some(message) = Message::from_object_text(body) {
+        return Ok(Incoming {
+            messages: vec![message],
+            batch: false,
+        });
+    }
     let value: Value = serde_json::from_str(text).map_err(|e| HttpError::Parse(e.to_string()))?;
     let (values, batch) = match value {
         Value::Array(items) if items.is_empty() => {

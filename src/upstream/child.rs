@@ -344,10 +344,7 @@ async fn read_loop(
                 continue;
             }
         };
-        let message = match serde_json::from_slice(&line)
-            .map_err(|e| e.to_string())
-            .and_then(|v| Message::from_value(v).map_err(|e| e.to_string()))
-        {
+        let message = match Message::from_json(&line) {
             Ok(message) => message,
             Err(reason) => {
                 tracing::warn!(upstream = %wire.name, %reason, "ignoring a malformed line from a stdio upstream");

@@ -142,10 +142,7 @@ pub(super) fn bounded_events(
 /// One SSE event's data as a JSON-RPC message from `upstream`; `None` (logged) for anything
 /// else.
 pub(super) fn event_message(upstream: &str, data: &str) -> Option<Message> {
-    let parsed = serde_json::from_str(data)
-        .map_err(|e| e.to_string())
-        .and_then(|v| Message::from_value(v).map_err(|e| e.to_string()));
-    parsed
+    Message::from_json(data.as_bytes())
         .inspect_err(|reason| tracing::warn!(%upstream, %reason, "ignoring a malformed SSE event"))
         .ok()
 }

@@ -489,6 +489,10 @@ impl Inner {
         if body.is_empty() {
             return;
         }
+        if let Some(message) = Message::from_object_text(body) {
+            let _ = tx.send(message.into()).await;
+            return;
+        }
         let values = match serde_json::from_slice::<Value>(body) {
             Ok(Value::Array(items)) => items,
             Ok(value) => vec![value],

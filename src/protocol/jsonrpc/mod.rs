@@ -10,6 +10,10 @@ use rmcp::model::{ErrorCode, ErrorData};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+mod text;
+
+pub use text::TextError;
+
 /// A JSON-RPC request id: a string or an integer (MCP forbids `null`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -207,7 +211,12 @@ pub fn notification_value(method: &str, params: Option<&Value>) -> Value {
 
 /// Builds a success response object.
 pub fn result_value(id: &RequestId, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id.to_value(), "result": result})
+    let mut object = Map::new();
+    object.insert("jsonrpc".into(), Value::from("2.0"));
+    object.insert("id".into(), id.to_value());
+    // Moved in: `json!` would serialize the result into a copy of itself.
+    object.insert("result".into(), result);
+    Value::Object(object)
 }
 
 /// Builds an error response object; `id` is `null` when the request id is unknown.
