@@ -37,6 +37,7 @@ use crate::protocol::jsonrpc::{Message, Request, RequestId, notification_value, 
 use crate::protocol::{ProtocolVersion, era};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 use crate::sync::lock;
+use crate::telemetry::propagation::traced;
 
 // Header names and fixed values as `http` types, so that no request parses them again.
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -383,11 +384,7 @@ impl Inner {
         session: &UpstreamSession,
         extra_headers: &[(String, String)],
     ) -> Result<reqwest::Response, UpstreamError> {
-        let mut request = self
-            .clients
-            .get()
-            .post(self.url.clone())
-            .headers(crate::telemetry::propagation::outgoing_headers())
+        let mut request = traced(self.clients.get().post(self.url.clone()))
             .header(ACCEPT, ACCEPT_JSON_OR_SSE)
             .json(message);
         for (name, value) in extra_headers {

@@ -37,6 +37,7 @@ use crate::config::UpstreamConfig;
 use crate::protocol::jsonrpc::{Message, Request, RequestId, notification_value, request_value};
 use crate::session::{SessionId, SessionRecord, UpstreamSession};
 use crate::sync::lock;
+use crate::telemetry::propagation::traced;
 use connection::{Connection, Refused, Route, progress_token_of};
 use table::Table;
 
@@ -337,11 +338,7 @@ impl Inner {
         connection: &Arc<Connection>,
         message: &Value,
     ) -> Result<(), UpstreamError> {
-        let request = self
-            .clients
-            .get()
-            .post(connection.endpoint.clone())
-            .headers(crate::telemetry::propagation::outgoing_headers())
+        let request = traced(self.clients.get().post(connection.endpoint.clone()))
             .header(CONTENT_TYPE, "application/json")
             .json(message)
             .send();
