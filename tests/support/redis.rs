@@ -223,6 +223,11 @@ impl RedisCluster {
         ];
         let mut nodes = Vec::new();
         for _ in 0..3 {
+            // The bus port defaults to the node's port + 10,000, which nothing reserved: a
+            // client's ephemeral port could hold it (and it failed a run so), or it could
+            // pass 65,535.
+            let bus_port = free_port().to_string();
+            let args = [&args[..], &["--cluster-port", &bus_port]].concat();
             nodes.push(RedisServer::start_args(false, &args).await);
         }
         let addresses: Vec<String> = nodes
