@@ -12,8 +12,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::RpcError;
 use super::bus::{BusListener, BusMessage};
 use super::capabilities::{ClientCapabilities, refuse, refuse_unbridged};
@@ -23,7 +21,7 @@ use super::suspended::Suspension;
 use super::{Gateway, Outbox, Outcome, Outgoing};
 use crate::events::Origin;
 use crate::protocol::jsonrpc::{Message, RequestId, Response};
-use crate::upstream::{CallContext, Upstream, UpstreamError, UpstreamEvent};
+use crate::upstream::{CallContext, Replies, Upstream, UpstreamError, UpstreamEvent};
 
 /// A call running this long starts listening for cancellations from other replicas.
 const LISTEN_AFTER: Duration = Duration::from_secs(1);
@@ -66,7 +64,7 @@ impl Gateway {
         capabilities: &ClientCapabilities,
         upstream: &Arc<Upstream>,
         id: &RequestId,
-        mut messages: mpsc::Receiver<UpstreamEvent>,
+        mut messages: Replies,
         outbox: &Outbox,
     ) -> Outcome {
         let guard = CancelOnDrop {
@@ -122,7 +120,7 @@ impl Gateway {
         &self,
         ctx: &CallContext,
         upstream: &Upstream,
-        messages: &mut mpsc::Receiver<UpstreamEvent>,
+        messages: &mut Replies,
         routing: &mut Routing,
     ) -> Result<UpstreamEvent, RpcError> {
         loop {

@@ -31,7 +31,7 @@ use crate::protocol::jsonrpc::{Message, Notification, Request, RequestId};
 use crate::protocol::listen::{self, ListenFilter};
 use crate::protocol::{Method, ModernRequest};
 use crate::session::UpstreamSession;
-use crate::upstream::{CallContext, Upstream, UpstreamEvent};
+use crate::upstream::{CallContext, Replies, Upstream, UpstreamEvent};
 
 /// Longest wait for an upstream's acknowledgement; one that does not come in time is left out.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,11 +128,7 @@ impl Gateway {
         upstream: &Arc<Upstream>,
         request: &Request,
         filter: &ListenFilter,
-    ) -> Option<(
-        ListenFilter,
-        tokio::sync::mpsc::Receiver<UpstreamEvent>,
-        UpstreamListen,
-    )> {
+    ) -> Option<(ListenFilter, Replies, UpstreamListen)> {
         let wanted = filter.honoured_by(&upstream.last_init()?.capabilities);
         if wanted.is_empty() || !upstream.speaks_modern().await {
             return None;
@@ -162,7 +158,7 @@ impl Gateway {
 }
 
 /// Waits for an upstream's acknowledgement and reads what it honours.
-async fn acknowledged(messages: &mut tokio::sync::mpsc::Receiver<UpstreamEvent>) -> Option<Value> {
+async fn acknowledged(messages: &mut Replies) -> Option<Value> {
     loop {
         match messages.recv().await? {
             UpstreamEvent::Message(Message::Notification(n))
@@ -244,9 +240,7 @@ async fn next_heard(changes: &mut Option<ChangeReceiver>) -> Heard {
 }
 
 /// A receiver as a stream.
-fn stream_of(
-    messages: tokio::sync::mpsc::Receiver<UpstreamEvent>,
-) -> impl futures::Stream<Item = UpstreamEvent> {
+fn stream_of(messages: Replies) -> impl futures::Stream<Item = UpstreamEvent> {
     futures::stream::unfold(messages, |mut messages| async move {
         messages.recv().await.map(|event| (event, messages))
     })

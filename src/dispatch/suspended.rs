@@ -42,7 +42,7 @@ use crate::limits::LimitExceeded;
 use crate::protocol::jsonrpc::{Message, Request, RequestId, Response};
 use crate::session::SessionId;
 use crate::sync::lock;
-use crate::upstream::{CallContext, Upstream, UpstreamEvent};
+use crate::upstream::{CallContext, Replies, Upstream};
 
 /// Suspended exchanges one replica holds at most.
 pub const MAX_SUSPENDED: usize = 1024;
@@ -62,7 +62,7 @@ pub(super) struct Suspension {
     pub id: RequestId,
     /// The upstream's request to the client.
     pub asked: Request,
-    pub messages: mpsc::Receiver<UpstreamEvent>,
+    pub messages: Replies,
     pub capabilities: ClientCapabilities,
     pub binding: Binding,
 }
@@ -174,7 +174,13 @@ impl Gateway {
     /// what the upstream asked. At a bound, the call is cancelled upstream and refused.
     /// `listener` hears the caller's bus channel ([`Gateway::resume_listener`]): subscribed
     /// before the result goes out, since a retry may reach another replica at once.
-    pub(super) fn suspend(&self, suspension: Suspension, listener: Option<BusListener>) -> Outcome {
+    pub(super) fn suspend(
+        &self,
+        mut suspension: Suspension,
+        listener: Option<BusListener>,
+    ) -> Outcome {
+        // Nobody waits on the upstream's messages until the retry: they are read meanwhile.
+        suspension.messages.detach();
         let exchange = exchange_id();
         let held = Held::Suspended {
             replica: self.signer.replica().to_owned(),

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::framing::{ReadError, bounded_events, event_message, is_too_large};
 use super::http_clients::Clients;
 use super::outlet::{DropReason, Outlet};
-use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent, request_channel};
+use super::{CallContext, InitInfo, Replies, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::UpstreamConfig;
 use crate::protocol::jsonrpc::{Message, Request, RequestId, notification_value, request_value};
 use crate::protocol::{ProtocolVersion, era};
@@ -151,7 +151,7 @@ impl HttpUpstream {
         ctx: &CallContext,
         request: Request,
         extra_headers: &[(String, String)],
-    ) -> Result<mpsc::Receiver<UpstreamEvent>, UpstreamError> {
+    ) -> Result<Replies, UpstreamError> {
         let response = self
             .inner
             .post_with(&request, &ctx.upstream_session, extra_headers)
@@ -178,22 +178,17 @@ impl HttpUpstream {
     }
 
     /// Resumes a request's response stream after the upstream event `last_event_id`.
-    pub fn resume_response(
-        &self,
-        ctx: &CallContext,
-        last_event_id: String,
-    ) -> mpsc::Receiver<UpstreamEvent> {
+    pub fn resume_response(&self, ctx: &CallContext, last_event_id: String) -> Replies {
         let (tx, rx) = request_channel();
         let (inner, session) = (self.inner.clone(), ctx.upstream_session.clone());
-        tokio::spawn(async move {
+        Replies::read_by(rx, async move {
             let cursor = SseCursor {
                 last_event_id: Some(last_event_id),
                 retry: Duration::ZERO,
                 answers: None,
             };
             inner.resume_response_stream(cursor, session, &tx).await;
-        });
-        rx
+        })
     }
 
     /// Ends the upstream session (best effort).
@@ -427,9 +422,9 @@ impl Inner {
         response: reqwest::Response,
         session: UpstreamSession,
         answers: RequestId,
-    ) -> mpsc::Receiver<UpstreamEvent> {
+    ) -> Replies {
         let (tx, rx) = request_channel();
-        tokio::spawn(async move {
+        Replies::read_by(rx, async move {
             let is_sse = header_text(response.headers(), CONTENT_TYPE)
                 .is_some_and(|ct| ct.starts_with("text/event-stream"));
             if is_sse {
@@ -446,8 +441,7 @@ impl Inner {
                     tracing::debug!(upstream = %self.name, %error, "could not read an answer")
                 }
             }
-        });
-        rx
+        })
     }
 
     /// A whole body, if it is within `max_message_bytes`.

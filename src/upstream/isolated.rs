@@ -443,7 +443,7 @@ impl Pool {
         let request = restore_request(method, params);
         let answered = async {
             let messages = running.connection.request(session, request).await.ok()?;
-            response_succeeded(messages).await
+            response_succeeded(super::Replies::channel(messages)).await
         };
         let outcome = tokio::time::timeout(self.config.timeout, answered).await;
         if !matches!(outcome, Ok(Some(true))) {

@@ -1,7 +1,8 @@
 //! Upstream MCP servers: the registry and the two transports.
 //!
-//! An upstream turns one forwarded request into a channel of [`Message`]s: notifications and
-//! server-to-client requests that belong to that request, then the final response. Messages
+//! An upstream turns one forwarded request into [`Replies`], a channel of [`Message`]s:
+//! notifications and server-to-client requests that belong to that request, then the final
+//! response; an HTTP upstream's answer is read by the task waiting on them (`replies.rs`). Messages
 //! that belong to no request (list changes, resource updates) go to the bounded queue of
 //! [`Unsolicited`] messages through the upstream's outlet (`outlet.rs`, which also applies the
 //! upstream's `unsolicited_per_second`), and so do the list changes an upstream's recovery
@@ -21,6 +22,7 @@ mod http_clients;
 mod isolated;
 mod outlet;
 mod reconcile;
+mod replies;
 mod sse;
 mod stderr;
 mod stdio;
@@ -44,6 +46,7 @@ pub use http::HttpUpstream;
 pub use isolated::IsolatedStdio;
 pub use outlet::{DropReason, UnsolicitedQueue, UnsolicitedSink, unsolicited_queue};
 pub use reconcile::{Reconciled, UpstreamChanges};
+pub use replies::Replies;
 pub use sse::SseUpstream;
 pub use stdio::StdioUpstream;
 
@@ -487,16 +490,17 @@ impl Upstream {
         &self,
         ctx: &CallContext,
         request: Request,
-    ) -> Result<mpsc::Receiver<UpstreamEvent>, UpstreamError> {
-        match &*self.transport {
+    ) -> Result<Replies, UpstreamError> {
+        let messages = match &*self.transport {
             Transport::Stdio(stdio) => stdio.request(ctx, request).await,
             Transport::Isolated(pool) => pool.request(ctx, request).await,
             Transport::Http(http) => {
                 let headers = self.param_headers_for(ctx, &request);
-                http.request(ctx, request, &headers).await
+                return http.request(ctx, request, &headers).await;
             }
             Transport::Sse(sse) => sse.request(ctx, request).await,
-        }
+        };
+        messages.map(Replies::channel)
     }
 
     /// The `Mcp-Param-*` headers of a modern `tools/call` to this upstream.
@@ -559,11 +563,7 @@ impl Upstream {
 
     /// Resumes, after the upstream event `last_event_id`, the response stream of a request
     /// that another replica was relaying (HTTP upstreams); `None` for other transports.
-    pub fn resume_response(
-        &self,
-        ctx: &CallContext,
-        last_event_id: String,
-    ) -> Option<mpsc::Receiver<UpstreamEvent>> {
+    pub fn resume_response(&self, ctx: &CallContext, last_event_id: String) -> Option<Replies> {
         match &*self.transport {
             Transport::Http(http) => Some(http.resume_response(ctx, last_event_id)),
             Transport::Stdio(_) | Transport::Isolated(_) | Transport::Sse(_) => None,
@@ -662,14 +662,12 @@ pub fn restore_request(method: &str, params: Value) -> Request {
 
 /// Whether the response among `messages` is a success; whatever else the upstream sends
 /// meanwhile is for no client. `None` when the exchange ended without a response.
-pub async fn response_succeeded(messages: mpsc::Receiver<UpstreamEvent>) -> Option<bool> {
+pub async fn response_succeeded(messages: Replies) -> Option<bool> {
     Some(response_of(messages).await?.is_ok())
 }
 
 /// The outcome of the response among `messages`; `None` when none came.
-pub async fn response_of(
-    mut messages: mpsc::Receiver<UpstreamEvent>,
-) -> Option<Result<Value, RpcError>> {
+pub async fn response_of(mut messages: Replies) -> Option<Result<Value, RpcError>> {
     loop {
         if let UpstreamEvent::Message(Message::Response(response)) = messages.recv().await? {
             return Some(response.outcome);

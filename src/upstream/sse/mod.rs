@@ -280,7 +280,10 @@ impl Inner {
             params: Some(params.clone()),
         };
         let messages = self.request(connection, request).await?;
-        let answer = tokio::time::timeout(self.timeout, super::response_of(messages));
+        let answer = tokio::time::timeout(
+            self.timeout,
+            super::response_of(super::Replies::channel(messages)),
+        );
         let result = match answer.await {
             Ok(Some(Ok(result))) => result,
             Ok(Some(Err(error))) => {
