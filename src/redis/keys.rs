@@ -10,9 +10,9 @@
 //!
 //! | key | type | TTL | written by |
 //! |---|---|---|---|
-//! | `mcpgate:{<sid>}:s` ([`session_record`]) | hash: the session record (`schema`, `core`, `log`, `sub:<uri>`) | `min(idle_ttl, time left to the absolute cap)`, slid by every load | `session::RedisStore` |
-//! | `mcpgate:{<sid>}:u` ([`session_upstreams`]) | hash: `<upstream>` → its upstream session (JSON) | `tombstone_ttl`, slid by every load | `session::RedisStore` |
-//! | `mcpgate:{<sid>}:t` ([`session_tombstone`]) | string: `live`, `expired` or `deleted` | `tombstone_ttl` (2 × `idle_ttl`, at least `idle_ttl` + 1 min), slid by every load | `session::RedisStore` |
+//! | `mcpgate:{<sid>}:s` ([`session_record`]) | hash: the session record (`schema`, `core`, `kept`, `log`, `sub:<uri>`) | `min(idle_ttl, time left to the absolute cap)`, slid by every load | `session::RedisStore` |
+//! | `mcpgate:{<sid>}:u` ([`session_upstreams`]) | hash: `<upstream>` → its upstream session (JSON) | `tombstone_ttl`, slid by a load that finds it due (the record's `kept`) | `session::RedisStore` |
+//! | `mcpgate:{<sid>}:t` ([`session_tombstone`]) | string: `live`, `expired` or `deleted` | `tombstone_ttl` (2 × `idle_ttl`, at least `idle_ttl` + 1 min), slid with the upstream sessions | `session::RedisStore` |
 //! | `mcpgate:{<sid>}:h:<upstream>` ([`holder_lease`]) | string: the replica holding the session's standalone stream of that upstream | the lease (30 s), renewed by its holder | `session::RedisStore::hold` for `dispatch::holder` |
 //! | `mcpgate:{<sid>}:e:<stream>` ([`event_stream`]) | Redis Stream of one SSE stream's events (entry `<seq>-0`, field `d`) | `replay_window`, refreshed by every write to the stream | `events::RedisEventLog` |
 //! | `mcpgate:{<sid>}:em:<stream>` ([`event_stream_meta`]) | hash: that stream's `seq`, `closed`, `delivered`, `rq`, `up:<upstream>` | as above | `events::RedisEventLog` |
@@ -46,56 +46,64 @@ pub fn replica_channel(replica: &str) -> String {
     format!("mcpgate:r:{replica}")
 }
 
-/// `mcpgate:{<sid>}:`, the start of every key of a session.
-fn session_prefix(session: &SessionId) -> String {
-    format!("mcpgate:{{{session}}}:")
+/// `mcpgate:{<sid>}:<suffix>`, one of a session's keys. Concatenated rather than `format!`ted:
+/// a session load builds three keys, and each `format!` cost about 1,100 instructions there.
+fn session_key(session: &SessionId, suffix: &[&str]) -> String {
+    let (head, id) = ("mcpgate:{", session.as_str());
+    let length = head.len() + id.len() + 2 + suffix.iter().map(|part| part.len()).sum::<usize>();
+    let mut key = String::with_capacity(length);
+    key.push_str(head);
+    key.push_str(id);
+    key.push_str("}:");
+    suffix.iter().for_each(|part| key.push_str(part));
+    key
 }
 
 /// `mcpgate:{<sid>}:s`, the session record.
 pub fn session_record(session: &SessionId) -> String {
-    format!("{}s", session_prefix(session))
+    session_key(session, &["s"])
 }
 
 /// `mcpgate:{<sid>}:u`, the session's upstream sessions.
 pub fn session_upstreams(session: &SessionId) -> String {
-    format!("{}u", session_prefix(session))
+    session_key(session, &["u"])
 }
 
 /// `mcpgate:{<sid>}:t`, the session's tombstone.
 pub fn session_tombstone(session: &SessionId) -> String {
-    format!("{}t", session_prefix(session))
+    session_key(session, &["t"])
 }
 
 /// `mcpgate:{<sid>}:h:<upstream>`, the lease of the replica holding the session's standalone
 /// stream of `upstream`.
 pub fn holder_lease(session: &SessionId, upstream: &str) -> String {
-    format!("{}h:{upstream}", session_prefix(session))
+    session_key(session, &["h:", upstream])
 }
 
 /// `mcpgate:{<sid>}:e:`, which a stream's name completes into its events key (the event log's
 /// scripts do so for every stream in [`event_stream_names`]).
 pub fn event_stream_prefix(session: &SessionId) -> String {
-    format!("{}e:", session_prefix(session))
+    session_key(session, &["e:"])
 }
 
 /// `mcpgate:{<sid>}:em:`, which a stream's name completes into its metadata key.
 pub fn event_stream_meta_prefix(session: &SessionId) -> String {
-    format!("{}em:", session_prefix(session))
+    session_key(session, &["em:"])
 }
 
 /// `mcpgate:{<sid>}:e:<stream>`, the events of one stream.
 pub fn event_stream(key: &StreamKey) -> String {
-    event_stream_prefix(&key.session) + key.stream.as_str()
+    session_key(&key.session, &["e:", key.stream.as_str()])
 }
 
 /// `mcpgate:{<sid>}:em:<stream>`, the metadata of one stream.
 pub fn event_stream_meta(key: &StreamKey) -> String {
-    event_stream_meta_prefix(&key.session) + key.stream.as_str()
+    session_key(&key.session, &["em:", key.stream.as_str()])
 }
 
 /// `mcpgate:{<sid>}:es`, the names of a session's streams.
 pub fn event_stream_names(session: &SessionId) -> String {
-    format!("{}es", session_prefix(session))
+    session_key(session, &["es"])
 }
 
 /// `mcpgate:p:{<principal key>}:s`, the principal's live sessions.
