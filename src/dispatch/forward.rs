@@ -95,12 +95,12 @@ impl Gateway {
             }
             None => self.context_for(session, &upstream.name),
         };
-        let messages = match upstream.request(&ctx, request.clone()).await {
+        let messages = match upstream.request(&ctx, &request).await {
             Err(UpstreamError::SessionGone { .. }) => {
                 tracing::info!(upstream = %upstream.name, "upstream session ended; re-initializing it");
                 self.metrics.upstream_reinitialized(&upstream.name);
                 let ctx = Box::pin(self.reopen(session, upstream)).await?;
-                upstream.request(&ctx, request.clone()).await
+                upstream.request(&ctx, &request).await
             }
             other => other,
         };

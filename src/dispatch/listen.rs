@@ -143,7 +143,7 @@ impl Gateway {
             method: request.method.clone(),
             params: Some(params),
         };
-        let mut messages = upstream.request(&ctx, upstream_request).await.ok()?;
+        let mut messages = upstream.request(&ctx, &upstream_request).await.ok()?;
         let guard = UpstreamListen {
             upstream: upstream.clone(),
             ctx,

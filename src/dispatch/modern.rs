@@ -61,15 +61,12 @@ impl Gateway {
             session: session.id.clone(),
             upstream_session: UpstreamSession::modern(),
         };
-        let messages = upstream
-            .request(&ctx, request.clone())
-            .await
-            .map_err(|error| {
-                if matches!(error, UpstreamError::Status { .. }) {
-                    upstream.forget_era();
-                }
-                upstream_failure(&error)
-            })?;
+        let messages = upstream.request(&ctx, &request).await.map_err(|error| {
+            if matches!(error, UpstreamError::Status { .. }) {
+                upstream.forget_era();
+            }
+            upstream_failure(&error)
+        })?;
         let capabilities = ClientCapabilities::modern(&session.record.client_capabilities);
         self.exchange(&ctx, &capabilities, upstream, &request.id, messages, outbox)
             .await

@@ -125,7 +125,7 @@ impl Gateway {
             upstream_session: UpstreamSession::default(),
         };
         let messages = upstream
-            .request(&ctx, request)
+            .request(&ctx, &request)
             .await
             .map_err(|error| upstream_failure(&error))?;
         let answered = tokio::time::timeout(upstream.timeout, response_of(messages)).await;

@@ -98,7 +98,7 @@ impl Gateway {
         let method = method.as_str();
         let request = restore_request(method, params);
         let answered = async {
-            let messages = upstream.request(ctx, request).await.ok()?;
+            let messages = upstream.request(ctx, &request).await.ok()?;
             response_succeeded(messages).await
         };
         let outcome = tokio::time::timeout(upstream.timeout, answered).await;

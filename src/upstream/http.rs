@@ -149,17 +149,18 @@ impl HttpUpstream {
     pub async fn request(
         &self,
         ctx: &CallContext,
-        request: Request,
+        request: &Request,
         extra_headers: &[(String, String)],
     ) -> Result<Replies, UpstreamError> {
         let response = self
             .inner
-            .post_with(&request, &ctx.upstream_session, extra_headers)
+            .post_with(request, &ctx.upstream_session, extra_headers)
             .await?;
-        Ok(self
-            .inner
-            .clone()
-            .read_messages(response, ctx.upstream_session.clone(), request.id))
+        Ok(self.inner.clone().read_messages(
+            response,
+            ctx.upstream_session.clone(),
+            request.id.clone(),
+        ))
     }
 
     pub async fn send(&self, ctx: &CallContext, message: Message) -> Result<(), UpstreamError> {

@@ -442,7 +442,7 @@ impl Upstream {
             upstream_session: UpstreamSession::modern(),
         };
         let probe = async {
-            let messages = self.request(&ctx, request).await.ok()?;
+            let messages = self.request(&ctx, &request).await.ok()?;
             match response_of(messages).await? {
                 Ok(result) if era::lists_modern_version(&result) => {
                     self.learn_from_discovery(&result);
@@ -485,20 +485,22 @@ impl Upstream {
         matches!(*self.transport, Transport::Isolated(_))
     }
 
-    /// Forwards a request; the channel yields related messages and then the response.
+    /// Forwards a request; the replies are related messages and then the response. Lent, as
+    /// a caller may forward it again (after re-initializing a lost upstream session): an HTTP
+    /// upstream only writes it out, where a child or an SSE connection takes a copy it rewrites.
     pub async fn request(
         &self,
         ctx: &CallContext,
-        request: Request,
+        request: &Request,
     ) -> Result<Replies, UpstreamError> {
         let messages = match &*self.transport {
-            Transport::Stdio(stdio) => stdio.request(ctx, request).await,
-            Transport::Isolated(pool) => pool.request(ctx, request).await,
+            Transport::Stdio(stdio) => stdio.request(ctx, request.clone()).await,
+            Transport::Isolated(pool) => pool.request(ctx, request.clone()).await,
             Transport::Http(http) => {
-                let headers = self.param_headers_for(ctx, &request);
+                let headers = self.param_headers_for(ctx, request);
                 return http.request(ctx, request, &headers).await;
             }
-            Transport::Sse(sse) => sse.request(ctx, request).await,
+            Transport::Sse(sse) => sse.request(ctx, request.clone()).await,
         };
         messages.map(Replies::channel)
     }
