@@ -56,8 +56,7 @@ pub enum ApiKeysError {
 /// The hash mcpgate stores for `key`: `sha256:<64 lowercase hex digits>`.
 pub fn hash_key(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{HASH_PREFIX}{hex}")
+    format!("{HASH_PREFIX}{}", hex::encode(digest))
 }
 
 /// A new random key: `mcpgate_` and 256 random bits in base64url.

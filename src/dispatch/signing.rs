@@ -132,10 +132,7 @@ impl IdSigner {
         mac.update(SESSION_TAG_DOMAIN);
         mac.update(session.as_str().as_bytes());
         let digest = mac.finalize().into_bytes();
-        digest[..SESSION_TAG_HEX / 2]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        hex::encode(&digest[..SESSION_TAG_HEX / 2])
     }
 
     /// The key that seals MRTR request states (`request_state.rs`), derived from the fleet's

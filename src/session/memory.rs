@@ -130,15 +130,12 @@ impl State {
             tomb.deadline = deadline;
             return;
         }
-        let upstreams = Orphans::new();
-        self.tombs.insert(
-            id.clone(),
-            Tomb {
-                state,
-                deadline,
-                upstreams,
-            },
-        );
+        let tomb = Tomb {
+            state,
+            deadline,
+            upstreams: Orphans::new(),
+        };
+        self.tombs.insert(id.clone(), tomb);
         self.tomb_deadlines.insert((deadline, id.clone()));
     }
 
