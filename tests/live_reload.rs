@@ -109,8 +109,11 @@ async fn a_removed_upstream_finishes_its_call_then_stops_and_its_tools_are_refus
         )
         .await;
     refused.assert_error(200, crate::support::INVALID_PARAMS, &["extra__echo"]);
+    // The child is gone a moment before its supervisor logs the retirement: wait for both.
+    let retired =
+        || gateway.child_pids().len() == 1 && gateway.log().contains("stdio upstream retired");
     let deadline = tokio::time::Instant::now() + RELOAD_LIMIT;
-    while gateway.child_pids().len() > 1 && tokio::time::Instant::now() < deadline {
+    while !retired() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(gateway.child_pids().len(), 1, "extra's child stopped");
