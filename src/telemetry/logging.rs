@@ -60,7 +60,12 @@ where
     let spans_shown = filter
         .max_level_hint()
         .is_some_and(|level| level >= LevelFilter::DEBUG);
-    let filter = filter.and(FilterFn::new(move |meta| spans_shown || !meta.is_span()));
+    // Without a hint of its own, the `FilterFn` would make the whole filter's hint "any level":
+    // `log` and `tracing` would then hand every DEBUG and TRACE record of every dependency to
+    // the subscriber, only for it to drop them.
+    let spans_if_shown = FilterFn::new(move |meta| spans_shown || !meta.is_span())
+        .with_max_level_hint(LevelFilter::TRACE);
+    let filter = filter.and(spans_if_shown);
     let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
@@ -110,6 +115,38 @@ mod tests {
     fn without_export_no_span_is_built_below_debug() {
         assert!(!request_span_is_recorded("info"));
         assert!(!request_span_is_recorded("warn"));
+    }
+
+    /// The most verbose level any layer wants: `tracing` skips every event above it at its
+    /// callsite, and so does `log` (its level is set from this at start). Without it, every
+    /// `log` record of a dependency (reqwest, actix-cors: two per call) went through the
+    /// subscriber only to be dropped there.
+    fn most_verbose_level(filter: &str, export: bool) -> Option<LevelFilter> {
+        let tracing = if export {
+            Tracing::from_vars(|name| {
+                (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://127.0.0.1:9".to_owned())
+            })
+            .expect("a tracer with export")
+        } else {
+            without_export()
+        };
+        subscriber(&tracing, false, EnvFilter::new(filter)).max_level_hint()
+    }
+
+    #[test]
+    fn the_subscriber_names_the_most_verbose_level_it_wants() {
+        assert_eq!(most_verbose_level("info", false), Some(LevelFilter::INFO));
+        assert_eq!(most_verbose_level("warn", false), Some(LevelFilter::WARN));
+        assert_eq!(
+            most_verbose_level("mcpgate=debug,warn", false),
+            Some(LevelFilter::DEBUG)
+        );
+        assert_eq!(
+            most_verbose_level("warn", true),
+            Some(LevelFilter::INFO),
+            "INFO spans"
+        );
+        assert_eq!(most_verbose_level("debug", true), Some(LevelFilter::DEBUG));
     }
 
     #[test]

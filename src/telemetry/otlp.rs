@@ -131,7 +131,8 @@ impl Tracing {
                 LevelFilter::WARN
             };
             meta.target().starts_with("mcpgate") && *meta.level() <= limit
-        });
+        })
+        .with_max_level_hint(LevelFilter::INFO);
         let layer = tracing_opentelemetry::layer()
             .with_tracer(self.tracer())
             .with_threads(false)
