@@ -8,7 +8,7 @@
 use actix_cors::{Cors, CorsError, CorsMiddleware};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, WWW_AUTHENTICATE};
+use actix_web::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use actix_web::{Error, ResponseError};
 use futures::future::LocalBoxFuture;
 
@@ -31,11 +31,11 @@ pub fn layer(allowed_origins: Vec<String>) -> Layer {
             ACCEPT,
             AUTHORIZATION,
             CONTENT_TYPE,
-            HeaderName::from_static(SESSION_HEADER),
-            HeaderName::from_static(VERSION_HEADER),
-            HeaderName::from_static(LAST_EVENT_HEADER),
+            SESSION_HEADER,
+            VERSION_HEADER,
+            LAST_EVENT_HEADER,
         ])
-        .expose_headers([HeaderName::from_static(SESSION_HEADER), WWW_AUTHENTICATE])
+        .expose_headers([SESSION_HEADER, WWW_AUTHENTICATE])
         .max_age(PREFLIGHT_MAX_AGE)
         .block_on_origin_mismatch(false);
     Layer(cors)

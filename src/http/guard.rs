@@ -4,7 +4,8 @@
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{
-    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, ORIGIN, TRANSFER_ENCODING, UPGRADE,
+    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue, ORIGIN, TRANSFER_ENCODING,
+    UPGRADE,
 };
 
 use super::HttpSettings;
@@ -13,9 +14,11 @@ use crate::protocol::ProtocolVersion;
 use crate::protocol::era::MODERN_VERSIONS;
 use crate::session::SessionId;
 
-pub const SESSION_HEADER: &str = "mcp-session-id";
-pub const VERSION_HEADER: &str = "mcp-protocol-version";
-pub const LAST_EVENT_HEADER: &str = "last-event-id";
+// Header names as `HeaderName`s: looked up by a `&str`, a name is parsed again, and a name
+// that is not a standard one is copied into an allocation, on every lookup.
+pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub const LAST_EVENT_HEADER: HeaderName = HeaderName::from_static("last-event-id");
 
 fn header(request: &HttpRequest, name: impl actix_web::http::header::AsHeaderName) -> Option<&str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
@@ -23,7 +26,10 @@ fn header(request: &HttpRequest, name: impl actix_web::http::header::AsHeaderNam
 
 /// The value of a header that carries one value; twice is 400, since acting on either value
 /// would be a guess at what the client meant.
-fn single<'r>(request: &'r HttpRequest, name: &str) -> Result<Option<&'r HeaderValue>, HttpError> {
+fn single<'r>(
+    request: &'r HttpRequest,
+    name: &HeaderName,
+) -> Result<Option<&'r HeaderValue>, HttpError> {
     let mut values = request.headers().get_all(name);
     let first = values.next();
     if values.next().is_some() {
@@ -35,7 +41,10 @@ fn single<'r>(request: &'r HttpRequest, name: &str) -> Result<Option<&'r HeaderV
 }
 
 /// [`single`] as text; a value that is not visible ASCII counts as absent.
-fn single_text<'r>(request: &'r HttpRequest, name: &str) -> Result<Option<&'r str>, HttpError> {
+fn single_text<'r>(
+    request: &'r HttpRequest,
+    name: &HeaderName,
+) -> Result<Option<&'r str>, HttpError> {
     Ok(single(request, name)?.and_then(|v| v.to_str().ok()))
 }
 
@@ -44,7 +53,7 @@ pub fn check_origin_and_host(
     request: &HttpRequest,
     settings: &HttpSettings,
 ) -> Result<(), HttpError> {
-    if let Some(origin) = single(request, ORIGIN.as_str())? {
+    if let Some(origin) = single(request, &ORIGIN)? {
         let origin = origin.to_str().unwrap_or_default();
         if !origin_allowed(origin, &settings.allowed_origins) {
             return Err(HttpError::Forbidden(format!(
@@ -52,7 +61,7 @@ pub fn check_origin_and_host(
             )));
         }
     }
-    let host = single_text(request, HOST.as_str())?.unwrap_or_default();
+    let host = single_text(request, &HOST)?.unwrap_or_default();
     let allowed = if !settings.allowed_hosts.is_empty() {
         settings
             .allowed_hosts
@@ -120,13 +129,23 @@ fn accepts(request: &HttpRequest, media: &[&str]) -> bool {
     false
 }
 
-/// Whether an Accept range (without parameters) covers `media`.
+/// Whether an Accept range (without parameters) covers `media` (lowercase ASCII): the media
+/// itself first, as clients list it, and only then a wildcard.
 fn range_covers(range: &str, media: &str) -> bool {
-    let family = media.split_once('/').map_or(media, |(family, _)| family);
-    match range.split_once('/') {
-        Some(("*", "*")) => true,
-        Some((kind, "*")) => kind.eq_ignore_ascii_case(family),
-        _ => range.eq_ignore_ascii_case(media),
+    if range.eq_ignore_ascii_case(media) {
+        return true;
+    }
+    match range.strip_suffix("/*") {
+        Some("*") => true,
+        Some(kind) => {
+            media
+                .as_bytes()
+                .split_at_checked(kind.len())
+                .is_some_and(|(family, rest)| {
+                    rest.first() == Some(&b'/') && family.eq_ignore_ascii_case(kind.as_bytes())
+                })
+        }
+        None => false,
     }
 }
 
@@ -169,7 +188,7 @@ pub fn check_get_accept(request: &HttpRequest) -> Result<(), HttpError> {
 
 /// POST bodies must be `application/json` (415 otherwise).
 pub fn check_content_type(request: &HttpRequest) -> Result<(), HttpError> {
-    let media = single_text(request, CONTENT_TYPE.as_str())?
+    let media = single_text(request, &CONTENT_TYPE)?
         .unwrap_or_default()
         .split(';')
         .next()
@@ -186,7 +205,7 @@ pub fn check_content_type(request: &HttpRequest) -> Result<(), HttpError> {
 
 /// The `MCP-Protocol-Version` header: absent is fine, unknown is 400.
 pub fn protocol_version(request: &HttpRequest) -> Result<Option<ProtocolVersion>, HttpError> {
-    let Some(value) = single(request, VERSION_HEADER)? else {
+    let Some(value) = single(request, &VERSION_HEADER)? else {
         return Ok(None);
     };
     let text = value.to_str().unwrap_or_default();
@@ -201,7 +220,7 @@ pub fn protocol_version(request: &HttpRequest) -> Result<Option<ProtocolVersion>
 
 /// The session id header: missing or repeated is 400; one we could never have issued is 404.
 pub fn session_id(request: &HttpRequest) -> Result<SessionId, HttpError> {
-    let value = single_text(request, SESSION_HEADER)?.ok_or_else(|| {
+    let value = single_text(request, &SESSION_HEADER)?.ok_or_else(|| {
         HttpError::BadRequest("Bad Request: Mcp-Session-Id header is required".into())
     })?;
     SessionId::parse(value).ok_or(HttpError::SessionNotFound)
@@ -267,6 +286,8 @@ mod tests {
         assert!(accepts(&accepting("text/*"), &["text/event-stream"]));
         assert!(!accepts(&accepting("application/jsonx, text"), &both[..1]));
         assert!(!accepts(&accepting("*/json"), &both[..1]));
+        assert!(!accepts(&accepting("textx/*, tex/*, text/"), &both[1..]));
+        assert!(!accepts(&accepting("text/event-stream/*"), &both[1..]));
         assert!(!accepts(&accepting(""), &both[1..]));
     }
 

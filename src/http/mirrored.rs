@@ -5,14 +5,15 @@
 //! or is not visible ASCII, counts as malformed.
 
 use actix_web::HttpRequest;
+use actix_web::http::header::HeaderName;
 
 use super::guard::VERSION_HEADER;
 use crate::protocol::Mirrored;
 use crate::protocol::era::decode_header_value;
 use crate::protocol::param_headers;
 
-pub const METHOD_HEADER: &str = "mcp-method";
-pub const NAME_HEADER: &str = "mcp-name";
+pub const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+pub const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 
 /// The mirrored values of `request`, decoded.
 pub fn read(request: &HttpRequest) -> Mirrored {
@@ -42,8 +43,8 @@ fn param_headers(request: &HttpRequest) -> Vec<(String, String)> {
 }
 
 /// A header's one value as text; `Err` when it is repeated or not visible ASCII.
-fn plain(request: &HttpRequest, name: &str) -> Option<Result<String, String>> {
-    let mut values = request.headers().get_all(name);
+fn plain(request: &HttpRequest, name: HeaderName) -> Option<Result<String, String>> {
+    let mut values = request.headers().get_all(&name);
     let first = values.next()?;
     if values.next().is_some() {
         return Some(Err(format!("the {name} header must appear at most once")));
