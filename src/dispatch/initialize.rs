@@ -183,12 +183,12 @@ fn serialized_len(value: &Value) -> usize {
 pub(super) struct Answered {
     pub(super) name: String,
     pub(super) prefix: String,
-    pub(super) info: InitInfo,
+    pub(super) info: Arc<InitInfo>,
 }
 
 /// The answer to `initialize`. `some_missing`: an upstream did not answer, and may come later.
 fn initialize_result(version: ProtocolVersion, answered: &[Answered], some_missing: bool) -> Value {
-    let infos: Vec<&InitInfo> = answered.iter().map(|a| &a.info).collect();
+    let infos: Vec<&InitInfo> = answered.iter().map(|a| a.info.as_ref()).collect();
     let mut result = json!({
         "protocolVersion": version.as_str(),
         "capabilities": merged_capabilities(&infos, some_missing),
@@ -283,7 +283,7 @@ mod tests {
         Answered {
             name: name.into(),
             prefix: prefix.into(),
-            info,
+            info: Arc::new(info),
         }
     }
 

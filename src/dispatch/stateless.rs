@@ -96,7 +96,7 @@ impl Gateway {
             })
             .collect();
         let some_missing = answered.len() < self.upstreams().iter().count();
-        let infos: Vec<_> = answered.iter().map(|a| &a.info).collect();
+        let infos: Vec<_> = answered.iter().map(|a| a.info.as_ref()).collect();
         let merged = merged_capabilities(&infos, some_missing);
         let mut listenable = ListenFilter::default();
         for upstream in self.upstreams().iter() {

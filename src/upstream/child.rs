@@ -96,7 +96,7 @@ pub(super) struct Connection {
     pending: Mutex<HashMap<i64, Pending>>,
     /// Server-to-client requests by the child's id, to the session they were sent to.
     server_requests: Mutex<HashMap<RequestId, SessionId>>,
-    init: Mutex<Option<InitInfo>>,
+    init: Mutex<Option<Arc<InitInfo>>>,
     /// When a request was last sent or answered.
     last_active: Mutex<Instant>,
 }
@@ -105,7 +105,7 @@ pub(super) struct Connection {
 pub(super) struct Process {
     pub child: Child,
     pub connection: Arc<Connection>,
-    pub init: InitInfo,
+    pub init: Arc<InitInfo>,
     reader: JoinHandle<()>,
 }
 
@@ -182,7 +182,7 @@ impl Connection {
     }
 
     /// What the child answered to `initialize`.
-    pub fn init(&self) -> Option<InitInfo> {
+    pub fn init(&self) -> Option<Arc<InitInfo>> {
         lock(&self.init).clone()
     }
 
@@ -308,7 +308,7 @@ async fn handshake(
     connection: &Connection,
     init_rx: oneshot::Receiver<Value>,
     params: &Value,
-) -> Result<InitInfo, String> {
+) -> Result<Arc<InitInfo>, String> {
     let request =
         crate::protocol::jsonrpc::request_value(&RequestId::Number(0), "initialize", Some(params));
     connection

@@ -76,7 +76,7 @@ struct Inner {
     /// Parsed once: reqwest would parse a `&str` again on every request.
     url: reqwest::Url,
     clients: Clients,
-    last_init: Mutex<Option<InitInfo>>,
+    last_init: Mutex<Option<Arc<InitInfo>>>,
     outlet: Outlet,
     /// Longest JSON answer or SSE event read from the upstream.
     max_message_bytes: usize,
@@ -126,7 +126,7 @@ impl HttpUpstream {
     }
 
     /// The last `initialize` answer, shared with [`super::Upstream::has_capability`].
-    pub fn last_init(&self) -> &Mutex<Option<InitInfo>> {
+    pub fn last_init(&self) -> &Mutex<Option<Arc<InitInfo>>> {
         &self.inner.last_init
     }
 
@@ -134,7 +134,7 @@ impl HttpUpstream {
     pub async fn open_session(
         &self,
         record: &SessionRecord,
-    ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         let params = super::initialize_params(
             &record.protocol_version,
             &record.client_info,
@@ -223,7 +223,7 @@ impl Inner {
     async fn handshake(
         self: &Arc<Self>,
         params: &Value,
-    ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         let id = RequestId::String("mcpgate-initialize".into());
         let message = request_value(&id, "initialize", Some(params));
         let response = self.post(&message, &UpstreamSession::default()).await?;
@@ -292,7 +292,7 @@ impl Inner {
     }
 
     /// One health probe: an upstream session of the gateway's own, ended at once.
-    async fn probe(self: &Arc<Self>) -> Result<InitInfo, UpstreamError> {
+    async fn probe(self: &Arc<Self>) -> Result<Arc<InitInfo>, UpstreamError> {
         let params = super::initialize_params(
             ProtocolVersion::LATEST.as_str(),
             &json!({"name": "mcpgate", "version": env!("CARGO_PKG_VERSION")}),
@@ -310,7 +310,7 @@ impl Inner {
     }
 
     /// The upstream answers again: its capabilities are known, it is listed, sessions are told.
-    fn recovered(&self, init: InitInfo) {
+    fn recovered(&self, init: Arc<InitInfo>) {
         *lock(&self.last_init) = Some(init.clone());
         self.health.down.store(false, Ordering::Release);
         super::announce_recovery(&self.outlet, &self.name, &init);

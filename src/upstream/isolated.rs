@@ -98,7 +98,7 @@ struct Pool {
     config: UpstreamConfig,
     sink: UnsolicitedSink,
     state: Mutex<State>,
-    last_init: Mutex<Option<InitInfo>>,
+    last_init: Mutex<Option<Arc<InitInfo>>>,
     /// Set by a live reload that removed or changed the upstream: no child starts any more.
     retired: AtomicBool,
 }
@@ -124,7 +124,7 @@ impl IsolatedStdio {
     }
 
     /// The last `initialize` answer of any of its children.
-    pub fn last_init(&self) -> &Mutex<Option<InitInfo>> {
+    pub fn last_init(&self) -> &Mutex<Option<Arc<InitInfo>>> {
         &self.pool.last_init
     }
 
@@ -133,7 +133,7 @@ impl IsolatedStdio {
         &self,
         session: &SessionId,
         record: &SessionRecord,
-    ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         let pool = &self.pool;
         let key = pool.key_for(session, record.team.as_deref());
         let (slot, starter) = pool.slot(&key, session, record)?;

@@ -79,7 +79,9 @@ impl From<Message> for UpstreamEvent {
     }
 }
 
-/// What an upstream told us when it was initialized.
+/// What an upstream told us when it was initialized. Handed around as an `Arc`: every new
+/// session's `initialize` answer is built from it, and a copy of its `Value`s cost about 5,000
+/// instructions to make and as many to drop.
 #[derive(Debug, Clone)]
 pub struct InitInfo {
     pub protocol_version: String,
@@ -315,7 +317,7 @@ impl Upstream {
         &self,
         session: &SessionId,
         record: &SessionRecord,
-    ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         match &*self.transport {
             Transport::Stdio(stdio) => stdio.open_session().await,
             Transport::Isolated(pool) => pool.open_session(session, record).await,
@@ -327,7 +329,7 @@ impl Upstream {
 
     /// What a session holds of an upstream that speaks only 2026-07-28: no upstream session,
     /// and what its discovery says in place of an `initialize` answer.
-    async fn open_modern(&self) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+    async fn open_modern(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         if !self.era.is_modern(|| Box::pin(self.probe_modern())).await {
             self.forget_era();
         }
@@ -341,7 +343,7 @@ impl Upstream {
     /// What a new legacy session is told of this upstream without opening a session on it:
     /// an HTTP (or SSE) upstream's last `initialize` answer on this replica. `None` for the transports
     /// that open at `initialize`, and before the first answer (that session opens at once).
-    pub fn answer_without_opening(&self) -> Option<InitInfo> {
+    pub fn answer_without_opening(&self) -> Option<Arc<InitInfo>> {
         match &*self.transport {
             Transport::Http(_) if !self.only_modern() => self.last_init(),
             Transport::Sse(_) => self.last_init(),
@@ -369,11 +371,11 @@ impl Upstream {
 
     /// The upstream's last `initialize` (or `server/discover`) answer on this replica; `None`
     /// before the first.
-    pub fn last_init(&self) -> Option<InitInfo> {
+    pub fn last_init(&self) -> Option<Arc<InitInfo>> {
         crate::sync::lock(self.last_init_slot()).clone()
     }
 
-    fn last_init_slot(&self) -> &std::sync::Mutex<Option<InitInfo>> {
+    fn last_init_slot(&self) -> &std::sync::Mutex<Option<Arc<InitInfo>>> {
         match &*self.transport {
             Transport::Stdio(stdio) => stdio.last_init(),
             Transport::Isolated(pool) => pool.last_init(),
@@ -386,7 +388,7 @@ impl Upstream {
     fn learn_from_discovery(&self, result: &Value) {
         let mut slot = crate::sync::lock(self.last_init_slot());
         if slot.is_none() {
-            *slot = Some(InitInfo {
+            *slot = Some(Arc::new(InitInfo {
                 protocol_version: era::MODERN_VERSION.to_owned(),
                 capabilities: result.get("capabilities").cloned().unwrap_or_default(),
                 server_info: result
@@ -397,7 +399,7 @@ impl Upstream {
                     .get("instructions")
                     .and_then(Value::as_str)
                     .map(str::to_owned),
-            });
+            }));
         }
     }
 
@@ -690,7 +692,7 @@ fn request_channel() -> (mpsc::Sender<UpstreamEvent>, mpsc::Receiver<UpstreamEve
 }
 
 /// Reads the parts of an `initialize` result that the gateway keeps.
-fn init_info_from(result: &Value, upstream: &str) -> Result<InitInfo, UpstreamError> {
+fn init_info_from(result: &Value, upstream: &str) -> Result<Arc<InitInfo>, UpstreamError> {
     let protocol_version = result
         .get("protocolVersion")
         .and_then(Value::as_str)
@@ -699,7 +701,7 @@ fn init_info_from(result: &Value, upstream: &str) -> Result<InitInfo, UpstreamEr
             reason: "initialize result has no protocolVersion".into(),
         })?
         .to_owned();
-    Ok(InitInfo {
+    Ok(Arc::new(InitInfo {
         protocol_version,
         capabilities: result
             .get("capabilities")
@@ -710,7 +712,7 @@ fn init_info_from(result: &Value, upstream: &str) -> Result<InitInfo, UpstreamEr
             .get("instructions")
             .and_then(Value::as_str)
             .map(str::to_owned),
-    })
+    }))
 }
 
 /// The `initialize` params the gateway sends upstream.

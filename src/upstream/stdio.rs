@@ -47,7 +47,7 @@ enum Link {
 struct Shared {
     wire: Arc<Wire>,
     link: Mutex<Link>,
-    last_init: Mutex<Option<InitInfo>>,
+    last_init: Mutex<Option<Arc<InitInfo>>>,
     /// Cancelled when the upstream is retired: the supervisor stops the child and ends.
     retired: CancellationToken,
 }
@@ -77,7 +77,7 @@ impl StdioUpstream {
     }
 
     /// The last `initialize` answer, shared with [`super::Upstream::has_capability`].
-    pub fn last_init(&self) -> &Mutex<Option<InitInfo>> {
+    pub fn last_init(&self) -> &Mutex<Option<Arc<InitInfo>>> {
         &self.shared.last_init
     }
 
@@ -92,7 +92,7 @@ impl StdioUpstream {
     }
 
     /// The child is shared, so there is nothing per session to open; report its state.
-    pub async fn open_session(&self) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+    pub async fn open_session(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         let connection = self.connection()?;
         let init = connection
             .init()

@@ -60,7 +60,7 @@ struct Inner {
     /// The GET stream's URL.
     url: reqwest::Url,
     clients: Clients,
-    last_init: Mutex<Option<InitInfo>>,
+    last_init: Mutex<Option<Arc<InitInfo>>>,
     outlet: Outlet,
     max_message_bytes: usize,
     /// Longest wait for the `endpoint` event, the `initialize` answer, or one POST.
@@ -96,7 +96,7 @@ impl SseUpstream {
     }
 
     /// The last `initialize` answer, shared with [`super::Upstream::has_capability`].
-    pub fn last_init(&self) -> &Mutex<Option<InitInfo>> {
+    pub fn last_init(&self) -> &Mutex<Option<Arc<InitInfo>>> {
         &self.inner.last_init
     }
 
@@ -106,7 +106,7 @@ impl SseUpstream {
         &self,
         owner: &SessionId,
         record: &SessionRecord,
-    ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         let params = super::initialize_params(
             &record.protocol_version,
             &record.client_info,
@@ -189,7 +189,7 @@ impl Inner {
         self: &Arc<Self>,
         owner: &SessionId,
         params: &Value,
-    ) -> Result<(UpstreamSession, InitInfo), UpstreamError> {
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         let (reservation, evicted) = self.table.reserve().map_err(|_| self.full())?;
         if let Some(evicted) = evicted {
             tracing::info!(upstream = %self.name, "closed the least recently used SSE connection for a new one (max_connections)");
@@ -273,7 +273,7 @@ impl Inner {
         &self,
         connection: &Arc<Connection>,
         params: &Value,
-    ) -> Result<InitInfo, UpstreamError> {
+    ) -> Result<Arc<InitInfo>, UpstreamError> {
         let request = Request {
             id: RequestId::String("mcpgate-initialize".into()),
             method: "initialize".into(),
