@@ -1,18 +1,21 @@
 //! Everything mcpgate does with Redis below the session store, the event log and the limits:
 //! the connection settings ([`settings`]), the pool every command goes through, with its
-//! deadline and metrics ([`pool`]), the replica's pub/sub connection ([`pubsub`]), and the one
-//! key scheme, with the table of every key and channel ([`keys`]).
+//! deadline and metrics ([`pool`]), the replica's pub/sub connection ([`pubsub`]), the one
+//! key scheme, with the table of every key and channel ([`keys`]), and hashes as read
+//! ([`hash`]).
 //!
-//! Dependencies run one way: `keys` and `settings` stand alone, `pool` uses `settings`, and
-//! `pubsub` uses both (it publishes through the pool).
+//! Dependencies run one way: `keys`, `settings` and `hash` stand alone, `pool` uses `settings`,
+//! and `pubsub` uses both (it publishes through the pool).
 
 use std::time::Duration;
 
+pub mod hash;
 pub mod keys;
 pub mod pool;
 pub mod pubsub;
 pub mod settings;
 
+pub use hash::HashFields;
 pub use pool::{Connection, RedisPool};
 pub use pubsub::{Notification, Subscriber, Subscription, Target};
 

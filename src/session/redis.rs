@@ -45,7 +45,6 @@
 //! [`RedisPool::run`] (deadline, metrics); a failure is [`StoreError::Unavailable`], never a
 //! missing session. Needs Redis 6.2 or later (GETEX, SET … KEEPTTL).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,7 +55,7 @@ use super::{
     Claimed, Hold, LeaseWanted, Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore,
     SessionId, SessionRecord, SessionStore, StoreError, StreamLease, UpstreamSession,
 };
-use crate::redis::{Connection, RedisPool, keys};
+use crate::redis::{Connection, HashFields, RedisPool, keys};
 
 /// Record hash fields.
 const FIELD_SCHEMA: &str = "schema";
@@ -269,8 +268,8 @@ impl Keys {
 /// What the load pipeline read.
 enum Read {
     Hashes {
-        record: HashMap<String, String>,
-        upstreams: HashMap<String, String>,
+        record: HashFields,
+        upstreams: HashFields,
     },
     /// The record is a schema-1 string.
     Legacy,
@@ -779,15 +778,12 @@ fn subscription_field(uri: &str) -> String {
 
 /// Until when the last slide kept the tombstone and the upstream sessions; `None` (due) when
 /// no slide noted it (a record an older release wrote) or the field is not a number.
-fn kept_until(fields: &HashMap<String, String>) -> Option<u64> {
+fn kept_until(fields: &HashFields) -> Option<u64> {
     fields.get(FIELD_KEPT)?.parse().ok()
 }
 
 /// Rebuilds a record from its two hashes; a newer schema is refused, not guessed at.
-fn decode(
-    fields: HashMap<String, String>,
-    upstreams: HashMap<String, String>,
-) -> Result<SessionRecord, StoreError> {
+fn decode(fields: HashFields, upstreams: HashFields) -> Result<SessionRecord, StoreError> {
     let schema = fields
         .get(FIELD_SCHEMA)
         .and_then(|s| s.parse::<u32>().ok())
@@ -803,7 +799,7 @@ fn decode(
         .ok_or_else(|| StoreError::Corrupt("record has no core field".into()))?;
     let core: RecordCore = decode_json(core)?;
     let mut record = SessionRecord::from_parts(core);
-    record.log_level = fields.get(FIELD_LOG).cloned();
+    record.log_level = fields.get(FIELD_LOG).map(str::to_owned);
     record.subscriptions = fields
         .into_iter()
         .filter_map(|(field, upstream)| {
