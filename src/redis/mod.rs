@@ -1,14 +1,15 @@
 //! Everything mcpgate does with Redis below the session store, the event log and the limits:
 //! the connection settings ([`settings`]), the pool every command goes through, with its
 //! deadline and metrics ([`pool`]), the replica's pub/sub connection ([`pubsub`]), the one
-//! key scheme, with the table of every key and channel ([`keys`]), and hashes as read
-//! ([`hash`]).
+//! key scheme, with the table of every key and channel ([`keys`]), and, for the round trips of
+//! every request, hashes as read ([`hash`]) and commands built at their size ([`command`]).
 //!
-//! Dependencies run one way: `keys`, `settings` and `hash` stand alone, `pool` uses `settings`,
-//! and `pubsub` uses both (it publishes through the pool).
+//! Dependencies run one way: `keys`, `settings`, `hash` and `command` stand alone, `pool` uses
+//! `settings`, and `pubsub` uses both (it publishes through the pool).
 
 use std::time::Duration;
 
+pub mod command;
 pub mod hash;
 pub mod keys;
 pub mod pool;

@@ -55,6 +55,7 @@ use super::{
     Claimed, Hold, LeaseWanted, Lookup, Orphans, RECORD_SCHEMA, RecordChange, RecordCore,
     SessionId, SessionRecord, SessionStore, StoreError, StreamLease, UpstreamSession,
 };
+use crate::redis::command::sized;
 use crate::redis::{Connection, HashFields, RedisPool, keys};
 
 /// Record hash fields.
@@ -344,16 +345,21 @@ impl RedisStore {
     }
 
     /// Reads the record and the upstream sessions, sliding the record's idle TTL, in one round
-    /// trip that Redis serves even when it is out of memory.
+    /// trip that Redis serves even when it is out of memory. Every request makes it, so its
+    /// commands are built at their size.
     async fn read(&self, keys: &Keys) -> Result<Read, StoreError> {
-        let mut pipe = ::redis::pipe();
-        pipe.hgetall(&keys.record)
-            .pexpire(&keys.record, ms_i64(self.idle_ttl_ms))
-            .ignore()
-            .hgetall(&keys.upstreams);
+        let (record, upstreams) = (keys.record.as_bytes(), keys.upstreams.as_bytes());
+        let idle_ttl = self.idle_ttl_ms.to_string();
+        let mut pipe = Pipeline::with_capacity(3);
+        pipe.add_command(sized(&[b"HGETALL", record]))
+            .add_command(sized(&[b"PEXPIRE", record, idle_ttl.as_bytes()]))
+            .add_command(sized(&[b"HGETALL", upstreams]));
         self.run("session_load", |mut conn| async move {
-            match pipe.query_async(&mut conn).await {
-                Ok((record, upstreams)) => Ok(Read::Hashes { record, upstreams }),
+            match pipe
+                .query_async::<(HashFields, i64, HashFields)>(&mut conn)
+                .await
+            {
+                Ok((record, _, upstreams)) => Ok(Read::Hashes { record, upstreams }),
                 Err(error) if is_wrong_type(&error) => Ok(Read::Legacy),
                 Err(error) => Err(error),
             }
