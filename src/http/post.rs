@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::web::{self, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use opentelemetry::context::FutureExt;
@@ -209,7 +209,7 @@ async fn initialize(
     mcp_spans::record_session(&Span::current(), tag, version.unwrap_or_default());
     let body = crate::protocol::jsonrpc::result_value(&request.id, result);
     Ok(HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CONTENT_TYPE, JSON))
         .insert_header((SESSION_HEADER, id.as_str()))
         .body(json_bytes(&body)))
 }
@@ -317,9 +317,12 @@ fn answered(mut responses: Vec<Value>, batch: bool) -> HttpResponse {
     json_response(body)
 }
 
+/// The JSON media type as a header value made once (from a `&str`, every response copied it).
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 pub(super) fn json_response(body: Value) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CONTENT_TYPE, JSON))
         .body(json_bytes(&body))
 }
 

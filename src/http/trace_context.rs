@@ -39,3 +39,28 @@ pub(super) fn request_trace(request: &HttpRequest) -> (Span, opentelemetry::Cont
     };
     (mcp_spans::request_span(parent, version), context)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_propagator_finds_the_headers_it_asks_for_in_any_case() {
+        let request = actix_web::test::TestRequest::default()
+            .insert_header(("accept", "*/*"))
+            .insert_header((
+                "TraceParent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ))
+            .insert_header(("tracestate", "a=1"))
+            .to_http_request();
+        let headers = Headers(request.headers());
+        let parent = headers.get("traceparent");
+        assert_eq!(
+            parent,
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        assert_eq!(headers.get("TRACESTATE"), Some("a=1"));
+        assert_eq!(headers.get("baggage"), None);
+    }
+}
