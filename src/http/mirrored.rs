@@ -18,9 +18,9 @@ pub const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 /// The mirrored values of `request`, decoded.
 pub fn read(request: &HttpRequest) -> Mirrored {
     Mirrored {
-        protocol_version: plain(request, VERSION_HEADER).and_then(Result::ok),
-        method: plain(request, METHOD_HEADER).and_then(Result::ok),
-        name: plain(request, NAME_HEADER).map(|value| value.and_then(|v| decode_header_value(&v))),
+        protocol_version: plain(request, &VERSION_HEADER).and_then(Result::ok),
+        method: plain(request, &METHOD_HEADER).and_then(Result::ok),
+        name: plain(request, &NAME_HEADER).map(|value| value.and_then(|v| decode_header_value(&v))),
         params: param_headers(request),
     }
 }
@@ -43,8 +43,8 @@ fn param_headers(request: &HttpRequest) -> Vec<(String, String)> {
 }
 
 /// A header's one value as text; `Err` when it is repeated or not visible ASCII.
-fn plain(request: &HttpRequest, name: HeaderName) -> Option<Result<String, String>> {
-    let mut values = request.headers().get_all(&name);
+fn plain(request: &HttpRequest, name: &HeaderName) -> Option<Result<String, String>> {
+    let mut values = request.headers().get_all(name);
     let first = values.next()?;
     if values.next().is_some() {
         return Some(Err(format!("the {name} header must appear at most once")));

@@ -29,6 +29,9 @@ use crate::protocol::jsonrpc::{Message, Request, RequestId, is_response};
 use crate::protocol::{Call, Method};
 use crate::telemetry::mcp_spans;
 
+/// The JSON media type as a header value made once (from a `&str`, every response copied it).
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 pub async fn handle(
     request: HttpRequest,
     payload: Payload,
@@ -316,9 +319,6 @@ fn answered(mut responses: Vec<Value>, batch: bool) -> HttpResponse {
     };
     json_response(body)
 }
-
-/// The JSON media type as a header value made once (from a `&str`, every response copied it).
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 pub(super) fn json_response(body: Value) -> HttpResponse {
     HttpResponse::Ok()

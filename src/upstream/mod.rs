@@ -82,7 +82,7 @@ impl From<Message> for UpstreamEvent {
 /// What an upstream told us when it was initialized. Handed around as an `Arc`: every new
 /// session's `initialize` answer is built from it, and a copy of its `Value`s cost about 5,000
 /// instructions to make and as many to drop.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct InitInfo {
     pub protocol_version: String,
     pub capabilities: Value,
