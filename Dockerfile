@@ -42,7 +42,8 @@ LABEL org.opencontainers.image.title="mcpgate" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/mcpgate/mcpgate" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
-# ca-certificates: the system roots rediss:// (and SSL_CERT_FILE-less TLS) verifies against.
+# ca-certificates: the system roots rediss:// and https:// upstreams verify against (beside
+# SSL_CERT_FILE, and for upstreams Mozilla's roots built in).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/debconf/*-old \

@@ -38,3 +38,4 @@ mod team_policy;
 mod under_attack;
 mod upstream_hardening;
 mod upstream_resilience;
+mod upstream_transport;

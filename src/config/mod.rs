@@ -870,7 +870,7 @@ fn validate_url_and_headers(
         ));
     }
     for name in upstream.headers.keys() {
-        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        http::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             invalid(
                 format!("{key}.headers"),
                 format!("{name:?} is not a valid header name"),

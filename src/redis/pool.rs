@@ -25,7 +25,7 @@
 //! and each actix worker thread has its own runtime. With one connection for the replica, a
 //! worker's round trip on another worker's connection woke both threads twice (the command
 //! handed over, the answer handed back: an eventfd write and an `epoll_wait` each). So each
-//! thread that uses Redis opens its own, as `upstream/http_clients.rs` does for HTTP: the
+//! thread that uses Redis opens its own, as `upstream/http_client/` does for HTTP: the
 //! threads are few and fixed (the workers, the main runtime), and so are the connections.
 //! Sentinel mode's pool stays one per replica, so `redis.pool_size` bounds its connections.
 

@@ -8,12 +8,12 @@
 //! bytes of a `traceparent` straight into its header value. A test holds the two to the same
 //! output.
 
+use http::header::{HeaderName, HeaderValue};
+use http::request::Builder;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
-use reqwest::RequestBuilder;
-use reqwest::header::{HeaderName, HeaderValue};
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -25,7 +25,7 @@ pub fn incoming_context(headers: &dyn Extractor) -> opentelemetry::Context {
 }
 
 /// A request to an upstream, with the trace context headers of [`outgoing_headers`].
-pub fn traced(request: RequestBuilder) -> RequestBuilder {
+pub fn traced(request: Builder) -> Builder {
     outgoing_headers().fold(request, |request, (name, value)| {
         request.header(name, value)
     })
@@ -87,9 +87,9 @@ pub fn request_context(parent: &opentelemetry::Context) -> opentelemetry::Contex
 mod tests {
     use std::collections::HashMap;
 
+    use http::header::HeaderMap;
     use opentelemetry::context::FutureExt;
     use opentelemetry_http::HeaderInjector;
-    use reqwest::header::HeaderMap;
 
     use super::*;
 

@@ -11,9 +11,11 @@
 
 use bytes::{Buf, BytesMut};
 use futures::{Stream, StreamExt};
+use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio_util::codec::Decoder;
 
+use super::http_client::Response;
 use crate::protocol::jsonrpc::{Message, RequestId};
 
 /// Longest top-level key the scanner remembers (`method`).
@@ -124,12 +126,12 @@ pub(super) enum ReadError {
 /// The SSE events of an HTTP body, failing with [`ReadError::TooLarge`] inside one over `max`
 /// bytes, before it is gathered.
 pub(super) fn bounded_events(
-    response: reqwest::Response,
+    response: Response,
     max: usize,
 ) -> impl Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Unpin + Send + use<> {
     let mut bound = EventBound::new(max);
-    let bytes = response.bytes_stream().map(move |chunk| {
-        let chunk = chunk.map_err(|e| ReadError::Body(e.without_url().to_string()))?;
+    let bytes = response.into_body().into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| ReadError::Body(e.to_string()))?;
         if bound.fits(&chunk) {
             Ok(chunk)
         } else {

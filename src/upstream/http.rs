@@ -21,15 +21,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::request::Builder;
+use http::{Request as HttpRequest, Uri};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{ReadError, bounded_events, event_message, is_too_large};
-use super::http_clients::Clients;
+use super::http_client::{Clients, Response, SendError, json_body};
 use super::outlet::{DropReason, Outlet};
 use super::{CallContext, InitInfo, Replies, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::UpstreamConfig;
@@ -48,6 +50,7 @@ const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 const ACCEPT_JSON_OR_SSE: HeaderValue =
     HeaderValue::from_static("application/json, text/event-stream");
 const ACCEPT_SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// How many times one response stream is resumed before giving up.
 const MAX_RESUMES: usize = 10;
 /// How long the end of a response stream is awaited once its response went through (the
@@ -73,8 +76,8 @@ pub struct HttpUpstream {
 
 struct Inner {
     name: String,
-    /// Parsed once: reqwest would parse a `&str` again on every request.
-    url: reqwest::Url,
+    /// Parsed once, when configured.
+    url: Uri,
     clients: Clients,
     last_init: Mutex<Option<Arc<InitInfo>>>,
     outlet: Outlet,
@@ -257,13 +260,11 @@ impl Inner {
         let Some(session_id) = &session.session_id else {
             return;
         };
-        let request = self
-            .clients
-            .get()
-            .delete(self.url.clone())
-            .header(SESSION_HEADER, session_id);
-        if let Err(error) = request.send().await {
-            tracing::debug!(upstream = %self.name, error = %error.without_url(), "upstream DELETE failed");
+        let request = HttpRequest::delete(self.url.clone())
+            .header(SESSION_HEADER, session_id)
+            .body(Full::default());
+        if let Err(error) = self.clients.send(request).await {
+            tracing::debug!(upstream = %self.name, %error, "upstream DELETE failed");
         }
     }
 
@@ -323,18 +324,14 @@ impl Inner {
         }
     }
 
-    fn transport(&self, error: reqwest::Error) -> UpstreamError {
+    fn transport(&self, error: SendError) -> UpstreamError {
         UpstreamError::Transport {
             upstream: self.name.clone(),
-            reason: error.without_url().to_string(),
+            reason: error.to_string(),
         }
     }
 
-    fn with_session(
-        &self,
-        request: reqwest::RequestBuilder,
-        session: &UpstreamSession,
-    ) -> reqwest::RequestBuilder {
+    fn with_session(&self, request: Builder, session: &UpstreamSession) -> Builder {
         let mut request = request;
         if let Some(id) = &session.session_id {
             request = request.header(SESSION_HEADER, id);
@@ -347,10 +344,10 @@ impl Inner {
 
     /// The headers a modern request mirrors its method and name in.
     fn with_mirrored(
-        request: reqwest::RequestBuilder,
+        request: Builder,
         message: &impl Posted,
         session: &UpstreamSession,
-    ) -> reqwest::RequestBuilder {
+    ) -> Builder {
         let Some(method) = message.method() else {
             return request;
         };
@@ -369,7 +366,7 @@ impl Inner {
         &self,
         message: &Value,
         session: &UpstreamSession,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Response, UpstreamError> {
         self.post_with(message, session, &[]).await
     }
 
@@ -379,32 +376,26 @@ impl Inner {
         message: &impl Posted,
         session: &UpstreamSession,
         extra_headers: &[(String, String)],
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let mut request = traced(self.clients.get().post(self.url.clone()))
+    ) -> Result<Response, UpstreamError> {
+        let mut request = traced(HttpRequest::post(self.url.clone()))
             .header(ACCEPT, ACCEPT_JSON_OR_SSE)
-            .json(message);
+            .header(CONTENT_TYPE, JSON);
         for (name, value) in extra_headers {
             request = request.header(name.as_str(), value.as_str());
         }
         let request = Self::with_mirrored(request, message, session);
-        let response = self
-            .with_session(request, session)
-            .send()
-            .await
-            .map_err(|e| {
-                self.health.mark_down();
-                self.transport(e)
-            })?;
+        let request = self.with_session(request, session).body(json_body(message));
+        let response = self.clients.send(request).await.map_err(|e| {
+            self.health.mark_down();
+            self.transport(e)
+        })?;
         if session.is_modern() && carries_rpc_error(&response) {
             return Ok(response);
         }
         self.check_status(response)
     }
 
-    fn check_status(
-        &self,
-        response: reqwest::Response,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    fn check_status(&self, response: Response) -> Result<Response, UpstreamError> {
         match response.status().as_u16() {
             200..=299 => Ok(response),
             404 => Err(UpstreamError::SessionGone {
@@ -420,7 +411,7 @@ impl Inner {
     /// Turns a POST answer (JSON, SSE or 202) to request `answers` into a channel of messages.
     fn read_messages(
         self: Arc<Self>,
-        response: reqwest::Response,
+        response: Response,
         session: UpstreamSession,
         answers: RequestId,
     ) -> Replies {
@@ -446,22 +437,19 @@ impl Inner {
     }
 
     /// A whole body, if it is within `max_message_bytes`.
-    async fn read_body(&self, response: reqwest::Response) -> Result<Bytes, ReadError> {
-        let body = Limited::new(reqwest::Body::from(response), self.max_message_bytes);
+    async fn read_body(&self, response: Response) -> Result<Bytes, ReadError> {
+        let body = Limited::new(response.into_body(), self.max_message_bytes);
         match body.collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(error) if error.is::<LengthLimitError>() => Err(ReadError::TooLarge),
-            Err(error) => Err(ReadError::Body(match error.downcast::<reqwest::Error>() {
-                Ok(error) => error.without_url().to_string(),
-                Err(error) => error.to_string(),
-            })),
+            Err(error) => Err(ReadError::Body(error.to_string())),
         }
     }
 
     /// The SSE events of a body, each bounded by `max_message_bytes`.
     fn events(
         &self,
-        response: reqwest::Response,
+        response: Response,
     ) -> impl Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Unpin + use<> {
         bounded_events(response, self.max_message_bytes)
     }
@@ -503,7 +491,7 @@ impl Inner {
     /// Relays an SSE response until the response arrives, resuming the stream if it ends early.
     async fn relay_response_stream(
         &self,
-        response: reqwest::Response,
+        response: Response,
         session: UpstreamSession,
         answers: RequestId,
         tx: &mpsc::Sender<UpstreamEvent>,
@@ -537,9 +525,11 @@ impl Inner {
             tokio::time::sleep(cursor.retry).await;
             let request = self
                 .get_stream(&session)
-                .header(LAST_EVENT_HEADER, last_event_id);
-            let response = match request
-                .send()
+                .header(LAST_EVENT_HEADER, last_event_id)
+                .body(Full::default());
+            let response = match self
+                .clients
+                .send(request)
                 .await
                 .map_err(|e| self.transport(e))
                 .and_then(|r| self.check_status(r))
@@ -558,12 +548,9 @@ impl Inner {
         }
     }
 
-    fn get_stream(&self, session: &UpstreamSession) -> reqwest::RequestBuilder {
+    fn get_stream(&self, session: &UpstreamSession) -> Builder {
         self.with_session(
-            self.clients
-                .get()
-                .get(self.url.clone())
-                .header(ACCEPT, ACCEPT_SSE),
+            HttpRequest::get(self.url.clone()).header(ACCEPT, ACCEPT_SSE),
             session,
         )
     }
@@ -579,7 +566,8 @@ impl Inner {
             if let Some(id) = &logged {
                 request = request.header(LAST_EVENT_HEADER, id);
             }
-            let retry = match request.send().await.map(|r| (r.status().as_u16(), r)) {
+            let sent = self.clients.send(request.body(Full::default())).await;
+            let retry = match sent.map(|r| (r.status().as_u16(), r)) {
                 Ok((200, response)) => {
                     stream.answer(true);
                     self.relay_standalone(response, &stream, &mut logged).await
@@ -590,7 +578,7 @@ impl Inner {
                     return;
                 }
                 Err(error) => {
-                    tracing::debug!(upstream = %self.name, error = %error.without_url(), "GET stream failed");
+                    tracing::debug!(upstream = %self.name, %error, "GET stream failed");
                     DEFAULT_RETRY
                 }
             };
@@ -607,7 +595,7 @@ impl Inner {
     /// that its connection can be kept) but not relayed: its session ended.
     async fn relay_standalone(
         &self,
-        response: reqwest::Response,
+        response: Response,
         stream: &StandaloneStream,
         logged: &mut Option<String>,
     ) -> Duration {
@@ -706,7 +694,7 @@ impl SseCursor {
     async fn relay(
         &mut self,
         upstream: &Inner,
-        response: reqwest::Response,
+        response: Response,
         tx: &mpsc::Sender<UpstreamEvent>,
     ) -> bool {
         let resumed_after = self.last_event_id.clone();
@@ -787,7 +775,7 @@ async fn finish_reading<E>(mut events: impl Stream<Item = Result<sse_stream::Sse
 
 /// Whether a modern answer is a refusal with a JSON-RPC error body (400 for a bad request,
 /// 404 for an unknown method): relayed to the client as the error it is.
-fn carries_rpc_error(response: &reqwest::Response) -> bool {
+fn carries_rpc_error(response: &Response) -> bool {
     matches!(response.status().as_u16(), 400 | 404)
         && header_text(response.headers(), CONTENT_TYPE)
             .is_some_and(|ct| ct.starts_with("application/json"))

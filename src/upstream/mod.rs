@@ -18,7 +18,7 @@ mod child;
 mod era;
 mod framing;
 mod http;
-mod http_clients;
+pub mod http_client;
 mod isolated;
 mod outlet;
 mod reconcile;

@@ -14,6 +14,8 @@
 pub mod answering;
 pub mod hostile;
 pub mod redis;
+pub mod tls;
+pub mod web_intermediaries;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

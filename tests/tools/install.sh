@@ -12,6 +12,7 @@
 #                        tests/bench/run.sh; it needs mcp<2, hence its own venv)
 #                        -- pinned by tests/tools/requirements-mcp-proxy.txt
 #   Debian packages, when missing (apt-get, as root): redis-server, haproxy, openssl;
+#   tinyproxy (the forward proxy of tests/upstream_transport.rs);
 #   prometheus (promtool); podman, buildah, runc, debootstrap (building and running the image);
 #   nginx (tests/bench/run.sh: the load generator's own ceiling); valgrind and strace
 #   (tests/bench/counts.sh)
@@ -115,6 +116,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v tinyproxy >/dev/null || missing+=(tinyproxy)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v podman >/dev/null || missing+=(podman)
 command -v buildah >/dev/null || missing+=(buildah)
@@ -133,6 +135,7 @@ if ((${#missing[@]})); then
     service redis-server stop >/dev/null 2>&1 || true
     service prometheus stop >/dev/null 2>&1 || true
     service nginx stop >/dev/null 2>&1 || true
+    service tinyproxy stop >/dev/null 2>&1 || true
   fi
 else
   say "Debian packages present (redis-server $(redis-server --version | cut -d" " -f3))"

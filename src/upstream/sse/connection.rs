@@ -30,7 +30,7 @@ pub(super) struct Connection {
     /// The session it was opened for: what the upstream sends outside a request goes there.
     pub owner: SessionId,
     /// Where messages are posted (the `endpoint` event, resolved against the upstream's URL).
-    pub endpoint: reqwest::Url,
+    pub endpoint: http::Uri,
     state: Mutex<State>,
     /// The task reading the stream; aborted when the connection is closed.
     reader: Mutex<Option<JoinHandle<()>>>,
@@ -72,7 +72,7 @@ pub(super) enum Refused {
 }
 
 impl Connection {
-    pub fn new(id: String, owner: SessionId, endpoint: reqwest::Url) -> Self {
+    pub fn new(id: String, owner: SessionId, endpoint: http::Uri) -> Self {
         Self {
             id,
             owner,
@@ -237,7 +237,7 @@ mod tests {
     use crate::protocol::jsonrpc::{Notification, Request};
 
     fn connection() -> Connection {
-        let endpoint = reqwest::Url::parse("http://127.0.0.1:1/messages").unwrap();
+        let endpoint = http::Uri::from_static("http://127.0.0.1:1/messages");
         Connection::new("c".into(), SessionId::generate(), endpoint)
     }
 

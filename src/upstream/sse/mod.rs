@@ -25,12 +25,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use http::{Request as HttpRequest, Uri};
+use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::framing::{bounded_events, event_message, is_too_large};
-use super::http_clients::Clients;
+use super::http_client::{Clients, SendError, json_body, uri_of};
 use super::outlet::{DropReason, Outlet};
 use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::UpstreamConfig;
@@ -47,6 +49,9 @@ const RETRY_DOWN: Duration = Duration::from_secs(5);
 /// Bounds of the pause between two sweeps of idle connections.
 const SWEEP_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
 
+const SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 /// The events of one connection's stream.
 type Events = Box<dyn Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send + Unpin>;
 
@@ -57,8 +62,10 @@ pub struct SseUpstream {
 
 struct Inner {
     name: String,
-    /// The GET stream's URL.
-    url: reqwest::Url,
+    /// The GET stream's URL, which `endpoint` events are resolved against.
+    url: url::Url,
+    /// The same, as requests name it.
+    stream_uri: Uri,
     clients: Clients,
     last_init: Mutex<Option<Arc<InitInfo>>>,
     outlet: Outlet,
@@ -73,10 +80,16 @@ struct Inner {
 
 impl SseUpstream {
     pub fn new(config: &UpstreamConfig, outlet: Outlet) -> Result<Self, UpstreamError> {
-        let (clients, url) = Clients::for_upstream(config)?;
+        let (clients, stream_uri) = Clients::for_upstream(config)?;
+        let url =
+            url::Url::parse(&stream_uri.to_string()).map_err(|e| UpstreamError::Transport {
+                upstream: config.name.clone(),
+                reason: format!("url: {e}"),
+            })?;
         let inner = Arc::new(Inner {
             name: config.name.clone(),
             url,
+            stream_uri,
             clients,
             last_init: Mutex::new(None),
             outlet,
@@ -238,12 +251,14 @@ impl Inner {
     }
 
     async fn get_stream(&self) -> Result<Events, UpstreamError> {
-        let request = self
+        let request = HttpRequest::get(self.stream_uri.clone())
+            .header(ACCEPT, SSE)
+            .body(Full::default());
+        let response = self
             .clients
-            .get()
-            .get(self.url.clone())
-            .header(ACCEPT, "text/event-stream");
-        let response = request.send().await.map_err(|e| self.transport(e))?;
+            .send(request)
+            .await
+            .map_err(|e| self.transport(e))?;
         match response.status().as_u16() {
             200 => Ok(Box::new(bounded_events(response, self.max_message_bytes))),
             status => Err(UpstreamError::Status {
@@ -255,7 +270,7 @@ impl Inner {
 
     /// The POST URL the stream's `endpoint` event announces, resolved against the stream's
     /// URL; one on another origin is refused (the upstream's headers would go there).
-    async fn endpoint(&self, events: &mut Events) -> Result<reqwest::Url, UpstreamError> {
+    async fn endpoint(&self, events: &mut Events) -> Result<Uri, UpstreamError> {
         while let Some(event) = events.next().await {
             let event =
                 event.map_err(|_| self.protocol("the stream failed before its endpoint"))?;
@@ -341,10 +356,10 @@ impl Inner {
         connection: &Arc<Connection>,
         message: &Value,
     ) -> Result<(), UpstreamError> {
-        let request = traced(self.clients.get().post(connection.endpoint.clone()))
-            .header(CONTENT_TYPE, "application/json")
-            .json(message)
-            .send();
+        let request = traced(HttpRequest::post(connection.endpoint.clone()))
+            .header(CONTENT_TYPE, JSON)
+            .body(json_body(message));
+        let request = self.clients.send(request);
         let outcome = match tokio::time::timeout(self.timeout, request).await {
             Ok(Ok(response)) => self.accepted(response.status().as_u16()),
             Ok(Err(error)) => Err(self.transport(error)),
@@ -433,24 +448,23 @@ impl Inner {
         }
     }
 
-    fn transport(&self, error: reqwest::Error) -> UpstreamError {
+    fn transport(&self, error: SendError) -> UpstreamError {
         UpstreamError::Transport {
             upstream: self.name.clone(),
-            reason: error.without_url().to_string(),
+            reason: error.to_string(),
         }
     }
 }
 
 /// The URL an `endpoint` event's data names, relative to the stream's `url`; refused when it is
 /// not a URL or is on another origin.
-fn resolve_endpoint(url: &reqwest::Url, data: &str) -> Result<reqwest::Url, &'static str> {
-    let endpoint = url
-        .join(data.trim())
-        .map_err(|_| "its endpoint is not a URL")?;
+fn resolve_endpoint(url: &url::Url, data: &str) -> Result<Uri, &'static str> {
+    let not_a_url = "its endpoint is not a URL";
+    let endpoint = url.join(data.trim()).map_err(|_| not_a_url)?;
     if endpoint.origin() != url.origin() {
         return Err("its endpoint is on another origin");
     }
-    Ok(endpoint)
+    uri_of(endpoint).ok_or(not_a_url)
 }
 
 /// Reads a connection's stream until it ends, delivering each message; then the connection
@@ -509,7 +523,7 @@ mod tests {
 
     #[test]
     fn endpoints_resolve_against_the_stream_url_on_its_origin_only() {
-        let url = reqwest::Url::parse("http://up.example:8080/mcp/sse?token=t").unwrap();
+        let url = url::Url::parse("http://up.example:8080/mcp/sse?token=t").unwrap();
         let resolved = |data| resolve_endpoint(&url, data).map(|u| u.to_string());
         assert_eq!(
             resolved("/messages/?session_id=ab").as_deref(),

@@ -145,7 +145,7 @@ mod tests {
     use crate::protocol::jsonrpc::RequestId;
 
     fn connection(id: &str) -> Arc<Connection> {
-        let endpoint = reqwest::Url::parse("http://127.0.0.1:1/messages").unwrap();
+        let endpoint = http::Uri::from_static("http://127.0.0.1:1/messages");
         Arc::new(Connection::new(id.into(), SessionId::generate(), endpoint))
     }
 
