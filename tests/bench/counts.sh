@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # What one `tools/call echo` costs, counted rather than timed: the user-space instructions
 # (valgrind's callgrind) and the system calls (strace -c) per call, for the HTTP fixture alone
-# (scenario a), the bare relay (x: actix-web and reqwest, no MCP) and one replica with the
-# memory and with the Redis store, each of those in front of the fixture. A count does not move
-# with the machine's load the way CPU time does, so it tells two builds apart where run.sh's
-# figures are noise. Neither is a CPU time: callgrind leaves out the kernel (about 40% of a
-# call's CPU), counts a `rep movs`/`rep stos` byte by byte and runs the software SHA-256 (the
-# host's SHA extensions are hidden from it); the system calls are the kernel's side, counted
-# but not weighed (a wake-up's eventfd write counts as much as a read).
+# (scenario a), the bare relay (x: actix-web and mcpgate's upstream client, no MCP) and one replica
+# with the memory and with the Redis store, each of those in front of the fixture. A count does not
+# move with the machine's load the way CPU time does, so it tells two builds apart where run.sh's
+# figures are noise. Neither is a CPU time: callgrind leaves out the kernel (about 40% of a call's
+# CPU), counts a `rep movs`/`rep stos` byte by byte and runs the software SHA-256 (the host's SHA
+# extensions are hidden from it); the system calls are the kernel's side, counted but not weighed (a
+# wake-up's eventfd write counts as much as a read).
 #
 #   tests/bench/counts.sh          2,000 measured calls per target and count, 4 connections
 #   tests/bench/counts.sh b c      only the targets named (a, x, b, c)
@@ -196,7 +196,7 @@ say "fixture at $fixture_url, Redis on $redis_port; $calls calls per target and 
 for name in "${targets[@]}"; do
   case "$name" in
     a) count "a. the fixture alone, direct" fixture ;;
-    x) count "x. bare relay (actix-web + reqwest, no MCP)" relay ;;
+    x) count "x. bare relay (no MCP)" relay ;;
     b) count "b. 1 replica, memory store" memory ;;
     c) count "c. 1 replica, Redis" redis ;;
   esac

@@ -23,9 +23,9 @@ Scenarios (`tools/call echo`, 8 connections unless said):
   h   one replica, memory store, the fixture as a stdio child
   i   other gateways in front of the same stdio fixture: supergateway (npm, --stateful) and
       mcp-proxy (PyPI, stateful by default), both serving Streamable HTTP
-  x   a bare relay built from the crates mcpgate's request path is made of (actix-web server,
-      reqwest client per worker; `mcpgate-fixture relay`, no MCP) in front of the HTTP
-      fixture: the least a gateway on those crates costs, next to b and y
+  x   a bare relay built from what mcpgate's request path is made of (actix-web server,
+      mcpgate's own hyper-util upstream client per worker; `mcpgate-fixture relay`, no MCP)
+      in front of the HTTP fixture: the least a gateway on those crates costs, next to b and y
   y   nginx as a plain reverse proxy in front of the HTTP fixture (kept-alive upstream
       connections, no MCP logic): what one HTTP hop costs at the least, next to b
   z   the load generator against nginx returning a canned JSON-RPC result: its own ceiling
@@ -459,7 +459,7 @@ class Stack:
     def _start_bare_relay(self, fixture_pids: list[int]) -> None:
         proc = self._spawn("relay", [FIXTURE_BIN, "relay", "--listen", "127.0.0.1:0", "--upstream", self.fixture_url])
         url = proc.wait_listening()
-        self.targets["x"] = Target("x", "x. bare actix-web + reqwest relay, HTTP fixture", url,
+        self.targets["x"] = Target("x", "x. bare actix-web + hyper-util relay, HTTP fixture", url,
                                    {"gateway": [proc.popen.pid], "upstream": fixture_pids})
 
     def _start_competitor(self, key: str, label: str, port: int, argv: list) -> None:

@@ -1,5 +1,6 @@
-//! Relay mode: a bare HTTP relay built from the crates mcpgate's request path is made of (an
-//! actix-web server, a reqwest client per worker thread, no redirects), with no MCP in it. It
+//! Relay mode: a bare HTTP relay built from what mcpgate's request path is made of (an
+//! actix-web server, and mcpgate's own upstream client: hyper-util's, one per worker thread),
+//! with no MCP in it. It
 //! copies each POST to `/mcp` to the upstream with the headers MCP needs and answers with the
 //! upstream's status, content type, session id and whole body. The benchmark puts it in front
 //! of the HTTP fixture (scenario x): what it costs per call is the least a gateway on these
@@ -7,11 +8,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
-use thread_local::ThreadLocal;
+use http_body_util::{BodyExt, Full};
+use mcpgate::upstream::http_client::{Clients, absolute_http_uri};
 
 use crate::http::bind_and_announce;
 
@@ -25,32 +28,21 @@ const REQUEST_HEADERS: [&str; 4] = [
 /// Answer headers copied back to the client.
 const ANSWER_HEADERS: [&str; 2] = ["content-type", "mcp-session-id"];
 
-/// Where requests go, and the clients that take them there.
+/// Where requests go, and the clients (one per worker) that take them there.
 struct Relay {
-    upstream: reqwest::Url,
-    clients: ThreadLocal<reqwest::Client>,
+    upstream: ::http::Uri,
+    clients: Clients,
 }
 
 impl Relay {
-    /// The calling worker's client: each worker drives its own pooled connections, as mcpgate's
-    /// `upstream/http_clients.rs` does.
-    fn client(&self) -> &reqwest::Client {
-        self.clients.get_or(|| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("a client without TLS settings always builds")
-        })
-    }
-
     async fn relay(&self, request: &HttpRequest, body: web::Bytes) -> HttpResponse {
-        let mut upstream = self.client().post(self.upstream.clone()).body(body);
+        let mut upstream = ::http::Request::post(self.upstream.clone());
         for name in REQUEST_HEADERS {
             if let Some(value) = request.headers().get(name) {
                 upstream = upstream.header(name, value.as_bytes());
             }
         }
-        let Ok(answer) = upstream.send().await else {
+        let Ok(answer) = self.clients.send(upstream.body(Full::new(body))).await else {
             return HttpResponse::BadGateway().finish();
         };
         let status =
@@ -61,8 +53,8 @@ impl Relay {
                 reply.insert_header((name, value.as_bytes()));
             }
         }
-        match answer.bytes().await {
-            Ok(body) => reply.body(body),
+        match answer.into_body().collect().await {
+            Ok(body) => reply.body(body.to_bytes()),
             Err(_) => HttpResponse::BadGateway().finish(),
         }
     }
@@ -74,12 +66,11 @@ async fn relay(request: HttpRequest, body: web::Bytes, relay: web::Data<Relay>) 
 
 /// Binds `listen`, prints the endpoint URL, and relays to `upstream` until killed.
 pub async fn serve(listen: SocketAddr, upstream: String) -> anyhow::Result<()> {
-    let upstream = reqwest::Url::parse(&upstream).context("--upstream is not an absolute URL")?;
+    let upstream =
+        absolute_http_uri(&upstream).context("--upstream is not an absolute http(s) URL")?;
+    let clients = Clients::new(Default::default(), Duration::from_secs(10))?;
     let listener = bind_and_announce(listen, "/mcp").await?.into_std()?;
-    let relay = web::Data::from(Arc::new(Relay {
-        upstream,
-        clients: ThreadLocal::new(),
-    }));
+    let relay = web::Data::from(Arc::new(Relay { upstream, clients }));
     HttpServer::new(move || {
         App::new()
             .app_data(relay.clone())
