@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+pub mod error_text;
 pub mod events;
 pub mod glob_filter;
 pub mod http;

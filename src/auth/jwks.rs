@@ -109,7 +109,7 @@ impl JwksCache {
                 *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
             }
             Err(error) => {
-                let error = super::describe(&error);
+                let error = crate::error_text::describe(&error);
                 tracing::warn!(%error, "cannot fetch the JWKS; keeping the keys fetched before");
             }
         }

@@ -200,18 +200,6 @@ fn bearer(authorization: Option<&str>) -> Result<&str, AuthError> {
     Ok(credential)
 }
 
-/// An error and its sources, for logs.
-pub(crate) fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ pub async fn principal(request: &HttpRequest, state: &AppState) -> Result<Princi
 fn refuse(refusal: AuthError, state: &AppState) -> HttpError {
     let reason = refusal.reason();
     state.gateway.metrics().auth_failure(reason);
-    tracing::debug!(reason, error = %crate::auth::describe(&refusal), "request not authenticated");
+    tracing::debug!(reason, error = %crate::error_text::describe(&refusal), "request not authenticated");
     let challenge = challenge(&refusal, state.auth.resource_metadata());
     HttpError::Unauthenticated { refusal, challenge }
 }

@@ -33,6 +33,7 @@ use thread_local::ThreadLocal;
 use self::connector::Connector;
 use super::UpstreamError;
 use crate::config::UpstreamConfig;
+use crate::error_text::describe;
 
 /// What an upstream answers: its status, headers and a body read as it arrives.
 pub type Response = http::Response<hyper::body::Incoming>;
@@ -45,20 +46,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub enum SendError {
     #[error("invalid request: {0}")]
     Build(#[from] http::Error),
-    #[error("{}", chain(.0))]
+    #[error("{}", describe(.0))]
     Exchange(#[from] hyper_util::client::legacy::Error),
-}
-
-/// An error with its sources, `: `-separated: hyper-util's own text says only which step failed.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The clients of one upstream, and how more are made.
