@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{ReadError, bounded_events, event_message, is_too_large};
-use super::http_client::{Clients, Response, SendError, json_body};
+use super::http_client::{Clients, EVENT_STREAM, JSON, Response, SendError, json_body};
 use super::outlet::{DropReason, Outlet};
 use super::{CallContext, InitInfo, Replies, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::UpstreamConfig;
@@ -49,8 +49,6 @@ const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
 const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 const ACCEPT_JSON_OR_SSE: HeaderValue =
     HeaderValue::from_static("application/json, text/event-stream");
-const ACCEPT_SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// How many times one response stream is resumed before giving up.
 const MAX_RESUMES: usize = 10;
 /// How long the end of a response stream is awaited once its response went through (the
@@ -550,7 +548,7 @@ impl Inner {
 
     fn get_stream(&self, session: &UpstreamSession) -> Builder {
         self.with_session(
-            HttpRequest::get(self.url.clone()).header(ACCEPT, ACCEPT_SSE),
+            HttpRequest::get(self.url.clone()).header(ACCEPT, EVENT_STREAM),
             session,
         )
     }

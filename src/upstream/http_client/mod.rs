@@ -38,6 +38,10 @@ use crate::error_text::describe;
 /// What an upstream answers: its status, headers and a body read as it arrives.
 pub type Response = http::Response<hyper::body::Incoming>;
 
+/// The media types upstream requests name, as header values made once.
+pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
+pub const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 

@@ -25,14 +25,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{Request as HttpRequest, Uri};
 use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::framing::{bounded_events, event_message, is_too_large};
-use super::http_client::{Clients, SendError, json_body, uri_of};
+use super::http_client::{Clients, EVENT_STREAM, JSON, SendError, json_body, uri_of};
 use super::outlet::{DropReason, Outlet};
 use super::{CallContext, InitInfo, UpstreamError, UpstreamEvent, request_channel};
 use crate::config::UpstreamConfig;
@@ -49,9 +49,6 @@ const RETRY_DOWN: Duration = Duration::from_secs(5);
 /// Bounds of the pause between two sweeps of idle connections.
 const SWEEP_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
 
-const SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
-
 /// The events of one connection's stream.
 type Events = Box<dyn Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send + Unpin>;
 
@@ -63,9 +60,7 @@ pub struct SseUpstream {
 struct Inner {
     name: String,
     /// The GET stream's URL, which `endpoint` events are resolved against.
-    url: url::Url,
-    /// The same, as requests name it.
-    stream_uri: Uri,
+    url: Uri,
     clients: Clients,
     last_init: Mutex<Option<Arc<InitInfo>>>,
     outlet: Outlet,
@@ -80,16 +75,10 @@ struct Inner {
 
 impl SseUpstream {
     pub fn new(config: &UpstreamConfig, outlet: Outlet) -> Result<Self, UpstreamError> {
-        let (clients, stream_uri) = Clients::for_upstream(config)?;
-        let url =
-            url::Url::parse(&stream_uri.to_string()).map_err(|e| UpstreamError::Transport {
-                upstream: config.name.clone(),
-                reason: format!("url: {e}"),
-            })?;
+        let (clients, url) = Clients::for_upstream(config)?;
         let inner = Arc::new(Inner {
             name: config.name.clone(),
             url,
-            stream_uri,
             clients,
             last_init: Mutex::new(None),
             outlet,
@@ -251,8 +240,8 @@ impl Inner {
     }
 
     async fn get_stream(&self) -> Result<Events, UpstreamError> {
-        let request = HttpRequest::get(self.stream_uri.clone())
-            .header(ACCEPT, SSE)
+        let request = HttpRequest::get(self.url.clone())
+            .header(ACCEPT, EVENT_STREAM)
             .body(Full::default());
         let response = self
             .clients
@@ -456,10 +445,11 @@ impl Inner {
     }
 }
 
-/// The URL an `endpoint` event's data names, relative to the stream's `url`; refused when it is
+/// The URL an `endpoint` event's data names, relative to the `stream`'s URL; refused when it is
 /// not a URL or is on another origin.
-fn resolve_endpoint(url: &url::Url, data: &str) -> Result<Uri, &'static str> {
+fn resolve_endpoint(stream: &Uri, data: &str) -> Result<Uri, &'static str> {
     let not_a_url = "its endpoint is not a URL";
+    let url = url::Url::parse(&stream.to_string()).map_err(|_| not_a_url)?;
     let endpoint = url.join(data.trim()).map_err(|_| not_a_url)?;
     if endpoint.origin() != url.origin() {
         return Err("its endpoint is on another origin");
@@ -523,7 +513,7 @@ mod tests {
 
     #[test]
     fn endpoints_resolve_against_the_stream_url_on_its_origin_only() {
-        let url = url::Url::parse("http://up.example:8080/mcp/sse?token=t").unwrap();
+        let url = Uri::from_static("http://up.example:8080/mcp/sse?token=t");
         let resolved = |data| resolve_endpoint(&url, data).map(|u| u.to_string());
         assert_eq!(
             resolved("/messages/?session_id=ab").as_deref(),
