@@ -25,11 +25,14 @@ step() {
   fi
 }
 
-# counts.sh on every target, keeping the callgrind profiles it says it keeps.
+# counts.sh on every target, keeping the callgrind profiles it says it keeps; then whole
+# sessions.
 counts_smoke() {
   local profiles
   profiles="$(mktemp -d -t mcpgate-profiles-XXXXXX)"
   env MCPGATE_BIN_DIR="$root/target/debug" BENCH_CALLS=200 COUNTS_PROFILES="$profiles" \
+    timeout 600 bash tests/bench/counts.sh || return
+  env MCPGATE_BIN_DIR="$root/target/debug" BENCH_CALLS=50 COUNTS_MODE=sessions \
     timeout 600 bash tests/bench/counts.sh || return
   for target in a x b c; do
     if [[ ! -s "$profiles/$target.callgrind" ]]; then
@@ -78,7 +81,7 @@ step "fleet: Redis + 3 replicas behind round-robin haproxy" timeout 900 bash tes
 # figures are printed, never asserted (the real run: tests/bench/run.sh on a release build).
 step "benchmark smoke run: tests/bench/run.sh --quick (debug build)" \
   env MCPGATE_BIN_DIR="$root/target/debug" timeout 600 bash tests/bench/run.sh --quick
-step "benchmark smoke run: tests/bench/counts.sh, 200 calls (debug build)" counts_smoke
+step "benchmark smoke run: tests/bench/counts.sh, 200 calls and 50 sessions (debug build)" counts_smoke
 
 step "deploy: Helm chart, kustomize base, alert rules, dashboard on a scraped fleet" \
   timeout 600 "$venv/bin/python" -m pytest -v tests/deploy

@@ -15,6 +15,9 @@
 #   MCPGATE_BIN_DIR=/tmp/old tests/bench/counts.sh   another build's binaries
 #   COUNTS_PROFILES=/tmp/p tests/bench/counts.sh      also keeps each target's callgrind profile
 #                                                     there (a.callgrind, ...) for callgrind_annotate
+#   COUNTS_MODE=sessions tests/bench/counts.sh        counts whole sessions instead of calls
+#                                                     (initialize, initialized, one call, DELETE:
+#                                                     `mcpgate bench --mode sessions`), per session
 #
 # Builds the release binaries when they are missing, and runs tests/tools/install.sh when
 # valgrind, strace or redis-server is missing. Takes about a minute once built.
@@ -25,6 +28,11 @@ root="$(cd "$here/../.." && pwd)"
 bin="${MCPGATE_BIN_DIR:-$root/target/release}"
 calls="${BENCH_CALLS:-2000}"
 profiles="${COUNTS_PROFILES:-}"
+mode="${COUNTS_MODE:-calls}"
+[[ "$mode" == calls || "$mode" == sessions ]] ||
+  { echo "counts.sh: COUNTS_MODE is calls or sessions, not $mode" >&2; exit 2; }
+warmup=200
+[[ "$mode" == calls ]] || warmup=50
 say() { printf '[counts] %s\n' "$*" >&2; }
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(a x b c)
@@ -108,7 +116,7 @@ command_for() {
 }
 
 # Starts a target ($1: the port it serves /mcp on, then its command line), waits until it
-# answers, and warms it up with 200 calls; sets `target`.
+# answers, and warms it up with 200 calls (50 sessions); sets `target`.
 start() {
   local port="$1"
   shift
@@ -116,12 +124,13 @@ start() {
   target=$!
   pids+=("$target")
   wait_http "http://127.0.0.1:$port/mcp"
-  calls_on "$port" 200 > /dev/null
+  calls_on "$port" "$warmup" > /dev/null
 }
 
-# Makes $2 calls to the target on port $1 and prints their report (JSON).
+# Makes $2 calls (sessions, in sessions mode) to the target on port $1 and prints their report
+# (JSON).
 calls_on() {
-  "$bin/mcpgate" bench --url "http://127.0.0.1:$1/mcp" --mode calls --connections 4 \
+  "$bin/mcpgate" bench --url "http://127.0.0.1:$1/mcp" --mode "$mode" --connections 4 \
     --warmup 0s --duration 600s --json --requests "$2"
 }
 
@@ -168,7 +177,7 @@ syscalls() {
 }
 
 # Counts target $2 (see command_for), labelled $1, and prints its instructions and system
-# calls per call; fails when a call failed.
+# calls per call (per session in sessions mode); fails when one failed.
 count() {
   local label="$1" port
   port="$(free_port)"
@@ -177,14 +186,15 @@ count() {
   port="$(free_port)"
   command_for "$2" "$port"
   syscalls "$port" "${cmd[@]}"
-  python3 - "$label" "$counted" "$traced" "$work"/*.cg.json "$work"/*.strace.json <<'PY'
+  python3 - "$label" "${mode%s}" "$counted" "$traced" "$work"/*.cg.json "$work"/*.strace.json <<'PY'
 import json, sys
-label, counted, traced, reports = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+label, unit, counted, traced = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+reports = sys.argv[5:]
 runs = [json.load(open(path)) for path in reports]
 calls = [run["requests"] for run in runs]
 errors = sum(sum(run.get("errors", {}).values()) for run in runs)
 print(f"{label:<44} {counted / calls[0]:>10,.0f} instructions {traced / calls[1]:>6.2f} system"
-      f" calls per call ({calls[0]} + {calls[1]} calls, {errors} errors)")
+      f" calls per {unit} ({calls[0]} + {calls[1]} {unit}s, {errors} errors)")
 sys.exit(1 if errors or not all(calls) else 0)
 PY
   rm -f "$work"/*.json
@@ -192,7 +202,7 @@ PY
 
 [[ -z "$profiles" ]] || mkdir -p "$profiles"
 wait_http "$fixture_url"
-say "fixture at $fixture_url, Redis on $redis_port; $calls calls per target and count"
+say "fixture at $fixture_url, Redis on $redis_port; $calls ${mode} per target and count"
 for name in "${targets[@]}"; do
   case "$name" in
     a) count "a. the fixture alone, direct" fixture ;;

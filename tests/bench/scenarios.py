@@ -15,7 +15,7 @@ Scenarios (`tools/call echo`, 8 connections unless said):
       per connection, `option httpclose`), Redis
   d'  the same with haproxy keeping connections alive (`option http-keep-alive`)
       a-d, d', h, i, x, y: 1, 8 and 64 connections
-  e   session creation + deletion rate (`--mode sessions`) for a, b, c, d
+  e   session creation + deletion rate (`--mode sessions`) for a, x, b, c, d
   f   revival: two replicas on one Redis, sessions created on one, first request on the other
   g   idle scale: BENCH_IDLE sessions (default 100000) on one replica with Redis: replica RSS,
       Redis memory per session, upstream sessions the fixture holds, calls on old sessions,
@@ -430,7 +430,7 @@ class Stack:
                                        {"gateway": [r.proc.popen.pid]})
         if self.needs("i"):
             self._start_competitors()
-        if self.needs("x"):
+        if self.needs("x", "e"):
             self._start_bare_relay(fx)
         if self.needs("y"):
             self._start_proxy_nginx()
@@ -719,18 +719,18 @@ def make_row(scenario: str, label: str, result: dict, connections: int, unit: st
 
 def add_ratios(rows: list[dict]) -> None:
     """ratio to direct, added p50/p99 and gateway/fixture CPU, against `a` (calls) or `e-a`
-    (sessions) at the same connection count; gateway/relay CPU against `x` there."""
+    (sessions) at the same connection count; gateway/relay CPU against `x` (`e-x`) there."""
     base = {}
     relay = {}
     for row in rows:
         if row["scenario"] in ("a", "e-a"):
             base[(row["unit"], row["connections"])] = row
-        if row["scenario"] == "x":
-            relay[row["connections"]] = row["cpu_us_per_op"].get("gateway")
+        if row["scenario"] in ("x", "e-x"):
+            relay[(row["unit"], row["connections"])] = row["cpu_us_per_op"].get("gateway")
     for row in rows:
         gw = row["cpu_us_per_op"].get("gateway")
-        bare = relay.get(row["connections"]) if row["unit"] == "req" else None
-        compared = gw is not None and bare and row["scenario"] not in ("x", "z")
+        bare = relay.get((row["unit"], row["connections"]))
+        compared = gw is not None and bare and row["scenario"] not in ("x", "e-x", "z")
         row["gateway_cpu_vs_relay"] = gw / bare if compared else None
         ref = base.get((row["unit"], row["connections"])) or base.get((row["unit"], 8))
         row["ratio_to_direct"] = row["added_p50_ms"] = row["added_p99_ms"] = row["gateway_cpu_vs_fixture"] = None
@@ -830,7 +830,7 @@ def main(argv: list[str]) -> int:
 
         # e: session creation + deletion.
         if "e" in wanted:
-            for key in ("a", "b", "c", "d"):
+            for key in ("a", "x", "b", "c", "d"):
                 if key not in t:
                     continue
                 label = f"e. sessions: {t[key].label.split('. ', 1)[1]}"
@@ -959,7 +959,7 @@ def fresh_calls(stack: Stack, runner: Runner, target: Target, ids: Path, n: int,
 
 
 def finish(rows, extra, stack: Stack, out_path: Path, seconds, warmup, idle_n, fsync, began, quick) -> None:
-    order = ["a", "x", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp", "z", "e-a", "e-b", "e-c", "e-d", "f", "g", "g-fresh"]
+    order = ["a", "x", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp", "z", "e-a", "e-x", "e-b", "e-c", "e-d", "f", "g", "g-fresh"]
     rows.sort(key=lambda r: (order.index(r["scenario"]) if r["scenario"] in order else 99, r["connections"]))
     add_ratios(rows)
     took = time.monotonic() - began

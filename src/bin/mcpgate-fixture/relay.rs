@@ -1,8 +1,8 @@
 //! Relay mode: a bare HTTP relay built from what mcpgate's request path is made of (an
 //! actix-web server, and mcpgate's own upstream client: hyper-util's, one per worker thread),
 //! with no MCP in it. It
-//! copies each POST to `/mcp` to the upstream with the headers MCP needs and answers with the
-//! upstream's status, content type, session id and whole body. The benchmark puts it in front
+//! copies each POST and DELETE to `/mcp` to the upstream with the headers MCP needs and answers
+//! with the upstream's status, content type, session id and whole body. The benchmark puts it in front
 //! of the HTTP fixture (scenario x): what it costs per call is the least a gateway on these
 //! crates can cost, against which the gateway's MCP work is measured.
 
@@ -36,7 +36,11 @@ struct Relay {
 
 impl Relay {
     async fn relay(&self, request: &HttpRequest, body: web::Bytes) -> HttpResponse {
-        let mut upstream = ::http::Request::post(self.upstream.clone());
+        let method = ::http::Method::from_bytes(request.method().as_str().as_bytes())
+            .expect("actix-web serves only valid methods");
+        let mut upstream = ::http::Request::builder()
+            .method(method)
+            .uri(self.upstream.clone());
         for name in REQUEST_HEADERS {
             if let Some(value) = request.headers().get(name) {
                 upstream = upstream.header(name, value.as_bytes());
@@ -75,6 +79,7 @@ pub async fn serve(listen: SocketAddr, upstream: String) -> anyhow::Result<()> {
         App::new()
             .app_data(relay.clone())
             .route("/mcp", web::post().to(self::relay))
+            .route("/mcp", web::delete().to(self::relay))
     })
     .listen(listener)?
     .run()
