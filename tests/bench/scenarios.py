@@ -15,7 +15,7 @@ Scenarios (`tools/call echo`, 8 connections unless said):
       per connection, `option httpclose`), Redis
   d'  the same with haproxy keeping connections alive (`option http-keep-alive`)
       a-d, d', h, i, x, y: 1, 8 and 64 connections
-  e   session creation + deletion rate (`--mode sessions`) for a, x, b, c, d
+  e   session creation + deletion rate (`--mode sessions`) for a, x, b, c, d, d'
   f   revival: two replicas on one Redis, sessions created on one, first request on the other
   g   idle scale: BENCH_IDLE sessions (default 100000) on one replica with Redis: replica RSS,
       Redis memory per session, upstream sessions the fixture holds, calls on old sessions,
@@ -414,7 +414,7 @@ class Stack:
                 lb.wait_states({r.name: "UP" for r in fleet})
                 self.targets["d"] = Target("d", "d. 3 replicas + haproxy (httpclose), Redis", lb.url,
                                            {**roles, "balancer": [lb.proc.popen.pid]})
-            if self.needs("d'"):
+            if self.needs("d'", "e"):
                 lb = QuietHAProxy(self.logdir, fleet, keep_alive=True)
                 self.balancers.append(lb)
                 lb.start()
@@ -830,7 +830,7 @@ def main(argv: list[str]) -> int:
 
         # e: session creation + deletion.
         if "e" in wanted:
-            for key in ("a", "x", "b", "c", "d"):
+            for key in ("a", "x", "b", "c", "d", "d'"):
                 if key not in t:
                     continue
                 label = f"e. sessions: {t[key].label.split('. ', 1)[1]}"
@@ -959,7 +959,7 @@ def fresh_calls(stack: Stack, runner: Runner, target: Target, ids: Path, n: int,
 
 
 def finish(rows, extra, stack: Stack, out_path: Path, seconds, warmup, idle_n, fsync, began, quick) -> None:
-    order = ["a", "x", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp", "z", "e-a", "e-x", "e-b", "e-c", "e-d", "f", "g", "g-fresh"]
+    order = ["a", "x", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp", "z", "e-a", "e-x", "e-b", "e-c", "e-d", "e-d'", "f", "g", "g-fresh"]
     rows.sort(key=lambda r: (order.index(r["scenario"]) if r["scenario"] in order else 99, r["connections"]))
     add_ratios(rows)
     took = time.monotonic() - began
