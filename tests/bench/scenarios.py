@@ -14,7 +14,7 @@ Scenarios (`tools/call echo`, 8 connections unless said):
   d   three replicas behind round-robin haproxy (tests/fleet/fleet.py's config: one request
       per connection, `option httpclose`), Redis
   d'  the same with haproxy keeping connections alive (`option http-keep-alive`)
-      a-d, d', h, i, x, y: 1, 8 and 64 connections
+      a-d, d', h, i, x, x', y: 1, 8 and 64 connections
   e   session creation + deletion rate (`--mode sessions`) for a, x, b, c, d, d'
   f   revival: two replicas on one Redis, sessions created on one, first request on the other
   g   idle scale: BENCH_IDLE sessions (default 100000) on one replica with Redis: replica RSS,
@@ -26,6 +26,9 @@ Scenarios (`tools/call echo`, 8 connections unless said):
   x   a bare relay built from what mcpgate's request path is made of (actix-web server,
       mcpgate's own hyper-util upstream client per worker; `mcpgate-fixture relay`, no MCP)
       in front of the HTTP fixture: the least a gateway on those crates costs, next to b and y
+  x'  the same relay making one Redis round trip (PING, on mcpgate's own Redis connections)
+      before each request: the least a request that checks its session in Redis costs, next
+      to c
   y   nginx as a plain reverse proxy in front of the HTTP fixture (kept-alive upstream
       connections, no MCP logic): what one HTTP hop costs at the least, next to b
   z   the load generator against nginx returning a canned JSON-RPC result: its own ceiling
@@ -388,7 +391,7 @@ class Stack:
         http_upstream = {"name": "remote", "transport": "http", "url": self.fixture_url}
         self.targets["a"] = Target("a", "a. direct: HTTP fixture", self.fixture_url, {"upstream": fx})
 
-        if self.needs("c", "d", "d'", "e", "f", "g"):
+        if self.needs("c", "d", "d'", "e", "f", "g", "x'"):
             self.redis = Redis(self.logdir)
             self.redis.start()
             self.redis.command("CONFIG", "SET", "appendfsync", self.fsync)
@@ -432,6 +435,8 @@ class Stack:
             self._start_competitors()
         if self.needs("x", "e"):
             self._start_bare_relay(fx)
+        if self.needs("x'"):
+            self._start_bare_relay(fx, rd)
         if self.needs("y"):
             self._start_proxy_nginx()
         if self.needs("z"):
@@ -456,11 +461,19 @@ class Stack:
         else:
             self.notes.append(f"mcp-proxy not installed ({MCP_PROXY}): run tests/tools/install.sh")
 
-    def _start_bare_relay(self, fixture_pids: list[int]) -> None:
-        proc = self._spawn("relay", [FIXTURE_BIN, "relay", "--listen", "127.0.0.1:0", "--upstream", self.fixture_url])
+    def _start_bare_relay(self, fixture_pids: list[int], redis_pids: list[int] | None = None) -> None:
+        """x, or with `redis_pids` x': the relay making one Redis round trip before each request."""
+        argv = [FIXTURE_BIN, "relay", "--listen", "127.0.0.1:0", "--upstream", self.fixture_url]
+        if redis_pids is None:
+            key, name, label, roles = "x", "relay", "x. bare actix-web + hyper-util relay, HTTP fixture", {}
+        else:
+            argv += ["--redis", self.redis.url]
+            key, name, label = "x'", "relay-redis", "x'. the same relay + one Redis round trip (PING) a request"
+            roles = {"redis": redis_pids}
+        proc = self._spawn(name, argv)
         url = proc.wait_listening()
-        self.targets["x"] = Target("x", "x. bare actix-web + hyper-util relay, HTTP fixture", url,
-                                   {"gateway": [proc.popen.pid], "upstream": fixture_pids})
+        self.targets[key] = Target(key, label, url,
+                                   {"gateway": [proc.popen.pid], "upstream": fixture_pids, **roles})
 
     def _start_competitor(self, key: str, label: str, port: int, argv: list) -> None:
         """Another gateway serving Streamable HTTP at 127.0.0.1:`port`/mcp, once it lists tools."""
@@ -785,7 +798,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", default="", help="comma-separated subset: a,b,c,d,d',e,f,g,h,i,x,y,z")
     args = parser.parse_args(argv)
 
-    everything = ["a", "b", "c", "d", "d'", "e", "f", "g", "h", "i", "x", "y", "z"]
+    everything = ["a", "b", "c", "d", "d'", "e", "f", "g", "h", "i", "x", "x'", "y", "z"]
     wanted = set(x.strip() for x in args.only.split(",") if x.strip()) or set(everything)
     unknown = wanted - set(everything)
     if unknown:
@@ -816,7 +829,7 @@ def main(argv: list[str]) -> int:
 
         # a-d, d', h, i, x, y: calls at 1, 8 and 64 connections, interleaved (every target at one
         # connection count before the next count), so drift over the run spreads evenly.
-        call_keys = [k for k in ("a", "x", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp")
+        call_keys = [k for k in ("a", "x", "x'", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp")
                      if k in t and (k.split("-")[0] in wanted)]
         for connections in CONNECTIONS:
             for key in call_keys:
@@ -959,7 +972,7 @@ def fresh_calls(stack: Stack, runner: Runner, target: Target, ids: Path, n: int,
 
 
 def finish(rows, extra, stack: Stack, out_path: Path, seconds, warmup, idle_n, fsync, began, quick) -> None:
-    order = ["a", "x", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp", "z", "e-a", "e-x", "e-b", "e-c", "e-d", "e-d'", "f", "g", "g-fresh"]
+    order = ["a", "x", "x'", "y", "b", "c", "d", "d'", "h", "i-sg", "i-mp", "z", "e-a", "e-x", "e-b", "e-c", "e-d", "e-d'", "f", "g", "g-fresh"]
     rows.sort(key=lambda r: (order.index(r["scenario"]) if r["scenario"] in order else 99, r["connections"]))
     add_ratios(rows)
     took = time.monotonic() - began

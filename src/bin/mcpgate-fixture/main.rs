@@ -79,8 +79,8 @@ enum Mode {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
-    /// Relay POSTs to `/mcp` to another endpoint with no MCP in between (the benchmark's bare
-    /// relay, `relay.rs`); the first stdout line is the URL.
+    /// Relay POSTs and DELETEs to `/mcp` to another endpoint with no MCP in between (the
+    /// benchmark's bare relay, `relay.rs`); the first stdout line is the URL.
     Relay {
         /// Address to bind; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -88,6 +88,9 @@ enum Mode {
         /// The endpoint requests go to.
         #[arg(long)]
         upstream: String,
+        /// A Redis (`redis://host:port`) each request makes one round trip to first.
+        #[arg(long)]
+        redis: Option<String>,
     },
 }
 
@@ -102,7 +105,11 @@ async fn main() -> anyhow::Result<()> {
             modern_only,
         } => http::serve(listen, cli.name, modern_only).await,
         Mode::Sse { listen } => sse::serve(listen, cli.name).await,
-        Mode::Relay { listen, upstream } => relay::serve(listen, upstream).await,
+        Mode::Relay {
+            listen,
+            upstream,
+            redis,
+        } => relay::serve(listen, upstream, redis).await,
     }
 }
 
