@@ -81,7 +81,8 @@ step "fleet: Redis + 3 replicas behind round-robin haproxy" timeout 900 bash tes
 # figures are printed, never asserted (the real run: tests/bench/run.sh on a release build).
 step "benchmark smoke run: tests/bench/run.sh --quick (debug build)" \
   env MCPGATE_BIN_DIR="$root/target/debug" timeout 600 bash tests/bench/run.sh --quick
-step "benchmark smoke run: tests/bench/counts.sh, 200 calls and 50 sessions (debug build)" counts_smoke
+step "benchmark smoke run: tests/bench/counts.sh, 200 calls and 50 sessions (debug build)" \
+  counts_smoke
 
 step "deploy: Helm chart, kustomize base, alert rules, dashboard on a scraped fleet" \
   timeout 600 "$venv/bin/python" -m pytest -v tests/deploy

@@ -1,13 +1,13 @@
 //! Relay mode: a bare HTTP relay built from what mcpgate's request path is made of (an
 //! actix-web server, and mcpgate's own upstream client: hyper-util's, one per worker thread),
-//! with no MCP in it. It
-//! copies each POST and DELETE to `/mcp` to the upstream with the headers MCP needs and answers
-//! with the upstream's status, content type, session id and whole body. The benchmark puts it in front
-//! of the HTTP fixture (scenario x): what it costs per call is the least a gateway on these
-//! crates can cost, against which the gateway's MCP work is measured. With `--redis`, each
-//! request first makes one Redis round trip (a `PING`) on mcpgate's own connections
-//! ([`RedisPool`]: one multiplexed connection per thread), and a failed one is answered 503
-//! (scenario x'): the least a request that checks a session in Redis costs.
+//! with no MCP in it. It copies each POST and DELETE to `/mcp` to the upstream with the headers
+//! MCP needs and answers with the upstream's status, content type, session id and whole body.
+//! The benchmark puts it in front of the HTTP fixture (scenario x): what it costs per call is
+//! the least a gateway on these crates can cost, against which the gateway's MCP work is
+//! measured. With `--redis`, each request first makes one Redis round trip (a `PING`) on
+//! mcpgate's own connections ([`RedisPool`]: one multiplexed connection per thread), and a
+//! failed one is answered 503 (scenario x'): the least a request that checks a session in Redis
+//! costs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
